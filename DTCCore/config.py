@@ -1,0 +1,185 @@
+"""Configuration of a DTC run: network, recipe, training schedule and inference.
+
+Every constant carries its source. "reference" is the authors' code (github.com/HiLab-git/DTC,
+``train_la_dtc.py``); "paper" is Luo et al., AAAI 2021. Lengths are in voxels, iterations count
+optimizer steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import DTCError
+
+MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is the full method
+
+
+@dataclass
+class NetworkConfig:
+    in_channels: int = 1
+    num_classes: int = 1  # foreground classes; 1 -> single sigmoid channel as in the reference
+    base_filters: int = 16  # reference VNet n_filters=16 -> 9,448,866 parameters (paper: 9.44 M)
+    dropout: bool = True  # reference has_dropout=True: Dropout3d(0.5) on bottleneck and last features
+
+
+@dataclass
+class RecipeConfig:
+    mode: str = "dtc"
+    beta: float = 0.3  # reference: loss_sdf weight 0.3 (paper eq. 7 writes 1)
+    k: float = 1500.0  # paper and reference: T^-1(z) = sigmoid(-k z), k = 1500
+    consistency: float = 1.0  # reference --consistency 1.0: lambda's maximum
+    consistency_rampup: float = 40.0  # reference --consistency_rampup 40.0 (in ramp units)
+    ramp_unit: int = 150  # reference: sigmoid_rampup(iter_num // 150, 40) -> full weight at 6000
+    # How T is normalised: "volume" = each side of the signed distance divided by its maximum over the
+    # whole volume, computed once per labeled volume (our default; see levelset.py for why);
+    # "patch" = the reference's per-patch min-max (recomputed per batch; for comparison only).
+    sdf_normalization: str = "volume"
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 6000  # reference max_iterations
+    lr: float = 0.01  # reference base_lr
+    momentum: float = 0.9  # reference SGD momentum
+    weight_decay: float = 1e-4  # reference SGD weight_decay
+    lr_steps: tuple[int, ...] = (2500, 5000)  # reference: lr x0.1 every 2500 iterations
+    lr_gamma: float = 0.1  # reference
+    labeled_batch: int = 2  # reference labeled_bs
+    unlabeled_batch: int = 2  # reference batch_size 4 - labeled_bs 2
+    patch: tuple[int, int, int] = (112, 112, 80)  # reference patch_size for LA (x, y, z)
+    seed: int = 1337  # reference seed
+    checkpoint_every: int = 500  # our choice: a cancel or crash loses at most this many iterations
+    log_every: int = 10  # iterations between progress events in log.jsonl
+    num_workers: int = 2  # background batch producers (0 = in the training process)
+    device: str = "auto"  # auto | cuda | cpu
+    amp: bool = True  # bf16 autocast on CUDA; always fp32 on the CPU
+    deterministic: bool = False  # True: deterministic algorithms (slower; used by resume tests)
+    sync_batchnorm: bool = False  # DDP only: SyncBatchNorm across processes
+
+
+@dataclass
+class InferConfig:
+    overlap: float = 0.5  # fraction of the patch shared by neighbouring windows (MONAI's default style)
+    stride: tuple[int, int, int] | None = None  # explicit stride overrides overlap; reference LA: (18, 18, 4)
+    blend: str = "gaussian"  # gaussian | uniform (reference: uniform average)
+    batch_windows: int = 4  # windows per forward pass
+    threshold: float = 0.5  # reference: probability > 0.5
+    largest_component: bool = False  # reference keeps the largest connected component (README numbers)
+
+
+@dataclass
+class DTCConfig:
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DTCConfig":
+        """Build a config from a (possibly partial) nested dict; unknown keys are an error."""
+        if not isinstance(d, dict):
+            raise DTCError("config must be a JSON object with sections network/recipe/train/infer")
+        out = cls()
+        for section, value in d.items():
+            if section not in _SECTIONS:
+                raise DTCError(f"unknown config section {section!r}; expected one of {sorted(_SECTIONS)}")
+            if not isinstance(value, dict):
+                raise DTCError(f"config section {section!r} must be a JSON object")
+            sub = getattr(out, section)
+            names = {f.name: f for f in dataclasses.fields(sub)}
+            for key, v in value.items():
+                if key not in names:
+                    raise DTCError(f"unknown config key {section}.{key}; expected one of {sorted(names)}")
+                if isinstance(v, list):
+                    v = tuple(v)
+                setattr(sub, key, v)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        """Raise DTCError on values that cannot work."""
+        if self.recipe.mode not in MODES:
+            raise DTCError(f"unknown mode {self.recipe.mode!r}; use one of {', '.join(MODES)}")
+        if self.recipe.sdf_normalization not in ("volume", "patch"):
+            raise DTCError("recipe.sdf_normalization must be 'volume' or 'patch'")
+        if self.network.num_classes < 1 or self.network.in_channels < 1 or self.network.base_filters < 1:
+            raise DTCError("network.num_classes, in_channels and base_filters must be >= 1")
+        patch = tuple(int(p) for p in self.train.patch)
+        if len(patch) != 3 or any(p < 16 or p % 16 for p in patch):
+            raise DTCError(f"patch {patch} must be 3 sizes, each a multiple of 16 (the VNet halves it 4 times)")
+        self.train.patch = patch  # type: ignore[assignment]
+        if self.train.iterations < 1:
+            raise DTCError("iterations must be >= 1")
+        if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:
+            raise DTCError("labeled_batch must be >= 1 and unlabeled_batch >= 0")
+        if self.train.device not in ("auto", "cuda", "cpu"):
+            raise DTCError(f"device {self.train.device!r}: use auto, cuda or cpu")
+        if not 0.0 <= self.infer.overlap < 1.0:
+            raise DTCError(f"overlap {self.infer.overlap} must be in [0, 1)")
+        if self.infer.blend not in ("gaussian", "uniform"):
+            raise DTCError(f"blend {self.infer.blend!r}: use gaussian or uniform")
+        if self.infer.stride is not None:
+            stride = tuple(int(s) for s in self.infer.stride)
+            if len(stride) != 3 or any(s < 1 for s in stride):
+                raise DTCError(f"stride {stride} must be 3 positive sizes")
+            self.infer.stride = stride  # type: ignore[assignment]
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DTCConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DTCError(f"config file {path} does not exist") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DTCError(f"config file {path} is not valid JSON ({exc}); fix or remove it") from None
+        return cls.from_dict(data)
+
+
+_SECTIONS = {f.name for f in dataclasses.fields(DTCConfig)}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and an atomic rename."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one, never a part."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise DTCError(f"cannot write to folder {path.parent} ({exc.strerror}); choose a writable folder") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _silent_unlink(tmp)
+        raise DTCError(f"cannot write {path} ({exc.strerror}); free disk space or choose another folder") from None
+    except BaseException:
+        _silent_unlink(tmp)
+        raise
+
+
+def _silent_unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
