@@ -171,14 +171,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        _silent_unlink(tmp)
+        silent_unlink(tmp)
         raise DTCError(f"cannot write {path} ({exc.strerror}); free disk space or choose another folder") from None
     except BaseException:
-        _silent_unlink(tmp)
+        silent_unlink(tmp)
         raise
 
 
-def _silent_unlink(path: str) -> None:
+def silent_unlink(path: str) -> None:
+    """Remove ``path`` if it exists; errors are ignored (cleanup of temp files)."""
     try:
         os.unlink(path)
     except OSError:

@@ -1,0 +1,60 @@
+"""The ``dtc`` command line: ``dtc train``, ``dtc segment``, ``dtc evaluate``.
+
+A user mistake is reported as one line ``error: <what is wrong and how to fix it>`` on stderr with exit
+status 2, never a traceback. A cancelled training run exits with status 3 after saving a checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import EXIT_CANCELLED, EXIT_USER_ERROR, CancelledError, DTCError
+
+DESCRIPTION = """\
+DTC: semi-supervised 3D segmentation through dual-task consistency (Luo et al., AAAI 2021).
+
+  dtc segment IMAGE... -o OUT       segment scans with the bundled model (or --model)
+  dtc segment --sample -o OUT       segment the bundled left-atrium MRI sample case
+  dtc train MANIFEST -o RUN_DIR     train (or fine-tune) on labeled + unlabeled scans
+  dtc evaluate PRED LABEL           Dice, Jaccard, ASD, 95HD (voxels and mm)
+
+Run 'dtc COMMAND --help' for the options of each command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import evaluate, segment, train
+
+    parser = argparse.ArgumentParser(
+        prog="dtc", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"DTCSegmentation {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (train, segment, evaluate):
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``dtc`` and ``python -m DTCCore``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        return int(args.run(args) or 0)
+    except CancelledError as exc:
+        print(f"cancelled: {exc}", file=sys.stderr)
+        return EXIT_CANCELLED
+    except DTCError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+    except MemoryError:
+        print("error: not enough memory for this image; use a machine with more RAM or crop the scan", file=sys.stderr)
+        return EXIT_USER_ERROR

@@ -1,0 +1,265 @@
+"""Whole-volume prediction: normalise, sliding window, label, level set, dual-task disagreement.
+
+``predict_volume`` is what the CLI ``segment`` command and the Slicer module call. It runs
+:func:`DTCCore.sliding_window.sliding_window` with the run's inference settings, falls back to fewer
+windows per pass and then to the CPU when the GPU runs out of memory, and returns every output on the
+input grid (x, y, z).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import DTCConfig
+from .errors import DTCError
+from .sliding_window import sliding_window
+
+__all__ = ["Prediction", "predict_volume", "resolve_device", "describe_device", "sliding_window"]
+
+OUTSIDE_LEVELSET = 1.0  # level set outside an ROI: the far "outside" end of the normalised [-1, 1] range
+
+
+@dataclass
+class Prediction:
+    """Outputs of :func:`predict_volume` on the input grid (X, Y, Z), float32 unless stated.
+
+    probability: foreground probability (X, Y, Z) for one class; (C+1, X, Y, Z) softmax for C > 1 classes.
+    levelset: level-set head output in [-1, 1], negative inside: (X, Y, Z) or (C, X, Y, Z).
+    levelset_probability: ``sigmoid(-k * levelset)``, same shape as ``levelset``.
+    disagreement: |probability - levelset_probability| (X, Y, Z); multi-class: maximum over classes.
+    label: uint8 (X, Y, Z), 0 = background, c = foreground class c.
+    device: where the windows actually ran (after any out-of-memory fallback), e.g. "cuda:0" or "cpu".
+    """
+
+    probability: np.ndarray
+    levelset: np.ndarray
+    levelset_probability: np.ndarray
+    disagreement: np.ndarray
+    label: np.ndarray
+    device: str = ""
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map a user's device choice ("auto", "cpu", "cuda", "cuda:N") to a torch device; DTCError if unusable."""
+    name = str(name).strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise DTCError(
+                "no CUDA GPU was found (or this PyTorch build has no CUDA support); use --device cpu "
+                "or install a CUDA build of PyTorch"
+            )
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise DTCError(f"device {name!r} is not valid; use auto, cpu, cuda or cuda:N") from None
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DTCError(
+                f"device {name} does not exist ({torch.cuda.device_count()} CUDA GPU(s) found); "
+                "use cuda:0 or --device cpu"
+            )
+        return device
+    raise DTCError(f"device {name!r} is not valid; use auto, cpu, cuda or cuda:N")
+
+
+def describe_device(device: torch.device | str) -> str:
+    """One line for logs and the UI: GPU name and memory, or ``CPU (N threads)``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return f"{props.name} ({props.total_memory / 2**30:.1f} GiB)"
+    if device.type == "cpu":
+        return f"CPU ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
+def predict_volume(
+    model: nn.Module,
+    image_xyz: np.ndarray,
+    config: DTCConfig,
+    device: torch.device | str = "cpu",
+    roi: tuple[slice, slice, slice] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Prediction:
+    """Segment one volume with a dual-task network.
+
+    Args:
+        model: a ``DualTaskVNet`` (or any module returning ``(seg_logits, lsf)``); moved to ``device``.
+        image_xyz: (X, Y, Z) intensities, any real dtype (used as float32).
+        config: the run's config: ``train.patch`` is the window, ``infer`` the sliding-window settings,
+            ``train.amp`` enables bf16 autocast on CUDA, ``recipe.k`` the inverse transform,
+            ``recipe.mode == "lsf"`` takes the label from the level set (that ablation has no seg head).
+        device: where to run; on GPU out-of-memory the windows per pass are halved down to 1, then the
+            CPU is used (each step reported through ``log``).
+        roi: optional (x, y, z) slices; only this box is normalised and predicted. Outside it: probability
+            0 (multi-class: background 1), label 0, level set +1, disagreement 0.
+        progress: ``progress(done, total)`` windows, forwarded to the sliding window.
+        log: receives one plain-English line per fallback step.
+
+    Returns:
+        :class:`Prediction` with every array on the input grid.
+    """
+    image = np.asarray(image_xyz)
+    if image.ndim != 3:
+        raise DTCError(f"image has shape {image.shape}; expected a single 3-D volume (X, Y, Z)")
+    region = _check_roi(roi, image.shape)
+    crop = image[region]
+    if crop.size == 0:
+        raise DTCError(f"the region of interest {region} is empty; choose a box inside the {image.shape} volume")
+
+    from .data import normalize  # lazy: data.py pulls in the training pipeline
+
+    normalized = np.ascontiguousarray(normalize(crop), dtype=np.float32)
+    seg, lsf, used = _run_with_fallback(model, normalized, config, torch.device(device), progress, log)
+    inner = _crop_outputs(seg, lsf, config)
+
+    num_classes = config.network.num_classes
+    shape = image.shape
+    if num_classes == 1:
+        probability = np.zeros(shape, np.float32)
+        levelset = np.full(shape, OUTSIDE_LEVELSET, np.float32)
+    else:
+        probability = np.zeros((num_classes + 1,) + shape, np.float32)
+        probability[0] = 1.0  # outside the ROI is background with certainty
+        levelset = np.full((num_classes,) + shape, OUTSIDE_LEVELSET, np.float32)
+    disagreement = np.zeros(shape, np.float32)
+    label = np.zeros(shape, np.uint8)
+    channel_region = (slice(None),) + region
+    probability[region if num_classes == 1 else channel_region] = inner["probability"]
+    levelset[region if num_classes == 1 else channel_region] = inner["levelset"]
+    disagreement[region] = inner["disagreement"]
+    label[region] = inner["label"]
+
+    from .levelset import inverse_transform
+
+    return Prediction(
+        probability=probability,
+        levelset=levelset,
+        levelset_probability=np.asarray(inverse_transform(levelset, config.recipe.k), dtype=np.float32),
+        disagreement=disagreement,
+        label=label,
+        device=str(used),
+    )
+
+
+def _check_roi(roi: tuple[slice, slice, slice] | None, shape: tuple[int, ...]) -> tuple[slice, slice, slice]:
+    """Validate ``roi`` against ``shape`` and return three slices with explicit bounds and step 1."""
+    if roi is None:
+        return tuple(slice(0, d) for d in shape)  # type: ignore[return-value]
+    if len(roi) != 3 or not all(isinstance(s, slice) for s in roi):
+        raise DTCError("the region of interest must be three (x, y, z) slices")
+    out = []
+    for s, d in zip(roi, shape):
+        start, stop, step = s.indices(d)
+        if step != 1:
+            raise DTCError("the region of interest must be a box (slices with step 1)")
+        out.append(slice(start, max(start, stop)))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _crop_outputs(seg: np.ndarray, lsf: np.ndarray, config: DTCConfig) -> dict[str, np.ndarray]:
+    """Turn blended network outputs (Cs, ...), (Cl, ...) into probability, level set, disagreement, label."""
+    from .levelset import inverse_transform
+
+    num_classes = config.network.num_classes
+    expected = (1, 1) if num_classes == 1 else (num_classes + 1, num_classes)
+    if (seg.shape[0], lsf.shape[0]) != expected:
+        raise DTCError(
+            f"the model outputs {seg.shape[0]} segmentation and {lsf.shape[0]} level-set channels but the "
+            f"config says num_classes={num_classes}; use the config saved with this model"
+        )
+    lsp = np.asarray(inverse_transform(lsf, config.recipe.k), dtype=np.float32)
+    threshold = config.infer.threshold
+    if num_classes == 1:
+        probability, levelset, lsp = seg[0], lsf[0], lsp[0]
+        disagreement = np.abs(probability - lsp)
+        source = lsp if config.recipe.mode == "lsf" else probability
+        label = (source > threshold).astype(np.uint8)  # reference: probability > 0.5
+    else:
+        probability, levelset = seg, lsf
+        disagreement = np.abs(seg[1:] - lsp).max(axis=0)
+        if config.recipe.mode == "lsf":
+            label = np.where(lsp.max(axis=0) > threshold, lsp.argmax(axis=0) + 1, 0).astype(np.uint8)
+        else:
+            label = seg.argmax(axis=0).astype(np.uint8)
+    if config.infer.largest_component:
+        from .postprocess import largest_component
+
+        for c in range(1, num_classes + 1):
+            mask = label == c
+            if mask.any():
+                label[mask & ~np.asarray(largest_component(mask), dtype=bool)] = 0
+    return {
+        "probability": probability.astype(np.float32, copy=False),
+        "levelset": levelset.astype(np.float32, copy=False),
+        "disagreement": disagreement.astype(np.float32, copy=False),
+        "label": label,
+    }
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc)
+    )
+
+
+def _run_with_fallback(
+    model: nn.Module,
+    image: np.ndarray,
+    config: DTCConfig,
+    device: torch.device,
+    progress: Callable[[int, int], None] | None,
+    log: Callable[[str], None] | None,
+) -> tuple[np.ndarray, np.ndarray, torch.device]:
+    """Sliding window over ``image`` (X, Y, Z); returns (seg (Cs, X, Y, Z), lsf (Cl, X, Y, Z), device used)."""
+    infer = config.infer
+    batch = max(1, int(infer.batch_windows))
+    current = device
+    model.to(device)
+    try:
+        while True:
+            try:
+                tensor = torch.from_numpy(image)[None, None].to(current)
+                amp_dtype = torch.bfloat16 if current.type == "cuda" and config.train.amp else None
+                seg, lsf = sliding_window(
+                    model, tensor, config.train.patch, stride=infer.stride, overlap=infer.overlap,
+                    blend=infer.blend, batch_windows=batch, amp_dtype=amp_dtype, progress=progress,
+                )
+                return seg[0].cpu().numpy(), lsf[0].cpu().numpy(), current
+            except RuntimeError as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+            tensor = seg = lsf = None  # type: ignore[assignment]  # free before retrying
+            if current.type == "cuda":
+                torch.cuda.empty_cache()
+            where = "CPU" if current.type == "cpu" else "GPU"
+            if batch > 1:
+                _say(log, f"{where} out of memory with {batch} windows per pass; retrying with {batch // 2}")
+                batch //= 2
+            elif current.type != "cpu":
+                _say(log, f"{where} out of memory with 1 window per pass; retrying on the CPU (slower)")
+                current = torch.device("cpu")
+                model.to(current)
+            else:
+                raise DTCError(
+                    "out of memory on the CPU even with 1 window per pass; close other programs or "
+                    "segment a smaller region of interest"
+                )
+    finally:
+        if current != device:
+            model.to(device)  # leave the caller's model where it was asked to be
+
+
+def _say(log: Callable[[str], None] | None, message: str) -> None:
+    if log is not None:
+        log(message)

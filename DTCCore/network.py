@@ -1,0 +1,163 @@
+"""The dual-task VNet of DTC: one encoder-decoder, a segmentation head and a level-set head.
+
+This reproduces the reference code's ``VNet_sdf`` (github.com/HiLab-git/DTC, ``networks/vnet_sdf.py``,
+``normalization='batchnorm'``, ``has_dropout=True``) layer for layer:
+
+- ``ConvBlock(n, in, out)``: ``n`` x [Conv3d 3x3x3 (padding 1) + BatchNorm3d + ReLU];
+- down: Conv3d 2x2x2 stride 2 + BatchNorm3d + ReLU; up: ConvTranspose3d 2x2x2 stride 2 + BN + ReLU;
+- encoder blocks of 1/2/3/3/3 convolutions at nf, 2nf, 4nf, 8nf, 16nf channels (nf = ``base_filters``);
+- decoder blocks of 3/3/2/1 convolutions; skip connections are *added* (not concatenated);
+- Dropout3d(p=0.5) on the bottleneck and on the last feature map, in training mode only;
+- two 1x1x1 heads on the last features: ``out_conv`` (segmentation logits) and ``out_conv2`` followed by
+  tanh (level set, in [-1, 1]). The reference names them the other way round (its ``out_conv`` is the
+  level-set head); only the state-dict names differ.
+
+With 1 input channel, 1 class and 16 base filters it has 9,448,866 parameters (paper: 9.44 M).
+
+Shapes: input ``(N, in_channels, X, Y, Z)`` with X, Y, Z multiples of 16 (four 2x downsamplings);
+outputs ``seg_logits (N, n_seg, X, Y, Z)`` and ``lsf (N, n_lsf, X, Y, Z)``. With ``num_classes == 1``
+``n_seg = n_lsf = 1`` (sigmoid seg head, as in the reference); with ``C > 1`` foreground classes
+``n_seg = C + 1`` (softmax over background + classes) and ``n_lsf = C`` (one level set per class).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import NetworkConfig
+from .errors import DTCError
+
+DROPOUT_P = 0.5  # reference: nn.Dropout3d(p=0.5) on x5 and x9
+SIZE_MULTIPLE = 16  # four stride-2 downsamplings: every spatial size must divide by 2**4
+
+
+class ConvBlock(nn.Sequential):
+    """``n_stages`` x [Conv3d 3x3x3 pad 1 + BatchNorm3d + ReLU]; (N, c_in, ...) -> (N, c_out, ...)."""
+
+    def __init__(self, n_stages: int, c_in: int, c_out: int) -> None:
+        layers: list[nn.Module] = []
+        for i in range(n_stages):
+            layers += [
+                nn.Conv3d(c_in if i == 0 else c_out, c_out, kernel_size=3, padding=1),
+                nn.BatchNorm3d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+        super().__init__(*layers)
+
+
+class DownBlock(nn.Sequential):
+    """Conv3d 2x2x2 stride 2 + BN + ReLU: (N, c_in, X, Y, Z) -> (N, c_out, X/2, Y/2, Z/2)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.Conv3d(c_in, c_out, kernel_size=2, stride=2, padding=0),
+            nn.BatchNorm3d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UpBlock(nn.Sequential):
+    """ConvTranspose3d 2x2x2 stride 2 + BN + ReLU: (N, c_in, X, Y, Z) -> (N, c_out, 2X, 2Y, 2Z)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(
+            nn.ConvTranspose3d(c_in, c_out, kernel_size=2, stride=2, padding=0),
+            nn.BatchNorm3d(c_out),
+            nn.ReLU(inplace=True),
+        )
+
+
+def head_channels(num_classes: int) -> tuple[int, int]:
+    """(segmentation channels, level-set channels) for ``num_classes`` foreground classes."""
+    if num_classes < 1:
+        raise DTCError(f"num_classes {num_classes} must be >= 1 (number of foreground classes)")
+    if num_classes == 1:
+        return 1, 1  # reference: one sigmoid channel and one level set
+    return num_classes + 1, num_classes  # softmax over background + C classes; one level set per class
+
+
+def check_input_shape(shape: tuple[int, ...] | torch.Size, in_channels: int) -> None:
+    """Raise DTCError unless ``shape`` is (N, in_channels, X, Y, Z) with X, Y, Z multiples of 16."""
+    if len(shape) != 5 or shape[1] != in_channels:
+        raise DTCError(
+            f"network input has shape {tuple(shape)}; expected (N, {in_channels}, X, Y, Z) — "
+            "pass a 5-D batch with the configured number of input channels"
+        )
+    bad = [int(s) for s in shape[2:] if int(s) % SIZE_MULTIPLE or int(s) < SIZE_MULTIPLE]
+    if bad:
+        raise DTCError(
+            f"network input size {tuple(int(s) for s in shape[2:])} is not a multiple of {SIZE_MULTIPLE}; "
+            f"pad or crop each spatial size to a multiple of {SIZE_MULTIPLE}"
+        )
+
+
+class DualTaskVNet(nn.Module):
+    """The reference DTC VNet with a segmentation head and a tanh level-set head (see module doc)."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 1, base_filters: int = 16,
+                 dropout: bool = True) -> None:
+        super().__init__()
+        if in_channels < 1 or base_filters < 1:
+            raise DTCError("in_channels and base_filters must be >= 1")
+        nf = base_filters
+        n_seg, n_lsf = head_channels(num_classes)
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.base_filters = base_filters
+        self.has_dropout = dropout
+
+        self.block_one = ConvBlock(1, in_channels, nf)
+        self.block_one_dw = DownBlock(nf, 2 * nf)
+        self.block_two = ConvBlock(2, 2 * nf, 2 * nf)
+        self.block_two_dw = DownBlock(2 * nf, 4 * nf)
+        self.block_three = ConvBlock(3, 4 * nf, 4 * nf)
+        self.block_three_dw = DownBlock(4 * nf, 8 * nf)
+        self.block_four = ConvBlock(3, 8 * nf, 8 * nf)
+        self.block_four_dw = DownBlock(8 * nf, 16 * nf)
+        self.block_five = ConvBlock(3, 16 * nf, 16 * nf)
+
+        self.block_five_up = UpBlock(16 * nf, 8 * nf)
+        self.block_six = ConvBlock(3, 8 * nf, 8 * nf)
+        self.block_six_up = UpBlock(8 * nf, 4 * nf)
+        self.block_seven = ConvBlock(3, 4 * nf, 4 * nf)
+        self.block_seven_up = UpBlock(4 * nf, 2 * nf)
+        self.block_eight = ConvBlock(2, 2 * nf, 2 * nf)
+        self.block_eight_up = UpBlock(2 * nf, nf)
+        self.block_nine = ConvBlock(1, nf, nf)
+
+        # Identity when dropout is off keeps forward free of Python branches (torch.compile friendly).
+        self.dropout: nn.Module = nn.Dropout3d(p=DROPOUT_P) if dropout else nn.Identity()
+        self.out_conv = nn.Conv3d(nf, n_seg, kernel_size=1)  # segmentation logits
+        self.out_conv2 = nn.Conv3d(nf, n_lsf, kernel_size=1)  # level set (before tanh)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (N, in_channels, X, Y, Z) -> (seg_logits (N, n_seg, X, Y, Z), lsf (N, n_lsf, X, Y, Z))."""
+        if not torch.compiler.is_compiling():
+            check_input_shape(x.shape, self.in_channels)
+        x1 = self.block_one(x)
+        x2 = self.block_two(self.block_one_dw(x1))
+        x3 = self.block_three(self.block_two_dw(x2))
+        x4 = self.block_four(self.block_three_dw(x3))
+        x5 = self.dropout(self.block_five(self.block_four_dw(x4)))  # Dropout3d is a no-op in eval mode
+
+        x6 = self.block_six(self.block_five_up(x5) + x4)
+        x7 = self.block_seven(self.block_six_up(x6) + x3)
+        x8 = self.block_eight(self.block_seven_up(x7) + x2)
+        x9 = self.dropout(self.block_nine(self.block_eight_up(x8) + x1))
+        return self.out_conv(x9), torch.tanh(self.out_conv2(x9))
+
+
+def build_network(cfg: NetworkConfig) -> DualTaskVNet:
+    """The network described by ``cfg`` (in_channels, num_classes, base_filters, dropout)."""
+    return DualTaskVNet(
+        in_channels=int(cfg.in_channels),
+        num_classes=int(cfg.num_classes),
+        base_filters=int(cfg.base_filters),
+        dropout=bool(cfg.dropout),
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters of ``model`` (trainable or not; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())

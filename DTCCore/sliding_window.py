@@ -1,0 +1,146 @@
+"""Sliding-window inference of a dual-task network over a whole volume.
+
+The window grid follows the reference code (``test_util.test_single_case`` of github.com/HiLab-git/DTC):
+along each axis ``n = ceil((dim - patch) / stride) + 1`` windows start at ``min(i * stride, dim - patch)``,
+so the last window is flush with the far edge; volumes smaller than the patch are zero-padded
+symmetrically and cropped back. Overlapping windows are blended with a Gaussian importance map
+(MONAI / nnU-Net) or uniformly (the reference's plain average).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GAUSSIAN_SIGMA_SCALE = 0.125  # sigma = patch / 8 per axis: MONAI sigma_scale default, nnU-Net 1/8
+GAUSSIAN_FLOOR = 1e-3  # smallest weight so that no voxel gets weight 0: MONAI compute_importance_map
+
+
+def window_starts(dim: int, patch: int, stride: int) -> list[int]:
+    """Start indices of the windows along one axis of length ``dim`` (>= ``patch``), reference formula."""
+    n = math.ceil((dim - patch) / stride) + 1
+    return [min(i * stride, dim - patch) for i in range(n)]
+
+
+def strides_from_overlap(patch: Sequence[int], overlap: float) -> tuple[int, int, int]:
+    """Stride per axis for a fraction ``overlap`` of the patch shared by neighbouring windows."""
+    return tuple(max(1, int(p * (1.0 - overlap))) for p in patch)  # type: ignore[return-value]
+
+
+def importance_map(patch: Sequence[int], blend: str, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Blending weights (X, Y, Z) float32 for one window: ones, or a Gaussian with max 1 and a positive floor."""
+    if blend == "uniform":
+        return torch.ones(tuple(patch), dtype=torch.float32, device=device)
+    if blend != "gaussian":
+        raise ValueError(f"blend must be 'gaussian' or 'uniform', got {blend!r}")
+    w = torch.ones((), dtype=torch.float32, device=device)
+    for p in patch:
+        x = torch.arange(p, dtype=torch.float32, device=device) - (p - 1) / 2.0  # centred, symmetric
+        sigma = p * GAUSSIAN_SIGMA_SCALE
+        w = w.unsqueeze(-1) * torch.exp(-(x**2) / (2.0 * sigma**2))
+    return (w / w.max()).clamp_(min=GAUSSIAN_FLOOR)
+
+
+def sliding_window(
+    model: nn.Module,
+    image: torch.Tensor,
+    patch: Sequence[int],
+    stride: Sequence[int] | None = None,
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    batch_windows: int = 4,
+    amp_dtype: torch.dtype | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run a dual-task network over ``image`` window by window and blend the outputs.
+
+    Args:
+        model: returns ``(seg_logits (B, Cs, *patch), lsf (B, Cl, *patch))`` for input ``(B, C_in, *patch)``;
+            it must already be on ``image.device``. It is put in eval mode for the call (and restored).
+        image: ``(N, C_in, X, Y, Z)`` float tensor; any size (smaller than ``patch`` is zero-padded).
+        patch: window size ``(px, py, pz)`` in voxels.
+        stride: window step per axis in voxels; ``None`` derives it from ``overlap``.
+        overlap: fraction of the patch shared by neighbours when ``stride`` is None:
+            ``stride = max(1, int(patch * (1 - overlap)))``.
+        blend: ``"gaussian"`` (sigma = patch/8, max 1, floor 1e-3) or ``"uniform"`` (plain average).
+        batch_windows: windows per forward pass (bounds memory; never all windows at once).
+        amp_dtype: autocast dtype (e.g. ``torch.bfloat16`` on CUDA); ``None`` runs in the model's dtype.
+        progress: called as ``progress(done, total)`` after each forward pass (windows over all N).
+
+    Returns:
+        ``seg_prob (N, Cs, X, Y, Z)``: blended probability (sigmoid if Cs == 1, else softmax over channels);
+        ``lsf (N, Cl, X, Y, Z)``: blended level set. Both float32 on ``image.device``.
+    """
+    if image.ndim != 5:
+        raise ValueError(f"image must be (N, C, X, Y, Z), got shape {tuple(image.shape)}")
+    patch = tuple(int(p) for p in patch)
+    if len(patch) != 3 or min(patch) < 1:
+        raise ValueError(f"patch must be 3 positive sizes, got {patch}")
+    stride = strides_from_overlap(patch, overlap) if stride is None else tuple(int(s) for s in stride)
+    if len(stride) != 3 or min(stride) < 1:
+        raise ValueError(f"stride must be 3 positive sizes, got {stride}")
+    if batch_windows < 1:
+        raise ValueError(f"batch_windows must be >= 1, got {batch_windows}")
+    if not image.is_floating_point():
+        image = image.float()
+
+    # Zero-pad axes smaller than the patch, symmetrically (reference: w_pad // 2 before, rest after).
+    size = tuple(image.shape[2:])
+    pads = [max(p - d, 0) for d, p in zip(size, patch)]
+    lo = [p // 2 for p in pads]
+    if any(pads):
+        # F.pad takes (z_lo, z_hi, y_lo, y_hi, x_lo, x_hi).
+        image = F.pad(image, [v for a in (2, 1, 0) for v in (lo[a], pads[a] - lo[a])])
+    padded = tuple(image.shape[2:])
+
+    starts = [window_starts(d, p, s) for d, p, s in zip(padded, patch, stride)]
+    corners = [(x, y, z) for x in starts[0] for y in starts[1] for z in starts[2]]
+    n_batch = image.shape[0]
+    total = len(corners) * n_batch
+    device = image.device
+    weight = importance_map(patch, blend, device)
+    seg_sum: torch.Tensor | None = None
+    lsf_sum: torch.Tensor | None = None
+    count = torch.zeros((1, 1) + padded, dtype=torch.float32, device=device)
+    for x, y, z in corners:
+        count[..., x : x + patch[0], y : y + patch[1], z : z + patch[2]] += weight
+
+    was_training = model.training
+    model.eval()
+    done = 0
+    try:
+        with torch.inference_mode():
+            for n in range(n_batch):
+                for first in range(0, len(corners), batch_windows):
+                    chunk = corners[first : first + batch_windows]
+                    windows = torch.cat(
+                        [image[n : n + 1, :, x : x + patch[0], y : y + patch[1], z : z + patch[2]] for x, y, z in chunk]
+                    )
+                    amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+                    with amp:
+                        seg, lsf = model(windows)
+                    seg = seg.float()
+                    seg = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, dim=1)
+                    lsf = lsf.float()
+                    if seg_sum is None or lsf_sum is None:
+                        seg_sum = torch.zeros((n_batch, seg.shape[1]) + padded, dtype=torch.float32, device=device)
+                        lsf_sum = torch.zeros((n_batch, lsf.shape[1]) + padded, dtype=torch.float32, device=device)
+                    for i, (x, y, z) in enumerate(chunk):
+                        box = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
+                        seg_sum[(n, slice(None)) + box] += seg[i] * weight
+                        lsf_sum[(n, slice(None)) + box] += lsf[i] * weight
+                    done += len(chunk)
+                    if progress is not None:
+                        progress(done, total)
+            assert seg_sum is not None and lsf_sum is not None
+            seg_sum /= count
+            lsf_sum /= count
+    finally:
+        model.train(was_training)
+    crop = (slice(None), slice(None)) + tuple(slice(l, l + d) for l, d in zip(lo, size))
+    return seg_sum[crop], lsf_sum[crop]

@@ -1,0 +1,229 @@
+"""The DTC trainer: the reference recipe, resumable, cancellable, with progress events.
+
+``train(config, manifest, run_dir)`` runs ``config.train.iterations`` SGD steps on batches of
+``labeled_batch`` labeled + ``unlabeled_batch`` unlabeled random crops and the losses of
+:mod:`DTCCore.losses`. It writes into ``run_dir``: ``config.json``, ``log.jsonl`` (see
+:mod:`DTCCore.runlog`), ``curves.png``, ``checkpoints/iter_XXXXXX.pt`` (every ``checkpoint_every``
+iterations and on cancel) and, at the end, ``model.pt`` (weights + config, no optimizer state).
+
+Determinism: the batch of iteration ``i`` depends only on ``(seed, rank, i)`` and the dropout RNG is
+reseeded from ``(seed, rank, i)`` at every step, so a resumed run repeats an uninterrupted one exactly
+on the CPU (with ``deterministic=True``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .checkpoint import checkpoint_path, find_latest_checkpoint, load_weights_into, save_checkpoint
+from .config import DTCConfig
+from .distributed import DistContext, current_context
+from .errors import CancelledError, DTCError
+from .runlog import Listener, RunLog
+
+SEED_STRIDE = 1_000_003  # a prime: per-iteration seeds seed*stride + rank*7919 + i never collide in practice
+
+
+def lr_at(iteration: int, config: DTCConfig) -> float:
+    """Step schedule: ``lr * gamma^(number of steps passed)`` (reference: x0.1 every 2500 iterations)."""
+    t = config.train
+    return t.lr * t.lr_gamma ** sum(iteration >= s for s in t.lr_steps)
+
+
+class _CancelFlag:
+    """Set by SIGINT/SIGTERM (main thread only) or by a cancel callback."""
+
+    def __init__(self, cancel: Callable[[], bool] | None) -> None:
+        self.cancel = cancel
+        self.signalled = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_CancelFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signalled = True
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def is_set(self) -> bool:
+        return self.signalled or bool(self.cancel and self.cancel())
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, rank: int) -> None:
+    if rank != 0:
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise DTCError(f"run folder {run_dir} is a file; choose a folder name")
+    has_run = (run_dir / "config.json").exists() or (run_dir / "model.pt").exists()
+    if has_run and not resume:
+        raise DTCError(f"{run_dir} already holds a training run; add --resume to continue it or choose another -o folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DTCError(f"cannot write to run folder {run_dir} ({exc.strerror}); choose a writable folder") from None
+
+
+def train(
+    config: DTCConfig,
+    manifest_path: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    init_from: str | os.PathLike | None = None,
+    cancel: Callable[[], bool] | None = None,
+    progress: Listener | None = None,
+) -> Path:
+    """Train a dual-task VNet; return the path of ``model.pt``.
+
+    ``cancel`` is polled every iteration (in-process use); SIGINT/SIGTERM do the same in the main
+    thread. On cancel a checkpoint is written and :class:`CancelledError` raised. ``progress``
+    receives every event dict (see :mod:`DTCCore.runlog`).
+    """
+    from .data import TrainBatches, load_cases, make_loader
+    from .inference import resolve_device
+    from .losses import compute_losses
+    from .manifest import load_manifest
+    from .network import build_network
+
+    config.validate()
+    ctx: DistContext = current_context(config.train.device)
+    run_dir = Path(run_dir)
+    _prepare_run_dir(run_dir, resume, ctx.rank)
+    ctx.barrier()
+    log = RunLog(run_dir, progress, write=ctx.is_main)
+    t_cfg = config.train
+
+    # Resume: the newest valid checkpoint decides the starting iteration and weights.
+    start, found = 0, None
+    if resume:
+        found = find_latest_checkpoint(run_dir, warn=log.message)
+        if found is None:
+            log.message(f"no checkpoint in {run_dir}; starting from the beginning")
+        else:
+            saved: DTCConfig = found[1]["config"]
+            saved.train.iterations = t_cfg.iterations  # allow extending a run; everything else is the run's
+            saved.train.device, saved.train.num_workers = t_cfg.device, t_cfg.num_workers
+            config, t_cfg = saved, saved.train
+            start = int(found[1]["iteration"])
+            log.records = [r for r in log.records if r.get("iteration", 0) <= start]
+    if ctx.is_main:
+        config.save(run_dir / "config.json")
+
+    device = ctx.device if ctx.device is not None else resolve_device(t_cfg.device)
+    if t_cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed patch size: autotuning pays off (DESIGN.md section 5)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    manifest = load_manifest(manifest_path)
+    labeled, unlabeled = load_cases(manifest, config.network.num_classes, progress=None)
+    if config.recipe.mode != "dtc":  # the ablations without consistency never look at unlabeled data
+        unlabeled = []
+    n_unlabeled_batch = t_cfg.unlabeled_batch if unlabeled else 0
+
+    torch.manual_seed(t_cfg.seed)
+    model = build_network(config.network).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.SGD(model.parameters(), lr=t_cfg.lr, momentum=t_cfg.momentum, weight_decay=t_cfg.weight_decay)
+    if found is not None:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in found[1]["model"].items()})
+        if found[1]["optimizer"] is not None:
+            optimizer.load_state_dict(found[1]["optimizer"])
+        log.message(f"resuming from {found[0].name} at iteration {start}")
+    elif init_from is not None:
+        load_weights_into(model, init_from)
+        log.message(f"fine-tuning from {init_from}")
+    train_model = ctx.wrap(model, config)
+
+    dataset = TrainBatches(
+        labeled, unlabeled, t_cfg, config.recipe, seed=t_cfg.seed, rank=ctx.rank,
+        start_iteration=start, num_iterations=max(0, t_cfg.iterations - start),
+    )
+    loader = make_loader(dataset, t_cfg.num_workers, pin_memory=device.type == "cuda")
+    amp = t_cfg.amp and device.type == "cuda"
+    log.emit("start", total=t_cfg.iterations, start_iteration=start, device=str(device), labeled=len(labeled),
+             unlabeled=len(unlabeled), world_size=ctx.world_size)
+
+    n_lab = t_cfg.labeled_batch
+    t0, iteration = time.monotonic(), start
+    last_saved = start if found is not None else -1
+    extra = {"labeled": len(labeled), "unlabeled": len(unlabeled), "manifest": str(manifest_path),
+             "world_size": ctx.world_size}
+
+    def save(it: int) -> Path:
+        path = checkpoint_path(run_dir, it)
+        if ctx.is_main:
+            save_checkpoint(path, model, optimizer, it, config, {**extra, "iterations_done": it})
+            log.emit("checkpoint", iteration=it, path=str(path))
+        return path
+
+    with _CancelFlag(cancel) as flag:
+        model.train()
+        for batch in loader:
+            if ctx.any(flag.is_set()):
+                path = save(iteration) if last_saved != iteration else checkpoint_path(run_dir, iteration)
+                log.emit("cancelled", iteration=iteration, checkpoint=str(path))
+                log.close()
+                raise CancelledError(f"training cancelled at iteration {iteration}; resume with --resume ({path.name} kept)")
+            lr = lr_at(iteration, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(t_cfg.seed * SEED_STRIDE + ctx.rank * 7919 + iteration)  # dropout RNG, resumable
+            image = batch["image"].to(device, non_blocking=True)
+            label = batch["label"].to(device, non_blocking=True)
+            sdf = batch["sdf"].to(device, non_blocking=True)
+            if device.type == "cuda":
+                image = image.contiguous(memory_format=torch.channels_last_3d)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                seg, lsf = train_model(image)
+            losses = compute_losses(seg.float(), lsf.float(), label, sdf, n_lab, iteration, config.recipe)
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            optimizer.step()
+            iteration += 1
+            if not torch.isfinite(losses["total"]):
+                save(iteration)
+                raise DTCError(f"the loss became {losses['total'].item()} at iteration {iteration}; lower the learning rate")
+            if iteration % t_cfg.log_every == 0 or iteration == t_cfg.iterations:
+                elapsed = time.monotonic() - t0
+                done = iteration - start
+                log.emit(
+                    "progress", iteration=iteration, total=t_cfg.iterations,
+                    losses={k: float(losses[k].detach()) for k in ("total", "dice", "lsf", "consistency")},
+                    lr=lr, **{"lambda": float(losses["lambda"])},
+                    elapsed_s=round(elapsed, 3), eta_s=round(elapsed / done * (t_cfg.iterations - iteration), 1),
+                )
+            if iteration % t_cfg.checkpoint_every == 0 and iteration < t_cfg.iterations:
+                save(iteration)
+                last_saved = iteration
+
+    final = save(t_cfg.iterations) if last_saved != t_cfg.iterations else checkpoint_path(run_dir, iteration)
+    model_path = run_dir / "model.pt"
+    if ctx.is_main:
+        save_checkpoint(model_path, model, None, iteration, config, {**extra, "iterations_done": iteration,
+                                                                     "train_seconds": round(time.monotonic() - t0, 1)})
+    ctx.barrier()
+    log.emit("done", iteration=iteration, model=str(model_path), checkpoint=str(final),
+             elapsed_s=round(time.monotonic() - t0, 3))
+    log.close()
+    return model_path

@@ -1,0 +1,94 @@
+"""Preview and training-curve PNGs: valid files, drawn contours, atomic writes."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from DTCCore.preview import LEVELSET_COLOR, SEGMENTATION_COLOR, save_curves, save_preview
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # PNG specification, section 5.2
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def colour_pixels(path, hex_colour: str, tol: float = 0.08) -> int:
+    import matplotlib.image
+    import matplotlib.colors
+
+    rgb = np.array(matplotlib.colors.to_rgb(hex_colour))
+    pixels = matplotlib.image.imread(str(path))[..., :3]
+    return int((np.abs(pixels - rgb).max(-1) < tol).sum())
+
+
+def sphere_case(shape=(30, 26, 12), centre=(18, 12, 6), radius=5.0):
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1)
+    distance = np.linalg.norm(grid - np.array(centre), axis=-1)
+    label = (distance <= radius).astype(np.uint8)
+    levelset = np.clip((distance - radius - 1.0) / 10.0, -1, 1).astype(np.float32)  # zero line 1 voxel outside
+    image = np.random.default_rng(0).normal(0, 0.2, shape).astype(np.float32) + label
+    return image, label, levelset
+
+
+def test_preview_png_with_both_contours(tmp_path):
+    image, label, levelset = sphere_case()
+    out = tmp_path / "preview.png"
+    save_preview(out, image, label, levelset, spacing=(0.6, 0.6, 2.5), title="case 1")
+    data = out.read_bytes()
+    width, height = png_size(data)
+    assert width >= 600 and height >= 300 and len(data) > 20_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preview.png"]  # no temp file left
+    assert colour_pixels(out, SEGMENTATION_COLOR) > 100  # contours and legend drawn
+    assert colour_pixels(out, LEVELSET_COLOR) > 50
+
+
+def test_preview_without_levelset_and_with_empty_label(tmp_path):
+    image, label, _ = sphere_case()
+    out = tmp_path / "empty.png"
+    save_preview(out, image, np.zeros_like(label))
+    assert png_size(out.read_bytes())[0] > 0
+    assert colour_pixels(out, LEVELSET_COLOR) == 0  # no level set: no cyan line or legend entry
+    save_preview(out, image, label)  # overwrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.png"]
+
+
+def test_preview_rejects_mismatched_shapes(tmp_path):
+    image, label, levelset = sphere_case()
+    with pytest.raises(ValueError):
+        save_preview(tmp_path / "x.png", image, label[:-1])
+    with pytest.raises(ValueError):
+        save_preview(tmp_path / "x.png", image, label, levelset[:, :-1])
+    assert not list(tmp_path.iterdir())
+
+
+def progress_records(n: int = 30, total: int = 600):
+    records = [{"event": "start", "total": total}]
+    for i in range(1, n + 1):
+        it = i * 20
+        records.append({
+            "event": "progress", "iteration": it, "total": total,
+            "losses": {"total": 1.5 / i, "dice": 1.0 / i, "lsf": 0.3 / i, "consistency": 0.0 if i < 3 else 0.01 / i},
+            "lr": 0.01 if it < 250 else 0.001, "lambda": float(np.exp(-5 * (1 - it / total) ** 2)),
+        })
+    return records
+
+
+def test_curves_png(tmp_path):
+    out = tmp_path / "sub" / "curves.png"
+    save_curves(out, progress_records())
+    data = out.read_bytes()
+    width, height = png_size(data)
+    assert width >= 600 and height >= 300 and len(data) > 20_000
+    assert sorted(p.name for p in out.parent.iterdir()) == ["curves.png"]
+
+
+def test_curves_with_no_progress_yet(tmp_path):
+    out = tmp_path / "curves.png"
+    save_curves(out, [{"event": "start", "total": 10}])
+    assert png_size(out.read_bytes())[0] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]

@@ -1,0 +1,182 @@
+"""Sliding-window inference against an independent naive loop, the reference window formula and MONAI's map."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from DTCCore.sliding_window import importance_map, sliding_window, window_starts
+
+
+class ConvDual(nn.Module):
+    """Small conv net with position-dependent window outputs (zero padding at window edges)."""
+
+    def __init__(self, c_in: int = 1, seg_channels: int = 1, lsf_channels: int = 1, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.seg_channels = seg_channels
+        self.conv = nn.Conv3d(c_in, 4, 3, padding=1)
+        self.head = nn.Conv3d(4, seg_channels + lsf_channels, 3, padding=1)
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls.append(x.shape[0])
+        out = self.head(torch.relu(self.conv(x)))
+        return out[:, : self.seg_channels], torch.tanh(out[:, self.seg_channels :])
+
+
+def naive_sliding_window(model, image, patch, stride):
+    """Oracle: pad, run each window alone, average probabilities with counts, crop. Written independently."""
+    n, _, *size = image.shape
+    pad_before, pad_after = [], []
+    for d, p in zip(size, patch):
+        extra = max(p - d, 0)
+        pad_before.append(extra // 2)
+        pad_after.append(extra - extra // 2)
+    img = np.pad(image.numpy(), [(0, 0), (0, 0)] + list(zip(pad_before, pad_after)))
+    padded = img.shape[2:]
+    # Window starts: every multiple of the stride that fits, plus one window flush with the far edge.
+    starts = []
+    for d, p, s in zip(padded, patch, stride):
+        axis = list(range(0, d - p, s)) + [d - p]
+        starts.append(axis)
+    seg_sum = seg_cnt = lsf_sum = None
+    model.eval()
+    with torch.no_grad():
+        for b in range(n):
+            for x in starts[0]:
+                for y in starts[1]:
+                    for z in starts[2]:
+                        win = torch.from_numpy(img[b : b + 1, :, x : x + patch[0], y : y + patch[1], z : z + patch[2]])
+                        seg, lsf = model(win)
+                        prob = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, 1)
+                        if seg_sum is None:
+                            seg_sum = np.zeros((n, seg.shape[1]) + padded)
+                            lsf_sum = np.zeros((n, lsf.shape[1]) + padded)
+                            seg_cnt = np.zeros((n, 1) + padded)
+                        box = (b, slice(None), slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
+                        seg_sum[box] += prob[0].numpy()
+                        lsf_sum[box] += lsf[0].numpy()
+                        seg_cnt[box] += 1
+    crop = (slice(None), slice(None)) + tuple(slice(a, a + d) for a, d in zip(pad_before, size))
+    return (seg_sum / seg_cnt)[crop], (lsf_sum / seg_cnt)[crop]
+
+
+CASES = [
+    # size, patch, stride (None -> from overlap 0.5), n, c_in, seg channels, lsf channels
+    ((20, 17, 9), (8, 8, 8), None, 1, 1, 1, 1),  # not divisible by the stride
+    ((5, 12, 7), (8, 8, 8), None, 1, 1, 1, 1),  # smaller than the patch along x and z
+    ((13, 11, 10), (8, 6, 4), (3, 5, 2), 2, 2, 1, 1),  # explicit stride, batch of 2, 2 input channels
+    ((9, 3, 14), (6, 6, 6), (4, 4, 5), 1, 1, 3, 2),  # multi-class softmax, y smaller than the patch
+]
+
+
+@pytest.mark.parametrize("size,patch,stride,n,c_in,cs,cl", CASES)
+def test_uniform_blend_equals_naive_loop(size, patch, stride, n, c_in, cs, cl):
+    gen = torch.Generator().manual_seed(sum(size))
+    image = torch.randn((n, c_in) + size, generator=gen)
+    model = ConvDual(c_in, cs, cl, seed=len(size) + cs)
+    expected_stride = stride or tuple(max(1, int(p * 0.5)) for p in patch)
+    want_seg, want_lsf = naive_sliding_window(model, image, patch, expected_stride)
+    seg, lsf = sliding_window(model, image, patch, stride=stride, overlap=0.5, blend="uniform", batch_windows=3)
+    assert seg.shape == (n, cs) + size and lsf.shape == (n, cl) + size
+    assert seg.dtype == torch.float32 and lsf.dtype == torch.float32
+    np.testing.assert_allclose(seg.numpy(), want_seg, atol=1e-5)
+    np.testing.assert_allclose(lsf.numpy(), want_lsf, atol=1e-5)
+    if cs > 1:
+        np.testing.assert_allclose(seg.sum(1).numpy(), 1.0, atol=1e-5)
+
+
+def test_batch_windows_do_not_change_the_result():
+    image = torch.randn(1, 1, 14, 11, 9, generator=torch.Generator().manual_seed(3))
+    model = ConvDual(seed=5)
+    one = sliding_window(model, image, (8, 8, 8), blend="gaussian", batch_windows=1)
+    model.calls.clear()
+    three = sliding_window(model, image, (8, 8, 8), blend="gaussian", batch_windows=3)
+    assert max(model.calls) == 3  # several windows per forward pass, never more than asked
+    for a, b in zip(one, three):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6)
+
+
+class ConstantDual(nn.Module):
+    def __init__(self, logit: float, level: float) -> None:
+        super().__init__()
+        self.logit, self.level = logit, level
+
+    def forward(self, x):
+        shape = (x.shape[0], 1) + tuple(x.shape[2:])
+        return torch.full(shape, self.logit), torch.full(shape, self.level)
+
+
+@pytest.mark.parametrize("size", [(19, 13, 10), (4, 30, 7)])
+def test_gaussian_blend_of_constant_output_is_that_constant(size):
+    image = torch.randn((1, 1) + size)
+    seg, lsf = sliding_window(ConstantDual(0.7, -0.25), image, (8, 8, 8), overlap=0.6, blend="gaussian")
+    np.testing.assert_allclose(seg.numpy(), 1.0 / (1.0 + math.exp(-0.7)), rtol=1e-6)
+    np.testing.assert_allclose(lsf.numpy(), -0.25, rtol=1e-6)
+
+
+def test_window_count_matches_reference_formula():
+    # DESIGN section 5: whole LA MRI 576x576x88, patch 112x112x80, stride 18x18x4 -> 2,187 windows.
+    counts = [len(window_starts(d, p, s)) for d, p, s in zip((576, 576, 88), (112, 112, 80), (18, 18, 4))]
+    assert counts == [27, 27, 3] and math.prod(counts) == 2187
+    assert window_starts(88, 80, 4)[-1] == 8  # last window flush with the far edge
+
+    size, patch, stride = (23, 9, 16), (8, 8, 8), (5, 3, 8)
+    expected = math.prod(math.ceil((d - p) / s) + 1 for d, p, s in zip(size, patch, stride))
+    model = ConvDual()
+    events = []
+    sliding_window(model, torch.randn((2, 1) + size), patch, stride=stride, batch_windows=4,
+                   progress=lambda done, total: events.append((done, total)))
+    assert sum(model.calls) == 2 * expected  # every window of both batch items, once
+    assert max(model.calls) <= 4
+    assert events[-1] == (2 * expected, 2 * expected)
+    assert [d for d, _ in events] == sorted(d for d, _ in events)
+
+
+def test_gaussian_importance_map_matches_monai():
+    from monai.data.utils import compute_importance_map
+
+    patch = (12, 9, 16)
+    ours = importance_map(patch, "gaussian")
+    theirs = compute_importance_map(patch, mode="gaussian", sigma_scale=0.125)
+    theirs = theirs / theirs.max()  # MONAI floors before this division; compare above the floor
+    above = theirs > 0.01
+    assert above.float().mean() > 0.1
+    np.testing.assert_allclose(ours[above].numpy(), theirs[above].numpy(), rtol=1e-5)
+    assert float(ours.max()) == pytest.approx(1.0) and float(ours.min()) == pytest.approx(1e-3)
+    assert torch.equal(importance_map(patch, "uniform"), torch.ones(patch))
+
+
+def test_model_runs_in_eval_mode_and_mode_is_restored():
+    model = nn.Sequential(nn.Conv3d(1, 2, 1), nn.Dropout3d(0.5))
+
+    class Wrap(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            out = self.net(x)
+            return out[:, :1], out[:, 1:]
+
+    wrapped = Wrap().train()
+    image = torch.randn(1, 1, 10, 10, 10)
+    a = sliding_window(wrapped, image, (8, 8, 8))
+    b = sliding_window(wrapped, image, (8, 8, 8))
+    assert torch.equal(a[0], b[0])  # no dropout noise: eval mode
+    assert wrapped.training and model[1].training
+
+
+def test_autocast_bfloat16_returns_float32_close_to_fp32():
+    image = torch.randn(1, 1, 12, 10, 9, generator=torch.Generator().manual_seed(1))
+    model = ConvDual(seed=2)
+    ref_seg, ref_lsf = sliding_window(model, image, (8, 8, 8))
+    seg, lsf = sliding_window(model, image, (8, 8, 8), amp_dtype=torch.bfloat16)
+    assert seg.dtype == torch.float32 and lsf.dtype == torch.float32
+    np.testing.assert_allclose(seg.numpy(), ref_seg.numpy(), atol=0.03)
+    np.testing.assert_allclose(lsf.numpy(), ref_lsf.numpy(), atol=0.03)
