@@ -1,0 +1,98 @@
+"""Scene <-> arrays: volume nodes as DTCCore arrays (x, y, z) with SimpleITK/LPS geometry.
+
+Slicer stores a volume as ``vtkImageData`` + an IJK-to-RAS matrix; ``slicer.util.arrayFromVolume``
+returns (K, J, I). DTCCore works on (X, Y, Z) = (I, J, K) arrays with ``Geometry(spacing, origin,
+direction)`` in LPS. LPS = diag(-1, -1, 1) * RAS, applied to the origin and to the direction columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import slicer
+import vtk
+
+from DTCCore.errors import DTCError
+from DTCCore.io import Geometry
+
+LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])  # DICOM/ITK LPS vs Slicer RAS: x and y axes flipped
+
+
+def ijk_to_ras(volume_node) -> np.ndarray:
+    """4x4 IJK-to-RAS matrix of a volume node (its own frame, without parent transforms)."""
+    matrix = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def geometry_from_ijk_to_ras(matrix: np.ndarray) -> Geometry:
+    """DTCCore Geometry (LPS, mm) of a 4x4 IJK-to-RAS matrix."""
+    linear = np.asarray(matrix, float)[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    direction_lps = LPS_FROM_RAS @ (linear / spacing)
+    origin_lps = LPS_FROM_RAS @ np.asarray(matrix, float)[:3, 3]
+    return Geometry(
+        spacing=tuple(float(v) for v in spacing),
+        origin=tuple(float(v) for v in origin_lps),
+        direction=tuple(float(v) for v in direction_lps.reshape(-1)),  # row-major, columns = axes
+    )
+
+
+def ijk_to_ras_from_geometry(geometry: Geometry) -> np.ndarray:
+    """4x4 IJK-to-RAS matrix of a DTCCore Geometry (inverse of :func:`geometry_from_ijk_to_ras`)."""
+    direction_lps = np.asarray(geometry.direction, float).reshape(3, 3)
+    matrix = np.eye(4)
+    matrix[:3, :3] = (LPS_FROM_RAS @ direction_lps) * np.asarray(geometry.spacing, float)
+    matrix[:3, 3] = LPS_FROM_RAS @ np.asarray(geometry.origin, float)
+    return matrix
+
+
+def require_scalar_volume(volume_node, what: str = "input volume") -> None:
+    """DTCError unless ``volume_node`` is a scalar volume with voxels."""
+    if volume_node is None:
+        raise DTCError(f"no {what} is selected; load a scan (File > Add Data) and pick it in the panel")
+    if not volume_node.IsA("vtkMRMLScalarVolumeNode") or volume_node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise DTCError(f"{volume_node.GetName()} is not a grey-level scalar volume; pick the scan itself")
+    image = volume_node.GetImageData()
+    if image is None or image.GetNumberOfPoints() == 0:
+        raise DTCError(f"{volume_node.GetName()} has no voxels; load the scan again")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise DTCError(f"{volume_node.GetName()} has several components per voxel (colour/vector); use a grey-level scan")
+
+
+def volume_to_array(volume_node) -> tuple[np.ndarray, Geometry]:
+    """(array float32 (X, Y, Z), Geometry) of a scalar volume node; a copy, safe to use in a thread."""
+    require_scalar_volume(volume_node)
+    kji = slicer.util.arrayFromVolume(volume_node)
+    array = np.ascontiguousarray(kji.transpose(2, 1, 0), dtype=np.float32)
+    return array, geometry_from_ijk_to_ras(ijk_to_ras(volume_node))
+
+
+def array_to_kji(array_xyz: np.ndarray) -> np.ndarray:
+    """(X, Y, Z) -> contiguous (K, J, I) array for ``slicer.util.updateVolumeFromArray``."""
+    return np.ascontiguousarray(np.asarray(array_xyz).transpose(2, 1, 0))
+
+
+def roi_to_slices(roi_node, volume_node) -> tuple[slice, slice, slice] | None:
+    """Voxel box (x, y, z slices) of the volume whose centres lie in the (possibly rotated) ROI's bounds.
+
+    ``None`` when no ROI is given. DTCError when the ROI does not overlap the volume.
+    """
+    if roi_node is None:
+        return None
+    size = np.array(roi_node.GetSize(), float)
+    object_to_world = slicer.util.arrayFromVTKMatrix(roi_node.GetObjectToWorldMatrix())
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], float)
+    corners = np.c_[signs * size / 2, np.ones(8)] @ object_to_world.T  # world RAS, homogeneous
+    world_to_local = vtk.vtkMatrix4x4()
+    if volume_node.GetParentTransformNode() is not None:
+        slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(None, volume_node.GetParentTransformNode(), world_to_local)
+    ras_to_ijk = np.linalg.inv(ijk_to_ras(volume_node)) @ slicer.util.arrayFromVTKMatrix(world_to_local)
+    ijk = (corners @ ras_to_ijk.T)[:, :3]
+    dims = volume_node.GetImageData().GetDimensions()
+    lo = np.maximum(np.ceil(ijk.min(axis=0) - 1e-6), 0).astype(int)
+    hi = np.minimum(np.floor(ijk.max(axis=0) + 1e-6) + 1, dims).astype(int)
+    if np.any(hi <= lo):
+        raise DTCError(
+            f"the ROI {roi_node.GetName()} does not overlap {volume_node.GetName()}; move it onto the scan or clear it"
+        )
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))  # type: ignore[return-value]

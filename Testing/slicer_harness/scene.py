@@ -1,0 +1,89 @@
+"""Real MRML scene + module logics from slicer-core, wired as in the Slicer application.
+
+Order matters (seen working with slicer-core 5.13.31053.0, DESIGN.md section 4): the application
+logic first, then the Colors logic registered as module logic "Colors" with its default colour nodes
+*before* the Volumes logic (label map display nodes look their colour table up), then the Volumes,
+Segmentations, Subject hierarchy, Markups and Plots logics. ``slicer.mrmlScene`` and
+``slicer.modules.<name>.logic()`` are set by hand because ``slicer.util`` reads them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import slicer
+
+from . import app as _app
+from . import parameter_node, qt_stub, scripted_module
+
+_LOGICS = (  # (module name as in slicer.modules, logic class, registered module-logic name)
+    ("colors", "vtkSlicerColorLogic", "Colors"),
+    ("volumes", "vtkSlicerVolumesLogic", "Volumes"),
+    ("segmentations", "vtkSlicerSegmentationsModuleLogic", "Segmentations"),
+    ("subjecthierarchy", "vtkSlicerSubjectHierarchyModuleLogic", "SubjectHierarchy"),
+    ("markups", "vtkSlicerMarkupsLogic", "Markups"),
+    ("plots", "vtkSlicerPlotsLogic", "Plots"),
+)
+
+
+def install() -> None:
+    """Register the stand-ins (idempotent): slicer.app, ScriptedLoadableModule, parameterNodeWrapper, qt, ctk."""
+    if getattr(slicer, "_dtc_harness_installed", False):
+        return
+    slicer.app = _app.FakeApplication()
+    slicer.selfTests = {}
+    sys.modules.setdefault("qt", qt_stub.make("qt"))
+    sys.modules.setdefault("ctk", qt_stub.make("ctk"))
+    sys.modules["slicer.ScriptedLoadableModule"] = scripted_module
+    slicer.ScriptedLoadableModule = scripted_module
+    sys.modules["slicer.parameterNodeWrapper"] = parameter_node
+    slicer.parameterNodeWrapper = parameter_node
+    slicer.modules = types.SimpleNamespace()
+    slicer._dtc_harness_installed = True
+
+
+def new_scene():
+    """Create a fresh scene with the module logics; make it ``slicer.mrmlScene``. Returns the scene."""
+    install()
+    old = getattr(slicer, "mrmlScene", None)
+    if old is not None and hasattr(old, "Clear"):
+        old.Clear(True)
+    scene = slicer.vtkMRMLScene()
+    app_logic = slicer.vtkSlicerApplicationLogic()
+    app_logic.SetMRMLScene(scene)
+    logics = {}
+    for name, class_name, registered in _LOGICS:
+        logic = getattr(slicer, class_name)()
+        logic.SetMRMLApplicationLogic(app_logic)
+        logic.SetMRMLScene(scene)
+        app_logic.SetModuleLogic(registered, logic)
+        if name == "colors":
+            logic.AddDefaultColorNodes()
+        logics[name] = logic
+        setattr(slicer.modules, name, types.SimpleNamespace(logic=(lambda lg=logic: lg), name=registered))
+    slicer.mrmlScene = scene
+    slicer.app.applicationLogic = lambda: app_logic
+    slicer._dtc_harness_logics = (app_logic, logics)  # keep the logics alive as long as the scene
+    return scene
+
+
+def import_module_file(path: str | Path, name: str | None = None) -> types.ModuleType:
+    """Import a scripted module file (e.g. DTCSegmentation/DTCSegmentation.py) with its folder on sys.path."""
+    install()
+    path = Path(path).resolve()
+    name = name or path.stem
+    repo = str(path.parent.parent)  # DTCCore lives next to DTCSegmentation/ in the source tree
+    if repo not in sys.path:
+        sys.path.append(repo)
+    if name in sys.modules:
+        return sys.modules[name]
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

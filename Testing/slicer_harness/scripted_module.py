@@ -1,0 +1,81 @@
+"""Stand-ins for ``slicer.ScriptedLoadableModule`` (part of the Slicer application, not of slicer-core).
+
+They mirror the behaviour of Slicer's ``Base/Python/slicer/ScriptedLoadableModule.py`` that the module
+relies on: the module object fills ``parent`` attributes; the logic's ``getParameterNode`` returns the
+scene's singleton ``vtkMRMLScriptedModuleNode`` tagged with the module name (a real MRML node);
+the test class is a ``unittest.TestCase`` whose ``delayDisplay`` only logs (as in testing mode).
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+import unittest
+
+import slicer
+
+
+class ScriptedLoadableModule:
+    def __init__(self, parent) -> None:
+        self.parent = parent
+        self.moduleName = self.__class__.__name__
+        parent.title = ""
+        parent.categories = []
+        parent.dependencies = []
+        parent.contributors = []
+        parent.helpText = ""
+        parent.acknowledgementText = ""
+
+    def getDefaultModuleDocumentationLink(self, docPage: str = "") -> str:
+        return f"https://slicer.readthedocs.io/en/latest/user_guide/modules/{docPage}"
+
+
+def make_parent() -> types.SimpleNamespace:
+    """What Slicer passes as ``parent`` (a qSlicerScriptedLoadableModule) reduced to plain attributes."""
+    return types.SimpleNamespace()
+
+
+class ScriptedLoadableModuleWidget:
+    """Not exercised headless (needs Qt); present so the module file imports."""
+
+    def __init__(self, parent=None) -> None:
+        self.parent = parent
+        self.moduleName = self.__class__.__name__[: -len("Widget")]
+        self.developerMode = False
+
+    def setup(self) -> None:
+        pass
+
+    def resourcePath(self, filename: str) -> str:
+        import os
+
+        return os.path.join(os.path.dirname(slicer.util.modulePath(self.moduleName)), "Resources", filename)
+
+
+class ScriptedLoadableModuleLogic:
+    def __init__(self, parent=None) -> None:
+        name = self.__class__.__name__
+        self.moduleName = name[: -len("Logic")] if name.endswith("Logic") else name
+        self.isSingletonParameterNode = True
+
+    def createParameterNode(self):
+        node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+        node.UnRegister(None)  # CreateNodeByClass returns a new reference, as in Slicer's implementation
+        node.SetName(slicer.mrmlScene.GenerateUniqueName(self.moduleName))
+        node.SetSingletonTag(self.moduleName)
+        node.SetAttribute("ModuleName", self.moduleName)
+        return node
+
+    def getParameterNode(self):
+        node = slicer.mrmlScene.GetSingletonNode(self.moduleName, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = slicer.mrmlScene.AddNode(self.createParameterNode())
+        return node
+
+
+class ScriptedLoadableModuleTest(unittest.TestCase):
+    def delayDisplay(self, message: str, msec: int = 1000) -> None:
+        logging.info(message)
+
+    def takeScreenshot(self, name: str, description: str, type: int = -1) -> None:
+        pass

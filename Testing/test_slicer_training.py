@@ -1,0 +1,101 @@
+"""Fine-tune from the panel's logic through the real process runner (a `python -m DTCCore train` child)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import slicer
+
+from slicer_harness.fixtures import dtc_module, slicer_scene, tiny_model  # noqa: F401
+
+from DTCSegmentationLib import jobs, models  # noqa: E402  (importable once dtc_module put it on sys.path)
+from DTCSegmentationLib.curves import LossCurve  # noqa: E402
+
+SHAPE_KJI = (18, 20, 22)
+
+
+def _volume(name, seed, with_blob=True):
+    rng = np.random.default_rng(seed)
+    kji = rng.normal(100, 10, SHAPE_KJI).astype(np.float32)
+    mask = np.zeros(SHAPE_KJI, np.uint8)
+    mask[5:13, 6:14, 7:16] = 1
+    kji += 60 * mask if with_blob else 0
+    ijk_to_ras = np.diag([0.9, 1.1, 1.6, 1.0])
+    ijk_to_ras[:3, 3] = [4.0, -3.0, 11.0]
+    return slicer.util.addVolumeFromArray(kji, ijk_to_ras, name), mask
+
+
+def _poll_until(job, predicate, timeout_s):
+    events, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        events += job.poll()
+        if predicate(events):
+            return events
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; events so far: {events[-5:]}, stderr: {list(job._stderr)[-5:]}")
+
+
+def _request(logic, p, resume=None):
+    request = logic.trainingRequest(p, resume)
+    request.config["train"].update(num_workers=0, log_every=1, checkpoint_every=1000, deterministic=True)
+    return request
+
+
+def test_finetune_cancel_resume_register(slicer_scene, dtc_module, tiny_model, tmp_path):
+    logic = dtc_module.DTCSegmentationLogic()
+    p = logic.getParameterNode()
+    p.datasetFolder, p.modelsFolder = tmp_path / "ds", tmp_path / "models"
+    p.modelPath, p.startFrom = str(tiny_model), "current model"
+    p.patchX = p.patchY = p.patchZ = 16
+    p.labeledBatch, p.unlabeledBatch, p.iterations = 1, 1, 10_000
+    volume, mask = _volume("labeled case", 0)
+    seg = slicer_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    sid = seg.GetSegmentation().AddEmptySegment("", "Left atrium", [1, 0, 0])
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, seg, sid, volume)
+    logic.addLabeledExample(p.datasetFolder, volume, seg)
+    logic.addUnlabeledVolumes(p.datasetFolder, [_volume("unlabeled case", 1)[0]])
+
+    request = _request(logic, p)
+    assert request.init_from == tiny_model and request.config["network"]["base_filters"] == 2
+    job = jobs.TrainingJob(request)
+    job.start()
+    curve = LossCurve()
+    events = _poll_until(job, lambda ev: sum(e["event"] == "progress" for e in ev) >= 2, 90)
+    for e in events:
+        if e["event"] == "progress":
+            curve.add(e)
+    first = next(e for e in events if e["event"] == "progress")
+    assert first["total"] == 10_000 and np.isfinite(first["losses"]["total"])
+    assert curve.rows() >= 2 and curve.table.GetTable().GetValue(0, 0).ToDouble() == first["iteration"]
+
+    job.cancel()
+    events = _poll_until(job, lambda ev: any(e["event"].startswith("job-") for e in ev), 60)
+    assert events[-1]["event"] == "job-cancelled", (events[-1], list(job._stderr)[-5:])
+    assert job.state == "cancelled" and job.runner.returncode == 3
+    checkpoint = job.checkpoint
+    assert checkpoint is not None and checkpoint.exists() and checkpoint.parent.name == "checkpoints"
+    assert job.runner.process.poll() is not None
+    stopped_at = int(checkpoint.stem.split("_")[1])
+    assert 0 < stopped_at < 10_000
+
+    p.iterations = stopped_at + 2  # resume and finish two more iterations
+    resumed = jobs.TrainingJob(_request(logic, p, resume=request.run_dir))
+    resumed.start()
+    events = _poll_until(resumed, lambda ev: any(e["event"].startswith("job-") for e in ev), 90)
+    assert events[-1]["event"] == "job-done", (events[-1], resumed.error)
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress[0]["iteration"] > stopped_at and progress[-1]["iteration"] == stopped_at + 2
+    listed = models.list_models(p.modelsFolder)
+    assert [m.path for m in listed if m.path is not None] == [request.run_dir / "model.pt"]
+    assert f"{stopped_at + 2} iterations" in listed[-1].description
+
+
+def test_failed_job_reports_the_error_line(tmp_path):
+    request = jobs.TrainingRequest(tmp_path / "missing.json", tmp_path / "run", {"train": {"iterations": 1}})
+    job = jobs.TrainingJob(request)
+    job.start()
+    events = _poll_until(job, lambda ev: any(e["event"].startswith("job-") for e in ev), 60)
+    assert events[-1]["event"] == "job-failed" and job.runner.returncode == 2
+    assert "missing.json" in job.error and "\n" not in job.error
