@@ -188,6 +188,7 @@ class TrainBatches(torch.utils.data.Dataset):
         self.labeled_batch = int(train_cfg.labeled_batch)
         self.unlabeled_batch = int(train_cfg.unlabeled_batch) if self.unlabeled else 0
         self.patch_sdf = recipe.sdf_normalization == "patch"
+        self.augment = bool(getattr(train_cfg, "augment", True))
         self.num_classes = int(self.labeled[0].sdf.shape[0])
         self.seed, self.rank = int(seed), int(rank)
         self.start_iteration = int(start_iteration)
@@ -232,13 +233,15 @@ class TrainBatches(torch.utils.data.Dataset):
             arrays = {"image": case.image, "label": case.label}
             if not self.patch_sdf:
                 arrays["sdf"] = case.sdf
-            arrays = augment(random_crop(arrays, self.patch, rng), rng)
+            arrays = random_crop(arrays, self.patch, rng)
+            arrays = augment(arrays, rng) if self.augment else arrays
             images.append(arrays["image"])
             labels.append(arrays["label"])
             if not self.patch_sdf:
                 sdfs.append(arrays["sdf"])
         for c in self.picks(_UNLABELED_ORDER, i):
-            images.append(augment(random_crop({"image": self.unlabeled[c].image}, self.patch, rng), rng)["image"])
+            crop = random_crop({"image": self.unlabeled[c].image}, self.patch, rng)
+            images.append((augment(crop, rng) if self.augment else crop)["image"])
         label = np.stack(labels)
         sdf = self._patch_sdf(label) if self.patch_sdf else np.stack(sdfs)
         return {

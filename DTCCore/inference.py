@@ -8,6 +8,7 @@ input grid (x, y, z).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from .config import DTCConfig
 from .errors import DTCError
-from .sliding_window import sliding_window
+from .sliding_window import WHOLE_VOLUME_MAX_VOXELS, sliding_window, whole_volume_patch
 
 __all__ = ["Prediction", "predict_volume", "resolve_device", "describe_device", "sliding_window"]
 
@@ -224,6 +225,13 @@ def _run_with_fallback(
     """Sliding window over ``image`` (X, Y, Z); returns (seg (Cs, X, Y, Z), lsf (Cl, X, Y, Z), device used)."""
     infer = config.infer
     batch = max(1, int(infer.batch_windows))
+    patch, stride = tuple(config.train.patch), infer.stride
+    if getattr(infer, "whole_volume", False):
+        whole = whole_volume_patch(image.shape, patch)
+        if math.prod(whole) <= WHOLE_VOLUME_MAX_VOXELS:
+            patch, stride = whole, whole  # one forward pass (see InferConfig.whole_volume)
+        else:
+            _say(log, f"volume too large for one pass ({math.prod(whole)} voxels padded); using windows")
     current = device
     model.to(device)
     try:
@@ -232,7 +240,7 @@ def _run_with_fallback(
                 tensor = torch.from_numpy(image)[None, None].to(current)
                 amp_dtype = torch.bfloat16 if current.type == "cuda" and config.train.amp else None
                 seg, lsf = sliding_window(
-                    model, tensor, config.train.patch, stride=infer.stride, overlap=infer.overlap,
+                    model, tensor, patch, stride=stride, overlap=infer.overlap,
                     blend=infer.blend, batch_windows=batch, amp_dtype=amp_dtype, progress=progress,
                 )
                 return seg[0].cpu().numpy(), lsf[0].cpu().numpy(), current
@@ -243,7 +251,10 @@ def _run_with_fallback(
             if current.type == "cuda":
                 torch.cuda.empty_cache()
             where = "CPU" if current.type == "cpu" else "GPU"
-            if batch > 1:
+            if patch != tuple(config.train.patch):
+                _say(log, f"{where} out of memory in one whole-volume pass; retrying with windows")
+                patch, stride = tuple(config.train.patch), infer.stride
+            elif batch > 1:
                 _say(log, f"{where} out of memory with {batch} windows per pass; retrying with {batch // 2}")
                 batch //= 2
             elif current.type != "cpu":

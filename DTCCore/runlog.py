@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import DTCError
+
 CURVES_EVERY_S = 30.0  # redraw curves.png at most this often (a redraw costs ~0.3 s of CPU; our measurement)
 
 Listener = Callable[[dict[str, Any]], None]
@@ -33,15 +35,22 @@ class RunLog:
         self.write = write
         self.records: list[dict[str, Any]] = []
         self._last_curves = 0.0
-        self._file = open(self.run_dir / "log.jsonl", "a", encoding="utf-8") if write else None
+        try:
+            self._file = open(self.run_dir / "log.jsonl", "a", encoding="utf-8") if write else None
+        except OSError as exc:
+            raise DTCError(f"cannot write {self.run_dir / 'log.jsonl'} ({exc.strerror}); choose a writable run folder") from None
         if write:
             self.records = [r for r in read_log(self.run_dir) if r.get("event") == "progress"]
 
     def emit(self, event: str, **fields: Any) -> None:
         record = {"event": event, **fields}
         if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
+            try:
+                self._file.write(json.dumps(record) + "\n")
+                self._file.flush()
+            except OSError as exc:
+                self._file = None  # a full disk: stop logging, keep the error for the caller
+                raise DTCError(f"cannot write {self.run_dir / 'log.jsonl'} ({exc.strerror}); free disk space") from None
         if event == "progress":
             self.records.append(record)
             if self.write and time.monotonic() - self._last_curves > CURVES_EVERY_S:

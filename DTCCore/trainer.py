@@ -62,14 +62,23 @@ class _CancelFlag:
         return self.signalled or bool(self.cancel and self.cancel())
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, rank: int) -> None:
-    if rank != 0:
-        return
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse a run folder that cannot be used, before anything is read or written (no partial output)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise DTCError(f"run folder {run_dir} is a file; choose a folder name")
     has_run = (run_dir / "config.json").exists() or (run_dir / "model.pt").exists()
     if has_run and not resume:
         raise DTCError(f"{run_dir} already holds a training run; add --resume to continue it or choose another -o folder")
+    ancestor = run_dir.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise DTCError(f"cannot create run folder {run_dir}: {ancestor} is a file; choose another folder")
+    if not os.access(ancestor, os.W_OK):
+        raise DTCError(f"cannot write to run folder {run_dir} ({ancestor} is read-only); choose a writable folder")
+
+
+def _create_run_dir(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -93,38 +102,58 @@ def train(
 
     ``cancel`` is polled every iteration (in-process use); SIGINT/SIGTERM do the same in the main
     thread. On cancel a checkpoint is written and :class:`CancelledError` raised. ``progress``
-    receives every event dict (see :mod:`DTCCore.runlog`).
+    receives every event dict (see :mod:`DTCCore.runlog`; rank 0 only under torchrun). Bad inputs
+    raise DTCError before anything is written to ``run_dir``.
     """
+    config.validate()
+    ctx: DistContext = current_context(config.train.device)
+    try:
+        return _train(ctx, config, manifest_path, Path(run_dir), resume, init_from, cancel, progress)
+    finally:
+        ctx.close()
+
+
+def _train(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, resume: bool, init_from,
+           cancel: Callable[[], bool] | None, progress: Listener | None) -> Path:
     from .data import TrainBatches, load_cases, make_loader
     from .inference import resolve_device
     from .losses import compute_losses
     from .manifest import load_manifest
     from .network import build_network
 
-    config.validate()
-    ctx: DistContext = current_context(config.train.device)
-    run_dir = Path(run_dir)
-    _prepare_run_dir(run_dir, resume, ctx.rank)
-    ctx.barrier()
-    log = RunLog(run_dir, progress, write=ctx.is_main)
     t_cfg = config.train
+    notes: list[str] = []
+    if ctx.active and t_cfg.sync_batchnorm and (ctx.device is None or ctx.device.type != "cuda"):
+        raise DTCError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm is GPU-only); drop it for CPU processes")
 
-    # Resume: the newest valid checkpoint decides the starting iteration and weights.
-    start, found = 0, None
-    if resume:
-        found = find_latest_checkpoint(run_dir, warn=log.message)
-        if found is None:
-            log.message(f"no checkpoint in {run_dir}; starting from the beginning")
-        else:
-            saved: DTCConfig = found[1]["config"]
-            saved.train.iterations = t_cfg.iterations  # allow extending a run; everything else is the run's
-            saved.train.device, saved.train.num_workers = t_cfg.device, t_cfg.num_workers
-            config, t_cfg = saved, saved.train
-            start = int(found[1]["iteration"])
-            log.records = [r for r in log.records if r.get("iteration", 0) <= start]
-    if ctx.is_main:
-        config.save(run_dir / "config.json")
 
+    # Resume: rank 0's newest valid checkpoint decides the starting iteration, config and weights.
+    def find() -> tuple[Path, dict[str, Any]] | None:
+        if not ctx.is_main:
+            return None
+        _check_run_dir(run_dir, resume)
+        found = find_latest_checkpoint(run_dir, warn=notes.append) if resume else None
+        if resume and found is None:
+            notes.append(f"no checkpoint in {run_dir}; starting from the beginning")
+        return found
+
+    found = ctx.broadcast(ctx.check(find))
+    start = 0
+    if found is not None:
+        saved: DTCConfig = found[1]["config"]
+        saved.train.iterations = t_cfg.iterations  # allow extending a run; everything else is the run's
+        for launch_setting in ("device", "num_workers", "sync_batchnorm"):  # how this launch runs, not the recipe
+            setattr(saved.train, launch_setting, getattr(t_cfg, launch_setting))
+        config, t_cfg = saved, saved.train
+        start = int(found[1]["iteration"])
+
+    def read_inputs():
+        manifest = load_manifest(manifest_path)
+        return load_cases(manifest, config.network.num_classes, progress=None)
+
+    labeled, unlabeled = ctx.check(read_inputs)  # every rank reads the data: the same error on all ranks
+    if config.recipe.mode != "dtc":  # the ablations without consistency never look at unlabeled data
+        unlabeled = []
     device = ctx.device if ctx.device is not None else resolve_device(t_cfg.device)
     if t_cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -133,12 +162,6 @@ def train(
         torch.backends.cudnn.benchmark = True  # fixed patch size: autotuning pays off (DESIGN.md section 5)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
-    manifest = load_manifest(manifest_path)
-    labeled, unlabeled = load_cases(manifest, config.network.num_classes, progress=None)
-    if config.recipe.mode != "dtc":  # the ablations without consistency never look at unlabeled data
-        unlabeled = []
-    n_unlabeled_batch = t_cfg.unlabeled_batch if unlabeled else 0
 
     torch.manual_seed(t_cfg.seed)
     model = build_network(config.network).to(device)
@@ -149,11 +172,20 @@ def train(
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in found[1]["model"].items()})
         if found[1]["optimizer"] is not None:
             optimizer.load_state_dict(found[1]["optimizer"])
-        log.message(f"resuming from {found[0].name} at iteration {start}")
+        notes.append(f"resuming from {found[0].name} at iteration {start}")
     elif init_from is not None:
-        load_weights_into(model, init_from)
-        log.message(f"fine-tuning from {init_from}")
-    train_model = ctx.wrap(model, config)
+        ctx.check(lambda: load_weights_into(model, init_from))
+        notes.append(f"fine-tuning from {init_from}")
+    ctx.check(lambda: _create_run_dir(run_dir) if ctx.is_main else None)
+    log = RunLog(run_dir, progress if ctx.is_main else None, write=ctx.is_main)
+    if found is not None:
+        log.records = [r for r in log.records if r.get("iteration", 0) <= start]
+    for note in notes:
+        log.message(note)
+    if ctx.is_main:
+        config.save(run_dir / "config.json")
+
+    train_model = ctx.wrap(model, config)  # DDP broadcasts rank 0's weights and buffers to every rank
 
     dataset = TrainBatches(
         labeled, unlabeled, t_cfg, config.recipe, seed=t_cfg.seed, rank=ctx.rank,
@@ -169,12 +201,14 @@ def train(
     last_saved = start if found is not None else -1
     extra = {"labeled": len(labeled), "unlabeled": len(unlabeled), "manifest": str(manifest_path),
              "world_size": ctx.world_size}
+    loss_keys = ("total", "dice", "lsf", "consistency")
 
     def save(it: int) -> Path:
+        """Rank 0 writes; a failure (disk full, read-only) raises DTCError on every rank."""
         path = checkpoint_path(run_dir, it)
-        if ctx.is_main:
-            save_checkpoint(path, model, optimizer, it, config, {**extra, "iterations_done": it})
-            log.emit("checkpoint", iteration=it, path=str(path))
+        ctx.check(lambda: save_checkpoint(path, model, optimizer, it, config, {**extra, "iterations_done": it})
+                  if ctx.is_main else None)
+        log.emit("checkpoint", iteration=it, path=str(path))
         return path
 
     with _CancelFlag(cancel) as flag:
@@ -201,15 +235,18 @@ def train(
             losses["total"].backward()
             optimizer.step()
             iteration += 1
-            if not torch.isfinite(losses["total"]):
-                save(iteration)
-                raise DTCError(f"the loss became {losses['total'].item()} at iteration {iteration}; lower the learning rate")
+            if ctx.any(not bool(torch.isfinite(losses["total"]))):
+                # No checkpoint of the diverged weights: the newest checkpoint stays the last good one.
+                log.close()
+                raise DTCError(f"the loss became {losses['total'].item()} at iteration {iteration}; "
+                               "lower the learning rate (the last good checkpoint is kept)")
             if iteration % t_cfg.log_every == 0 or iteration == t_cfg.iterations:
                 elapsed = time.monotonic() - t0
                 done = iteration - start
+                values = ctx.mean(torch.stack([losses[k].detach() for k in loss_keys]))  # global-batch mean
                 log.emit(
                     "progress", iteration=iteration, total=t_cfg.iterations,
-                    losses={k: float(losses[k].detach()) for k in ("total", "dice", "lsf", "consistency")},
+                    losses={k: float(v) for k, v in zip(loss_keys, values)},
                     lr=lr, **{"lambda": float(losses["lambda"])},
                     elapsed_s=round(elapsed, 3), eta_s=round(elapsed / done * (t_cfg.iterations - iteration), 1),
                 )
@@ -219,10 +256,8 @@ def train(
 
     final = save(t_cfg.iterations) if last_saved != t_cfg.iterations else checkpoint_path(run_dir, iteration)
     model_path = run_dir / "model.pt"
-    if ctx.is_main:
-        save_checkpoint(model_path, model, None, iteration, config, {**extra, "iterations_done": iteration,
-                                                                     "train_seconds": round(time.monotonic() - t0, 1)})
-    ctx.barrier()
+    ctx.check(lambda: save_checkpoint(model_path, model, None, iteration, config, {
+        **extra, "iterations_done": iteration, "train_seconds": round(time.monotonic() - t0, 1)}) if ctx.is_main else None)
     log.emit("done", iteration=iteration, model=str(model_path), checkpoint=str(final),
              elapsed_s=round(time.monotonic() - t0, 3))
     log.close()

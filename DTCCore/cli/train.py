@@ -36,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in RUN_DIR")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default 1337)")
     p.add_argument("--workers", type=int, metavar="W", help="batch-loading processes (default 2)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun: synchronise BatchNorm statistics across processes (SyncBatchNorm)")
     p.add_argument("--jsonl", action="store_true", help="print progress as JSON lines (for programs) instead of a bar")
     p.set_defaults(run=run)
 
@@ -51,6 +53,8 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         "seed": ("train", "seed", args.seed),
         "workers": ("train", "num_workers", args.workers),
     }
+    if getattr(args, "sync_bn", False):
+        overrides["sync_bn"] = ("train", "sync_batchnorm", True)
     for section, key, value in overrides.values():
         if value is not None:
             setattr(getattr(config, section), key, value)

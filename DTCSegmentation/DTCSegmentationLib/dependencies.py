@@ -14,7 +14,7 @@ from collections.abc import Callable
 from DTCCore.errors import DTCError
 
 # import name -> pip requirement (ranges as in pyproject.toml)
-ENGINE_PACKAGES = {"SimpleITK": "SimpleITK>=2.2,<3", "scipy": "scipy>=1.10,<2"}
+ENGINE_PACKAGES = {"SimpleITK": "SimpleITK>=2.2,<3", "scipy": "scipy>=1.10,<2", "tqdm": "tqdm>=4.60,<5"}
 TORCH_REQUIREMENT = "torch>=2.2,<3"
 
 
