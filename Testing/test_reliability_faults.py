@@ -35,7 +35,7 @@ from DTCCore.network import build_network
 from DTCCore.runlog import read_log
 from DTCCore.trainer import train
 
-KILL_MOMENTS = 4  # 2 SIGTERM + 2 SIGKILL; the bench (bench/reliability_soak.py) does 50
+KILL_MOMENTS = 2  # 1 SIGTERM + 1 SIGKILL (suite time); the bench (bench/reliability_soak.py) does 50
 
 
 def _mount(args: list[str], allowed: bool = True) -> bool:
