@@ -61,6 +61,9 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; always fp32 on the CPU
     deterministic: bool = False  # True: deterministic algorithms (slower; used by resume tests)
     sync_batchnorm: bool = False  # DDP only: SyncBatchNorm across processes
+    # Batches over which model.pt's BatchNorm statistics are recomputed for the final weights when training
+    # ends at a high learning rate (trainer.PRECISE_BN_ABOVE_LR; 0: never, as the reference). See precise_bn.py.
+    precise_bn_batches: int = 25
     augment: bool = True  # reference RandomRotFlip on every crop; False only to compare runs exactly (tests)
 
 

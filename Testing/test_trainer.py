@@ -141,3 +141,17 @@ def test_tiny_model_learns_blobs(tmp_path):
     before = mean_dice(train(before_cfg, manifest, tmp_path / "before"))
     after = mean_dice(train(cfg, manifest, tmp_path / "after"))
     assert after > 0.7 and after > before + 0.2, (before, after)
+
+
+def test_model_gets_precise_batchnorm_only_when_training_ends_at_a_high_lr(tmp_path, blob_manifest):
+    def final_vs_checkpoint(run, cfg):
+        model = load_checkpoint(train(cfg, blob_manifest, run))["model"]
+        ckpt = load_checkpoint(run / "checkpoints" / "iter_000002.pt")["model"]
+        stats = [k for k in model if k.endswith("running_mean")]
+        weights = [k for k in model if k.endswith("weight")]
+        assert stats and all(torch.equal(model[k], ckpt[k]) for k in weights)
+        return all(torch.equal(model[k], ckpt[k]) for k in stats)
+
+    assert not final_vs_checkpoint(tmp_path / "high", tiny_config(iterations=2))  # ends at lr 0.01
+    low = tiny_config(iterations=2, lr_steps=(1,), lr_gamma=0.01)  # ends at lr 1e-4: reference behaviour
+    assert final_vs_checkpoint(tmp_path / "low", low)
