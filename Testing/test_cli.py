@@ -134,3 +134,22 @@ def test_train_command_jsonl_and_errors(tmp_path, capsys):
     r = _run("train", str(manifest), "-o", str(tmp_path / "r3"), "--config", str(bad_cfg))
     assert r.returncode == 2
     _assert_one_line_error(r.stderr, "itertions")
+
+
+def test_segment_multiclass_writes_one_level_set_per_class(tmp_path):
+    import torch
+
+    from DTCCore.checkpoint import save_checkpoint
+    from DTCCore.network import build_network
+
+    cfg = tiny_config()
+    cfg.network.num_classes = 2
+    torch.manual_seed(0)
+    model_file = save_checkpoint(tmp_path / "mc.pt", build_network(cfg.network).eval(), None, 0, cfg)
+    image, _ = blob_volume(np.random.default_rng(2))
+    src = write_volume(tmp_path / "mc.nrrd", image, SPACING, ORIGIN, OBLIQUE)
+    assert main(["segment", str(src), "-o", str(tmp_path / "o"), "--model", str(model_file)]) == 0
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert names == ["mc_disagreement.nrrd", "mc_levelset_1.nrrd", "mc_levelset_2.nrrd", "mc_seg.nrrd"]
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "o" / "mc_seg.nrrd")))
+    assert seg.shape == image.shape[::-1] and set(np.unique(seg)) <= {0, 1, 2}

@@ -21,6 +21,7 @@ Segment 3D scans. For each IMAGE (any format SimpleITK reads) OUT_DIR receives, 
 input's size, spacing, origin and direction:
   <case>_seg.nrrd           label map (1 = structure; with several classes 1..C)
   <case>_levelset.nrrd      the level-set head: signed distance, negative inside, in [-1, 1]
+                            (a model with C > 1 classes: <case>_levelset_<c>.nrrd, one per class)
   <case>_disagreement.nrrd  |p_seg - sigmoid(-k * levelset)|: where the two heads disagree
 Without --model the bundled default model is used.
 """
@@ -46,8 +47,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def output_paths(out_dir: Path, case: str, fmt: str) -> dict[str, Path]:
-    return {kind: out_dir / f"{case}_{kind}.{fmt}" for kind in OUTPUT_KINDS}
+def output_paths(out_dir: Path, case: str, fmt: str, num_classes: int = 1) -> dict[str, Path]:
+    """Result files of one case; one level-set file per class for multi-class models."""
+    kinds = list(OUTPUT_KINDS)
+    if num_classes > 1:
+        kinds[1:2] = [f"levelset_{c}" for c in range(1, num_classes + 1)]
+    return {kind: out_dir / f"{case}_{kind}.{fmt}" for kind in kinds}
+
+
+def result_arrays(pred) -> dict:
+    """``{kind: (X, Y, Z) array}`` matching :func:`output_paths`."""
+    arrays = {"seg": pred.label, "disagreement": pred.disagreement}
+    if pred.levelset.ndim == 3:
+        arrays["levelset"] = pred.levelset
+    else:
+        arrays.update({f"levelset_{c + 1}": pred.levelset[c] for c in range(pred.levelset.shape[0])})
+    return arrays
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,13 +82,13 @@ def run(args: argparse.Namespace) -> int:
     names = [case_name(p) for p in images]
     if len(set(names)) != len(names):
         raise DTCError("two inputs have the same case name; their results would overwrite each other")
-    if not args.overwrite:
-        existing = [p for n in names for p in output_paths(out_dir, n, args.format).values() if p.exists()]
-        if existing:
-            raise DTCError(f"{existing[0]} already exists; add --overwrite or choose another -o folder")
 
     device = resolve_device(args.device)
     model, config = load_model(args.model, device)
+    if not args.overwrite:
+        existing = [p for n in names for p in output_paths(out_dir, n, args.format, config.network.num_classes).values() if p.exists()]
+        if existing:
+            raise DTCError(f"{existing[0]} already exists; add --overwrite or choose another -o folder")
     if args.overlap is not None:
         config.infer.overlap = args.overlap
     if args.stride is not None:
@@ -97,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(done - bar.n)
 
             pred = predict_volume(model, image, config, device, progress=progress, log=bar.write)
-        arrays = {"seg": pred.label, "levelset": pred.levelset, "disagreement": pred.disagreement}
-        targets = output_paths(out_dir, case, args.format)
+        arrays = result_arrays(pred)
+        targets = output_paths(out_dir, case, args.format, config.network.num_classes)
         _write_all(out_dir, arrays, targets, geometry, write_image)
         if args.preview:
             from ..preview import save_preview
