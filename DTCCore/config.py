@@ -178,6 +178,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; give the user's usual permissions
         os.replace(tmp, path)
     except OSError as exc:
         silent_unlink(tmp)
@@ -185,6 +186,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         silent_unlink(tmp)
         raise
+
+
+def default_file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` would give a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def silent_unlink(path: str) -> None:

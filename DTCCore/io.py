@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import DTCError
-from .config import silent_unlink
+from .config import default_file_mode, silent_unlink
 
 # Bytes of RAM needed per voxel while a volume is read and used: the float32 array (4), SimpleITK's
 # own buffer during the read (4) and a float32 working copy (normalisation, padding) (4). Our estimate.
@@ -254,9 +254,7 @@ def write_image(path: str | os.PathLike, array_xyz: np.ndarray, geometry: Geomet
         raise DTCError(f"cannot write to folder {path.parent} ({exc.strerror}); choose a writable folder") from None
     try:
         sitk.WriteImage(img, tmp, useCompression=compress)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the user's usual permissions
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; give the user's usual permissions
         os.replace(tmp, path)
     except (RuntimeError, OSError) as exc:
         silent_unlink(tmp)

@@ -66,6 +66,7 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--title", default="DTC left-atrium MRI model")
     p.add_argument("--trained-on", default="", help="hardware the run was trained on, for the card")
+    p.add_argument("--limitations", default="", help="a paragraph for the card's Limitations section")
     p.add_argument("--out", type=Path, default=MODELS, help="models folder (default DTCCore/models)")
     p.add_argument("--test-cases", type=int, default=0, help="only the first N of test.list (0 = all; a dry run)")
     args = p.parse_args()
@@ -109,6 +110,7 @@ def main() -> int:
                  "mean_without_postprocessing": mean(test, "raw"),
                  "seconds_per_case": float(np.median([r["seconds"] for r in test])), "per_case": test},
         "validation_dice": mean(val, which)["dice"],
+        "limitations": args.limitations,
     }
     out = args.out
     model.cpu()
@@ -149,6 +151,10 @@ def render_card(c: dict) -> str:
   component **{'on' if v['largest_component'] else 'off'}** (chosen on {len(v['cases'])} validation scans from the
   unlabeled pool: mean Dice {100 * v['mean_raw']['dice']:.2f} without, {100 * v['mean_lcc']['dice']:.2f} with).
   Median {t['seconds_per_case']:.1f} s per case on the machine that evaluated it.
+
+## Limitations
+
+{c.get('limitations') or 'Trained with the recipe above only; check results on your own data.'}
 
 ## Test set ({t['cases']} cases of test.list, evaluated once, never used to choose anything)
 
