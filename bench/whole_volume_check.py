@@ -2,7 +2,7 @@
 
     python bench/whole_volume_check.py --model MODEL [--data DIR] [--cases 3] [--json F] [--tiny]
 
-For the first ``--cases`` of test.list: both predictions (``InferConfig.whole_volume`` False / True),
+For ``--cases`` validation scans (train.list after the 16 labeled ones; never test.list): both predictions (``InferConfig.whole_volume`` False / True),
 seconds of each (in this process, alternating), the mean and max |p_whole - p_windows| of the foreground
 probability, the Dice between the two label maps, and each one's Dice against the truth.
 """
@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import _common
+
+VALIDATION_START = 16  # the first 16 of train.list are the labeled training cases
 import numpy as np
 
 
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("error: pass --model MODEL (a trained model: the difference depends on the weights)")
     model, config = load_model(args.model, "cpu")
     rows = []
-    for case in _common.read_list(data, "test.list")[: args.cases]:
+    # validation scans: the unlabeled pool of train.list (labels never used in training), never test.list
+    for case in _common.read_list(data, "train.list")[VALIDATION_START : VALIDATION_START + args.cases]:
         image_path, label_path = _common.case_files(data, case)
         image, geometry = read_image(image_path)
         truth = read_label(label_path, geometry, image.shape, 1) > 0
