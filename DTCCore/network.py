@@ -46,23 +46,14 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
 
 
-class DownBlock(nn.Sequential):
-    """Conv3d 2x2x2 stride 2 + BN + ReLU: (N, c_in, X, Y, Z) -> (N, c_out, X/2, Y/2, Z/2)."""
+class ResampleBlock(nn.Sequential):
+    """2x2x2 stride-2 conv + BN + ReLU. ``up=False``: Conv3d, (N, c_in, X, Y, Z) -> (N, c_out, X/2, Y/2, Z/2);
+    ``up=True``: ConvTranspose3d, -> (N, c_out, 2X, 2Y, 2Z) (reference Downsampling/UpsamplingDeconvBlock)."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
+    def __init__(self, c_in: int, c_out: int, up: bool = False) -> None:
+        conv = nn.ConvTranspose3d if up else nn.Conv3d
         super().__init__(
-            nn.Conv3d(c_in, c_out, kernel_size=2, stride=2, padding=0),
-            nn.BatchNorm3d(c_out),
-            nn.ReLU(inplace=True),
-        )
-
-
-class UpBlock(nn.Sequential):
-    """ConvTranspose3d 2x2x2 stride 2 + BN + ReLU: (N, c_in, X, Y, Z) -> (N, c_out, 2X, 2Y, 2Z)."""
-
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__(
-            nn.ConvTranspose3d(c_in, c_out, kernel_size=2, stride=2, padding=0),
+            conv(c_in, c_out, kernel_size=2, stride=2, padding=0),
             nn.BatchNorm3d(c_out),
             nn.ReLU(inplace=True),
         )
@@ -108,22 +99,22 @@ class DualTaskVNet(nn.Module):
         self.has_dropout = dropout
 
         self.block_one = ConvBlock(1, in_channels, nf)
-        self.block_one_dw = DownBlock(nf, 2 * nf)
+        self.block_one_dw = ResampleBlock(nf, 2 * nf)
         self.block_two = ConvBlock(2, 2 * nf, 2 * nf)
-        self.block_two_dw = DownBlock(2 * nf, 4 * nf)
+        self.block_two_dw = ResampleBlock(2 * nf, 4 * nf)
         self.block_three = ConvBlock(3, 4 * nf, 4 * nf)
-        self.block_three_dw = DownBlock(4 * nf, 8 * nf)
+        self.block_three_dw = ResampleBlock(4 * nf, 8 * nf)
         self.block_four = ConvBlock(3, 8 * nf, 8 * nf)
-        self.block_four_dw = DownBlock(8 * nf, 16 * nf)
+        self.block_four_dw = ResampleBlock(8 * nf, 16 * nf)
         self.block_five = ConvBlock(3, 16 * nf, 16 * nf)
 
-        self.block_five_up = UpBlock(16 * nf, 8 * nf)
+        self.block_five_up = ResampleBlock(16 * nf, 8 * nf, up=True)
         self.block_six = ConvBlock(3, 8 * nf, 8 * nf)
-        self.block_six_up = UpBlock(8 * nf, 4 * nf)
+        self.block_six_up = ResampleBlock(8 * nf, 4 * nf, up=True)
         self.block_seven = ConvBlock(3, 4 * nf, 4 * nf)
-        self.block_seven_up = UpBlock(4 * nf, 2 * nf)
+        self.block_seven_up = ResampleBlock(4 * nf, 2 * nf, up=True)
         self.block_eight = ConvBlock(2, 2 * nf, 2 * nf)
-        self.block_eight_up = UpBlock(2 * nf, nf)
+        self.block_eight_up = ResampleBlock(2 * nf, nf, up=True)
         self.block_nine = ConvBlock(1, nf, nf)
 
         # Identity when dropout is off keeps forward free of Python branches (torch.compile friendly).
