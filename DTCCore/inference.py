@@ -260,7 +260,7 @@ def _run_with_fallback(
     infer = config.infer
     batch = max(1, int(infer.batch_windows))
     patch, stride = tuple(config.train.patch), infer.stride
-    if getattr(infer, "whole_volume", False):
+    if infer.whole_volume:
         whole = whole_volume_patch(image.shape, patch)
         if math.prod(whole) <= WHOLE_VOLUME_MAX_VOXELS:
             patch, stride = whole, whole  # one forward pass (see InferConfig.whole_volume)

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         config.infer.batch_windows = args.batch_windows
     if args.largest_component:
         config.infer.largest_component = True
-    if getattr(args, "whole_volume", False):
+    if args.whole_volume:
         config.infer.whole_volume = True
     config.validate()
     source = args.model or "the bundled default model"
