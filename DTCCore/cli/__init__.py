@@ -19,20 +19,22 @@ DTC: semi-supervised 3D segmentation through dual-task consistency (Luo et al., 
   dtc segment --sample -o OUT       segment the bundled left-atrium MRI sample case
   dtc train MANIFEST -o RUN_DIR     train (or fine-tune) on labeled + unlabeled scans
   dtc evaluate PRED LABEL           Dice, Jaccard, ASD, 95HD (voxels and mm)
+  dtc info [MODEL...]               a model's classes, label table, plan and training data (JSON lines)
+  dtc rank IMAGE...                 order unlabeled scans by dual-task disagreement (annotate next)
 
 Run 'dtc COMMAND --help' for the options of each command.
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import evaluate, segment, train
+    from . import evaluate, info, rank, segment, train
 
     parser = argparse.ArgumentParser(
         prog="dtc", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"DTCSegmentation {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train, segment, evaluate):
+    for module in (train, segment, evaluate, info, rank):
         module.add_parser(sub)
     return parser
 

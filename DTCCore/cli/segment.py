@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DTCError
+from . import events
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "sample" / "la_sample_image.nrrd"
 OUTPUT_KINDS = ("seg", "levelset", "disagreement")  # <case>_<kind>.<ext>
@@ -44,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd", help="output file format")
     p.add_argument("--preview", action="store_true", help="also write <case>_preview.png (three slices)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
+    events.add_options(p)  # --jsonl: progress/results as JSON lines; --cancel-file: stop between windows
     p.set_defaults(run=run)
 
 
@@ -102,12 +104,18 @@ def run(args: argparse.Namespace) -> int:
     config.validate()
     source = args.model or "the bundled default model"
     print(f"model: {source}; device: {describe_device(device)}", file=sys.stderr)
+    jsonl, cancelled = getattr(args, "jsonl", False), events.cancel_check(getattr(args, "cancel_file", None))
+    if jsonl:
+        events.emit("start", device=describe_device(device), total=len(images), num_classes=config.network.num_classes)
 
     for path, case in zip(images, names):
         t0 = time.perf_counter()
         image, geometry = read_image(path)
-        with tqdm(desc=case, unit="window", leave=False, dynamic_ncols=True, file=sys.stderr) as bar:
+        with tqdm(desc=case, unit="window", leave=False, dynamic_ncols=True, file=sys.stderr, disable=jsonl) as bar:
             def progress(done: int, total: int) -> None:
+                events.raise_if_cancelled(cancelled, "segment")
+                if jsonl:
+                    events.emit("progress", case=case, done=done, total=total)
                 bar.total = total
                 bar.update(done - bar.n)
 
@@ -120,6 +128,9 @@ def run(args: argparse.Namespace) -> int:
 
             lsf = pred.levelset if pred.levelset.ndim == 3 else pred.levelset[0]
             save_preview(out_dir / f"{case}_preview.png", image, pred.label, lsf, geometry.spacing, title=case)
+        if jsonl:
+            events.emit("case-done", case=case, files={k: str(v) for k, v in targets.items()},
+                        seconds=round(time.perf_counter() - t0, 2))
         voxels = int(np.count_nonzero(pred.label))
         ml = voxels * float(np.prod(geometry.spacing)) / 1000.0
         print(f"{case}: {voxels} voxels ({ml:.1f} ml) segmented in {time.perf_counter() - t0:.1f} s -> "

@@ -39,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: synchronise BatchNorm statistics across processes (SyncBatchNorm)")
     p.add_argument("--jsonl", action="store_true", help="print progress as JSON lines (for programs) instead of a bar")
+    p.add_argument("--cancel-file", metavar="PATH",
+                   help="save a checkpoint and stop (exit status 3) once this file exists; checked every iteration")
     p.set_defaults(run=run)
 
 
@@ -94,9 +96,10 @@ class _Printer:
 
 def run(args: argparse.Namespace) -> int:
     from ..trainer import train
+    from .events import cancel_check
 
     config = build_config(args)
     printer = _Printer(args.jsonl)
     train(config, Path(args.manifest), Path(args.output), resume=args.resume, init_from=args.init_from,
-          progress=printer)
+          progress=printer, cancel=cancel_check(getattr(args, "cancel_file", None)))
     return 0

@@ -1,0 +1,82 @@
+"""``dtc info [MODEL...]``: what a model is and expects, as JSON lines (the Slicer panel reads them).
+
+One line per model: ``{"event": "model", "path", "title", "iteration", "created", "num_classes",
+"labels", "plan": {"patch", "spacing", "normalization", "overlap"}, "data", "validation_dice",
+"test_dice", "mode"}``, or ``{"event": "model-error", "path", "error"}`` for an unreadable file (the
+command goes on with the next one). ``--device auto|cuda|cpu`` adds ``{"event": "device",
+"requested", "resolved", "description", "cuda_available", "why_no_gpu"}``. Without MODEL the bundled
+default model is described.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import DTCError
+from .events import emit
+
+CARD_KEYS = ("title", "data", "validation_dice", "test_dice", "trained_on", "iterations_done", "train_seconds",
+             "labeled", "unlabeled")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe models (label table, plan, training data) as JSON lines",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="*", metavar="MODEL", help="model files (default: the bundled model)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), help="also describe what this device choice resolves to")
+    p.set_defaults(run=run)
+
+
+def describe_model(path: Path) -> dict[str, Any]:
+    from ..checkpoint import read_model_info
+    from ..labels import read_table
+
+    info = read_model_info(path)
+    config = info.pop("config")
+    extra = {k: v for k, v in info.items() if k not in ("path", "iteration", "created", "dtc_version")}
+    num_classes = int(config["network"]["num_classes"])
+    out = {
+        "path": str(path), "iteration": info["iteration"], "created": str(info["created"]),
+        "dtc_version": info["dtc_version"], "num_classes": num_classes,
+        "labels": read_table(path, extra, num_classes),
+        "plan": {"patch": list(config["train"]["patch"]), "spacing": config.get("train", {}).get("spacing"),
+                 "normalization": "z-score over the scan (or the region of interest)",
+                 "overlap": config.get("infer", {}).get("overlap")},
+        "mode": config.get("recipe", {}).get("mode"), "base_filters": config["network"]["base_filters"],
+    }
+    out.update({k: extra[k] for k in CARD_KEYS if k in extra})
+    return out
+
+
+def describe_device(requested: str) -> dict[str, Any]:
+    import torch
+
+    from ..inference import describe_device as describe, resolve_device
+
+    why = ""
+    if not torch.cuda.is_available():
+        why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no NVIDIA GPU/driver found"
+    try:
+        device = resolve_device(requested)
+    except DTCError as exc:
+        return {"requested": requested, "resolved": None, "description": f"not available: {exc}",
+                "cuda_available": torch.cuda.is_available(), "why_no_gpu": why}
+    return {"requested": requested, "resolved": str(device), "description": describe(device),
+            "cuda_available": torch.cuda.is_available(), "why_no_gpu": why}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import DEFAULT_MODEL
+
+    paths = [Path(p) for p in args.models] or [DEFAULT_MODEL]
+    for path in paths:
+        try:
+            emit("model", **json.loads(json.dumps(describe_model(path), default=str)))
+        except DTCError as exc:
+            emit("model-error", path=str(path), error=str(exc))
+    if args.device:
+        emit("device", **describe_device(args.device))
+    return 0
