@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import slicer
+import vtk
+
+from DTCCore.labels import LEFT_ATRIUM
 
 from slicer_harness.fixtures import REPO, dtc_module, slicer_scene, tiny_model  # noqa: F401
 
@@ -48,7 +51,8 @@ def test_segment_matches_cli_on_the_same_file(slicer_scene, dtc_module, tiny_mod
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer_scene)
     study = sh.CreateFolderItem(sh.GetSceneItemID(), "Study 1")
     sh.CreateItem(study, volume)
-    nodes = dtc_module.DTCSegmentationLogic().segment(volume, modelPath=str(tiny_model), device="cpu")
+    nodes = dtc_module.DTCSegmentationLogic().segment(volume, modelPath=str(tiny_model), device="cpu",
+                                                      table=[LEFT_ATRIUM])
 
     # geometry: every result on the input grid, next to the input in the subject hierarchy
     for node in (nodes.levelset, nodes.disagreement):
@@ -59,7 +63,9 @@ def test_segment_matches_cli_on_the_same_file(slicer_scene, dtc_module, tiny_mod
     seg = nodes.segmentation
     assert seg.GetName() == "Patient 7 MRI DTC"
     segment = seg.GetSegmentation().GetSegment(nodes.segment_id)
-    assert segment.GetName() == "Left atrium" and "82471001" in segment.GetTerminology()
+    entry = vtk.reference("")
+    assert segment.GetName() == "Left atrium" and segment.GetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), entry)
+    assert "DICOM master list~SCT^123037004^Anatomical Structure~SCT^82471001^Left atrium" in str(entry)
     assert seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole()) is volume
     assert slicer.util.arrayFromVolume(nodes.levelset).min() >= -1.0
 
@@ -93,7 +99,9 @@ def test_roi_restricts_output(slicer_scene, dtc_module, tiny_model):
     roi.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(object_to_node))
     roi.SetSize(10.5 * 0.7, 10.5 * 1.3, 8.5 * 2.1)  # half-voxel margins: no centre on a face
     logic = dtc_module.DTCSegmentationLogic()
-    region = logic.prepareSegment(volume, roi)[1]
+    from DTCSegmentationLib import sceneio
+
+    region = sceneio.roi_to_slices(roi, volume)
     assert region == (slice(10, 21), slice(5, 16), slice(4, 13))
     nodes = logic.segment(volume, roi=roi, modelPath=str(tiny_model), device="cpu")
     mask = slicer.util.arrayFromSegmentBinaryLabelmap(nodes.segmentation, nodes.segment_id, volume).transpose(2, 1, 0)

@@ -9,7 +9,7 @@ import slicer
 
 from slicer_harness.fixtures import dtc_module, slicer_scene, tiny_model  # noqa: F401
 
-from DTCSegmentationLib import jobs, models  # noqa: E402  (importable once dtc_module put it on sys.path)
+from DTCSegmentationLib import models, training  # noqa: E402  (importable once dtc_module put it on sys.path)
 from DTCSegmentationLib.curves import LossCurve  # noqa: E402
 
 SHAPE_KJI = (18, 20, 22)
@@ -59,7 +59,7 @@ def test_finetune_cancel_resume_register(slicer_scene, dtc_module, tiny_model, t
 
     request = _request(logic, p)
     assert request.init_from == tiny_model and request.config["network"]["base_filters"] == 2
-    job = jobs.TrainingJob(request)
+    job = training.TrainingJob(request)
     job.start()
     curve = LossCurve()
     events = _poll_until(job, lambda ev: sum(e["event"] == "progress" for e in ev) >= 2, 90)
@@ -81,20 +81,24 @@ def test_finetune_cancel_resume_register(slicer_scene, dtc_module, tiny_model, t
     assert 0 < stopped_at < 10_000
 
     p.iterations = stopped_at + 2  # resume and finish two more iterations
-    resumed = jobs.TrainingJob(_request(logic, p, resume=request.run_dir))
+    resumed = training.TrainingJob(_request(logic, p, resume=request.run_dir))
     resumed.start()
     events = _poll_until(resumed, lambda ev: any(e["event"].startswith("job-") for e in ev), 90)
     assert events[-1]["event"] == "job-done", (events[-1], resumed.error)
     progress = [e for e in events if e["event"] == "progress"]
     assert progress[0]["iteration"] > stopped_at and progress[-1]["iteration"] == stopped_at + 2
     listed = models.list_models(p.modelsFolder)
-    assert [m.path for m in listed if m.path is not None] == [request.run_dir / "model.pt"]
-    assert f"{stopped_at + 2} iterations" in listed[-1].description
+    assert [m.path for m in listed if not m.bundled] == [request.run_dir / "model.pt"]
+    # the new model's label table comes from the training segmentation (segment name and colour)
+    from DTCCore.labels import read_table
+
+    (entry,) = read_table(request.run_dir / "model.pt", {}, 1)
+    assert entry["name"] == "Left atrium" and entry["color"] == [1.0, 0.0, 0.0]
 
 
 def test_failed_job_reports_the_error_line(tmp_path):
-    request = jobs.TrainingRequest(tmp_path / "missing.json", tmp_path / "run", {"train": {"iterations": 1}})
-    job = jobs.TrainingJob(request)
+    request = training.TrainingRequest(tmp_path / "missing.json", tmp_path / "run", {"train": {"iterations": 1}})
+    job = training.TrainingJob(request)
     job.start()
     events = _poll_until(job, lambda ev: any(e["event"].startswith("job-") for e in ev), 60)
     assert events[-1]["event"] == "job-failed" and job.runner.returncode == 2

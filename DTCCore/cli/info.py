@@ -2,7 +2,7 @@
 
 One line per model: ``{"event": "model", "path", "title", "iteration", "created", "num_classes",
 "labels", "plan": {"patch", "spacing", "normalization", "overlap"}, "data", "validation_dice",
-"test_dice", "mode"}``, or ``{"event": "model-error", "path", "error"}`` for an unreadable file (the
+"test_dice", "mode", "config"}``, or ``{"event": "model-error", "path", "error"}`` for an unreadable file (the
 command goes on with the next one). ``--device auto|cuda|cpu`` adds ``{"event": "device",
 "requested", "resolved", "description", "cuda_available", "why_no_gpu"}``. Without MODEL the bundled
 default model is described.
@@ -46,6 +46,7 @@ def describe_model(path: Path) -> dict[str, Any]:
                  "normalization": "z-score over the scan (or the region of interest)",
                  "overlap": config.get("infer", {}).get("overlap")},
         "mode": config.get("recipe", {}).get("mode"), "base_filters": config["network"]["base_filters"],
+        "config": config,
     }
     out.update({k: extra[k] for k in CARD_KEYS if k in extra})
     return out

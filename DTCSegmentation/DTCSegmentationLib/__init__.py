@@ -3,11 +3,13 @@
 - :mod:`.sceneio`: volume node <-> (x, y, z) array + DTCCore geometry (RAS <-> LPS), ROI -> slices
 - :mod:`.results`: result nodes (segmentation, level-set and disagreement volumes) with the input's geometry
 - :mod:`.dataset`: the dataset folder (labeled pairs, unlabeled volumes, manifest) written atomically
-- :mod:`.jobs`: the process runner (reader thread -> queue -> poll) and the fine-tune job
-- :mod:`.worker`: a background thread with a cancel flag for in-process inference
+- :mod:`.jobs`: the engine subprocess runner (reader threads -> queue -> poll, cancel file, process group)
+- :mod:`.tasks`: Segment, ranking and model information as engine jobs (``dtc segment / rank / info``)
+- :mod:`.training`: the fine-tune job (``dtc train``)
+- :mod:`.panel`: the module panel (the widget)
 - :mod:`.models`: the model registry (bundled default + models trained here)
 - :mod:`.curves`: the loss-curve table and plot nodes
 - :mod:`.dependencies`: PyTorch installation on first use (never at import)
 
-Nothing here imports torch at import time; DTCCore modules that need it are imported inside functions.
+Nothing here imports torch: all torch work runs in ``PythonSlicer -m DTCCore`` subprocesses.
 """

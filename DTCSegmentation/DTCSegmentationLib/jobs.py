@@ -1,20 +1,18 @@
-"""Background processes: a generic process runner and the fine-tune job built on it.
+"""Engine subprocesses: a non-blocking process runner and the JSON-lines job built on it.
 
-The runner starts a command in its own process group; one reader thread per stream puts lines on a
-queue; the caller drains it with :meth:`ProcessRunner.poll` (in Slicer from a ``qt.QTimer``, in tests in
-a plain loop), so the UI thread never blocks. Cancel first asks the main process to stop (SIGTERM: the
-DTCCore trainer saves a checkpoint and exits 3), then ends the whole process tree (batch workers
-included) when it has exited or after a grace period. Anything with ``start/poll/returncode/cancel``
-can stand in for the runner (see :class:`TrainingJob`'s ``runner`` argument).
+All torch work (Segment, Next-case ranking, model information, fine-tuning) runs as ``PythonSlicer -m
+DTCCore <command> --jsonl`` in a child process; Slicer's process never imports torch. One reader thread
+per pipe puts lines on a queue (reader threads only block on a pipe read, which releases the GIL);
+the panel drains the queue from a ``qt.QTimer`` with :meth:`EngineJob.poll`, so the GUI never blocks.
 
-Usage::
-
-    job = TrainingJob(TrainingRequest(manifest, run_dir, {"train": {"iterations": 500}}))
-    job.start()
-    while job.state == "running":
-        for event in job.poll():      # dicts from the trainer's --jsonl output, plus a final one
-            print(event)
-        time.sleep(0.2)
+Cancel (the same on every OS): the job writes its cancel file, which the engine checks between
+windows / iterations (the trainer then saves a checkpoint and exits 3). ``PythonSlicer`` is CTK's
+AppLauncher, which runs the real Python as a child and forwards no signal, so a signal to the
+launcher alone never reaches the engine: if the engine has not stopped after
+:data:`CANCEL_SIGNAL_AFTER_S`, SIGTERM goes to the whole process group (POSIX; the trainer treats it
+like the cancel file). The tree is killed only once the engine has closed its output, or after
+:data:`CANCEL_GRACE_S`. On Windows the child gets no console window (``CREATE_NO_WINDOW``) and no
+console signal is ever sent (the GUI has no console: ``CTRL_BREAK_EVENT`` would fail).
 """
 
 from __future__ import annotations
@@ -29,15 +27,15 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from DTCCore.config import atomic_write_text
 from DTCCore.errors import EXIT_CANCELLED, EXIT_USER_ERROR
 
-CANCEL_GRACE_S = 60.0  # our choice: time for the trainer to write its checkpoint before the tree is killed
+CANCEL_SIGNAL_AFTER_S = 15.0  # our choice: a window or an iteration ends well within this on any device
+CANCEL_GRACE_S = 90.0  # our choice: time to write a checkpoint (hundreds of MB on a slow disk) before the kill
 STDERR_TAIL_LINES = 40  # lines of stderr kept to explain a failure
+CANCEL_FILE_NAME = "cancel"
 
 
 def python_executable() -> str:
@@ -54,24 +52,28 @@ def engine_pythonpath() -> str:
     return root + (os.pathsep + rest if rest else "")
 
 
+def popen_options(os_name: str | None = None) -> dict[str, Any]:
+    """Popen flags: own process group; on Windows also no console window."""
+    if (os_name or os.name) == "nt":
+        flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200) | getattr(subprocess, "CREATE_NO_WINDOW", 0x8000000)
+        return {"creationflags": flags}
+    return {"start_new_session": True}  # own session and process group: the whole tree can be signalled
+
+
 class ProcessRunner:
     """Run one command without blocking; lines arrive through :meth:`poll`."""
 
     def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
-        self._lines: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._lines: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._cancel_time: float | None = None
+        self._signalled = False
 
     def start(self, command: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> None:
-        kwargs: dict[str, Any] = {}
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
-        else:
-            kwargs["start_new_session"] = True  # own process group: the tree can be killed at once
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-            text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs,
+            text=True, encoding="utf-8", errors="replace", bufsize=1, **popen_options(),
         )
         for name, stream in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
             thread = threading.Thread(target=self._read, args=(name, stream), daemon=True)
@@ -83,6 +85,11 @@ class ProcessRunner:
             self._lines.put((name, line.rstrip("\r\n")))
         stream.close()
 
+    @property
+    def output_closed(self) -> bool:
+        """Every process holding the pipes (the launcher's child included) has closed them."""
+        return bool(self._threads) and not any(t.is_alive() for t in self._threads)
+
     def poll(self) -> list[tuple[str, str]]:
         """(stream, line) pairs received since the last call; never blocks. Escalates a pending cancel."""
         out = []
@@ -92,9 +99,13 @@ class ProcessRunner:
             except queue.Empty:
                 break
         if self._cancel_time is not None and self.process is not None:
-            exited = self.process.poll() is not None
-            if exited or time.monotonic() - self._cancel_time > CANCEL_GRACE_S:
+            waited = time.monotonic() - self._cancel_time
+            if self.process.poll() is not None and self.output_closed:
+                self._kill_tree()  # leftover batch workers, if any
+            elif waited > CANCEL_GRACE_S:
                 self._kill_tree()
+            elif waited > CANCEL_SIGNAL_AFTER_S and not self._signalled:
+                self.signal_group()
         return out
 
     @property
@@ -102,94 +113,109 @@ class ProcessRunner:
         """Exit status once the process has exited and its output has been read, else None."""
         if self.process is None or self.process.poll() is None:
             return None
-        if any(t.is_alive() for t in self._threads) or not self._lines.empty():
+        if not self.output_closed or not self._lines.empty():
             return None
         return self.process.returncode
 
-    def cancel(self) -> None:
-        """Ask the process to stop (SIGTERM / CTRL_BREAK); the tree is killed once it exits or after the grace."""
-        if self.process is None or self.process.poll() is not None:
+    def cancel(self, ask_first: bool = True) -> None:
+        """Start the cancel escalation; ``ask_first=False`` (no cancel file) signals the group at once."""
+        if self.process is None or self.process.poll() is not None or self._cancel_time is not None:
             return
         self._cancel_time = time.monotonic()
-        if os.name == "nt":
-            self.process.send_signal(signal.CTRL_BREAK_EVENT)
-        else:
-            self.process.send_signal(signal.SIGTERM)
+        if not ask_first:
+            self.signal_group()
+
+    def signal_group(self) -> None:
+        """SIGTERM to the whole process group (launcher and real Python). Nothing on Windows (no console)."""
+        self._signalled = True
+        if os.name == "nt" or self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the group id is the child's pid (start_new_session)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def _kill_tree(self) -> None:
         pid = self.process.pid
         if os.name == "nt":
-            subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False)
+            subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False,
+                           **popen_options())
         else:
             try:
-                os.killpg(pid, signal.SIGKILL)  # the group id is the child's pid (start_new_session)
+                os.killpg(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         self._cancel_time = None
 
     def wait(self, timeout: float) -> int | None:
-        """Block up to ``timeout`` s (tests and shutdown only); the exit status or None."""
+        """Block up to ``timeout`` s (tests, console and shutdown only); the exit status or None."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self.poll()
             if self.returncode is not None:
                 return self.returncode
             time.sleep(0.05)
         return self.returncode
 
 
-@dataclass
-class TrainingRequest:
-    """What to train: the manifest, the run folder to create (or resume), a partial DTCConfig dict."""
+class EngineJob:
+    """``python -m DTCCore <args> --jsonl --cancel-file <work_dir>/cancel`` as events.
 
-    manifest: Path
-    run_dir: Path
-    config: dict[str, Any] = field(default_factory=dict)
-    init_from: Path | None = None  # fine-tune from this model's weights (None: from scratch)
-    resume: bool = False  # continue from the newest checkpoint in run_dir
-
-    def command(self, python: str | None = None) -> list[str]:
-        cmd = [python or python_executable(), "-m", "DTCCore", "train", str(self.manifest), "-o", str(self.run_dir),
-               "--config", str(self.config_path), "--jsonl"]
-        if self.init_from is not None and not self.resume:
-            cmd += ["--init-from", str(self.init_from)]
-        if self.resume:
-            cmd.append("--resume")
-        return cmd
-
-    @property
-    def config_path(self) -> Path:
-        return Path(self.run_dir) / "requested_config.json"
-
-
-class TrainingJob:
-    """A ``dtc train --jsonl`` process; :meth:`poll` returns its events plus a final state event.
-
-    ``state``: "idle", "running", "done" (``model`` is the new model.pt), "cancelled" (``checkpoint`` is
-    resumable) or "failed" (``error`` holds the trainer's one-line message or its last output lines).
+    :meth:`poll` returns the engine's JSON events, then one final event: ``job-done``, ``job-cancelled``
+    or ``job-failed`` (``error``: the engine's one-line ``error:`` message, else its last output lines).
+    ``state``: "idle", "running", "done", "cancelled", "failed". Subclasses record what they need in
+    :meth:`on_event` and may refuse success in :meth:`done_event`.
     """
 
-    def __init__(self, request: TrainingRequest, runner: ProcessRunner | None = None) -> None:
-        self.request = request
+    kind = "job"
+
+    def __init__(self, args: list[str], work_dir: Path, runner: ProcessRunner | None = None) -> None:
+        self.args = [str(a) for a in args]
+        self.work_dir = Path(work_dir)
         self.runner = runner or ProcessRunner()
         self.state = "idle"
-        self.model: Path | None = None
-        self.checkpoint: Path | None = None
         self.error = ""
         self.progress: dict[str, Any] | None = None
-        self._stderr: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.started_at = 0.0
+        self._stderr: deque = deque(maxlen=STDERR_TAIL_LINES)
         self._cancel_requested = False
 
+    @property
+    def cancel_file(self) -> Path:
+        return self.work_dir / CANCEL_FILE_NAME
+
+    def command(self, python: str | None = None) -> list[str]:
+        return [python or python_executable(), "-m", "DTCCore", *self.args, "--jsonl", "--cancel-file", str(self.cancel_file)]
+
     def start(self) -> None:
-        Path(self.request.run_dir).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.request.config_path, json.dumps(self.request.config, indent=2) + "\n")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.cancel_file.exists():
+            self.cancel_file.unlink()  # a resumed run must not stop at once
         env = dict(os.environ, PYTHONPATH=engine_pythonpath(), PYTHONUNBUFFERED="1")
-        self.runner.start(self.request.command(), env=env)
+        self.started_at = time.monotonic()
+        self.runner.start(self.command(), env=env)
         self.state = "running"
 
+    @property
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started_at if self.started_at else 0.0
+
     def cancel(self) -> None:
-        if self.state == "running":
-            self._cancel_requested = True
-            self.runner.cancel()
+        if self.state != "running" or self._cancel_requested:
+            return
+        self._cancel_requested = True
+        try:
+            self.cancel_file.touch()
+            self.runner.cancel(ask_first=True)
+        except OSError:  # folder gone or read-only: fall back on the signal
+            self.runner.cancel(ask_first=False)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        if event.get("event") == "progress":
+            self.progress = event
+
+    def done_event(self) -> dict[str, Any]:
+        return {"event": "job-done"}
 
     def poll(self) -> list[dict[str, Any]]:
         events = []
@@ -203,31 +229,37 @@ class TrainingJob:
             except json.JSONDecodeError:
                 self._stderr.append(line)
                 continue
-            if not isinstance(event, dict):
-                continue
-            kind = event.get("event")
-            if kind == "progress":
-                self.progress = event
-            elif kind == "done":
-                self.model = Path(event["model"])
-            elif kind in ("cancelled", "checkpoint"):
-                self.checkpoint = Path(event.get("checkpoint") or event.get("path"))
-            events.append(event)
+            if isinstance(event, dict) and "event" in event:
+                self.on_event(event)
+                events.append(event)
         code = self.runner.returncode
         if self.state == "running" and code is not None:
             events.append(self._finish(code))
         return events
 
+    def wait(self, timeout: float) -> list[dict[str, Any]]:
+        """Block until the job ends (console, tests and the self-test only); all its events."""
+        events, deadline = [], time.monotonic() + timeout
+        while self.state == "running" and time.monotonic() < deadline:
+            events += self.poll()
+            time.sleep(0.05)
+        return events
+
     def _finish(self, code: int) -> dict[str, Any]:
-        if code == 0 and self.model is not None:
-            self.state = "done"
-            return {"event": "job-done", "model": str(self.model)}
+        if code == 0:
+            try:
+                event = self.done_event()
+                self.state = "done"
+                return event
+            except Exception as exc:  # results unreadable: a failure, said in one line
+                self.state, self.error = "failed", str(exc)
+                return {"event": "job-failed", "error": self.error, "returncode": code}
         if code == EXIT_CANCELLED or (self._cancel_requested and code != EXIT_USER_ERROR):
             self.state = "cancelled"
-            return {"event": "job-cancelled", "checkpoint": str(self.checkpoint) if self.checkpoint else None}
+            return {"event": "job-cancelled"}
         self.state = "failed"
         errors = [line for line in self._stderr if line.startswith("error: ")]
         self.error = errors[-1][len("error: "):] if errors else (
-            "\n".join(list(self._stderr)[-5:]) or f"the training process stopped with exit code {code}"
+            "\n".join(list(self._stderr)[-5:]) or f"the engine process stopped with exit code {code}"
         )
         return {"event": "job-failed", "error": self.error, "returncode": code}

@@ -5,12 +5,14 @@ Usable from Slicer's Python console::
     from DTCSegmentationLib.logic import DTCSegmentationLogic
     nodes = DTCSegmentationLogic().segment(getNode("MRHead"), device="cpu")
 
-torch is imported inside the methods that need it, never at import time.
+torch is never imported in Slicer's process: Segment, ranking, model information and fine-tuning run
+as ``PythonSlicer -m DTCCore ...`` subprocesses (:mod:`.jobs`, :mod:`.tasks`, :mod:`.training`).
 """
 
 from __future__ import annotations
 
-import logging
+import json
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -21,8 +23,12 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from DTCCore.errors import DTCError
 
-from . import dataset, jobs, models, results, sceneio
+from . import dataset, models, results, sceneio
+from .tasks import ModelInfoJob, RankJob, SegmentJob
+from .training import TrainingRequest
 
+JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
+DATASET_LABELS = "labels.json"  # label table of the dataset's segments, for models fine-tuned on it
 QUALITY_OVERLAP = {"fast": 0.25, "balanced": 0.5, "best": 0.75}  # window overlap; 0.5 = MONAI's usual choice
 
 
@@ -37,6 +43,7 @@ class DTCSegmentationParameterNode:
     largestComponent: bool = False
     datasetFolder: Path
     segmentation: vtkMRMLSegmentationNode
+    outputSegmentation: vtkMRMLSegmentationNode  # None: each Segment creates a new node
     startFrom: Annotated[str, Choice(["current model", "scratch"])] = "current model"
     iterations: Annotated[int, WithinRange(1, 100000)] = 1000
     learningRate: Annotated[float, WithinRange(1e-6, 1.0)] = 0.01
@@ -60,83 +67,84 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self._model = None  # ((path, device), model, config)
 
     def getParameterNode(self) -> DTCSegmentationParameterNode:
         return DTCSegmentationParameterNode(super().getParameterNode())
 
     # ---- model ----
-    def loadModel(self, modelPath: str | None, device: str = "auto"):
-        """(model, config, torch device) for ``modelPath`` ("" / None = bundled default), cached."""
-        from DTCCore.checkpoint import load_model
-        from DTCCore.inference import resolve_device
+    def startModelInfo(self, modelPaths: list, device: str | None = None) -> ModelInfoJob:
+        """``dtc info`` on the models (and the device choice) in the background."""
+        job = ModelInfoJob(Path(tempfile.mkdtemp(prefix="DTCInfo-")), [str(p) for p in modelPaths], device)
+        job.start()
+        return job
 
-        torchDevice = resolve_device(device)
-        key = (str(modelPath or ""), str(torchDevice))
-        if self._model is None or self._model[0] != key:
-            model, config = load_model(modelPath or None, torchDevice)
-            self._model = (key, model, config)
-        return self._model[1], self._model[2], torchDevice
-
-    def deviceDescription(self, device: str) -> str:
-        """What the device choice resolves to (GPU name and memory) or why no GPU is usable."""
-        import torch
-        from DTCCore.inference import describe_device, resolve_device
-
-        try:
-            text = describe_device(resolve_device(device))
-        except DTCError as exc:
-            return f"Not available: {exc}"
-        if not torch.cuda.is_available():
-            why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no NVIDIA GPU/driver found"
-            text += f" (no GPU: {why})"
-        return text
+    def modelInfo(self, modelPath: str | None) -> dict:
+        """What ``dtc info`` says about one model ("" / None = bundled default); blocks (console use)."""
+        path = str(modelPath or models.bundled_model_path())
+        job = self.startModelInfo([path])
+        job.wait(JOB_TIMEOUT_S)
+        info = job.models.get(path)
+        if job.state != "done" or info is None or "error" in info:
+            raise DTCError((info or {}).get("error") or job.error or f"cannot read model {path}")
+        return info
 
     # ---- segment ----
-    def prepareSegment(self, volume, roi=None) -> tuple[np.ndarray, tuple | None]:
-        """Copy what inference needs out of the scene (UI thread): (image (X, Y, Z) float32, ROI slices)."""
-        image, _ = sceneio.volume_to_array(volume)
-        return image, sceneio.roi_to_slices(roi, volume)
+    def startSegment(self, volume, roi=None, modelPath: str = "", device: str = "auto", quality: str = "balanced",
+                     largestComponent: bool = False) -> SegmentJob:
+        """Write the scan (cropped to the ROI) to a work folder and start ``dtc segment`` on it."""
+        from DTCCore.io import write_image
 
-    def predict(self, image, roi, modelPath=None, device="auto", quality="balanced",
-                largestComponent=False, progress=None):
-        """Run DTCCore inference on arrays only (thread-safe); returns a DTCCore Prediction."""
-        import copy
+        image, geometry = sceneio.volume_to_array(volume)
+        region = sceneio.roi_to_slices(roi, volume)
+        work = Path(tempfile.mkdtemp(prefix="DTCSegment-"))
+        crop, cropGeometry = image, geometry
+        if region is not None:
+            crop = image[region]
+            matrix = sceneio.ijk_to_ras_from_geometry(geometry)
+            matrix[:3, 3] = matrix[:3, :3] @ np.array([s.start for s in region], float) + matrix[:3, 3]
+            cropGeometry = sceneio.geometry_from_ijk_to_ras(matrix)
+        write_image(work / "input.nrrd", crop, cropGeometry, compress=False)
+        job = SegmentJob(work, work / "input.nrrd", image.shape, region, modelPath or "", device,
+                         QUALITY_OVERLAP[quality], largestComponent)
+        job.start()
+        return job
 
-        from DTCCore.inference import predict_volume
-
-        model, config, torchDevice = self.loadModel(modelPath, device)
-        config = copy.deepcopy(config)
-        config.infer.overlap = QUALITY_OVERLAP[quality]
-        prediction = predict_volume(model, image, config, torchDevice, roi=roi, progress=progress, log=logging.info)
-        if largestComponent and prediction.label.any():
-            from DTCCore.postprocess import largest_component
-
-            prediction.label = largest_component(prediction.label > 0).astype(np.uint8)
-        return prediction
-
-    def writeResults(self, volume, prediction) -> results.ResultNodes:
-        """Create the result nodes (UI thread)."""
-        return results.create_results(volume, prediction)
+    def writeResults(self, volume, result, table: list, output=None) -> results.ResultNodes:
+        """Create the result nodes (new nodes; into ``output`` when one is given)."""
+        return results.create_results(volume, result, table, output)
 
     def segment(self, volume, roi=None, modelPath=None, device="auto", quality="balanced",
-                largestComponent=False, progress=None) -> results.ResultNodes:
-        """Synchronous Segment (console, tests): prepare, predict, write results."""
-        image, region = self.prepareSegment(volume, roi)
-        prediction = self.predict(image, region, modelPath, device, quality, largestComponent, progress)
-        return self.writeResults(volume, prediction)
+                largestComponent=False, output=None, table: list | None = None) -> results.ResultNodes:
+        """Synchronous Segment (console, tests, self-test): the engine subprocess, then the result nodes."""
+        sceneio.require_scalar_volume(volume)
+        table = table or self.modelInfo(modelPath)["labels"]
+        job = self.startSegment(volume, roi, modelPath or "", device, quality, largestComponent)
+        job.wait(JOB_TIMEOUT_S)
+        if job.state != "done":
+            raise DTCError(f"Segment {job.state}: {job.error}" if job.error else f"Segment {job.state}")
+        return self.writeResults(volume, job.result, table, output)
 
     # ---- training data ----
     def addLabeledExample(self, datasetFolder, volume, segmentationNode) -> tuple[Path, Path]:
-        return dataset.DatasetFolder(datasetFolder).add_labeled_from_scene(volume, segmentationNode)
+        paths = dataset.DatasetFolder(datasetFolder).add_labeled_from_scene(volume, segmentationNode)
+        table = segmentLabelTable(segmentationNode)
+        if table:
+            from DTCCore.config import atomic_write_text
+
+            atomic_write_text(Path(datasetFolder) / DATASET_LABELS, json.dumps({"labels": table}, indent=1) + "\n")
+        return paths
 
     def addUnlabeledVolumes(self, datasetFolder, volumes) -> list[Path]:
         folder = dataset.DatasetFolder(datasetFolder)
         return [folder.add_unlabeled_from_scene(v) for v in volumes]
 
     # ---- fine-tune ----
-    def trainingRequest(self, p: DTCSegmentationParameterNode, resumeRunDir: Path | None = None) -> jobs.TrainingRequest:
-        """The fine-tune request from the panel settings; DTCError when there is nothing to train on."""
+    def trainingRequest(self, p: DTCSegmentationParameterNode, resumeRunDir: Path | None = None,
+                        initInfo: dict | None = None) -> TrainingRequest:
+        """The fine-tune request from the panel settings; DTCError when there is nothing to train on.
+
+        ``initInfo``: ``dtc info`` of the starting model when already known (else read now, blocking).
+        """
         folder = dataset.DatasetFolder(p.datasetFolder)
         folder.require_labeled()
         modelsFolder = _folder(p.modelsFolder)
@@ -144,13 +152,12 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             raise DTCError("no models folder is set; choose one in Model > Models folder")
         initFrom = None
         config: dict = {}
-        if p.startFrom == "current model":
+        if p.startFrom == "current model" and resumeRunDir is None:
             initFrom = Path(p.modelPath) if p.modelPath else models.bundled_model_path()
             if not initFrom.exists():
                 raise DTCError(f"model {initFrom} does not exist; pick another model or start from scratch")
-            from DTCCore.checkpoint import read_model_info
-
-            config = read_model_info(initFrom)["config"]  # same network and inference settings
+            info = initInfo or self.modelInfo(str(initFrom))
+            config = json.loads(json.dumps(info["config"]))  # same network and inference settings
         config.setdefault("train", {}).update({
             "iterations": p.iterations, "lr": p.learningRate, "labeled_batch": p.labeledBatch,
             "unlabeled_batch": p.unlabeledBatch, "patch": [p.patchX, p.patchY, p.patchZ], "device": p.device,
@@ -158,17 +165,33 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         config.setdefault("recipe", {}).update({
             "mode": p.mode, "beta": p.beta, "k": p.k, "consistency_rampup": p.consistencyRampup,
         })
+        labelsFile = Path(p.datasetFolder) / DATASET_LABELS
+        table = json.loads(labelsFile.read_text(encoding="utf-8"))["labels"] if labelsFile.exists() else None
         if resumeRunDir is not None:
-            return jobs.TrainingRequest(folder.manifest_path, resumeRunDir, config, None, resume=True)
-        return jobs.TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom)
+            return TrainingRequest(folder.manifest_path, resumeRunDir, config, None, resume=True, labels=table)
+        return TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom, labels=table)
 
     # ---- next case ----
-    def rankByDisagreement(self, items, modelPath=None, device="auto", progress=None) -> list[tuple[str, float]]:
-        """[(name, mean disagreement)] highest first; ``items`` are (name, image (X, Y, Z)) pairs."""
-        scores = []
-        for i, (name, image) in enumerate(items):
-            prediction = self.predict(image, None, modelPath, device, "fast")
-            scores.append((name, float(np.mean(prediction.disagreement))))
-            if progress is not None:
-                progress(i + 1, len(items))
-        return sorted(scores, key=lambda s: s[1], reverse=True)
+    def startRanking(self, datasetFolder, modelPath: str = "", device: str = "auto") -> RankJob:
+        """``dtc rank`` over the dataset's unlabeled volumes, in the background."""
+        m = dataset.DatasetFolder(datasetFolder).load()
+        if not m.unlabeled:
+            raise DTCError("the dataset has no unlabeled volumes; add some in Training data first")
+        job = RankJob(Path(tempfile.mkdtemp(prefix="DTCRank-")), list(m.unlabeled), modelPath or "", device)
+        job.start()
+        return job
+
+
+def segmentLabelTable(segmentationNode) -> list:
+    """Label table (first segment: name, colour, terminology) of a training segmentation; [] for a label map."""
+    if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
+        return []
+    segmentation = segmentationNode.GetSegmentation()
+    if segmentation.GetNumberOfSegments() == 0:
+        return []
+    import vtk
+
+    segment = segmentation.GetNthSegment(0)
+    entry = vtk.reference("")
+    segment.GetTag(segment.GetTerminologyEntryTagName(), entry)
+    return [{"value": 1, "name": segment.GetName(), "color": list(segment.GetColor()), "terminology": str(entry)}]

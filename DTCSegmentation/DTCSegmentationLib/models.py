@@ -1,14 +1,17 @@
 """The model registry: the bundled default model and the models trained in a models folder.
 
 A model trained here lives in ``<models folder>/<run name>/model.pt`` (the trainer's run folder, next
-to its ``log.jsonl`` and ``curves.png``). Listing reads each checkpoint's metadata with
-``DTCCore.checkpoint.read_model_info`` (lazy torch import: only when the list is refreshed).
+to its ``log.jsonl`` and ``curves.png``; ``model.labels.json`` holds its label table). Listing only
+looks at files (no torch in Slicer's process); what each model is and expects comes from ``dtc info``
+run in the background (:class:`~DTCSegmentationLib.tasks.ModelInfoJob`) and :func:`describe`.
+Import copies a model file (with its label table) into the models folder; export copies one out.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,60 +21,95 @@ VALIDATION_KEYS = ("validation_dice", "val_dice", "dice")  # names the trainer m
 
 @dataclass
 class ModelEntry:
-    path: Path | None  # None = the bundled default
+    path: Path  # the model file (the bundled default included)
     label: str
-    description: str
+    bundled: bool = False
 
 
 def bundled_model_path() -> Path:
-    from DTCCore import checkpoint
+    """The bundled default model (next to DTCCore; no torch import)."""
+    import DTCCore
 
-    return checkpoint.DEFAULT_MODEL
+    return Path(DTCCore.__file__).resolve().parent / "models" / "default.pt"
 
 
 def describe(info: dict) -> str:
-    """One line: iterations, date, data summary and validation Dice when known."""
-    parts = [f"{info.get('iteration', '?')} iterations"]
+    """What a model is and expects, from its ``dtc info`` record (one short paragraph)."""
+    if "error" in info:
+        return f"Unreadable: {info['error']}"
+    parts = [info.get("title") or f"{info.get('iteration', '?')} iterations"]
     created = info.get("created")
     if isinstance(created, (int, float)):
         created = datetime.datetime.fromtimestamp(created).strftime("%Y-%m-%d %H:%M")
     if created:
-        parts.append(str(created)[:16])
+        parts.append(f"created {str(created)[:16]}")
+    names = ", ".join(entry["name"] for entry in info.get("labels", []))
+    if names:
+        parts.append(f"classes: {names}")
+    plan = info.get("plan") or {}
+    if plan.get("patch"):
+        parts.append("patch " + "x".join(str(v) for v in plan["patch"]))
+    spacing = plan.get("spacing")
+    parts.append(f"spacing {spacing} mm" if spacing else "spacing: the scan's own")
     data = info.get("data")
     if isinstance(data, dict):
-        parts.append(", ".join(f"{k} {v}" for k, v in data.items() if not isinstance(v, (list, dict))))
-    elif data:
-        parts.append(str(data))
+        parts.append("trained on " + ", ".join(f"{k} {v}" for k, v in data.items() if not isinstance(v, (list, dict))))
+    elif "labeled" in info:
+        parts.append(f"trained on {info['labeled']} labeled, {info.get('unlabeled', 0)} unlabeled scans")
     for key in VALIDATION_KEYS:
         if isinstance(info.get(key), (int, float)):
             parts.append(f"validation Dice {100 * info[key]:.1f}%")
             break
-    mode = info.get("config", {}).get("recipe", {}).get("mode")
-    if mode:
-        parts.append(f"mode {mode}")
+    if info.get("mode"):
+        parts.append(f"mode {info['mode']}")
     return "; ".join(p for p in parts if p)
 
 
 def list_models(models_folder: str | Path | None) -> list[ModelEntry]:
     """The bundled default (if present) then every ``*/model.pt`` under ``models_folder``, newest first."""
-    from DTCCore.checkpoint import read_model_info
-    from DTCCore.errors import DTCError
-
     entries = []
     bundled = bundled_model_path()
     if bundled.exists():
-        try:
-            entries.append(ModelEntry(None, DEFAULT_LABEL, describe(read_model_info(bundled))))
-        except DTCError as exc:
-            entries.append(ModelEntry(None, DEFAULT_LABEL + " (unreadable)", str(exc)))
+        entries.append(ModelEntry(bundled, DEFAULT_LABEL, bundled=True))
     if models_folder and str(models_folder) != "." and Path(models_folder).is_dir():
         found = sorted(Path(models_folder).glob("*/model.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for path in found:
-            try:
-                entries.append(ModelEntry(path, path.parent.name, describe(read_model_info(path))))
-            except DTCError as exc:
-                entries.append(ModelEntry(path, path.parent.name + " (unreadable)", str(exc)))
+        entries += [ModelEntry(path, path.parent.name) for path in found]
     return entries
+
+
+def import_model(model_file: str | Path, models_folder: str | Path) -> Path:
+    """Copy a model file (and its ``.labels.json`` when present) to ``<models>/<name>/model.pt``."""
+    from DTCCore.errors import DTCError
+    from DTCCore.labels import sidecar_path
+
+    source = Path(model_file)
+    if not source.is_file():
+        raise DTCError(f"{source} is not a file; pick a model .pt file")
+    if source.read_bytes()[:9] != b"DTCCKPT1\n":
+        raise DTCError(f"{source} is not a DTCSegmentation model; pick a model.pt written by 'dtc train' or exported here")
+    target = new_run_dir(models_folder, prefix=f"imported-{source.stem}") / "model.pt"
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(source, target)
+    if sidecar_path(source).exists():
+        shutil.copyfile(sidecar_path(source), sidecar_path(target))
+    return target
+
+
+def export_model(model_file: str | Path, target: str | Path) -> Path:
+    """Copy a model (with its label table and model card, when present) to ``target`` (never overwrites)."""
+    from DTCCore.errors import DTCError
+    from DTCCore.labels import sidecar_path
+
+    source, target = Path(model_file), Path(target)
+    if target.exists():
+        raise DTCError(f"{target} already exists; choose another file name")
+    shutil.copyfile(source, target)
+    if sidecar_path(source).exists():
+        shutil.copyfile(sidecar_path(source), sidecar_path(target))
+    card = source.with_suffix(".json")  # the bundled model's card (default.json)
+    if card.exists():
+        shutil.copyfile(card, target.with_suffix(".card.json"))
+    return target
 
 
 def new_run_dir(models_folder: str | Path, prefix: str = "finetune") -> Path:

@@ -1,12 +1,19 @@
 """Result nodes of a Segment run, all on the input volume's exact grid and next to it in the scene.
 
-- segmentation ``<input> DTC``: one named, coloured segment (with a terminology entry), reference
-  geometry = the input, closed surface for the 3D view;
-- level-set volume ``<input> DTC level set``: values in [-1, 1] (negative inside), shown as the
-  foreground layer with a diverging blue-white-red colour map centred on 0; its zero contour is the
-  outline of the segmentation ``<input> DTC level-set zero contour`` (outline only);
+Each run writes NEW nodes (an annotator's corrections in an earlier result are never overwritten),
+unless the caller names an output segmentation (the panel's output selector, after asking):
+
+- segmentation ``<input> DTC`` (made unique: ``<input> DTC_1`` ...): one segment per class of the
+  model's label table (name, colour, terminology entry), reference geometry = the input, closed
+  surface for the 3D view;
+- level-set volume ``<input> DTC level set``: values in [-1, 1] (negative inside; the first class for a
+  multi-class model), shown as the foreground layer with a diverging blue-white-red colour map centred
+  on 0; its zero contour is the outline segmentation ``<input> DTC level-set zero contour``;
 - disagreement volume ``<input> DTC disagreement``: |p_seg - p_levelset| in [0, 1], where the two
   heads disagree (where an annotator should look).
+
+The terminology entry is stored with ``vtkSegment.SetTag(vtkSegment.GetTerminologyEntryTagName(), entry)``,
+which every Slicer from 5.8 has (``vtkSegment.SetTerminology`` appeared only in 5.10).
 """
 
 from __future__ import annotations
@@ -18,15 +25,6 @@ import slicer
 
 from .sceneio import array_to_kji, ijk_to_ras
 
-SEGMENT_NAME = "Left atrium"  # the bundled model's structure (LA 2018 challenge, label 1)
-SEGMENT_COLOR = (0.85, 0.35, 0.35)  # our choice: a muted red, readable on grey-level MRI
-# Terminology entry string (Slicer format: context~category~type~modifier~region context~region~modifier|)
-# SNOMED CT 82471001 "Left atrium structure", category 123037004 "Anatomical structure".
-SEGMENT_TERMINOLOGY = (
-    "Segmentation category and type - 3D Slicer General Anatomy list"
-    "~SCT^123037004^Anatomical Structure~SCT^82471001^Left atrium~^^"
-    "~Anatomic codes - DICOM master list~^^~^^|"
-)
 CONTOUR_COLOR = (1.0, 1.0, 0.0)  # yellow: distinct from the segment colour on grey-level scans
 LEVELSET_COLOR_NAME = "DTC level set (diverging)"
 LEVELSET_OPACITY = 0.4  # foreground opacity: the scan stays readable under the overlay
@@ -35,10 +33,14 @@ LEVELSET_OPACITY = 0.4  # foreground opacity: the scan stays readable under the 
 @dataclass
 class ResultNodes:
     segmentation: object
-    segment_id: str
+    segment_ids: list  # one per class, in label-table order
     levelset: object
     disagreement: object
     contour: object
+
+    @property
+    def segment_id(self) -> str:
+        return self.segment_ids[0]
 
 
 def _place_next_to(node, reference) -> None:
@@ -54,16 +56,16 @@ def _place_next_to(node, reference) -> None:
         sh.CreateItem(parent, node)
 
 
-def _get_or_add(class_name: str, name: str):
-    node = slicer.mrmlScene.GetFirstNodeByName(name)
-    if node is None or not node.IsA(class_name):
-        node = slicer.mrmlScene.AddNewNodeByClass(class_name, name)
-    return node
+def _new_node(class_name: str, name: str):
+    """A new node called ``name``, or ``name_1``, ``name_2`` ... when the name is taken."""
+    scene = slicer.mrmlScene
+    unique = name if scene.GetFirstNodeByName(name) is None else scene.GenerateUniqueName(name)
+    return scene.AddNewNodeByClass(class_name, unique)
 
 
 def add_scalar_result(array_xyz: np.ndarray, reference, name: str):
-    """Scalar volume node ``name`` (reused if present) with ``array_xyz`` on the reference's grid."""
-    node = _get_or_add("vtkMRMLScalarVolumeNode", name)
+    """A new scalar volume node ``name`` with ``array_xyz`` on the reference's grid."""
+    node = _new_node("vtkMRMLScalarVolumeNode", name)
     node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras(reference)))
     slicer.util.updateVolumeFromArray(node, array_to_kji(np.asarray(array_xyz, np.float32)))
     node.CreateDefaultDisplayNodes()
@@ -86,19 +88,29 @@ def diverging_color_node():
     return node
 
 
-def _binary_segmentation(mask_xyz, reference, name: str, segment_name: str, color) -> tuple[object, str]:
-    node = _get_or_add("vtkMRMLSegmentationNode", name)
+def set_terminology(segment, entry: str) -> None:
+    """Terminology entry of a segment, on every Slicer from 5.8 (no ``SetTerminology`` before 5.10)."""
+    segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), entry)
+
+
+def write_segments(node, masks: list, table: list, reference) -> list:
+    """Write one segment per label-table entry into ``node`` (same-named segments are updated); their ids."""
     node.CreateDefaultDisplayNodes()
     node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
     segmentation = node.GetSegmentation()
-    segment_id = segmentation.GetSegmentIdBySegmentName(segment_name)
-    if not segment_id:
-        segment_id = segmentation.AddEmptySegment("", segment_name, list(color))
-    slicer.util.updateSegmentBinaryLabelmapFromArray(
-        array_to_kji(np.asarray(mask_xyz, np.uint8)), node, segment_id, reference
-    )
+    ids = []
+    for mask, entry in zip(masks, table):
+        segment_id = segmentation.GetSegmentIdBySegmentName(entry["name"])
+        if not segment_id:
+            segment_id = segmentation.AddEmptySegment("", entry["name"], list(entry["color"]))
+        segment = segmentation.GetSegment(segment_id)
+        segment.SetColor(*entry["color"])
+        if entry.get("terminology"):
+            set_terminology(segment, entry["terminology"])
+        slicer.util.updateSegmentBinaryLabelmapFromArray(array_to_kji(np.asarray(mask, np.uint8)), node, segment_id, reference)
+        ids.append(segment_id)
     _place_next_to(node, reference)
-    return node, segment_id
+    return ids
 
 
 def show_results(volume, nodes: ResultNodes) -> None:
@@ -119,22 +131,25 @@ def show_results(volume, nodes: ResultNodes) -> None:
     )
 
 
-def create_results(volume, prediction, input_name: str | None = None) -> ResultNodes:
-    """Create (or update) the result nodes of ``prediction`` (a DTCCore Prediction on the volume's grid)."""
+def create_results(volume, result, table: list, output=None, input_name: str | None = None) -> ResultNodes:
+    """Result nodes of ``result`` (a :class:`~DTCSegmentationLib.tasks.SegmentResult` on the volume's grid).
+
+    ``table``: the model's label table (one entry per class). ``output``: an existing segmentation node
+    to write into (its same-named segments are replaced); ``None`` creates a new node.
+    """
     base = input_name or volume.GetName()
-    label = np.asarray(prediction.label) > 0
-    seg_node, segment_id = _binary_segmentation(label, volume, f"{base} DTC", SEGMENT_NAME, SEGMENT_COLOR)
-    segment = seg_node.GetSegmentation().GetSegment(segment_id)
-    segment.SetTerminology(SEGMENT_TERMINOLOGY)
-    levelset = np.asarray(prediction.levelset, np.float32)
-    if levelset.ndim == 4:  # multi-class: the first foreground class
-        levelset = levelset[0]
-    contour, _ = _binary_segmentation(levelset < 0, volume, f"{base} DTC level-set zero contour", "Level set < 0", CONTOUR_COLOR)
+    label = np.asarray(result.label)
+    masks = [label == entry["value"] for entry in table]
+    seg_node = output if output is not None else _new_node("vtkMRMLSegmentationNode", f"{base} DTC")
+    segment_ids = write_segments(seg_node, masks, table, volume)
+    levelset = np.asarray(result.levelsets[0], np.float32)
+    contour = _new_node("vtkMRMLSegmentationNode", f"{base} DTC level-set zero contour")
+    write_segments(contour, [levelset < 0], [{"name": "Level set < 0", "color": CONTOUR_COLOR}], volume)
     nodes = ResultNodes(
         segmentation=seg_node,
-        segment_id=segment_id,
+        segment_ids=segment_ids,
         levelset=add_scalar_result(levelset, volume, f"{base} DTC level set"),
-        disagreement=add_scalar_result(prediction.disagreement, volume, f"{base} DTC disagreement"),
+        disagreement=add_scalar_result(result.disagreement, volume, f"{base} DTC disagreement"),
         contour=contour,
     )
     show_results(volume, nodes)

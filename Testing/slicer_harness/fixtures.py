@@ -34,7 +34,27 @@ def dtc_module():
     return import_module_file(MODULE_FILE)
 
 
+def make_tiny_model(folder: Path) -> Path:
+    """An untrained DualTaskVNet(base_filters=2), patch 16^3, its segmentation bias centred so that about
+    half of a z-scored input is foreground (a fixed-seed model that predicts something, not all or nothing).
+    Built here, in the test process: the module never imports torch."""
+    import torch
+
+    from DTCCore import checkpoint, network
+    from DTCCore.config import DTCConfig
+
+    torch.manual_seed(0)
+    config = DTCConfig.from_dict({"network": {"base_filters": 2}, "train": {"patch": [16, 16, 16]}})
+    model = network.DualTaskVNet(base_filters=2).eval()
+    with torch.no_grad():
+        seg, _ = model(torch.randn(1, 1, 16, 16, 16, generator=torch.Generator().manual_seed(1)))
+        model.out_conv.bias -= seg.median()
+    path = Path(folder) / "tiny.pt"
+    checkpoint.save_checkpoint(path, model, None, 0, config, {})
+    return path
+
+
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory, dtc_module) -> Path:
-    """The self-test's tiny model (DTCSegmentationTest.makeTinyModel): base_filters=2, patch 16^3, CPU."""
-    return dtc_module.DTCSegmentationTest.makeTinyModel(tmp_path_factory.mktemp("model"))
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny model (:func:`make_tiny_model`): base_filters=2, patch 16^3, CPU; generic label table."""
+    return make_tiny_model(tmp_path_factory.mktemp("model"))

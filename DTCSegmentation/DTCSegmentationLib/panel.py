@@ -1,0 +1,414 @@
+"""The module panel: Model, Segment, Training data, Fine-tune, Next case (see docs/slicer-module.md).
+
+Every torch job is an engine subprocess (:mod:`.jobs`); the panel keeps one job per kind
+("info", "segment", "rank", "train") in ``self._jobs``, polls all of them from one ``qt.QTimer`` and
+stops the timer only when none is left, so Segment, ranking and fine-tuning can run side by side
+without hiding each other's progress. The widget's own slots are connected after ``connectGui``:
+Slicer's connectors store a widget's new value in the parameter node from the slot they connect, so
+slots connected later see the new value.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import qt
+import slicer
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
+from slicer.util import VTKObservationMixin
+
+from DTCCore.errors import DTCError
+
+from . import dataset, models, sceneio
+from .logic import DTCSegmentationLogic, _folder
+from .training import TrainingJob
+
+POLL_INTERVAL_MS = 200  # UI refresh period while a job runs (our choice: smooth, negligible cost)
+MODEL_FILTER = "DTCSegmentation model (*.pt)"
+VOLUME_FILTER = "Volumes (*.nrrd *.nii *.nii.gz *.mha)"
+
+
+class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._guiTag = None
+        self._jobs = {}  # kind -> EngineJob
+        self._buttonTexts = {}  # kind -> (button, its text before "Cancel")
+        self._models = []
+        self._modelInfo = {}  # model path -> dtc info record
+        self._describedDevice = None
+        self._curve = None
+        self._plotView = None
+        self._lastCancelledRun = None
+        self._ranking = []
+        self._segmentTarget = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_INTERVAL_MS)
+        self._timer.connect("timeout()", self.onTimer)
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/DTCSegmentation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = DTCSegmentationLogic()
+        self.ui.labeledTable.setHorizontalHeaderLabels(["Image", "Label"])
+        self.ui.rankingTable.setHorizontalHeaderLabels(["Volume", "Mean disagreement"])
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.initializeParameterNode()  # connectGui first: the slots below then see updated values
+        self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+        self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
+        self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
+        self.ui.exportModelButton.connect("clicked(bool)", self.onExportModel)
+        self.ui.modelsFolderButton.connect("directoryChanged(QString)", self.refreshModels)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelSelected)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateDeviceInfo)
+        self.ui.addLabeledButton.connect("clicked(bool)", self.onAddLabeled)
+        self.ui.addLabeledFilesButton.connect("clicked(bool)", self.onAddLabeledFiles)
+        self.ui.addUnlabeledButton.connect("clicked(bool)", self.onAddUnlabeled)
+        self.ui.addUnlabeledFilesButton.connect("clicked(bool)", self.onAddUnlabeledFiles)
+        self.ui.datasetFolderButton.connect("directoryChanged(QString)", self.refreshDataset)
+        self.ui.trainButton.connect("clicked(bool)", self.onTrainButton)
+        self.ui.resumeButton.connect("clicked(bool)", self.onResume)
+        self.ui.rankButton.connect("clicked(bool)", self.onRank)
+        self.ui.loadTopButton.connect("clicked(bool)", self.onLoadTop)
+        self.refreshModels()
+        self.refreshDataset()
+        self.ui.resumeButton.enabled = False
+
+    def cleanup(self):
+        self._timer.stop()
+        for job in self._jobs.values():
+            job.cancel()  # the trainer saves a checkpoint; Resume continues from it after a restart
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        p = self._parameterNode
+        if not p.inputVolume:
+            p.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if _folder(p.modelsFolder) is None:
+            p.modelsFolder = Path.home() / "DTCSegmentation" / "models"
+        if _folder(p.datasetFolder) is None:
+            p.datasetFolder = Path.home() / "DTCSegmentation" / "dataset"
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._guiTag)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._guiTag = self._parameterNode.connectGui(self.ui)  # None before Slicer 5.10
+
+    # ---- jobs ----
+    def _startJob(self, kind, job, button=None, cancelText="Cancel"):
+        self._jobs[kind] = job
+        if button is not None:
+            self._buttonTexts[kind] = (button, button.text)
+            button.text = cancelText
+        self._timer.start()
+
+    def onTimer(self):
+        for kind, job in list(self._jobs.items()):
+            for event in job.poll():
+                if event["event"].startswith("job-"):
+                    self._finishJob(kind, job, event)
+                else:
+                    self._onJobEvent(kind, job, event)
+        if not self._jobs:
+            self._timer.stop()
+
+    def _finishJob(self, kind, job, event):
+        del self._jobs[kind]
+        button, text = self._buttonTexts.pop(kind, (None, None))
+        if button is not None:
+            button.text = text
+        {"info": self._endInfo, "segment": self._endSegment, "rank": self._endRank, "train": self._endTrain}[kind](job, event)
+
+    def _onJobEvent(self, kind, job, event):
+        if event["event"] != "progress":
+            return
+        if kind == "segment":
+            bar = self.ui.segmentProgressBar
+            bar.maximum, bar.value = event["total"], event["done"]
+            self.ui.segmentStatusLabel.text = f"Running: window {event['done']}/{event['total']}, {job.elapsed_s:.0f} s elapsed"
+        elif kind == "rank":
+            self.ui.rankStatusLabel.text = f"Ranking: {event['done']}/{event['total']} volumes, {job.elapsed_s:.0f} s elapsed"
+        elif kind == "train":
+            self._curve.add(event)
+            self.ui.trainProgressBar.maximum, self.ui.trainProgressBar.value = event["total"], event["iteration"]
+            eta = time.strftime("%H:%M:%S", time.gmtime(event.get("eta_s", 0) or 0))
+            self.ui.trainStatusLabel.text = (f"Iteration {event['iteration']}/{event['total']}, "
+                                             f"loss {event['losses']['total']:.3f}, ETA {eta}")
+
+    # ---- model ----
+    def _ensureEngine(self):
+        from .dependencies import ensure_torch
+
+        ensure_torch(lambda text: slicer.util.confirmOkCancelDisplay(text, "DTCSegmentation"))
+
+    def _engineInstalled(self) -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("torch") is not None  # finds, never imports
+
+    def refreshModels(self, *args):
+        """List model files (no torch here), then read what each is with ``dtc info`` in the background."""
+        self._models = models.list_models(_folder(self._parameterNode.modelsFolder))
+        combo = self.ui.modelComboBox
+        combo.blockSignals(True)
+        combo.clear()
+        for entry in self._models:
+            combo.addItem(entry.label)
+        paths = [self._modelKey(e) for e in self._models]
+        if self._parameterNode.modelPath in paths:
+            combo.currentIndex = paths.index(self._parameterNode.modelPath)
+        combo.blockSignals(False)
+        self.onModelSelected()
+        if not self._engineInstalled():
+            self.ui.deviceInfoLabel.text = "PyTorch is not installed yet: it will be offered on the first Segment."
+            return
+        self._startInfo([e.path for e in self._models if str(e.path) not in self._modelInfo])
+
+    def _startInfo(self, paths):
+        if "info" in self._jobs:
+            return
+        self._describedDevice = self._parameterNode.device
+        with slicer.util.tryWithErrorDisplay("Could not read the models."):
+            self._startJob("info", self.logic.startModelInfo(paths, self._describedDevice))
+
+    def _endInfo(self, job, event):
+        self._modelInfo.update(job.models)
+        if job.device:
+            why = f" (no GPU: {job.device['why_no_gpu']})" if job.device.get("why_no_gpu") else ""
+            self.ui.deviceInfoLabel.text = f"Device: {job.device['description']}{why}"
+        elif event["event"] == "job-failed":
+            self.ui.deviceInfoLabel.text = f"Could not start the engine: {job.error}"
+        self.onModelSelected()
+        if self._describedDevice != self._parameterNode.device:
+            self._startInfo([])
+
+    @staticmethod
+    def _modelKey(entry) -> str:
+        return "" if entry.bundled else str(entry.path)
+
+    def _currentEntry(self):
+        i = self.ui.modelComboBox.currentIndex
+        return self._models[i] if 0 <= i < len(self._models) else None
+
+    def onModelSelected(self, index=None):
+        entry = self._currentEntry()
+        if entry is None:
+            self.ui.modelInfoLabel.text = "No model: fine-tune one (Fine-tune section) or import a model"
+            return
+        self._parameterNode.modelPath = self._modelKey(entry)
+        info = self._modelInfo.get(str(entry.path))
+        self.ui.modelInfoLabel.text = models.describe(info) if info else "Reading the model..."
+
+    def updateDeviceInfo(self, index=None):
+        if self._describedDevice == self._parameterNode.device or not self._engineInstalled():
+            return  # connectGui refilling the combo box on module entry starts no process
+        self.ui.deviceInfoLabel.text = f"Device: {self._parameterNode.device} (checking...)"
+        self._startInfo([])
+
+    def _labelTable(self):
+        entry = self._currentEntry()
+        info = self._modelInfo.get(str(entry.path)) if entry is not None else None
+        if info and "labels" in info:
+            return info["labels"]
+        return self.logic.modelInfo(self._parameterNode.modelPath)["labels"]  # not read yet: read now
+
+    def onImportModel(self):
+        path = qt.QFileDialog.getOpenFileName(None, "Import model", "", MODEL_FILTER)
+        if path:
+            with slicer.util.tryWithErrorDisplay("Could not import the model."):
+                target = models.import_model(path, self._parameterNode.modelsFolder)
+                self._parameterNode.modelPath = str(target)
+                self.refreshModels()
+
+    def onExportModel(self):
+        entry = self._currentEntry()
+        path = entry and qt.QFileDialog.getSaveFileName(None, "Export model", entry.label + ".pt", MODEL_FILTER)
+        if path:
+            with slicer.util.tryWithErrorDisplay("Could not export the model."):
+                models.export_model(entry.path, path)
+
+    # ---- segment ----
+    def onSegmentButton(self):
+        if "segment" in self._jobs:
+            self._jobs["segment"].cancel()
+            self.ui.segmentStatusLabel.text = "Cancelling..."
+            return
+        with slicer.util.tryWithErrorDisplay("Segment failed to start.", waitCursor=True):
+            p = self._parameterNode
+            sceneio.require_scalar_volume(p.inputVolume)
+            output = p.outputSegmentation
+            if output is not None and output.GetSegmentation().GetNumberOfSegments() > 0:
+                if not slicer.util.confirmOkCancelDisplay(
+                        f"Replace the segments of '{output.GetName()}' with the model's result? Edits in them are lost.",
+                        "DTCSegmentation"):
+                    return
+            self._ensureEngine()
+            table = self._labelTable()
+            job = self.logic.startSegment(p.inputVolume, p.inputROI, p.modelPath, p.device, p.quality, p.largestComponent)
+            self._segmentTarget = (p.inputVolume, output, table)
+            self.ui.segmentStatusLabel.text = "Loading the model..."
+            self._startJob("segment", job, self.ui.segmentButton)
+
+    def _endSegment(self, job, event):
+        label = self.ui.segmentStatusLabel
+        if event["event"] == "job-cancelled":
+            label.text = "Cancelled."
+        elif event["event"] == "job-failed":
+            label.text = f"Failed: {job.error}"
+            slicer.util.errorDisplay(f"Segment failed: {job.error}")
+        else:
+            volume, output, table = self._segmentTarget
+            with slicer.util.tryWithErrorDisplay("Could not create the result nodes."):
+                nodes = self.logic.writeResults(volume, job.result, table, output)
+                self._parameterNode.segmentation = nodes.segmentation
+                label.text = f"Done in {job.elapsed_s:.1f} s on {job.device}: {nodes.segmentation.GetName()}"
+
+    # ---- training data ----
+    def refreshDataset(self, *args):
+        try:
+            m = dataset.DatasetFolder(self._parameterNode.datasetFolder).load()
+        except DTCError as exc:
+            self.ui.datasetStatusLabel.text = str(exc)
+            return
+        self.ui.labeledTable.setRowCount(len(m.labeled))
+        for row, pair in enumerate(m.labeled):
+            self.ui.labeledTable.setItem(row, 0, qt.QTableWidgetItem(pair.image.name))
+            self.ui.labeledTable.setItem(row, 1, qt.QTableWidgetItem(pair.label.name))
+        self.ui.unlabeledList.clear()
+        for path in m.unlabeled:
+            self.ui.unlabeledList.addItem(path.name)
+        self.ui.datasetStatusLabel.text = f"{len(m.labeled)} labeled, {len(m.unlabeled)} unlabeled"
+
+    def onAddLabeled(self):
+        with slicer.util.tryWithErrorDisplay("Could not add the labeled example.", waitCursor=True):
+            p = self._parameterNode
+            image, _ = self.logic.addLabeledExample(p.datasetFolder, p.inputVolume, p.segmentation)
+            self.refreshDataset()
+            self.ui.datasetStatusLabel.text += f" (saved {image.name})"
+
+    def onAddLabeledFiles(self):
+        image = qt.QFileDialog.getOpenFileName(None, "Image", "", VOLUME_FILTER)
+        label = image and qt.QFileDialog.getOpenFileName(None, "Label of " + image, "", VOLUME_FILTER)
+        if image and label:
+            with slicer.util.tryWithErrorDisplay("Could not add the labeled pair."):
+                dataset.DatasetFolder(self._parameterNode.datasetFolder).add_labeled_files(image, label)
+                self.refreshDataset()
+
+    def onAddUnlabeled(self):
+        with slicer.util.tryWithErrorDisplay("Could not add the unlabeled volumes.", waitCursor=True):
+            volumes = self.ui.unlabeledVolumesSelector.checkedNodes()
+            if not volumes:
+                raise DTCError("no volume is checked; tick volumes in 'Unlabeled volumes' first")
+            self.logic.addUnlabeledVolumes(self._parameterNode.datasetFolder, volumes)
+            self.refreshDataset()
+
+    def onAddUnlabeledFiles(self):
+        files = qt.QFileDialog.getOpenFileNames(None, "Unlabeled volumes", "", VOLUME_FILTER)
+        with slicer.util.tryWithErrorDisplay("Could not add the unlabeled files."):
+            folder = dataset.DatasetFolder(self._parameterNode.datasetFolder)
+            for path in files:
+                folder.add_unlabeled_file(path)
+            self.refreshDataset()
+
+    # ---- fine-tune ----
+    def onTrainButton(self):
+        if "train" in self._jobs:
+            self._jobs["train"].cancel()
+            self.ui.trainStatusLabel.text = "Cancelling: the trainer saves a checkpoint at the end of this iteration..."
+            return
+        self._startTraining(None)
+
+    def onResume(self):
+        self._startTraining(self._lastCancelledRun)
+
+    def _showCurve(self, curve):
+        """Show the loss chart in the panel's plot widget (qMRMLPlotWidget shows a plot view node's chart)."""
+        if self._plotView is None or self._plotView.GetScene() is None:
+            self._plotView = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode", "DTC fine-tune plot view")
+        self._plotView.SetPlotChartNodeID(curve.chart.GetID())
+        self.ui.lossPlotWidget.setMRMLPlotViewNode(self._plotView)
+
+    def _startTraining(self, resumeRunDir):
+        with slicer.util.tryWithErrorDisplay("Fine-tuning failed to start."):
+            self._ensureEngine()
+            p = self._parameterNode
+            entry = self._currentEntry()
+            initInfo = self._modelInfo.get(str(entry.path)) if entry is not None else None
+            request = self.logic.trainingRequest(p, resumeRunDir, initInfo)
+            job = TrainingJob(request)
+            from .curves import LossCurve
+
+            self._curve = LossCurve()
+            self._showCurve(self._curve)  # before the process starts: a failure here leaves nothing running
+            job.start()
+            self.ui.resumeButton.enabled = False
+            self.ui.trainStatusLabel.text = f"Starting in {request.run_dir}..."
+            self._startJob("train", job, self.ui.trainButton)
+
+    def _endTrain(self, job, event):
+        if event["event"] == "job-done":
+            self._parameterNode.modelPath = event["model"]
+            self.refreshModels()
+            self.ui.trainStatusLabel.text = f"Done: new model {event['model']} is selected."
+        elif event["event"] == "job-cancelled":
+            self._lastCancelledRun = job.request.run_dir
+            self.ui.resumeButton.enabled = event.get("checkpoint") is not None
+            self.ui.trainStatusLabel.text = f"Cancelled; checkpoint kept: {event.get('checkpoint')}"
+        else:
+            self.ui.trainStatusLabel.text = f"Failed: {job.error}"
+            slicer.util.errorDisplay(f"Fine-tuning failed: {job.error}")
+
+    # ---- next case ----
+    def onRank(self):
+        if "rank" in self._jobs:
+            self._jobs["rank"].cancel()
+            return
+        with slicer.util.tryWithErrorDisplay("Ranking failed to start.", waitCursor=True):
+            self._ensureEngine()
+            p = self._parameterNode
+            job = self.logic.startRanking(p.datasetFolder, p.modelPath, p.device)
+            self.ui.rankStatusLabel.text = "Ranking..."
+            self._startJob("rank", job, self.ui.rankButton)
+
+    def _endRank(self, job, event):
+        label = self.ui.rankStatusLabel
+        if event["event"] == "job-cancelled":
+            label.text = "Cancelled."
+        elif event["event"] == "job-failed":
+            label.text = f"Failed: {job.error}"
+            slicer.util.errorDisplay(f"Ranking failed: {job.error}")
+        else:
+            self._ranking = job.ranking
+            self.ui.rankingTable.setRowCount(len(job.ranking))
+            for row, (path, score) in enumerate(job.ranking):
+                self.ui.rankingTable.setItem(row, 0, qt.QTableWidgetItem(Path(path).name))
+                self.ui.rankingTable.setItem(row, 1, qt.QTableWidgetItem(f"{score:.4f}"))
+            label.text = f"Ranked {len(job.ranking)} volumes in {job.elapsed_s:.1f} s."
+
+    def onLoadTop(self):
+        with slicer.util.tryWithErrorDisplay("Could not load the volume."):
+            if not self._ranking:
+                raise DTCError("nothing is ranked yet; click 'Rank unlabeled volumes' first")
+            node = slicer.util.loadVolume(self._ranking[0][0])
+            self._parameterNode.inputVolume = node

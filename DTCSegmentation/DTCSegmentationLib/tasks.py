@@ -1,0 +1,121 @@
+"""Segment, Next-case ranking and model information as engine jobs (``dtc segment / rank / info``).
+
+Files are exchanged in a temporary work folder: the logic writes the scan (cropped to the ROI) there,
+``dtc segment`` writes its results next to it, and :meth:`SegmentJob.done_event` reads them back onto
+the full grid of the scan (outside the ROI: label 0, level set +1, disagreement 0, as the engine does).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .jobs import EngineJob, ProcessRunner
+
+OUTSIDE_LEVELSET = 1.0  # level set outside the ROI: "outside the structure", as DTCCore.inference writes it
+
+
+@dataclass
+class SegmentResult:
+    """Engine results on the full (X, Y, Z) grid of the scan."""
+
+    label: np.ndarray  # uint8, 0 background, 1..C classes
+    levelsets: list  # one float32 array per class, negative inside
+    disagreement: np.ndarray  # float32 in [0, 1]
+    device: str = ""
+    seconds: float = 0.0
+
+
+class SegmentJob(EngineJob):
+    kind = "segment"
+
+    def __init__(self, work_dir: Path, image_path: Path, shape: tuple, region: tuple | None, model_path: str = "",
+                 device: str = "auto", overlap: float = 0.5, largest_component: bool = False,
+                 runner: ProcessRunner | None = None) -> None:
+        args = ["segment", str(image_path), "-o", str(Path(work_dir) / "out"), "--device", device,
+                "--overlap", str(overlap), "--overwrite"]
+        if model_path:
+            args += ["--model", model_path]
+        if largest_component:
+            args.append("--largest-component")
+        super().__init__(args, work_dir, runner)
+        self.shape, self.region = tuple(shape), region
+        self.files: dict[str, str] = {}
+        self.device = ""
+        self.result: SegmentResult | None = None
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        super().on_event(event)
+        if event["event"] == "case-done":
+            self.files = dict(event["files"])
+        elif event["event"] == "start":
+            self.device = str(event.get("device", ""))
+
+    def _full(self, array: np.ndarray, fill: float, dtype) -> np.ndarray:
+        out = np.full(self.shape, fill, dtype)
+        out[self.region or tuple(slice(None) for _ in self.shape)] = array
+        return out
+
+    def done_event(self) -> dict[str, Any]:
+        from DTCCore.io import read_image
+
+        if "seg" not in self.files:
+            raise RuntimeError("the engine finished without writing a segmentation")
+        label = self._full(read_image(self.files["seg"])[0], 0, np.uint8)
+        keys = sorted((k for k in self.files if k.startswith("levelset")), key=lambda k: (len(k), k))
+        levelsets = [self._full(read_image(self.files[k])[0], OUTSIDE_LEVELSET, np.float32) for k in keys]
+        disagreement = self._full(read_image(self.files["disagreement"])[0], 0.0, np.float32)
+        self.result = SegmentResult(label, levelsets, disagreement, self.device, self.elapsed_s)
+        shutil.rmtree(self.work_dir, ignore_errors=True)  # the scan copy and the result files
+        return {"event": "job-done"}
+
+    def _finish(self, code: int) -> dict[str, Any]:
+        event = super()._finish(code)
+        if event["event"] != "job-done":
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        return event
+
+
+class RankJob(EngineJob):
+    """``dtc rank``: ``ranking`` = [(path, mean disagreement)] highest first."""
+
+    kind = "rank"
+
+    def __init__(self, work_dir: Path, images: list, model_path: str = "", device: str = "auto",
+                 runner: ProcessRunner | None = None) -> None:
+        args = ["rank", *[str(p) for p in images], "--device", device] + (["--model", model_path] if model_path else [])
+        super().__init__(args, work_dir, runner)
+        self.ranking: list[tuple[str, float]] = []
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        super().on_event(event)
+        if event["event"] == "ranked":
+            self.ranking = [(str(p), float(s)) for p, s in event["ranking"]]
+
+
+class ModelInfoJob(EngineJob):
+    """``dtc info``: ``models`` {path: description dict or {"error": ...}} and ``device`` (what the choice gives)."""
+
+    kind = "info"
+
+    def __init__(self, work_dir: Path, models: list, device: str | None = None,
+                 runner: ProcessRunner | None = None) -> None:
+        super().__init__(["info", *[str(p) for p in models]] + (["--device", device] if device else []), work_dir, runner)
+        self.models: dict[str, dict] = {}
+        self.device: dict[str, Any] = {}
+
+    def command(self, python: str | None = None) -> list[str]:
+        return super().command(python)[:-3]  # dtc info takes neither --jsonl nor --cancel-file (always JSON lines)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        super().on_event(event)
+        if event["event"] == "model":
+            self.models[event["path"]] = event
+        elif event["event"] == "model-error":
+            self.models[event["path"]] = {"error": event["error"]}
+        elif event["event"] == "device":
+            self.device = event

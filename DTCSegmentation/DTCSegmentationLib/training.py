@@ -1,0 +1,88 @@
+"""The fine-tune job: ``dtc train MANIFEST -o RUN_DIR --config ... --jsonl --cancel-file RUN_DIR/cancel``.
+
+Usage::
+
+    job = TrainingJob(TrainingRequest(manifest, run_dir, {"train": {"iterations": 500}}))
+    job.start()
+    while job.state == "running":      # in Slicer: from a qt.QTimer
+        for event in job.poll():      # the trainer's events, then job-done / job-cancelled / job-failed
+            print(event)
+
+Cancel writes the run's cancel file: the trainer saves a checkpoint and exits 3 (``job-cancelled`` with
+``checkpoint``); resuming (``TrainingRequest(..., resume=True)``) continues from it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from DTCCore.config import atomic_write_text
+
+from .jobs import EngineJob, ProcessRunner
+
+
+@dataclass
+class TrainingRequest:
+    """What to train: the manifest, the run folder to create (or resume), a partial DTCConfig dict."""
+
+    manifest: Path
+    run_dir: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    init_from: Path | None = None  # fine-tune from this model's weights (None: from scratch)
+    resume: bool = False  # continue from the newest checkpoint in run_dir
+    labels: list[dict[str, Any]] | None = None  # label table for the new model (names from the training data)
+
+    def args(self) -> list[str]:
+        args = ["train", str(self.manifest), "-o", str(self.run_dir), "--config", str(self.config_path)]
+        if self.init_from is not None and not self.resume:
+            args += ["--init-from", str(self.init_from)]
+        if self.resume:
+            args.append("--resume")
+        return args
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.run_dir) / "requested_config.json"
+
+
+class TrainingJob(EngineJob):
+    """A ``dtc train`` process; ``model`` (done) and ``checkpoint`` (cancelled, resumable) when known."""
+
+    kind = "train"
+
+    def __init__(self, request: TrainingRequest, runner: ProcessRunner | None = None) -> None:
+        super().__init__(request.args(), Path(request.run_dir), runner)
+        self.request = request
+        self.model: Path | None = None
+        self.checkpoint: Path | None = None
+
+    def start(self) -> None:
+        Path(self.request.run_dir).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.request.config_path, json.dumps(self.request.config, indent=2) + "\n")
+        super().start()
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        super().on_event(event)
+        kind = event.get("event")
+        if kind == "done":
+            self.model = Path(event["model"])
+        elif kind in ("cancelled", "checkpoint"):
+            self.checkpoint = Path(event.get("checkpoint") or event.get("path"))
+
+    def done_event(self) -> dict[str, Any]:
+        if self.model is None:
+            raise RuntimeError("the trainer ended without writing model.pt")
+        if self.request.labels:
+            from DTCCore.labels import write_sidecar
+
+            write_sidecar(self.model, self.request.labels)
+        return {"event": "job-done", "model": str(self.model)}
+
+    def _finish(self, code: int) -> dict[str, Any]:
+        event = super()._finish(code)
+        if event["event"] == "job-cancelled":
+            event["checkpoint"] = str(self.checkpoint) if self.checkpoint else None
+        return event
