@@ -19,6 +19,33 @@ from .errors import DTCError
 
 MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is the full method
 
+# Training augmentation (train.augment), saved with the model. All act in the x-y plane only (z untouched),
+# with the same transform for a case's image, label and signed distance (data.augment).
+# "reference": the reference code's RandomRotFlip (dataloaders/la_heart.py): rot90 by k in 0..3, then
+#   ALWAYS a flip along x or y. Every draw is a reflection: the scan's own orientation is never shown.
+#   The paper's protocol; kept to reproduce its numbers.
+# "mirror": nnU-Net-style mirroring (nnU-Net's MirrorTransform: each axis flipped independently with
+#   probability 0.5) plus rot90 by k in 0..3 where the x-y patch is square. Draws the identity (1/8 of
+#   draws on a square patch, 1/4 otherwise). Our default for new models.
+# "no-mirror": rotations only (rot90 by k where square, else rot 0/180): they keep handedness, so a left
+#   structure stays left. For labels that depend on side (TotalSegmentator trains its left/right
+#   structures without mirroring for this reason).
+# "none": no augmentation (exact comparisons in tests).
+AUGMENT_REFERENCE, AUGMENT_MIRROR, AUGMENT_NO_MIRROR, AUGMENT_NONE = "reference", "mirror", "no-mirror", "none"
+AUGMENT_CHOICES = (AUGMENT_MIRROR, AUGMENT_NO_MIRROR, AUGMENT_REFERENCE, AUGMENT_NONE)
+# Axes (x = 0, y = 1) that an augmentation may flip: the flips test-time mirroring averages over.
+AUGMENT_FLIP_AXES = {AUGMENT_REFERENCE: (0, 1), AUGMENT_MIRROR: (0, 1), AUGMENT_NO_MIRROR: (), AUGMENT_NONE: ()}
+
+
+def augment_choice(value: Any) -> str:
+    """The augmentation name for a ``train.augment`` value; the booleans of older configs and
+    checkpoints map to what they meant: True -> "reference" (RandomRotFlip), False -> "none"."""
+    if isinstance(value, bool):
+        return AUGMENT_REFERENCE if value else AUGMENT_NONE
+    if value not in AUGMENT_CHOICES:
+        raise DTCError(f"augmentation {value!r}: use one of {', '.join(AUGMENT_CHOICES)}")
+    return str(value)
+
 
 @dataclass
 class NetworkConfig:
@@ -64,7 +91,7 @@ class TrainConfig:
     # Batches over which model.pt's BatchNorm statistics are recomputed for the final weights when training
     # ends at a high learning rate (trainer.PRECISE_BN_ABOVE_LR; 0: never, as the reference). See precise_bn.py.
     precise_bn_batches: int = 25
-    augment: bool = True  # reference RandomRotFlip on every crop; False only to compare runs exactly (tests)
+    augment: str = AUGMENT_MIRROR  # one of AUGMENT_CHOICES (above); old configs' True/False also load
 
 
 @dataclass
@@ -80,6 +107,9 @@ class InferConfig:
     # voxels (else, or on out-of-memory, the windows). ~4-8x faster on a CPU for an LA case; the output
     # differs from the 50%-overlap windows near window borders (bench/RESULTS.md). Off: the paper's windows.
     whole_volume: bool = False
+    # True: average the outputs over the flips the model was trained with (AUGMENT_FLIP_AXES of its
+    # train.augment; none for "no-mirror"/"none"), nnU-Net's test-time mirroring. Up to 4x the time.
+    mirror: bool = False
 
 
 @dataclass
@@ -130,6 +160,7 @@ class DTCConfig:
             raise DTCError("iterations must be >= 1")
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:
             raise DTCError("labeled_batch must be >= 1 and unlabeled_batch >= 0")
+        self.train.augment = augment_choice(self.train.augment)  # type: ignore[assignment]
         if self.train.device not in ("auto", "cuda", "cpu"):
             raise DTCError(f"device {self.train.device!r}: use auto, cuda or cpu")
         if not 0.0 <= self.infer.overlap < 1.0:

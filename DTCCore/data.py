@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
+from .config import AUGMENT_MIRROR, AUGMENT_NO_MIRROR, AUGMENT_NONE, AUGMENT_REFERENCE, augment_choice
 from .errors import DTCError
 from .io import case_name, read_image, read_label
 from .manifest import Manifest
@@ -29,6 +30,7 @@ PAD_VALUES = {"image": 0.0, "label": 0, "sdf": 1.0}
 # Stream tags that keep the random streams of one (seed, rank) independent of each other.
 _LABELED_ORDER, _UNLABELED_ORDER, _CROP = 0, 1, 2
 _ORDER_CACHE_SIZE = 16  # epoch permutations kept per stream (a batch touches at most 2 epochs)
+MIRROR_PROBABILITY = 0.5  # "mirror" augmentation: chance of a flip per in-plane axis (nnU-Net MirrorTransform p 0.5)
 
 Progress = Callable[[int, int, str], None]  # (volumes done, volumes in all, name of the last one)
 
@@ -139,25 +141,50 @@ def random_crop(arrays: Mapping[str, np.ndarray], patch, rng: np.random.Generato
     return {key: a[(Ellipsis,) + window] for key, a in padded.items()}
 
 
-def augment(arrays: Mapping[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Reference RandomRotFlip on the spatial axes (last three, x y z): rot90 by k in 0..3 in the x-y
-    plane, then a flip along x or y; the same transform for every array. Returns contiguous copies.
+def augment(arrays: Mapping[str, np.ndarray], rng: np.random.Generator,
+            mode: str = AUGMENT_REFERENCE) -> dict[str, np.ndarray]:
+    """One random in-plane transform of the spatial axes (last three, x y z), the same for every array
+    (image (X, Y, Z), label (X, Y, Z), sdf (C, X, Y, Z)). Returns contiguous copies of the same shapes.
 
-    A rotation by 90/270 degrees swaps X and Y, so when X != Y (non-square patch) k is drawn from {0, 2}
-    (rot180 keeps the shape): the batch shape never changes.
+    ``mode`` (config.AUGMENT_CHOICES; booleans of older configs accepted):
+
+    - ``"reference"``: the reference RandomRotFlip: rot90 by k in 0..3 in the x-y plane, then a flip
+      along x or y. Every draw is a reflection (the scan's own orientation never appears).
+    - ``"mirror"``: rot90 by k in 0..3 where X == Y (else k = 0; rot180 is then the x+y flip), then x and
+      y each flipped with probability 0.5 (nnU-Net mirroring). The identity is among the draws.
+    - ``"no-mirror"``: rot90 by k in 0..3 where X == Y, else k in {0, 2}; never a flip (keeps left/right).
+    - ``"none"``: the arrays unchanged (still contiguous copies).
+
+    A rotation by 90/270 degrees swaps X and Y, so when X != Y (non-square patch) only k in {0, 2} is
+    used (rot180 keeps the shape): the batch shape never changes. The draws per call are always the same
+    number for a mode, so a batch stays a function of (seed, rank, iteration).
     """
+    mode = augment_choice(mode)
     shapes = {a.shape[-3:] for a in arrays.values()}
     if len(shapes) != 1:
         raise ValueError(f"augment: arrays have different spatial shapes {sorted(shapes)}")
     x, y, _ = shapes.pop()
-    k = int(rng.integers(0, 4))
-    if x != y:
-        k = 2 * (k % 2)
-    axis = int(rng.integers(0, 2))
+    flips: tuple[int, ...] = ()
+    k = 0
+    if mode == AUGMENT_REFERENCE:
+        k = int(rng.integers(0, 4))
+        if x != y:
+            k = 2 * (k % 2)
+        flips = (int(rng.integers(0, 2)),)
+    elif mode == AUGMENT_MIRROR:
+        k = int(rng.integers(0, 4)) if x == y else 0
+        draws = rng.random(2)
+        flips = tuple(axis for axis in (0, 1) if draws[axis] < MIRROR_PROBABILITY)
+    elif mode == AUGMENT_NO_MIRROR:
+        k = int(rng.integers(0, 4))
+        if x != y:
+            k = 2 * (k % 2)
     out = {}
     for key, a in arrays.items():
         a = np.rot90(a, k, axes=(a.ndim - 3, a.ndim - 2))
-        out[key] = np.ascontiguousarray(np.flip(a, axis=a.ndim - 3 + axis))
+        for axis in flips:
+            a = np.flip(a, axis=a.ndim - 3 + axis)
+        out[key] = np.ascontiguousarray(a)
     return out
 
 
@@ -188,7 +215,7 @@ class TrainBatches(torch.utils.data.Dataset):
         self.labeled_batch = int(train_cfg.labeled_batch)
         self.unlabeled_batch = int(train_cfg.unlabeled_batch) if self.unlabeled else 0
         self.patch_sdf = recipe.sdf_normalization == "patch"
-        self.augment = bool(getattr(train_cfg, "augment", True))
+        self.augment = augment_choice(getattr(train_cfg, "augment", AUGMENT_MIRROR))
         self.num_classes = int(self.labeled[0].sdf.shape[0])
         self.seed, self.rank = int(seed), int(rank)
         self.start_iteration = int(start_iteration)
@@ -234,14 +261,14 @@ class TrainBatches(torch.utils.data.Dataset):
             if not self.patch_sdf:
                 arrays["sdf"] = case.sdf
             arrays = random_crop(arrays, self.patch, rng)
-            arrays = augment(arrays, rng) if self.augment else arrays
+            arrays = augment(arrays, rng, self.augment) if self.augment != AUGMENT_NONE else arrays
             images.append(arrays["image"])
             labels.append(arrays["label"])
             if not self.patch_sdf:
                 sdfs.append(arrays["sdf"])
         for c in self.picks(_UNLABELED_ORDER, i):
             crop = random_crop({"image": self.unlabeled[c].image}, self.patch, rng)
-            images.append((augment(crop, rng) if self.augment else crop)["image"])
+            images.append((augment(crop, rng, self.augment) if self.augment != AUGMENT_NONE else crop)["image"])
         label = np.stack(labels)
         sdf = self._patch_sdf(label) if self.patch_sdf else np.stack(sdfs)
         return {

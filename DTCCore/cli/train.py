@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import MODES, DTCConfig
+from ..config import AUGMENT_CHOICES, MODES, DTCConfig
 
 HELP = """\
 Train a dual-task VNet on the scans a manifest names. MANIFEST is JSON:
@@ -32,6 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-filters", type=int, metavar="F", help="VNet width (default 16: 9.45 M parameters)")
     p.add_argument("--mode", choices=MODES, help="ablation of the paper's Table 1 (default dtc)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), help="default auto: CUDA when present")
+    p.add_argument("--augment", choices=AUGMENT_CHOICES,
+                   help="training augmentation (default mirror: flips and 90-degree turns, the scan's own "
+                        "orientation included; no-mirror: for labels that depend on side, e.g. left/right "
+                        "organs; reference: the paper's RandomRotFlip; none)")
     p.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this model's weights")
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in RUN_DIR")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default 1337)")
@@ -54,6 +58,7 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         "device": ("train", "device", args.device),
         "seed": ("train", "seed", args.seed),
         "workers": ("train", "num_workers", args.workers),
+        "augment": ("train", "augment", getattr(args, "augment", None)),
     }
     if getattr(args, "sync_bn", False):
         overrides["sync_bn"] = ("train", "sync_batchnorm", True)
