@@ -270,6 +270,10 @@ def _run_with_fallback(
     model.to(device)
     if isinstance(model, DualTaskVNet):
         model = fold_batchnorm(model)  # inference copy; the caller's model is untouched
+    if infer.mirror:  # test-time mirroring over the flips the model was trained with (tta.py)
+        from .tta import MirroredModel, mirror_axes
+
+        model = MirroredModel(model, mirror_axes(config.train.augment))
     try:
         while True:
             try:

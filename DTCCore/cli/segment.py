@@ -42,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--whole-volume", action="store_true",
                    help="one forward pass over the whole scan instead of windows (faster on a CPU; up to 8 M voxels)")
     p.add_argument("--largest-component", action="store_true", help="keep only the largest connected component")
+    p.add_argument("--mirror", action="store_true",
+                   help="test-time mirroring: average over the flips the model was trained with (up to 4x the "
+                        "time; no effect for models trained with --augment no-mirror or none)")
     p.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd", help="output file format")
     p.add_argument("--preview", action="store_true", help="also write <case>_preview.png (three slices)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
@@ -101,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
         config.infer.largest_component = True
     if args.whole_volume:
         config.infer.whole_volume = True
+    if getattr(args, "mirror", False):
+        config.infer.mirror = True
     config.validate()
     source = args.model or "the bundled default model"
     print(f"model: {source}; device: {describe_device(device)}", file=sys.stderr)
