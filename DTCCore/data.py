@@ -22,6 +22,7 @@ from .config import AUGMENT_MIRROR, AUGMENT_NO_MIRROR, AUGMENT_NONE, AUGMENT_REF
 from .errors import DTCError
 from .io import case_name, read_image, read_label
 from .manifest import Manifest
+from .resample import needs_resampling, resample_label, resize_linear, target_shape
 
 # Value used to pad each array when a volume is smaller than the patch. Image: 0 = the mean intensity
 # after z-scoring (the reference pads its normalised images with 0); label: background; sdf: +1 = far
@@ -81,13 +82,16 @@ def volume_sdf(label: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def load_cases(
-    manifest: Manifest, num_classes: int, progress: Progress | None = None
+    manifest: Manifest, num_classes: int, progress: Progress | None = None,
+    spacing: tuple[float, float, float] | None = None,
 ) -> tuple[list[LabeledCase], list[UnlabeledCase]]:
     """Read, check and normalise every volume of ``manifest``; compute each label's signed distance once.
 
     Labels must lie on their image's grid with values in 0..num_classes, and hold at least one
     foreground voxel (DTCError otherwise). Unlabeled volumes may have any size. ``progress(done, total,
-    name)`` is called after each volume.
+    name)`` is called after each volume. With ``spacing`` (the model plan, mm) each volume is first
+    resampled once to that spacing (images linearly, labels through their signed distances, see
+    resample.py) and the level-set target is computed on that grid.
     """
     total = len(manifest.labeled) + len(manifest.unlabeled)
     labeled: list[LabeledCase] = []
@@ -101,13 +105,22 @@ def load_cases(
                 "draw the structure or move the image to 'unlabeled'"
             )
         name = case_name(pair.image)
+        if needs_resampling(geometry.spacing, spacing):
+            shape = target_shape(image.shape, geometry.spacing, spacing)  # type: ignore[arg-type]
+            image = resize_linear(image, shape)
+            label = resample_label(label, geometry.spacing, shape, num_classes)
+            if not label.any():
+                raise DTCError(f"label {pair.label} vanishes at the model spacing {spacing} mm: the structure is "
+                               "smaller than a voxel there; train with a finer --spacing")
         labeled.append(LabeledCase(name, normalize(image), label, volume_sdf(label, num_classes)))
         del image
         if progress is not None:
             progress(len(labeled), total, name)
     for path in manifest.unlabeled:
-        image, _ = read_image(path)
+        image, geometry = read_image(path)
         name = case_name(path)
+        if needs_resampling(geometry.spacing, spacing):
+            image = resize_linear(image, target_shape(image.shape, geometry.spacing, spacing))  # type: ignore[arg-type]
         unlabeled.append(UnlabeledCase(name, normalize(image)))
         del image
         if progress is not None:

@@ -9,7 +9,7 @@ input grid (x, y, z).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,7 @@ from torch import nn
 from .config import DTCConfig
 from .errors import DTCError
 from .network import DualTaskVNet
+from .resample import needs_resampling, resize_linear, target_shape
 from .sliding_window import WHOLE_VOLUME_MAX_VOXELS, sliding_window, whole_volume_patch
 
 __all__ = ["Prediction", "predict_volume", "resolve_device", "describe_device", "sliding_window"]
@@ -92,6 +93,7 @@ def predict_volume(
     roi: tuple[slice, slice, slice] | None = None,
     progress: Callable[[int, int], None] | None = None,
     log: Callable[[str], None] | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> Prediction:
     """Segment one volume with a dual-task network.
 
@@ -107,6 +109,10 @@ def predict_volume(
             0 (multi-class: background 1), label 0, level set +1, disagreement 0.
         progress: ``progress(done, total)`` windows, forwarded to the sliding window.
         log: receives one plain-English line per fallback step.
+        spacing: the scan's voxel size (mm, x y z). A model with a plan spacing (``config.plan.spacing``)
+            predicts on its own grid: the (ROI of the) scan is resampled there linearly, and the
+            probabilities and level sets come back to the scan's grid linearly and are thresholded there
+            (see resample.py). Required for such a model unless the scan already has its spacing.
 
     Returns:
         :class:`Prediction` with every array on the input grid.
@@ -121,8 +127,17 @@ def predict_volume(
 
     from .data import normalize  # lazy: data.py pulls in the training pipeline
 
+    plan_spacing = config.plan.spacing
+    if plan_spacing is not None and spacing is None:
+        raise DTCError(f"this model works at {_mm(plan_spacing)}: give the scan's spacing to resample it")
+    resample = spacing is not None and needs_resampling(spacing, plan_spacing)
+    if resample:
+        crop = resize_linear(crop, target_shape(crop.shape, spacing, plan_spacing))  # type: ignore[arg-type]
     normalized = np.ascontiguousarray(normalize(crop), dtype=np.float32)
     seg, lsf, used = _run_with_fallback(model, normalized, config, torch.device(device), progress, log)
+    if resample:
+        inner_shape = tuple(s.stop - s.start for s in region)
+        seg, lsf = resize_linear(seg, inner_shape), resize_linear(lsf, inner_shape)
     inner = _crop_outputs(seg, lsf, config)
 
     num_classes = config.network.num_classes
@@ -152,6 +167,10 @@ def predict_volume(
         label=label,
         device=str(used),
     )
+
+
+def _mm(spacing: Sequence[float]) -> str:
+    return "x".join(f"{float(v):g}" for v in spacing) + " mm"
 
 
 def _check_roi(roi: tuple[slice, slice, slice] | None, shape: tuple[int, ...]) -> tuple[slice, slice, slice]:

@@ -33,6 +33,10 @@ from .runlog import Listener, RunLog
 # recomputed); after the reference's decay they are right and recomputing cost 0.02 Dice on 4 validation
 # scans at lr 0.001 (our measurements, bench/RESULTS.md "BatchNorm statistics").
 PRECISE_BN_ABOVE_LR = 1e-3
+# --time-limit: iterations timed to fit the schedule (the first ones are warm-up: allocator, thread pools).
+CALIBRATION_SKIP = 3
+CALIBRATION_ITERATIONS = 12
+UNBOUNDED_ITERATIONS = 10**9  # batches a time-limited run may draw before its schedule is fitted
 SEED_STRIDE = 1_000_003  # a prime: per-iteration seeds seed*stride + rank*7919 + i never collide in practice
 
 
@@ -40,6 +44,30 @@ def lr_at(iteration: int, config: DTCConfig) -> float:
     """Step schedule: ``lr * gamma^(number of steps passed)`` (reference: x0.1 every 2500 iterations)."""
     t = config.train
     return t.lr * t.lr_gamma ** sum(iteration >= s for s in t.lr_steps)
+
+
+def fit_schedule(config: DTCConfig, iterations: int) -> None:
+    """Scale the recipe's schedule to ``iterations`` in place (``--time-limit``).
+
+    The learning-rate steps and the consistency ramp keep their places as fractions of the run (reference:
+    x0.1 at 2500/6000 and 5000/6000, lambda full at 6000/6000), so a short run still decays its learning
+    rate and reaches full consistency weight. Sets ``train.schedule_fitted`` so a resume keeps it.
+    """
+    t = config.train
+    iterations = max(1, int(iterations))
+    scale = iterations / t.iterations
+    t.lr_steps = tuple(max(1, int(round(s * scale))) for s in t.lr_steps)
+    config.recipe.ramp_unit = max(1, int(round(config.recipe.ramp_unit * scale)))
+    t.iterations = iterations
+    t.schedule_fitted = True
+
+
+def iterations_in_budget(limit_s: float, elapsed_s: float, done: int, seconds_per_iteration: float,
+                         reserve_s: float) -> int:
+    """Total iterations of a run that has used ``elapsed_s`` of ``limit_s`` for ``done`` iterations and
+    runs ``seconds_per_iteration`` from now on, keeping ``reserve_s`` for the final save. At least ``done + 1``."""
+    left = limit_s - elapsed_s - reserve_s
+    return max(done + 1, done + int(left // max(seconds_per_iteration, 1e-9)))
 
 
 class _CancelFlag:
@@ -138,6 +166,7 @@ def _train(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, re
     from .manifest import load_manifest
     from .network import build_network
 
+    t_begin = time.monotonic()
     t_cfg = config.train
     notes: list[str] = []
     if ctx.active and t_cfg.sync_batchnorm and (ctx.device is None or ctx.device.type != "cuda"):
@@ -158,7 +187,8 @@ def _train(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, re
     start = 0
     if found is not None:
         saved: DTCConfig = found[1]["config"]
-        saved.train.iterations = t_cfg.iterations  # allow extending a run; everything else is the run's
+        if not saved.train.schedule_fitted:
+            saved.train.iterations = t_cfg.iterations  # allow extending a run; everything else is the run's
         for launch_setting in ("device", "num_workers", "sync_batchnorm"):  # how this launch runs, not the recipe
             setattr(saved.train, launch_setting, getattr(t_cfg, launch_setting))
         config, t_cfg = saved, saved.train
@@ -166,7 +196,7 @@ def _train(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, re
 
     def read_inputs():
         manifest = load_manifest(manifest_path)
-        return load_cases(manifest, config.network.num_classes, progress=None)
+        return load_cases(manifest, config.network.num_classes, progress=None, spacing=config.plan.spacing)
 
     labeled, unlabeled = ctx.check(read_inputs)  # every rank reads the data: the same error on all ranks
     if config.recipe.mode != "dtc":  # the ablations without consistency never look at unlabeled data
@@ -204,9 +234,10 @@ def _train(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, re
 
     train_model = ctx.wrap(model, config)  # DDP broadcasts rank 0's weights and buffers to every rank
 
+    fitting = t_cfg.time_limit_minutes is not None and not t_cfg.schedule_fitted
     dataset = TrainBatches(
-        labeled, unlabeled, t_cfg, config.recipe, seed=t_cfg.seed, rank=ctx.rank,
-        start_iteration=start, num_iterations=max(0, t_cfg.iterations - start),
+        labeled, unlabeled, t_cfg, config.recipe, seed=t_cfg.seed, rank=ctx.rank, start_iteration=start,
+        num_iterations=UNBOUNDED_ITERATIONS if fitting else max(0, t_cfg.iterations - start),
     )
     loader = make_loader(dataset, t_cfg.num_workers, pin_memory=device.type == "cuda")
     amp = t_cfg.amp and device.type == "cuda"
@@ -216,6 +247,8 @@ def _train(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, re
     n_lab = t_cfg.labeled_batch
     t0, iteration = time.monotonic(), start
     last_saved = start if found is not None else -1
+    last_saved_time = time.monotonic()
+    calibration_t0 = 0.0
     extra = {"labeled": len(labeled), "unlabeled": len(unlabeled), "manifest": str(manifest_path),
              "world_size": ctx.world_size}
     loss_keys = ("total", "dice", "lsf", "consistency")
@@ -252,6 +285,17 @@ def _train(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, re
             losses["total"].backward()
             optimizer.step()
             iteration += 1
+            if fitting and iteration - start == CALIBRATION_SKIP:
+                calibration_t0 = time.monotonic()
+            if fitting and iteration - start == CALIBRATION_SKIP + CALIBRATION_ITERATIONS:
+                per_iteration = (time.monotonic() - calibration_t0) / CALIBRATION_ITERATIONS
+                reserve = 5.0 + t_cfg.precise_bn_batches * per_iteration / 2  # final save + BatchNorm pass
+                total = ctx.broadcast(iterations_in_budget(
+                    t_cfg.time_limit_minutes * 60.0, time.monotonic() - t_begin, iteration, per_iteration, reserve))
+                fit_schedule(config, total)
+                fitting = False
+                log.message(f"time limit {t_cfg.time_limit_minutes:g} min: {per_iteration:.2f} s per iteration, "
+                            f"{total} iterations (lr steps at {', '.join(map(str, t_cfg.lr_steps))})")
             if ctx.any(not bool(torch.isfinite(losses["total"]))):
                 # No checkpoint of the diverged weights: the newest checkpoint stays the last good one.
                 log.close()
@@ -267,9 +311,12 @@ def _train(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, re
                     lr=lr, **{"lambda": float(losses["lambda"])},
                     elapsed_s=round(elapsed, 3), eta_s=round(elapsed / done * (t_cfg.iterations - iteration), 1),
                 )
-            if iteration % t_cfg.checkpoint_every == 0 and iteration < t_cfg.iterations:
+            due = time.monotonic() - last_saved_time > t_cfg.checkpoint_minutes * 60.0
+            if (iteration % t_cfg.checkpoint_every == 0 or ctx.any(due)) and iteration < t_cfg.iterations:
                 save(iteration)
-                last_saved = iteration
+                last_saved, last_saved_time = iteration, time.monotonic()
+            if iteration >= t_cfg.iterations and not fitting:
+                break
 
     final = save(t_cfg.iterations) if last_saved != t_cfg.iterations else checkpoint_path(run_dir, iteration)
     model_path = run_dir / "model.pt"

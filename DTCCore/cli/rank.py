@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
         events.raise_if_cancelled(cancelled, "ranking")
         if not Path(path).exists():
             raise DTCError(f"{path} does not exist; remove it from the dataset or restore the file")
-        image, _ = read_image(path)
-        prediction = predict_volume(model, image, config, device, progress=check)
+        image, geometry = read_image(path)
+        prediction = predict_volume(model, image, config, device, progress=check, spacing=geometry.spacing)
         scores.append((str(path), float(np.mean(prediction.disagreement))))
         if args.jsonl:
             events.emit("progress", done=i + 1, total=len(args.images), case=str(path))

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         config.infer.mirror = True
     config.validate()
     source = args.model or "the bundled default model"
-    print(f"model: {source}; device: {describe_device(device)}", file=sys.stderr)
+    print(f"model: {source}; {describe_plan(config)}; device: {describe_device(device)}", file=sys.stderr)
     jsonl, cancelled = getattr(args, "jsonl", False), events.cancel_check(getattr(args, "cancel_file", None))
     if jsonl:
         events.emit("start", device=describe_device(device), total=len(images), num_classes=config.network.num_classes)
@@ -124,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            pred = predict_volume(model, image, config, device, progress=progress, log=bar.write)
+            pred = predict_volume(model, image, config, device, progress=progress, log=bar.write,
+                                  spacing=geometry.spacing)
         arrays = result_arrays(pred)
         targets = output_paths(out_dir, case, args.format, config.network.num_classes)
         _write_all(out_dir, arrays, targets, geometry, write_image)
@@ -141,6 +142,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"{case}: {voxels} voxels ({ml:.1f} ml) segmented in {time.perf_counter() - t0:.1f} s -> "
               f"{targets['seg']}", file=sys.stderr)
     return 0
+
+
+def describe_plan(config) -> str:
+    """One line on the grid and window a model works on, e.g. ``grid 1.5x1.5x1.5 mm, whole volume``."""
+    spacing = config.plan.spacing
+    grid = "each scan's own grid" if spacing is None else "grid " + "x".join(f"{v:g}" for v in spacing) + " mm"
+    window = ("whole volume in one pass" if config.infer.whole_volume
+              else "windows " + "x".join(str(p) for p in config.train.patch))
+    return f"{grid}, {window}"
 
 
 def _check_output_dir(out_dir: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AUGMENT_CHOICES, MODES, DTCConfig
+from ..plan import manifest_auto_spacing, parse_spacing
 
 HELP = """\
 Train a dual-task VNet on the scans a manifest names. MANIFEST is JSON:
@@ -28,6 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder to create (or resume)")
     p.add_argument("--config", metavar="FILE", help="JSON config (sections network/recipe/train/infer); options below override it")
     p.add_argument("--iterations", type=int, metavar="N", help="total iterations (default 6000)")
+    p.add_argument("--time-limit", type=float, metavar="MINUTES",
+                   help="train for about this long: the schedule (lr steps, consistency ramp) is scaled to the "
+                        "iterations that fit, timed on the first iterations")
+    p.add_argument("--spacing", nargs="+", metavar="MM",
+                   help="grid the model works on: native (each scan's own, default), auto (from the scans' median "
+                        "spacing and a CPU budget), S (isotropic mm) or SX SY SZ; scans are resampled once at load")
     p.add_argument("--patch", type=int, nargs=3, metavar=("X", "Y", "Z"), help="crop size, multiples of 16 (default 112 112 80)")
     p.add_argument("--base-filters", type=int, metavar="F", help="VNet width (default 16: 9.45 M parameters)")
     p.add_argument("--mode", choices=MODES, help="ablation of the paper's Table 1 (default dtc)")
@@ -52,6 +59,7 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
     config = DTCConfig.load(args.config) if args.config else DTCConfig()
     overrides: dict[str, tuple[str, str, Any]] = {
         "iterations": ("train", "iterations", args.iterations),
+        "time_limit": ("train", "time_limit_minutes", getattr(args, "time_limit", None)),
         "patch": ("train", "patch", tuple(args.patch) if args.patch else None),
         "base_filters": ("network", "base_filters", args.base_filters),
         "mode": ("recipe", "mode", args.mode),
@@ -65,6 +73,11 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
     for section, key, value in overrides.values():
         if value is not None:
             setattr(getattr(config, section), key, value)
+    if getattr(args, "spacing", None):
+        spacing = parse_spacing(args.spacing)
+        if spacing == "auto":
+            spacing = manifest_auto_spacing(Path(args.manifest))
+        config.plan.spacing = spacing  # type: ignore[assignment]
     config.validate()
     return config
 
