@@ -13,7 +13,7 @@ import pytest
 import slicer
 
 from slicer_harness.fixtures import MODULE_FILE, dtc_module, slicer_scene  # noqa: F401
-from slicer_harness.parameter_node import FIELDS_ATTRIBUTE, Choice
+from slicer_harness import app as harness_app
 
 UI_FILE = MODULE_FILE.parent / "Resources" / "UI" / "DTCSegmentation.ui"
 # Widget classes Slicer's parameterNodeWrapper connects to each field type (Slicer guiConnectors.py).
@@ -40,7 +40,7 @@ def test_module_metadata_and_sample_registration(dtc_module, monkeypatch):
     fake = types.ModuleType("SampleData")
     fake.SampleDataLogic = types.SimpleNamespace(registerCustomSampleDataSource=lambda **kw: calls.append(kw))
     monkeypatch.setitem(sys.modules, "SampleData", fake)
-    slicer.app.emit("startupCompleted()")
+    harness_app.fire(slicer.app, "startupCompleted()")
     assert calls, "startupCompleted() must register the sample"
     kw = calls[-1]
     assert kw["loadFileType"] == ["VolumeFile", "SegmentationFile"]
@@ -88,7 +88,10 @@ def test_every_ui_name_used_in_code_exists():
 
 
 def test_every_parameter_name_maps_to_a_field_with_a_connector(dtc_module):
-    fields = getattr(dtc_module.DTCSegmentationParameterNode, FIELDS_ATTRIBUTE)
+    Choice = slicer.parameterNodeWrapper.Choice
+    split = slicer.parameterNodeWrapper.splitAnnotations
+    fields = {name: (lambda t: (t[0], t[1], None))(split(info.unalteredType))
+              for name, info in dtc_module.DTCSegmentationParameterNode.allParameters.items()}
     bound = {}
     for w in _ui_tree().iter("widget"):
         for prop in w.findall("property"):
@@ -98,6 +101,7 @@ def test_every_parameter_name_maps_to_a_field_with_a_connector(dtc_module):
     for name, cls in bound.items():
         assert name in fields, f"SlicerParameterName {name} is not a parameter-node field"
         base, extras, _ = fields[name]
+        extras = list(extras)
         if isinstance(base, type) and base.__name__.startswith("vtkMRML"):
             assert cls == "qMRMLNodeComboBox", (name, cls)
         else:
@@ -117,3 +121,5 @@ def test_parameter_node_is_typed_and_validated(slicer_scene, dtc_module):
         p.device = "tpu"
     with pytest.raises(ValueError):
         p.iterations = 0
+    with pytest.raises(TypeError):  # Slicer's serializers check types: no silent conversion
+        p.iterations = "12"

@@ -1,8 +1,10 @@
 """Stand-in for ``slicer.app`` (qSlicerApplication), which ``slicer-core`` does not provide.
 
-Only what ``slicer.util`` and our module touch: testing mode (message boxes are skipped and their
-``testingReturnValue`` returned, as in Slicer's own self-tests), no main window, and no-op cursor and
-event-processing calls. ``connect`` records signal connections so tests can fire ``startupCompleted()``.
+Strict: it has only attributes that Slicer's ``qSlicerApplication`` exposes to Python at the tag of
+``api/slicer-v5.8.1.json`` (checked by ``Testing/test_slicer_harness.py``); anything else raises
+AttributeError. Testing mode is on (message boxes are skipped and their ``testingReturnValue``
+returned, as in Slicer's self-tests); there is no main window. ``connect`` accepts only signals the
+application declares; :func:`fire` emits one (tests use it for ``startupCompleted()``).
 """
 
 from __future__ import annotations
@@ -10,21 +12,31 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 
+from . import pythonqt
+
+
+class _CommandOptions:
+    noMainWindow = True
+    testingEnabled = True
+
 
 class FakeApplication:
-    applicationName = "Slicer (headless harness)"
-    majorVersion, minorVersion = 5, 13  # slicer-core 5.13.31053.0
+    applicationName = "Slicer"
+    majorVersion, minorVersion = 5, 8  # the oldest supported Slicer; the API list is v5.8.1's
 
     def __init__(self) -> None:
-        self.connections: dict[str, list[Callable]] = {}
+        self._connections: dict[str, list[Callable]] = {}
         self.temporaryPath = tempfile.gettempdir()
-        self.commandOptions = type("CommandOptions", (), {"noMainWindow": True})()
+        self._applicationLogic = None
 
     def testingEnabled(self) -> bool:
         return True
 
+    def commandOptions(self):
+        return _CommandOptions()
+
     def processEvents(self, *args) -> None:
-        pass
+        pythonqt.application().processEvents()
 
     def setOverrideCursor(self, *args) -> None:
         pass
@@ -35,9 +47,22 @@ class FakeApplication:
     def layoutManager(self):
         return None
 
-    def connect(self, signal: str, slot: Callable) -> None:
-        self.connections.setdefault(signal, []).append(slot)
+    def topLevelWidgets(self) -> list:
+        return []
 
-    def emit(self, signal: str) -> None:
-        for slot in self.connections.get(signal, []):
-            slot()
+    def applicationLogic(self):
+        return self._applicationLogic
+
+    def connect(self, signal: str, slot: Callable) -> bool:
+        signature = pythonqt.normalize(signal)
+        declared = {s for entry in pythonqt._api_chain("qSlicerApplication") for s in entry["signals"]}
+        if signature not in declared:
+            raise AttributeError(f"qSlicerApplication has no signal {signature}")
+        self._connections.setdefault(signature, []).append(slot)
+        return True
+
+
+def fire(application: FakeApplication, signal: str) -> None:
+    """Emit ``signal`` of the application (what Slicer does at that moment)."""
+    for slot in application._connections.get(pythonqt.normalize(signal), []):
+        slot()

@@ -17,7 +17,7 @@ from pathlib import Path
 import slicer
 
 from . import app as _app
-from . import parameter_node, qt_stub, scripted_module
+from . import pythonqt, scripted_module
 
 _LOGICS = (  # (module name as in slicer.modules, logic class, registered module-logic name)
     ("colors", "vtkSlicerColorLogic", "Colors"),
@@ -30,17 +30,26 @@ _LOGICS = (  # (module name as in slicer.modules, logic class, registered module
 
 
 def install() -> None:
-    """Register the stand-ins (idempotent): slicer.app, ScriptedLoadableModule, parameterNodeWrapper, qt, ctk."""
+    """Register the stand-ins (idempotent): qt, ctk and slicer.q* (PythonQt layer over PySide6), slicer.app,
+    ScriptedLoadableModule, and Slicer v5.8.1's own parameterNodeWrapper (vendored)."""
     if getattr(slicer, "_dtc_harness_installed", False):
         return
+    pythonqt.application()
+    sys.modules["qt"] = pythonqt.make_qt()
+    sys.modules["ctk"] = pythonqt.make_ctk()
+    for name, cls in pythonqt.slicer_classes().items():
+        setattr(slicer, name, cls)
     slicer.app = _app.FakeApplication()
     slicer.selfTests = {}
-    sys.modules.setdefault("qt", qt_stub.make("qt"))
-    sys.modules.setdefault("ctk", qt_stub.make("ctk"))
     sys.modules["slicer.ScriptedLoadableModule"] = scripted_module
     slicer.ScriptedLoadableModule = scripted_module
-    sys.modules["slicer.parameterNodeWrapper"] = parameter_node
-    slicer.parameterNodeWrapper = parameter_node
+    vendor = str(Path(__file__).resolve().parent / "vendor")
+    if vendor not in sys.path:
+        sys.path.insert(0, vendor)
+    import parameterNodeWrapper  # Slicer v5.8.1's package (vendor/README.md)
+
+    sys.modules["slicer.parameterNodeWrapper"] = parameterNodeWrapper
+    slicer.parameterNodeWrapper = parameterNodeWrapper
     slicer.modules = types.SimpleNamespace()
     slicer._dtc_harness_installed = True
 
@@ -65,7 +74,7 @@ def new_scene():
         logics[name] = logic
         setattr(slicer.modules, name, types.SimpleNamespace(logic=(lambda lg=logic: lg), name=registered))
     slicer.mrmlScene = scene
-    slicer.app.applicationLogic = lambda: app_logic
+    slicer.app._applicationLogic = app_logic
     slicer._dtc_harness_logics = (app_logic, logics)  # keep the logics alive as long as the scene
     return scene
 
@@ -78,6 +87,8 @@ def import_module_file(path: str | Path, name: str | None = None) -> types.Modul
     repo = str(path.parent.parent)  # DTCCore lives next to DTCSegmentation/ in the source tree
     if repo not in sys.path:
         sys.path.append(repo)
+    # as Slicer's module factory: slicer.modules.<name> knows the module file (slicer.util.modulePath reads it)
+    setattr(slicer.modules, name.lower(), types.SimpleNamespace(path=str(path), name=name))
     if name in sys.modules:
         return sys.modules[name]
     if str(path.parent) not in sys.path:

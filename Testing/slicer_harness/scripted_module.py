@@ -1,9 +1,12 @@
 """Stand-ins for ``slicer.ScriptedLoadableModule`` (part of the Slicer application, not of slicer-core).
 
-They mirror the behaviour of Slicer's ``Base/Python/slicer/ScriptedLoadableModule.py`` that the module
-relies on: the module object fills ``parent`` attributes; the logic's ``getParameterNode`` returns the
-scene's singleton ``vtkMRMLScriptedModuleNode`` tagged with the module name (a real MRML node);
-the test class is a ``unittest.TestCase`` whose ``delayDisplay`` only logs (as in testing mode).
+They mirror the behaviour of Slicer's ``Base/Python/slicer/ScriptedLoadableModule.py`` (v5.8.1) that the
+module relies on, and define no name that file does not define (``Testing/test_slicer_harness.py`` checks
+it against ``api/slicer-v5.8.1.json``): the module object fills ``parent`` attributes; the widget gets a
+real (PySide6) parent widget with a vertical layout, as Slicer gives it; the logic's
+``getParameterNode`` returns the scene's singleton ``vtkMRMLScriptedModuleNode`` tagged with the module
+name (a real MRML node); the test class is a ``unittest.TestCase`` whose ``delayDisplay`` only logs (as
+in testing mode).
 """
 
 from __future__ import annotations
@@ -31,19 +34,30 @@ class ScriptedLoadableModule:
 
 
 def make_parent() -> types.SimpleNamespace:
-    """What Slicer passes as ``parent`` (a qSlicerScriptedLoadableModule) reduced to plain attributes."""
+    """What Slicer passes as ``parent`` to the module class (a qSlicerScriptedLoadableModule) as plain attributes."""
     return types.SimpleNamespace()
 
 
-class ScriptedLoadableModuleWidget:
-    """Not exercised headless (needs Qt); present so the module file imports."""
+def make_widget_parent():
+    """What Slicer passes as ``parent`` to the widget class: a qSlicerScriptedLoadableModuleWidget."""
+    return slicer.qSlicerScriptedLoadableModuleWidget()
 
+
+class ScriptedLoadableModuleWidget:
     def __init__(self, parent=None) -> None:
-        self.parent = parent
         self.moduleName = self.__class__.__name__[: -len("Widget")]
-        self.developerMode = False
+        self.developerMode = False  # Slicer reads the Developer/DeveloperMode setting; off in tests
+        if not parent:
+            parent = slicer.qMRMLWidget()
+            parent.setLayout(__import__("qt").QVBoxLayout())
+            parent.setMRMLScene(slicer.mrmlScene)
+        self.parent = parent
+        self.layout = self.parent.layout()
 
     def setup(self) -> None:
+        pass  # Slicer adds the "Reload & Test" section here in developer mode only
+
+    def cleanup(self) -> None:
         pass
 
     def resourcePath(self, filename: str) -> str:
