@@ -72,3 +72,22 @@ def summarize(rows: list[dict]) -> dict:
             std[key] = float(np.nanstd(values)) if values.size else float("nan")
     undefined = sum(1 for r in rows if any(np.isnan(float(r[k])) for k in DISTANCES))
     return {"mean": mean, "std": std, "cases": len(rows), "undefined_distance": undefined}
+
+
+def label_classes(*label_maps: np.ndarray) -> list[int]:
+    """The foreground classes of integer label maps: every nonzero value found in any of them, sorted.
+
+    ``dtc evaluate`` takes the classes from the reference labels and the predictions this way when no
+    class count is given (1..C for the usual maps; a 0/255 mask gives [255], a single class).
+    """
+    found: set[int] = set()
+    for m in label_maps:
+        found.update(int(v) for v in np.unique(np.asarray(m)) if v != 0)
+    return sorted(found)
+
+
+def summarize_by_class(rows: list[dict]) -> dict[int, dict]:
+    """:func:`summarize` of the rows of each class: ``{class: summary}`` for rows with a "class" key
+    (per-class rows of several cases, e.g. ``dtc evaluate`` on multi-class labels); ``{}`` if none has one."""
+    classes = sorted({int(r["class"]) for r in rows if "class" in r})
+    return {c: summarize([r for r in rows if r.get("class") == c]) for c in classes}
