@@ -200,8 +200,9 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         elif event["event"] == "job-failed":
             self.ui.deviceInfoLabel.text = f"Could not start the engine: {job.error}"
         self.onModelSelected()
-        if self._describedDevice != self._parameterNode.device:
-            self._startInfo([])
+        missing = [e.path for e in self._models if str(e.path) not in self._modelInfo]  # listed while it ran
+        if event["event"] == "job-done" and (missing or self._describedDevice != self._parameterNode.device):
+            self._startInfo(missing)
 
     @staticmethod
     def _modelKey(entry) -> str:
