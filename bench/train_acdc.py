@@ -1,0 +1,178 @@
+"""ACDC multi-class benchmark: DTC vs labeled-only at the same time budget, per-class test metrics.
+
+    python bench/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode dtc --minutes 40 --json dtc.json
+    python bench/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode seg --minutes 40 --json seg.json
+    python bench/train_acdc.py --table dtc.json seg.json [--markdown table.md]
+
+ACDC (end-diastolic frames, 1 = right-ventricle cavity, 2 = myocardium, 3 = left-ventricle cavity): the
+first ``--labeled`` (14 = 20 %) patients of ``train.list`` are labeled, the next ``--unlabeled`` (56) are
+unlabeled (``--mode seg``: the labeled-only model, no unlabeled data); the model after the last iteration
+is evaluated on every patient of ``test.list`` with MedPy's dc/jc/asd/hd95 per class (voxel units: the
+data's spacing is unknown, every header says 1 x 1 x 1). ``--minutes`` is DTCCore's time limit: the
+schedule (lr steps, consistency ramp) is fitted to the iterations that fit, so both modes get the same
+wall-clock budget. ``--spacing`` is the model plan in the headers' units (volumes resampled once at load,
+predictions returned on the original grid). ``--tiny`` is a seconds-long smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import _common
+
+CLASSES = {1: "RV cavity", 2: "myocardium", 3: "LV cavity"}  # ACDC label values (the data's README)
+METRICS = ("dice", "jaccard", "asd_vox", "hd95_vox")
+
+
+def build_manifest(data: Path, labeled: int, unlabeled: int, mode: str, folder: Path) -> Path:
+    """Write ``folder/manifest_<mode>.json``: the first ``labeled`` train.list patients with labels, then
+    ``unlabeled`` patients as images only (none for the labeled-only ``seg`` mode)."""
+    cases = _common.read_list(data, "train.list")
+    if labeled + unlabeled > len(cases):
+        raise SystemExit(f"error: train.list has {len(cases)} patients; {labeled} + {unlabeled} asked")
+    lab = [{"image": str(data / c / "image.nrrd"), "label": str(data / c / "label.nrrd")} for c in cases[:labeled]]
+    unl = [] if mode != "dtc" else [str(data / c / "image.nrrd") for c in cases[labeled:labeled + unlabeled]]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"manifest_{mode}.json"
+    path.write_text(json.dumps({"labeled": lab, "unlabeled": unl}, indent=1))
+    return path
+
+
+def make_config(args):
+    from DTCCore.config import DTCConfig
+
+    config = DTCConfig()
+    config.network.num_classes = len(CLASSES)
+    config.network.base_filters = args.base_filters
+    config.recipe.mode = args.mode
+    config.train.patch = tuple(args.patch)
+    config.train.iterations = args.iterations
+    config.train.time_limit_minutes = args.minutes
+    config.train.augment = args.augment
+    config.train.num_workers = args.workers
+    config.train.device = args.device
+    config.train.seed = args.seed
+    config.plan.spacing = tuple(args.spacing)
+    if args.mode != "dtc":
+        config.train.unlabeled_batch = 0  # labeled-only: the same 2 labeled crops per iteration
+    config.validate()
+    return config
+
+
+def evaluate(model_path: Path, data: Path, cases: list[str], device: str) -> dict:
+    """Per-class metrics of every test case (rows) and their means per class and over classes."""
+    from DTCCore.checkpoint import load_model
+    from DTCCore.inference import predict_volume, resolve_device
+    from DTCCore.io import read_image, read_label
+    from DTCCore.metrics import evaluate_multiclass
+
+    torch_device = resolve_device(device)
+    model, config = load_model(model_path, torch_device)
+    rows, t0 = [], time.perf_counter()
+    for case in cases:
+        image, geometry = read_image(data / case / "image.nrrd")
+        truth = read_label(data / case / "label.nrrd", geometry, image.shape, len(CLASSES))
+        pred = predict_volume(model, image, config, torch_device, spacing=geometry.spacing).label
+        for c, m in evaluate_multiclass(pred, truth, len(CLASSES)).items():
+            rows.append({"case": case, "class": c, **{k: m[k] for k in METRICS}})
+        print(f"  {case}: Dice " + " / ".join(f"{100 * r['dice']:.1f}" for r in rows[-len(CLASSES):]),
+              file=sys.stderr, flush=True)
+    means = {c: {k: float(np.nanmean([r[k] for r in rows if r["class"] == c])) for k in METRICS} for c in CLASSES}
+    means["mean"] = {k: float(np.mean([means[c][k] for c in CLASSES])) for k in METRICS}
+    return {"cases": len(cases), "eval_seconds": time.perf_counter() - t0, "means": means, "rows": rows}
+
+
+def run(args) -> dict:
+    from DTCCore.trainer import train
+
+    data, out = Path(args.data), Path(args.out)
+    manifest = build_manifest(data, args.labeled, args.unlabeled, args.mode, out)
+    config = make_config(args)
+    t0 = time.perf_counter()
+    events: list[dict] = []
+
+    def progress(record: dict) -> None:
+        if record["event"] in ("start", "message", "done"):
+            print(json.dumps(record), file=sys.stderr, flush=True)
+        events.append(record)
+
+    model = train(config, manifest, out / f"run_{args.mode}", progress=progress)
+    train_seconds = time.perf_counter() - t0
+    done = [e for e in events if e["event"] == "progress"]
+    result = {
+        "mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M"), "model": str(model),
+        "device": _common.device_name(args.device), "labeled": args.labeled,
+        "unlabeled": args.unlabeled if args.mode == "dtc" else 0, "train_seconds": train_seconds,
+        "iterations": done[-1]["iteration"] if done else 0, "config": config.to_dict(),
+    }
+    cases = _common.read_list(data, "test.list")[: args.test_cases or None]
+    result["test"] = evaluate(model, data, cases, args.device)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    """Markdown: per model, one row per class and one for the mean over the 3 classes; Dice and Jaccard
+    in %, ASD and 95HD in voxels."""
+    header = ["model", "class", "Dice %", "Jaccard %", "ASD (vox)", "95HD (vox)"]
+    rows = []
+    for r in results:
+        label = (f"DTC, {r['labeled']} labeled + {r['unlabeled']} unlabeled" if r["mode"] == "dtc"
+                 else f"labeled only ({r['labeled']})")
+        label += f", {r['iterations']} it, {r['train_seconds'] / 60:.0f} min"
+        for key, name in [(str(c), n) for c, n in CLASSES.items()] + [("mean", "**mean**")]:
+            m = r["test"]["means"][key]
+            rows.append([label, name, 100 * m["dice"], 100 * m["jaccard"], m["asd_vox"], m["hd95_vox"]])
+    return _common.markdown_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> dict | str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, help="ACDC folder: <patient>/image.nrrd, label.nrrd, train.list, test.list")
+    p.add_argument("--out", type=Path, help="folder for manifests and run folders (outside the repository)")
+    p.add_argument("--mode", choices=("dtc", "seg"), default="dtc", help="dtc, or seg = labeled-only")
+    p.add_argument("--labeled", type=int, default=14)
+    p.add_argument("--unlabeled", type=int, default=56)
+    p.add_argument("--minutes", type=float, default=40.0, help="training time limit (schedule fitted to it)")
+    p.add_argument("--iterations", type=int, default=6000, help="iterations without a time limit / upper bound")
+    p.add_argument("--spacing", type=float, nargs=3, default=[2.0, 2.0, 1.0], help="model plan (header units)")
+    p.add_argument("--patch", type=int, nargs=3, default=[96, 96, 16])
+    p.add_argument("--base-filters", type=int, default=8)
+    p.add_argument("--augment", default="no-mirror", help="the right ventricle lies on one side of the left")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--test-cases", type=int, default=0, help="evaluate the first N of test.list (0 = all)")
+    p.add_argument("--tiny", action="store_true", help="smoke run: seconds, meaningless numbers")
+    p.add_argument("--json", type=Path, help="write the result here")
+    p.add_argument("--table", type=Path, nargs="+", metavar="RESULT_JSON", help="only print the table of these")
+    p.add_argument("--markdown", type=Path, help="with --table: also write the table here")
+    args = p.parse_args(argv)
+    if args.table:
+        text = table([json.loads(Path(f).read_text()) for f in args.table])
+        print(text)
+        if args.markdown:
+            args.markdown.write_text(text + "\n")
+        return text
+    if args.data is None or args.out is None:
+        p.error("--data and --out are needed to train")
+    if args.tiny:
+        args.labeled, args.unlabeled, args.iterations, args.minutes = 2, 2, 3, None
+        args.patch, args.base_filters, args.spacing, args.test_cases = [32, 32, 16], 2, [4.0, 4.0, 1.0], 2
+    result = run(args)
+    if args.json:
+        _common.write_json(args.json, result)
+    means = result["test"]["means"]
+    print(f"{args.mode}: {result['iterations']} iterations in {result['train_seconds'] / 60:.1f} min; test Dice "
+          + ", ".join(f"{CLASSES[c]} {100 * means[str(c) if str(c) in means else c]['dice']:.1f}" for c in CLASSES)
+          + f", mean {100 * means['mean']['dice']:.1f}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
