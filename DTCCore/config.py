@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,17 @@ from typing import Any
 from .errors import DTCError
 
 MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is the full method
+# Device names, the same in the config, every CLI command and the Slicer panel: "auto" (CUDA when present),
+# "cpu", "cuda" (the current GPU) or "cuda:N" (GPU number N).
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+_CUDA_INDEXED = re.compile(r"cuda:\d+")
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a device name (DEVICE_CHOICES or cuda:N), else DTCError naming the choices."""
+    if isinstance(name, str) and (name in DEVICE_CHOICES or _CUDA_INDEXED.fullmatch(name)):
+        return name
+    raise DTCError(f"device {name!r}: use auto, cpu, cuda or cuda:N")
 
 # Training augmentation (train.augment), saved with the model. All act in the x-y plane only (z untouched),
 # with the same transform for a case's image, label and signed distance (data.augment).
@@ -84,7 +96,7 @@ class TrainConfig:
     checkpoint_every: int = 500  # our choice: a cancel or crash loses at most this many iterations
     log_every: int = 10  # iterations between progress events in log.jsonl
     num_workers: int = 2  # background batch producers (0 = in the training process)
-    device: str = "auto"  # auto | cuda | cpu
+    device: str = "auto"  # DEVICE_CHOICES or cuda:N
     amp: bool = True  # bf16 autocast on CUDA; always fp32 on the CPU
     deterministic: bool = False  # True: deterministic algorithms (slower; used by resume tests)
     sync_batchnorm: bool = False  # DDP only: SyncBatchNorm across processes
@@ -160,9 +172,7 @@ class DTCConfig:
             for key, v in value.items():
                 if key not in names:
                     raise DTCError(f"unknown config key {section}.{key}; expected one of {sorted(names)}")
-                if isinstance(v, list):
-                    v = tuple(v)
-                setattr(sub, key, v)
+                setattr(sub, key, coerce_value(f"{section}.{key}", names[key].type, v))
         out.validate()
         return out
 
@@ -172,7 +182,6 @@ class DTCConfig:
             spacing = tuple(float(v) for v in self.plan.spacing)
             if len(spacing) != 3 or not all(0 < v < 100 for v in spacing):
                 raise DTCError(f"plan spacing {spacing} must be 3 sizes in mm, each in (0, 100)")
-            self.plan.spacing = spacing  # type: ignore[assignment]
         if self.plan.normalization not in NORMALIZATIONS:
             raise DTCError(f"plan normalization {self.plan.normalization!r}: use one of {', '.join(NORMALIZATIONS)}")
         if self.train.time_limit_minutes is not None and not self.train.time_limit_minutes > 0:
@@ -186,14 +195,12 @@ class DTCConfig:
         patch = tuple(int(p) for p in self.train.patch)
         if len(patch) != 3 or any(p < 16 or p % 16 for p in patch):
             raise DTCError(f"patch {patch} must be 3 sizes, each a multiple of 16 (the VNet halves it 4 times)")
-        self.train.patch = patch  # type: ignore[assignment]
         if self.train.iterations < 1:
             raise DTCError("iterations must be >= 1")
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:
             raise DTCError("labeled_batch must be >= 1 and unlabeled_batch >= 0")
-        self.train.augment = augment_choice(self.train.augment)  # type: ignore[assignment]
-        if self.train.device not in ("auto", "cuda", "cpu"):
-            raise DTCError(f"device {self.train.device!r}: use auto, cuda or cpu")
+        augment_choice(self.train.augment)  # raises on an unknown name; old booleans are accepted
+        check_device(self.train.device)
         if not 0.0 <= self.infer.overlap < 1.0:
             raise DTCError(f"overlap {self.infer.overlap} must be in [0, 1)")
         if self.infer.blend not in ("gaussian", "uniform"):
@@ -202,7 +209,6 @@ class DTCConfig:
             stride = tuple(int(s) for s in self.infer.stride)
             if len(stride) != 3 or any(s < 1 for s in stride):
                 raise DTCError(f"stride {stride} must be 3 positive sizes")
-            self.infer.stride = stride  # type: ignore[assignment]
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
@@ -220,6 +226,47 @@ class DTCConfig:
 
 
 _SECTIONS = {f.name for f in dataclasses.fields(DTCConfig)}
+
+
+def coerce_value(where: str, annotation: str, value: Any) -> Any:
+    """A JSON value checked and converted to a config field's type (its annotation string, e.g.
+    ``"tuple[int, int, int] | None"``); DTCError naming the field and the expected type otherwise.
+
+    Ints stay ints (a float with an integral value is accepted), floats accept ints, booleans are only
+    ``true``/``false`` (never numbers or strings), lists become tuples. ``train.augment`` also takes the
+    booleans of older configs (see :func:`augment_choice`).
+    """
+    if annotation.endswith(" | None"):
+        return None if value is None else coerce_value(where, annotation[: -len(" | None")], value)
+    if annotation.startswith("tuple["):
+        inner = annotation[len("tuple["):-1].split(", ")
+        if not isinstance(value, (list, tuple)):
+            raise DTCError(f"config {where} must be a list ({annotation}), not {value!r}")
+        if inner[-1] != "...":
+            if len(value) != len(inner):
+                raise DTCError(f"config {where} must hold {len(inner)} values, not {len(value)}")
+            return tuple(coerce_value(f"{where}[{i}]", t, v) for i, (t, v) in enumerate(zip(inner, value)))
+        return tuple(coerce_value(f"{where}[{i}]", inner[0], v) for i, v in enumerate(value))
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise DTCError(f"config {where} must be true or false, not {value!r}")
+        return value
+    if annotation == "str":
+        if where == "train.augment" and isinstance(value, bool):
+            return augment_choice(value)
+        if not isinstance(value, str):
+            raise DTCError(f"config {where} must be a string, not {value!r}")
+        return value
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation == "int":
+        if number and float(value).is_integer():
+            return int(value)
+        raise DTCError(f"config {where} must be a whole number, not {value!r}")
+    if annotation == "float":
+        if number:
+            return float(value)
+        raise DTCError(f"config {where} must be a number, not {value!r}")
+    raise TypeError(f"config field {where} has an annotation coerce_value does not know: {annotation}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -26,6 +26,16 @@ Run 'dtc COMMAND --help' for the options of each command.
 """
 
 
+def device_argument(text: str) -> str:
+    """argparse type of every ``--device`` option: the config's device names (auto, cpu, cuda, cuda:N)."""
+    from ..config import check_device
+
+    try:
+        return check_device(text.strip().lower())
+    except DTCError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import evaluate, info, rank, segment, train
 

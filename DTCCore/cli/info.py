@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DTCError
+from . import device_argument
 from .events import emit
 
 CARD_KEYS = ("title", "data", "validation_dice", "test_dice", "trained_on", "iterations_done", "train_seconds",
@@ -26,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe models (label table, plan, training data) as JSON lines",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*", metavar="MODEL", help="model files (default: the bundled model)")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), help="also describe what this device choice resolves to")
+    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N", help="also describe what this device choice resolves to")
     p.set_defaults(run=run)
 
 

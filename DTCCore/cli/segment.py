@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DTCError
-from . import events
+from . import device_argument, events
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "sample" / "la_sample_image.nrrd"
 OUTPUT_KINDS = ("seg", "levelset", "disagreement")  # <case>_<kind>.<ext>
@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", action="store_true", help="segment the bundled left-atrium MRI sample case")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the results (created)")
     p.add_argument("--model", metavar="MODEL", help="model.pt from 'dtc train' (default: the bundled model)")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="default auto: CUDA when present")
+    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N", default="auto", help="default auto: CUDA when present")
     p.add_argument("--overlap", type=float, metavar="F", help="window overlap in [0, 1) (default: the model's, 0.5)")
     p.add_argument("--stride", type=int, nargs=3, metavar=("X", "Y", "Z"), help="explicit window stride (reference LA: 18 18 4)")
     p.add_argument("--batch-windows", type=int, metavar="B", help="windows per forward pass (default 4)")

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config import AUGMENT_CHOICES, MODES, DTCConfig
 from ..plan import manifest_auto_spacing, parse_spacing
+from . import device_argument
 
 HELP = """\
 Train a dual-task VNet on the scans a manifest names. MANIFEST is JSON:
@@ -38,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch", type=int, nargs=3, metavar=("X", "Y", "Z"), help="crop size, multiples of 16 (default 112 112 80)")
     p.add_argument("--base-filters", type=int, metavar="F", help="VNet width (default 16: 9.45 M parameters)")
     p.add_argument("--mode", choices=MODES, help="ablation of the paper's Table 1 (default dtc)")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), help="default auto: CUDA when present")
+    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N", help="default auto: CUDA when present")
     p.add_argument("--augment", choices=AUGMENT_CHOICES,
                    help="training augmentation (default mirror: flips and 90-degree turns, the scan's own "
                         "orientation included; no-mirror: for labels that depend on side, e.g. left/right "
