@@ -288,7 +288,8 @@ def _run_with_fallback(
     current = device
     model.to(device)
     if isinstance(model, DualTaskVNet):
-        model = fold_batchnorm(model)  # inference copy; the caller's model is untouched
+        # Inference copy (the caller's model is untouched): BatchNorm folded, channels-last weights.
+        model = fold_batchnorm(model).to(memory_format=torch.channels_last_3d)
     if infer.mirror:  # test-time mirroring over the flips the model was trained with (tta.py)
         from .tta import MirroredModel, mirror_axes
 

@@ -180,3 +180,19 @@ def test_autocast_bfloat16_returns_float32_close_to_fp32():
     assert seg.dtype == torch.float32 and lsf.dtype == torch.float32
     np.testing.assert_allclose(seg.numpy(), ref_seg.numpy(), atol=0.03)
     np.testing.assert_allclose(lsf.numpy(), ref_lsf.numpy(), atol=0.03)
+
+
+def test_sliding_window_leaves_the_callers_model_unchanged():
+    # MONAI's inferer never changes its predictor; neither do we (memory format, mode, weights).
+    from DTCCore.config import NetworkConfig
+    from DTCCore.network import build_network
+
+    torch.manual_seed(0)
+    model = build_network(NetworkConfig(base_filters=2)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sliding_window(model, torch.randn(1, 1, 20, 20, 20), (16, 16, 16), overlap=0.5)
+    assert model.training
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])
+        if value.dim() == 5:
+            assert value.is_contiguous(), name  # not turned channels-last
