@@ -47,12 +47,19 @@ def finish(seg_prob: np.ndarray, lsf: np.ndarray, k: float) -> dict[str, np.ndar
     }
 
 
-def run_monai(model, image: np.ndarray, config, device: torch.device, amp: bool) -> tuple[dict, int]:
+def run_monai(model, image: np.ndarray, config, device: torch.device, amp: bool, spacing=None) -> tuple[dict, int]:
+    """MONAI's sliding window in place of ours; for a model with a plan spacing the scan is resampled to it
+    and the outputs back with the engine's own functions, so only the window inference differs."""
     from monai.inferers import sliding_window_inference
 
     from DTCCore.data import normalize
+    from DTCCore.resample import needs_resampling, resize_linear, target_shape
 
     patch = tuple(config.train.patch)
+    full_shape = image.shape
+    resample = spacing is not None and needs_resampling(spacing, config.plan.spacing)
+    if resample:
+        image = resize_linear(image, target_shape(image.shape, spacing, config.plan.spacing))
     x = torch.from_numpy(np.ascontiguousarray(normalize(image)))[None, None].to(device)
 
     def predictor(w: torch.Tensor):
@@ -67,7 +74,10 @@ def run_monai(model, image: np.ndarray, config, device: torch.device, amp: bool)
             sigma_scale=0.125, padding_mode="constant", cval=0.0)
     size = [max(d, p) for d, p in zip(image.shape, patch)]
     n = math.prod(math.ceil((d - p) / int(p * (1 - config.infer.overlap))) + 1 for d, p in zip(size, patch))
-    return finish(seg[0, 0].cpu().numpy(), lsf[0, 0].cpu().numpy(), config.recipe.k), n
+    seg_prob, lsf_out = seg[0, 0].cpu().numpy(), lsf[0, 0].cpu().numpy()
+    if resample:
+        seg_prob, lsf_out = resize_linear(seg_prob, full_shape), resize_linear(lsf_out, full_shape)
+    return finish(seg_prob, lsf_out, config.recipe.k), n
 
 
 def run_reference(model, image: np.ndarray, config, device: torch.device, limit: int) -> tuple[dict, int, int]:
@@ -166,12 +176,13 @@ def main(argv: list[str] | None = None) -> int:
                 img, geometry = read_image(args.image)
             else:
                 img, geometry = image, None
+            spacing = geometry.spacing if geometry is not None else config.plan.spacing
             if args.method.startswith("ours"):
                 config.infer.whole_volume = args.method == "ours-whole"
-                pred = predict_volume(model, img, config, device)
+                pred = predict_volume(model, img, config, device, spacing=spacing)
                 outputs = {"seg": pred.label, "levelset": pred.levelset, "disagreement": pred.disagreement}
             elif args.method == "monai":
-                outputs, result["windows"] = run_monai(model, img, config, device, args.amp)
+                outputs, result["windows"] = run_monai(model, img, config, device, args.amp, spacing)
             else:
                 outputs, total, done = run_reference(model, img, config, device, args.reference_windows if timed else 4)
                 result["windows"], result["windows_run"] = total, done
