@@ -61,6 +61,8 @@ def make_config(args):
     config.plan.spacing = tuple(args.spacing)
     if args.mode != "dtc":
         config.train.unlabeled_batch = 0  # labeled-only: the same 2 labeled crops per iteration
+    if args.tiny:
+        config.train.precise_bn_batches = 2  # smoke runs: a token BatchNorm pass
     config.validate()
     return config
 
