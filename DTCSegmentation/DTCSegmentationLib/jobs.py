@@ -12,7 +12,7 @@ launcher alone never reaches the engine: if the engine has not stopped after
 :data:`CANCEL_SIGNAL_AFTER_S`, SIGTERM goes to the whole process group (POSIX; the trainer treats it
 like the cancel file). The tree is killed only once the engine has closed its output, or after
 :data:`CANCEL_GRACE_S`. On Windows the child gets no console window (``CREATE_NO_WINDOW``) and no
-console signal is ever sent (the GUI has no console: ``CTRL_BREAK_EVENT`` would fail).
+console control event is ever sent (the GUI has no console to send one from).
 """
 
 from __future__ import annotations
