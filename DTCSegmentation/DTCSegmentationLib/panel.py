@@ -271,14 +271,19 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.segmentStatusLabel.text = "Loading the model..."
             self._startJob("segment", job, self.ui.segmentButton)
 
-    def _endSegment(self, job, event):
-        label = self.ui.segmentStatusLabel
+    @staticmethod
+    def _succeeded(job, event, label, what) -> bool:
+        """Say in ``label`` how a Segment / ranking job ended (failures also in a message box)."""
         if event["event"] == "job-cancelled":
             label.text = "Cancelled."
         elif event["event"] == "job-failed":
             label.text = f"Failed: {job.error}"
-            slicer.util.errorDisplay(f"Segment failed: {job.error}")
-        else:
+            slicer.util.errorDisplay(f"{what} failed: {job.error}")
+        return event["event"] == "job-done"
+
+    def _endSegment(self, job, event):
+        label = self.ui.segmentStatusLabel
+        if self._succeeded(job, event, label, "Segment"):
             volume, output, table = self._segmentTarget
             with slicer.util.tryWithErrorDisplay("Could not create the result nodes."):
                 nodes = self.logic.writeResults(volume, job.result, table, output)
@@ -394,12 +399,7 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _endRank(self, job, event):
         label = self.ui.rankStatusLabel
-        if event["event"] == "job-cancelled":
-            label.text = "Cancelled."
-        elif event["event"] == "job-failed":
-            label.text = f"Failed: {job.error}"
-            slicer.util.errorDisplay(f"Ranking failed: {job.error}")
-        else:
+        if self._succeeded(job, event, label, "Ranking"):
             self._ranking = job.ranking
             self.ui.rankingTable.setRowCount(len(job.ranking))
             for row, (path, score) in enumerate(job.ranking):
