@@ -43,7 +43,7 @@ def describe_model(path: Path) -> dict[str, Any]:
         "path": str(path), "iteration": info["iteration"], "created": str(info["created"]),
         "dtc_version": info["dtc_version"], "num_classes": num_classes,
         "labels": read_table(path, extra, num_classes),
-        "plan": {"patch": list(config["train"]["patch"]), "spacing": config.get("train", {}).get("spacing"),
+        "plan": {"patch": list(config["train"]["patch"]), "spacing": (config.get("plan") or {}).get("spacing"),
                  "normalization": "z-score over the scan (or the region of interest)",
                  "overlap": config.get("infer", {}).get("overlap")},
         "mode": config.get("recipe", {}).get("mode"), "base_filters": config["network"]["base_filters"],
