@@ -92,3 +92,22 @@ def test_bad_time_limit_is_refused():
     config.train.time_limit_minutes = 0
     with pytest.raises(DTCError, match="time limit"):
         config.validate()
+
+
+def test_the_budget_is_re_timed_once_early_in_the_run(blob_manifest, tmp_path, monkeypatch):
+    # First fit: 120 iterations; re-timed at 15 + 18 = 33 (before 35 % of the run) to 40 iterations.
+    answers = [120, 40]
+    calls = []
+
+    def budget(limit_s, elapsed_s, done, seconds_per_iteration, reserve_s):
+        calls.append(done)
+        return answers[len(calls) - 1]
+
+    monkeypatch.setattr("DTCCore.trainer.iterations_in_budget", budget)
+    config = tiny_config(iterations=6000, time_limit_minutes=5.0, checkpoint_every=10_000)
+    config.train.lr_steps = (2500, 5000)
+    model = train(config, blob_manifest, tmp_path / "run")
+    fitted = load_checkpoint(model)["config"]
+    assert calls == [CALIBRATION_SKIP + CALIBRATION_ITERATIONS, CALIBRATION_SKIP + CALIBRATION_ITERATIONS + 18]
+    assert fitted.train.iterations == 40 and load_checkpoint(model)["iteration"] == 40
+    assert fitted.train.lr_steps == (round(round(2500 * 120 / 6000) * 40 / 120), round(round(5000 * 120 / 6000) * 40 / 120))
