@@ -11,7 +11,8 @@ is evaluated on every patient of ``test.list`` with MedPy's dc/jc/asd/hd95 per c
 data's spacing is unknown, every header says 1 x 1 x 1). ``--minutes`` is DTCCore's time limit: the
 schedule (lr steps, consistency ramp) is fitted to the iterations that fit, so both modes get the same
 wall-clock budget. ``--spacing`` is the model plan in the headers' units (volumes resampled once at load,
-predictions returned on the original grid). ``--tiny`` is a seconds-long smoke run.
+predictions returned on the original grid). ``--resume`` continues an interrupted run (same arguments;
+the fitted schedule is kept). ``--tiny`` is a seconds-long smoke run.
 """
 
 from __future__ import annotations
@@ -104,11 +105,12 @@ def run(args) -> dict:
             print(json.dumps(record), file=sys.stderr, flush=True)
         events.append(record)
 
-    model = train(config, manifest, out / f"run_{args.mode}", progress=progress)
-    train_seconds = time.perf_counter() - t0
+    model = train(config, manifest, out / f"run_{args.mode}", resume=args.resume, progress=progress)
+    finished = [e for e in events if e["event"] == "done"]
+    train_seconds = finished[-1].get("elapsed_s", time.perf_counter() - t0) if finished else time.perf_counter() - t0
     done = [e for e in events if e["event"] == "progress"]
     result = {
-        "mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M"), "model": str(model),
+        "mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M"), "model": str(model), "resumed": args.resume,
         "device": _common.device_name(args.device), "labeled": args.labeled,
         "unlabeled": args.unlabeled if args.mode == "dtc" else 0, "train_seconds": train_seconds,
         "iterations": done[-1]["iteration"] if done else 0, "config": config.to_dict(),
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict | str:
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--test-cases", type=int, default=0, help="evaluate the first N of test.list (0 = all)")
     p.add_argument("--tiny", action="store_true", help="smoke run: seconds, meaningless numbers")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--table", type=Path, nargs="+", metavar="RESULT_JSON", help="only print the table of these")
     p.add_argument("--markdown", type=Path, help="with --table: also write the table here")
