@@ -199,3 +199,37 @@ def test_torch_threads_untouched():
     # resize_linear runs under no_grad and must not leave autograd disabled for the caller.
     resize_linear(np.zeros((4, 4, 4), np.float32), (2, 2, 2))
     assert torch.is_grad_enabled()
+
+
+def test_cli_segment_with_a_plan_model_keeps_the_input_grid(tmp_path):
+    # A tiny random plan model (2 mm grid) on an oblique, anisotropic, off-origin scan: every output has
+    # exactly the input's size, spacing, origin and direction, and the first line names the model's grid.
+    import subprocess
+    import sys
+
+    import SimpleITK as sitk
+    from conftest import tiny_config, write_volume
+
+    from DTCCore.checkpoint import save_checkpoint
+    from DTCCore.network import build_network
+
+    config = tiny_config()
+    config.plan.spacing = (2.0, 2.0, 2.0)
+    torch.manual_seed(0)
+    model_file = save_checkpoint(tmp_path / "plan.pt", build_network(config.network).eval(), None, 0, config, {})
+    c, s = np.cos(0.3), np.sin(0.3)
+    direction = (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0)
+    image = np.random.default_rng(1).normal(100, 20, (45, 38, 21)).astype(np.float32)
+    scan = write_volume(tmp_path / "scan.nrrd", image, spacing=(0.7, 0.8, 1.9), origin=(-12.5, 30.0, 7.25),
+                        direction=direction)
+    out = subprocess.run([sys.executable, "-m", "DTCCore", "segment", str(scan), "-o", str(tmp_path / "out"),
+                          "--model", str(model_file), "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "grid 2x2x2 mm" in out.stderr.splitlines()[0]
+    ref = sitk.ReadImage(str(scan))
+    for kind in ("seg", "levelset", "disagreement"):
+        img = sitk.ReadImage(str(tmp_path / "out" / f"scan_{kind}.nrrd"))
+        assert img.GetSize() == ref.GetSize()
+        np.testing.assert_allclose(img.GetSpacing(), ref.GetSpacing(), rtol=1e-6)
+        np.testing.assert_allclose(img.GetOrigin(), ref.GetOrigin(), atol=1e-6)
+        np.testing.assert_allclose(img.GetDirection(), ref.GetDirection(), atol=1e-6)
