@@ -159,7 +159,8 @@ def augment(arrays: Mapping[str, np.ndarray], rng: np.random.Generator,
     """One random in-plane transform of the spatial axes (last three, x y z), the same for every array
     (image (X, Y, Z), label (X, Y, Z), sdf (C, X, Y, Z)). Returns contiguous copies of the same shapes.
 
-    ``mode`` (config.AUGMENT_CHOICES; booleans of older configs accepted):
+    ``mode`` (config.AUGMENT_CHOICES; booleans of older configs accepted; the default is what this function
+    did before the choice existed, TrainBatches always passes ``train.augment``):
 
     - ``"reference"``: the reference RandomRotFlip: rot90 by k in 0..3 in the x-y plane, then a flip
       along x or y. Every draw is a reflection (the scan's own orientation never appears).
