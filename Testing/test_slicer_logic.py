@@ -169,3 +169,16 @@ def test_clear_messages(slicer_scene, dtc_module, tmp_path):
         logic.trainingRequest(p)
     for message in ("no input volume is selected",):
         assert "\n" not in message
+
+
+def test_segment_job_leaves_no_temporary_files(slicer_scene, dtc_module, tiny_model):
+    volume, _ = make_volume()
+    logic = dtc_module.DTCSegmentationLogic()
+    job = logic.startSegment(volume, None, str(tiny_model), "cpu", "fast")
+    assert (job.work_dir / "input.nrrd").exists()
+    job.wait(180)
+    assert job.state == "done" and job.result.label.shape == SHAPE_KJI[::-1]
+    assert not job.work_dir.exists()
+    info = logic.startModelInfo([str(tiny_model)], "cpu")
+    info.wait(120)
+    assert info.state == "done" and info.models[str(tiny_model)]["num_classes"] == 1 and not info.work_dir.exists()

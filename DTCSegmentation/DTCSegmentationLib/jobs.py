@@ -168,6 +168,7 @@ class EngineJob:
     """
 
     kind = "job"
+    temporary = False  # True: work_dir is a temporary folder, removed once the job has ended
 
     def __init__(self, args: list[str], work_dir: Path, runner: ProcessRunner | None = None) -> None:
         self.args = [str(a) for a in args]
@@ -246,6 +247,13 @@ class EngineJob:
         return events
 
     def _finish(self, code: int) -> dict[str, Any]:
+        try:
+            return self._end_event(code)
+        finally:
+            if self.temporary:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _end_event(self, code: int) -> dict[str, Any]:
         if code == 0:
             try:
                 event = self.done_event()

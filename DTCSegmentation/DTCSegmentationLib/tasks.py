@@ -7,7 +7,6 @@ the full grid of the scan (outside the ROI: label 0, level set +1, disagreement 
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ class SegmentResult:
 
 class SegmentJob(EngineJob):
     kind = "segment"
+    temporary = True  # the scan copy and the result files go once the results are read
 
     def __init__(self, work_dir: Path, image_path: Path, shape: tuple, region: tuple | None, model_path: str = "",
                  device: str = "auto", overlap: float = 0.5, largest_component: bool = False,
@@ -70,20 +70,14 @@ class SegmentJob(EngineJob):
         levelsets = [self._full(read_image(self.files[k])[0], OUTSIDE_LEVELSET, np.float32) for k in keys]
         disagreement = self._full(read_image(self.files["disagreement"])[0], 0.0, np.float32)
         self.result = SegmentResult(label, levelsets, disagreement, self.device, self.elapsed_s)
-        shutil.rmtree(self.work_dir, ignore_errors=True)  # the scan copy and the result files
         return {"event": "job-done"}
-
-    def _finish(self, code: int) -> dict[str, Any]:
-        event = super()._finish(code)
-        if event["event"] != "job-done":
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-        return event
 
 
 class RankJob(EngineJob):
     """``dtc rank``: ``ranking`` = [(path, mean disagreement)] highest first."""
 
     kind = "rank"
+    temporary = True
 
     def __init__(self, work_dir: Path, images: list, model_path: str = "", device: str = "auto",
                  runner: ProcessRunner | None = None) -> None:
@@ -101,6 +95,7 @@ class ModelInfoJob(EngineJob):
     """``dtc info``: ``models`` {path: description dict or {"error": ...}} and ``device`` (what the choice gives)."""
 
     kind = "info"
+    temporary = True
 
     def __init__(self, work_dir: Path, models: list, device: str | None = None,
                  runner: ProcessRunner | None = None) -> None:

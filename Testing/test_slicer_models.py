@@ -1,0 +1,47 @@
+"""The model registry of the panel: listing without torch, import and export with the label table and card."""
+
+from __future__ import annotations
+
+import pytest
+
+from slicer_harness.fixtures import dtc_module, tiny_model  # noqa: F401  (puts DTCSegmentationLib on sys.path)
+
+from DTCCore.errors import DTCError
+from DTCCore.labels import LEFT_ATRIUM, read_table, sidecar_path, write_sidecar
+from DTCSegmentationLib import models  # noqa: E402
+
+
+def test_import_and_export_keep_the_label_table(tiny_model, tmp_path):
+    source = tmp_path / "incoming" / "liver.pt"
+    source.parent.mkdir()
+    source.write_bytes(tiny_model.read_bytes())
+    write_sidecar(source, [LEFT_ATRIUM])
+    imported = models.import_model(source, tmp_path / "models")
+    assert imported.name == "model.pt" and imported.read_bytes() == source.read_bytes()
+    assert read_table(imported, {}, 1) == [LEFT_ATRIUM]
+    listed = models.list_models(tmp_path / "models")
+    assert listed[0].bundled and [e.path for e in listed[1:]] == [imported]
+
+    exported = models.export_model(imported, tmp_path / "out.pt")
+    assert exported.read_bytes() == source.read_bytes() and sidecar_path(exported).exists()
+    with pytest.raises(DTCError, match="already exists"):
+        models.export_model(imported, tmp_path / "out.pt")
+    bundled = models.export_model(models.bundled_model_path(), tmp_path / "la.pt")
+    assert (tmp_path / "la.card.json").exists() and read_table(bundled, {}, 1)[0]["name"] == "Left atrium"
+
+
+def test_import_refuses_what_is_not_a_model(tmp_path):
+    fake = tmp_path / "notes.pt"
+    fake.write_text("hello")
+    with pytest.raises(DTCError, match="not a DTCSegmentation model"):
+        models.import_model(fake, tmp_path / "models")
+    assert not (tmp_path / "models").exists()
+
+
+def test_describe_says_what_the_model_expects():
+    text = models.describe({"title": "LA", "labels": [LEFT_ATRIUM], "plan": {"patch": [80, 80, 48], "spacing": [1.0, 1.0, 1.25]},
+                            "data": {"labeled": 16, "unlabeled": 64}, "validation_dice": 0.5293, "mode": "dtc"})
+    for part in ("classes: Left atrium", "patch 80x80x48", "spacing [1.0, 1.0, 1.25] mm", "labeled 16",
+                 "validation Dice 52.9%", "mode dtc"):
+        assert part in text, (part, text)
+    assert models.describe({"error": "corrupt"}) == "Unreadable: corrupt"
