@@ -71,9 +71,17 @@ class ctkCollapsibleButton(QtWidgets.QGroupBox):
     def _set_collapsed(self, collapsed: bool) -> None:
         if collapsed != self._collapsed:
             self._collapsed = collapsed
-            for child in self.findChildren(QtWidgets.QWidget, options=QtCore.Qt.FindDirectChildrenOnly):
-                child.setVisible(not collapsed)
+            self._apply_collapsed()
             self.contentsCollapsed.emit(collapsed)
+
+    def _apply_collapsed(self) -> None:
+        for child in self.children():
+            if isinstance(child, QtWidgets.QWidget):
+                child.setVisible(not self._collapsed)
+
+    def showEvent(self, event) -> None:  # the .ui sets "collapsed" before the contents exist
+        self._apply_collapsed()
+        super().showEvent(event)
 
     text = Property(str, _get_text, _set_text)
     collapsed = Property(bool, _get_collapsed, _set_collapsed)

@@ -21,7 +21,7 @@ from slicer_harness import pythonqt, scene, scripted_module  # noqa: E402
 from slicer_harness.fixtures import MODULE_FILE, REPO  # noqa: E402
 
 
-def render(target: Path, width: int = 460, height: int = 1180) -> Path:
+def render(target: Path, width: int = 520, height: int = 900) -> Path:
     home = Path(tempfile.mkdtemp(prefix="dtc-render-")) / "home" / "clinician"
     home.mkdir(parents=True)
     os.environ["HOME"] = str(home)
@@ -52,6 +52,8 @@ def render(target: Path, width: int = 460, height: int = 1180) -> Path:
     qwidget = pythonqt.unwrap(parent)
     qwidget.resize(width, height)
     qwidget.show()
+    pythonqt.process_events(0.3)
+    qwidget.resize(width, qwidget.sizeHint().height())  # the panel's own height: no empty space below
     pythonqt.process_events(0.3)
     pixmap = qwidget.grab()
     target.parent.mkdir(parents=True, exist_ok=True)
