@@ -1,20 +1,20 @@
-"""Headless 3D Slicer harness: real MRML from the PyPI package ``slicer-core`` + small stand-ins.
+"""Headless 3D Slicer harness: real MRML from the PyPI package ``slicer-core`` + strict stand-ins.
 
 ``slicer-core`` (pinned in pyproject.toml) provides the real MRML scene, the application logic, the
 Colors / Volumes / Segmentations / Subject hierarchy logics and the full ``slicer.util``. It lacks the
-Qt application and the scripted-module framework; :func:`install` adds documented stand-ins for those:
+Qt application and the scripted-module framework; :func:`install` adds, all strict (an unknown name
+raises AttributeError, as PythonQt does; the API lists come from Slicer's source at tag v5.8.1, see
+``api/`` and ``extract_api.py``):
 
-- ``slicer.app`` (:class:`app.FakeApplication`): testing mode on, no main window, no event loop;
+- ``qt`` / ``ctk`` / ``slicer.q*`` (:mod:`pythonqt`): a PythonQt-compatible layer over PySide6 offscreen,
+  with the Slicer/CTK widgets of the module's .ui implemented in :mod:`mrml_widgets`;
+- ``slicer.app`` (:class:`app.FakeApplication`): testing mode on, no main window;
 - ``slicer.ScriptedLoadableModule`` (:mod:`scripted_module`): the four base classes;
-- ``slicer.parameterNodeWrapper`` (:mod:`parameter_node`): typed fields stored in a real
-  ``vtkMRMLScriptedModuleNode`` (string parameters + node references), like Slicer's wrapper;
-- ``qt`` / ``ctk`` (:mod:`qt_stub`): import-only placeholders (the widget is not run here;
-  the ``.ui`` file is checked with PySide6's real ``QUiLoader`` instead).
+- ``slicer.parameterNodeWrapper``: Slicer v5.8.1's own package, vendored (``vendor/``).
 
 Usage in a test module::
 
-    from slicer_harness import fixtures
-    slicer_scene = fixtures.slicer_scene  # a fresh scene per test
+    from slicer_harness.fixtures import dtc_module, slicer_scene  # a fresh scene per test
 """
 
 from .scene import install, new_scene, import_module_file  # noqa: F401
