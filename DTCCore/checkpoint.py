@@ -17,13 +17,15 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import __version__
-from .config import DTCConfig, atomic_write_bytes
+from .atomic import atomic_write_bytes
+from .config import DTCConfig
 from .errors import DTCError
 
 MAGIC = b"DTCCKPT1\n"  # format tag; bump the digit when the payload layout changes incompatibly
@@ -37,6 +39,11 @@ DEFAULT_MODEL = MODELS_DIR / "default.pt"
 def checkpoint_path(run_dir: str | os.PathLike, iteration: int) -> Path:
     """``RUN_DIR/checkpoints/iter_000123.pt``."""
     return Path(run_dir) / CHECKPOINT_DIR / f"iter_{iteration:06d}.pt"
+
+
+def float32_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with its floating tensors as float32 (fp16 bundled models), the others unchanged."""
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
 def save_checkpoint(
@@ -125,7 +132,7 @@ def load_model(
     payload = load_checkpoint(path, map_location="cpu")
     config: DTCConfig = payload["config"]
     model = build_network(config.network)
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["model"].items()}
+    state = float32_state(payload["model"])
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError:
@@ -138,7 +145,7 @@ def load_model(
 def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> DTCConfig:
     """Initialise ``model`` from a checkpoint (fine-tuning); the architectures must match."""
     payload = load_checkpoint(path)
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["model"].items()}
+    state = float32_state(payload["model"])
     try:
         _bare(model).load_state_dict(state, strict=True)
     except RuntimeError:

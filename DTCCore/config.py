@@ -11,11 +11,11 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic_write_text
 from .errors import DTCError
 
 MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is the full method
@@ -267,46 +267,3 @@ def coerce_value(where: str, annotation: str, value: Any) -> Any:
             return float(value)
         raise DTCError(f"config {where} must be a number, not {value!r}")
     raise TypeError(f"config field {where} has an annotation coerce_value does not know: {annotation}")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder and an atomic rename."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one, never a part."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise DTCError(f"cannot write to folder {path.parent} ({exc.strerror}); choose a writable folder") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; give the user's usual permissions
-        os.replace(tmp, path)
-    except OSError as exc:
-        silent_unlink(tmp)
-        raise DTCError(f"cannot write {path} ({exc.strerror}); free disk space or choose another folder") from None
-    except BaseException:
-        silent_unlink(tmp)
-        raise
-
-
-def default_file_mode() -> int:
-    """``0o666`` less the process umask: the mode ``open()`` would give a new file."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def silent_unlink(path: str) -> None:
-    """Remove ``path`` if it exists; errors are ignored (cleanup of temp files)."""
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

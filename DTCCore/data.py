@@ -20,6 +20,7 @@ import torch
 
 from .config import AUGMENT_MIRROR, AUGMENT_NO_MIRROR, AUGMENT_NONE, AUGMENT_REFERENCE, augment_choice
 from .errors import DTCError
+from .intensity import normalize
 from .io import case_name, read_image, read_label
 from .manifest import Manifest
 from .resample import needs_resampling, resample_label, resize_linear, target_shape
@@ -34,23 +35,6 @@ _ORDER_CACHE_SIZE = 16  # epoch permutations kept per stream (a batch touches at
 MIRROR_PROBABILITY = 0.5  # "mirror" augmentation: chance of a flip per in-plane axis (nnU-Net MirrorTransform p 0.5)
 
 Progress = Callable[[int, int, str], None]  # (volumes done, volumes in all, name of the last one)
-
-
-def normalize(image: np.ndarray) -> np.ndarray:
-    """Z-score a whole volume: ``(image - mean) / std`` over all voxels, float32, same shape.
-
-    The reference LA data was normalised this way (per volume) before training. A constant volume
-    (std == 0) gives zeros: there is no contrast to keep, and 0 is the "mean" value used for padding.
-    """
-    image = np.asarray(image)
-    mean = float(image.mean(dtype=np.float64))
-    std = float(image.std(dtype=np.float64))
-    if not std > 0:
-        return np.zeros(image.shape, np.float32)
-    out = image.astype(np.float32)
-    out -= np.float32(mean)
-    out *= np.float32(1.0 / std)
-    return out
 
 
 @dataclass

@@ -18,11 +18,13 @@ from torch import nn
 
 from .config import DTCConfig
 from .errors import DTCError
+from .intensity import normalize
 from .network import DualTaskVNet
+from .precise_bn import fold_batchnorm
 from .resample import needs_resampling, resize_linear, target_shape
 from .sliding_window import WHOLE_VOLUME_MAX_VOXELS, sliding_window, whole_volume_patch
 
-__all__ = ["Prediction", "predict_volume", "resolve_device", "describe_device", "sliding_window"]
+__all__ = ["Prediction", "predict_volume", "resolve_device", "describe_device", "sliding_window", "fold_batchnorm"]
 
 OUTSIDE_LEVELSET = 1.0  # level set outside an ROI: the far "outside" end of the normalised [-1, 1] range
 
@@ -125,8 +127,6 @@ def predict_volume(
     if crop.size == 0:
         raise DTCError(f"the region of interest {region} is empty; choose a box inside the {image.shape} volume")
 
-    from .data import normalize  # lazy: data.py pulls in the training pipeline
-
     plan_spacing = config.plan.spacing
     if plan_spacing is not None and spacing is None:
         raise DTCError(f"this model works at {_mm(plan_spacing)}: give the scan's spacing to resample it")
@@ -226,39 +226,6 @@ def _crop_outputs(seg: np.ndarray, lsf: np.ndarray, config: DTCConfig) -> dict[s
         "disagreement": disagreement.astype(np.float32, copy=False),
         "label": label,
     }
-
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with every BatchNorm3d that follows a (transposed) convolution in an
-    ``nn.Sequential`` folded into that convolution's weights and bias (replaced by Identity).
-
-    Eval-mode BatchNorm is a per-channel affine map, so the result is the same up to float rounding
-    (~1e-6) while a full pass over every activation is saved: 3.5 s instead of 4.5 s for a whole LA
-    volume on a 2-core CPU (our measurement, bench/RESULTS.md). ``model`` itself is not changed.
-    """
-    import copy
-
-    folded = copy.deepcopy(model).eval()
-    with torch.no_grad():
-        for seq in folded.modules():
-            if not isinstance(seq, nn.Sequential):
-                continue
-            items = list(seq._modules.items())
-            for (_, conv), (name, bn) in zip(items, items[1:]):
-                if not (isinstance(conv, (nn.Conv3d, nn.ConvTranspose3d)) and isinstance(bn, nn.BatchNorm3d)
-                        and bn.track_running_stats and conv.bias is not None):
-                    continue
-                gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
-                beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-                scale = gamma / torch.sqrt(bn.running_var + bn.eps)
-                # Conv3d weight (out, in, k, k, k); ConvTranspose3d weight (in, out / groups, k, k, k).
-                shape = (-1, 1, 1, 1, 1) if isinstance(conv, nn.Conv3d) else (1, -1, 1, 1, 1)
-                if isinstance(conv, nn.ConvTranspose3d) and conv.groups != 1:
-                    continue
-                conv.weight.mul_(scale.view(shape))
-                conv.bias.copy_((conv.bias - bn.running_mean) * scale + beta)
-                seq._modules[name] = nn.Identity()
-    return folded
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

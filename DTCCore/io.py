@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic import default_file_mode, silent_unlink
 from .errors import DTCError
-from .config import default_file_mode, silent_unlink
 
 # Bytes of RAM needed per voxel while a volume is read and used: the float32 array (4), SimpleITK's
 # own buffer during the read (4) and a float32 working copy (normalisation, padding) (4). Our estimate.

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import atomic_write_text
+from .atomic import atomic_write_text
 from .errors import DTCError
 
 # SNOMED CT 82471001 "Left atrium" is in the "DICOM master list" terminology context (not in 3D Slicer's

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import atomic_write_text
+from .atomic import atomic_write_text
 from .errors import DTCError
 
 _MAX_LISTED = 5  # missing files named in one error message; the rest are counted

@@ -107,7 +107,7 @@ def test_fold_batchnorm_keeps_the_eval_output_and_the_callers_model():
     import torch
 
     sys.path.insert(0, str(REPO))
-    from DTCCore.inference import fold_batchnorm
+    from DTCCore.precise_bn import fold_batchnorm
     from DTCCore.network import DualTaskVNet
 
     torch.manual_seed(0)

@@ -12,9 +12,10 @@ from scipy import ndimage
 
 from DTCCore.config import RecipeConfig, TrainConfig
 from DTCCore.data import (
-    LabeledCase, TrainBatches, UnlabeledCase, augment, load_cases, make_loader, normalize, random_crop,
+    LabeledCase, TrainBatches, UnlabeledCase, augment, load_cases, make_loader, random_crop,
 )
 from DTCCore.errors import DTCError
+from DTCCore.intensity import normalize
 from DTCCore.io import Geometry, write_image
 from DTCCore.manifest import load_manifest
 

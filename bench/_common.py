@@ -72,7 +72,7 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    from DTCCore.config import atomic_write_text
+    from DTCCore.atomic import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(data, indent=2, default=float) + "\n")
 

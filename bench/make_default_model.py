@@ -47,7 +47,7 @@ def main() -> int:
     args = p.parse_args()
 
     from DTCCore.checkpoint import load_checkpoint, load_model, save_checkpoint
-    from DTCCore.config import atomic_write_text
+    from DTCCore.atomic import atomic_write_text
     from DTCCore.inference import resolve_device
     from DTCCore.runlog import read_log
 

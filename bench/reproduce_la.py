@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         _common.write_json(args.json, result)
     if args.markdown:
-        from DTCCore.config import atomic_write_text
+        from DTCCore.atomic import atomic_write_text
 
         atomic_write_text(args.markdown, text + "\n")
     return result

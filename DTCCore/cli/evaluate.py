@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import atomic_write_text
+from ..atomic import atomic_write_text
 from ..errors import DTCError
 
 HELP = """\
