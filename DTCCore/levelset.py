@@ -17,7 +17,7 @@ Definitions (arrays indexed (x, y, z); distances in voxels, or in ``spacing`` un
 Normalisation ("volume", our default, :func:`signed_distance`): each side is divided by its own maximum over
 the WHOLE volume given, computed once per labeled volume and cached by the data loader. The reference
 (:func:`signed_distance_reference`) min-max normalises each side *per random patch, every batch, on the
-CPU* — about half of its iteration time (DESIGN.md section 5: 463 of 901 ms). The per-volume version keeps
+CPU* — about half of its iteration time (measured on one H200: 463 of 901 ms). The per-volume version keeps
 the same sign, the same zero set (the boundary) and the same range [-1, 1]; only the scale of each side
 differs (a patch's far side is divided by the volume's maximum instead of the patch's), which the tanh
 head fits equally well. The paper itself says T is computed once before training.

@@ -1,4 +1,4 @@
-"""The DTC losses (reference code ``train_la_dtc.py`` semantics; DESIGN.md section 3).
+"""The DTC losses (the semantics of the reference code's ``train_la_dtc.py``, github.com/HiLab-git/DTC).
 
     total = Dice(seg_prob[labeled], y) + beta * MSE(lsf[labeled], T(y))
             + lambda(t) * mean((T^-1(lsf) - seg_prob)^2)     (whole batch: labeled and unlabeled)

@@ -4,7 +4,7 @@ Every event is one JSON object per line, flushed at once, so a crash loses nothi
 and a process reading the file (the Slicer module) sees progress as it happens. Events::
 
     {"event": "start", "total": N, "start_iteration": i, "device": "...", "labeled": n, "unlabeled": m}
-    {"event": "progress", "iteration": i, "total": N, "losses": {"total", "dice", "lsf", "consistency"},
+    {"event": "progress", "iteration": i, "total": N, "losses": {name: f for name in LOSS_NAMES},
      "lr": f, "lambda": f, "elapsed_s": s, "eta_s": s}
     {"event": "checkpoint", "iteration": i, "path": "..."}
     {"event": "message", "text": "..."}
@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from .errors import DTCError
 
+LOSS_NAMES = ("total", "dice", "lsf", "consistency")  # keys of "losses" in progress events (from compute_losses)
 CURVES_EVERY_S = 30.0  # redraw curves.png at most this often (a redraw costs ~0.3 s of CPU; our measurement)
 
 Listener = Callable[[dict[str, Any]], None]

@@ -16,7 +16,8 @@ def _conv(cin: int, cout: int, k: int) -> int:
 
 
 def _expected_parameters(cin: int, nf: int, n_seg: int, n_lsf: int) -> int:
-    """Hand count of the reference VNet_sdf (DESIGN.md section 3), independent of the module code."""
+    """Hand count of the reference VNet_sdf (``networks/vnet_sdf.py`` of github.com/HiLab-git/DTC), independent
+    of the module code."""
 
     def block(n: int, c_in: int, c_out: int) -> int:
         return sum(_conv(c_in if i == 0 else c_out, c_out, 3) + 2 * c_out for i in range(n))
@@ -35,7 +36,7 @@ def _expected_parameters(cin: int, nf: int, n_seg: int, n_lsf: int) -> int:
 
 def test_default_parameter_count_is_the_papers() -> None:
     model = DualTaskVNet()
-    assert count_parameters(model) == 9_448_866  # DESIGN.md section 3 / paper: 9.44 M
+    assert count_parameters(model) == 9_448_866  # the paper: 9.44 M
     assert count_parameters(model) == _expected_parameters(1, 16, 1, 1)
 
 

@@ -47,7 +47,7 @@ log "2. fp16 model"
 python3 - "$RUN/run_$MODE" "$OUT" <<'PY' 2>&1 | tee -a "$RES/device_run.log"
 import sys, pathlib
 sys.path.insert(0, ".")
-from DTCCore.checkpoint import find_latest_checkpoint, load_checkpoint, save_checkpoint
+from DTCCore.checkpoint import find_latest_checkpoint, float32_state, load_checkpoint, save_checkpoint
 from DTCCore.network import build_network
 run, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 src = run / "model.pt"
@@ -58,7 +58,7 @@ if not src.exists():  # the run was cut short: ship the newest checkpoint and sa
     src = found[0]
 payload = load_checkpoint(src)
 model = build_network(payload["config"].network)
-model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()})
+model.load_state_dict(float32_state(payload["model"]))
 extra = dict(payload["extra"], source=str(src.name), iteration=payload["iteration"])
 save_checkpoint(out / "model_fp16.pt", model, None, payload["iteration"], payload["config"], extra, half=True)
 print("fp16 model from", src.name, "iteration", payload["iteration"])

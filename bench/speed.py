@@ -32,7 +32,7 @@ from pathlib import Path
 import _common
 
 HERE = Path(__file__).resolve().parent
-GPU_SHAPES = ((576, 576, 88), (320, 320, 240))  # DESIGN.md section 5: whole LA MRI, abdomen CT
+GPU_SHAPES = ((576, 576, 88), (320, 320, 240))  # a whole LA MRI, an abdomen CT
 
 
 def run_worker(args: list[str], timeout: float) -> dict:

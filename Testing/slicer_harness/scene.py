@@ -1,6 +1,6 @@
 """Real MRML scene + module logics from slicer-core, wired as in the Slicer application.
 
-Order matters (seen working with slicer-core 5.13.31053.0, DESIGN.md section 4): the application
+Order matters (seen working with slicer-core 5.13.31053.0 and vtk 9.6.2): the application
 logic first, then the Colors logic registered as module logic "Colors" with its default colour nodes
 *before* the Volumes logic (label map display nodes look their colour table up), then the Volumes,
 Segmentations, Subject hierarchy, Markups and Plots logics. ``slicer.mrmlScene`` and
