@@ -88,6 +88,21 @@ def test_voxelwise_model_gives_exact_sigmoid_of_normalised_image(volume):
     np.testing.assert_allclose(pred.levelset, -0.001 * zscore(volume), atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["dtc", "lsf"])
+def test_a_probability_of_exactly_one_half_is_background(volume, mode):
+    class HalfOrInside(nn.Module):  # logit and level set 0 (probability exactly 0.5) where x <= 0
+        def forward(self, x):
+            inside = (x > 0).to(x.dtype)
+            return 3.0 * inside, -0.01 * inside
+
+    cfg = make_config(blend="gaussian")
+    cfg.recipe.mode = mode
+    pred = predict_volume(HalfOrInside(), volume, cfg)
+    source = pred.probability if mode == "dtc" else pred.levelset_probability
+    assert (source == 0.5).mean() > 0.3  # the blend keeps 0.5 exact
+    np.testing.assert_array_equal(pred.label, (zscore(volume) > 0).astype(np.uint8))  # reference: > 0.5
+
+
 def test_roi_restricts_outputs_and_matches_cropped_prediction(volume):
     from DTCCore.network import DualTaskVNet
 

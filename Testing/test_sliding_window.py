@@ -29,8 +29,10 @@ class ConvDual(nn.Module):
         return out[:, : self.seg_channels], torch.tanh(out[:, self.seg_channels :])
 
 
-def naive_sliding_window(model, image, patch, stride):
-    """Oracle: pad, run each window alone, average probabilities with counts, crop. Written independently."""
+def naive_sliding_window(model, image, patch, stride, weight=None):
+    """Oracle: pad, run each window alone, average probabilities with counts (or with ``weight``, an array of
+    the patch shape, per window voxel), crop. Written independently."""
+    weight = np.ones(tuple(patch)) if weight is None else np.asarray(weight, dtype=np.float64)
     n, _, *size = image.shape
     pad_before, pad_after = [], []
     for d, p in zip(size, patch):
@@ -59,9 +61,9 @@ def naive_sliding_window(model, image, patch, stride):
                             lsf_sum = np.zeros((n, lsf.shape[1]) + padded)
                             seg_cnt = np.zeros((n, 1) + padded)
                         box = (b, slice(None), slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
-                        seg_sum[box] += prob[0].numpy()
-                        lsf_sum[box] += lsf[0].numpy()
-                        seg_cnt[box] += 1
+                        seg_sum[box] += prob[0].numpy() * weight
+                        lsf_sum[box] += lsf[0].numpy() * weight
+                        seg_cnt[box] += weight
     crop = (slice(None), slice(None)) + tuple(slice(a, a + d) for a, d in zip(pad_before, size))
     return (seg_sum / seg_cnt)[crop], (lsf_sum / seg_cnt)[crop]
 
@@ -89,6 +91,55 @@ def test_uniform_blend_equals_naive_loop(size, patch, stride, n, c_in, cs, cl):
     np.testing.assert_allclose(lsf.numpy(), want_lsf, atol=1e-5)
     if cs > 1:
         np.testing.assert_allclose(seg.sum(1).numpy(), 1.0, atol=1e-5)
+
+
+def gaussian_weights(patch):
+    """The documented map, written out: per axis exp(-d^2 / (2 sigma^2)) with d the distance from the window
+    centre (p - 1) / 2 and sigma = p / 8; the product over the axes, divided by its maximum, floored at 1e-3."""
+    axes = []
+    for p in patch:
+        d = np.arange(p) - (p - 1) / 2.0
+        axes.append(np.exp(-(d**2) / (2.0 * (p / 8.0) ** 2)))
+    w = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    return np.maximum(w / w.max(), 1e-3)
+
+
+class WindowContrast(nn.Module):
+    """Per-voxel output minus the window's own mean, scaled: every window sees a voxel differently, so a
+    blend's weights show in the result (a constant model hides them: any positive weights reproduce it)."""
+
+    def __init__(self, seg_channels: int = 1) -> None:
+        super().__init__()
+        self.seg_channels = seg_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = x[:, :1]
+        contrast = 4.0 * (v - v.mean(dim=(2, 3, 4), keepdim=True))
+        seg = torch.cat([contrast * (c + 1) for c in range(self.seg_channels)], dim=1)
+        return seg, torch.tanh(contrast)
+
+
+GAUSSIAN_CASES = [
+    # size, patch, stride, seg channels, model
+    ((20, 17, 9), (8, 8, 8), (4, 4, 4), 1, "contrast"),
+    ((13, 11, 10), (8, 6, 4), (3, 5, 2), 1, "conv"),  # non-cubic patch, odd strides
+    ((5, 12, 14), (8, 8, 6), (4, 3, 5), 3, "contrast"),  # padded along x, multi-class softmax
+]
+
+
+@pytest.mark.parametrize("size,patch,stride,cs,kind", GAUSSIAN_CASES)
+def test_gaussian_blend_equals_naive_gaussian_loop(size, patch, stride, cs, kind):
+    image = torch.randn((1, 1) + size, generator=torch.Generator().manual_seed(sum(size) + cs))
+    model = WindowContrast(cs) if kind == "contrast" else ConvDual(1, cs, 1, seed=4)
+    weight = gaussian_weights(patch)
+    np.testing.assert_allclose(importance_map(patch, "gaussian").numpy(), weight, rtol=1e-5)
+    want_seg, want_lsf = naive_sliding_window(model, image, patch, stride, weight)
+    seg, lsf = sliding_window(model, image, patch, stride=stride, blend="gaussian", batch_windows=2)
+    np.testing.assert_allclose(seg.numpy(), want_seg, atol=1e-5)
+    np.testing.assert_allclose(lsf.numpy(), want_lsf, atol=1e-5)
+    # The case is sensitive to the weights: the plain average differs from the Gaussian blend.
+    flat_seg, flat_lsf = naive_sliding_window(model, image, patch, stride)
+    assert np.abs(flat_seg - want_seg).max() > 1e-2 and np.abs(flat_lsf - want_lsf).max() > 1e-2
 
 
 def test_batch_windows_do_not_change_the_result():
@@ -121,7 +172,7 @@ def test_gaussian_blend_of_constant_output_is_that_constant(size):
 
 
 def test_window_count_matches_reference_formula():
-    # DESIGN section 5: whole LA MRI 576x576x88, patch 112x112x80, stride 18x18x4 -> 2,187 windows.
+    # The reference's test on a whole LA MRI 576x576x88, patch 112x112x80, stride 18x18x4: 2,187 windows.
     counts = [len(window_starts(d, p, s)) for d, p, s in zip((576, 576, 88), (112, 112, 80), (18, 18, 4))]
     assert counts == [27, 27, 3] and math.prod(counts) == 2187
     assert window_starts(88, 80, 4)[-1] == 8  # last window flush with the far edge

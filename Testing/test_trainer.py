@@ -29,6 +29,21 @@ def test_lr_schedule_matches_reference_steps():
     assert lr_at(5000, c) == pytest.approx(0.0001)
 
 
+def test_each_iteration_uses_its_own_learning_rate(tmp_path, blob_manifest):
+    # lr x0.1 from iteration 2 on (0-based): the steps of iterations 0 and 1 use 0.01, of 2 and 3 use 0.001.
+    config = tiny_config(iterations=4, lr_steps=(2,), checkpoint_every=1)
+    events = []
+    train(config, blob_manifest, tmp_path / "run", progress=events.append)
+    logged = {e["iteration"]: e["lr"] for e in events if e["event"] == "progress"}
+    assert logged == pytest.approx({1: 0.01, 2: 0.01, 3: 0.001, 4: 0.001})
+    # Not only the log: the optimizer saved after k iterations holds the lr its last step (k - 1) used.
+    saved = list_checkpoints(tmp_path / "run")
+    assert [it for it, _ in saved] == [4, 3, 2, 1]
+    for it, path in saved:
+        groups = load_checkpoint(path)["optimizer"]["param_groups"]
+        assert [g["lr"] for g in groups] == pytest.approx([lr_at(it - 1, config)] * len(groups)), it
+
+
 def test_run_folder_contents_and_events(tmp_path, blob_manifest):
     events = []
     model_path = train(tiny_config(iterations=4), blob_manifest, tmp_path / "run", progress=events.append)

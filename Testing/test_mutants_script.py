@@ -1,0 +1,35 @@
+"""``bench/mutants.py --check``: every hand-made mutant still names a snippet that is in the code exactly once
+(a changed line must update its mutant, not silently retire it). Running the mutants is a bench, not a test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_every_mutant_snippet_is_in_the_code_once():
+    proc = subprocess.run([sys.executable, "bench/mutants.py", "--check"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) >= 6 and all(line.split()[-1] == "ok" for line in lines), proc.stdout
+
+
+def test_check_fails_on_a_missing_snippet(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import mutants
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    (tmp_path / "DTCCore").mkdir()
+    m = mutants.MUTANTS[0]
+    (tmp_path / m.path).write_text("nothing here\n")
+    assert "found 0 times" in mutants.snippet_problem(m, tmp_path)
+    (tmp_path / m.path).write_text(m.original * 2)
+    assert "found 2 times" in mutants.snippet_problem(m, tmp_path)
+    (tmp_path / m.path).write_text(m.original)
+    assert "test file(s) not found" in mutants.snippet_problem(m, tmp_path)
+    assert mutants.snippet_problem(m, REPO) is None
