@@ -17,61 +17,31 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .checkpoint import checkpoint_path, find_latest_checkpoint, load_weights_into, save_checkpoint
+from .checkpoint import checkpoint_path, find_latest_checkpoint, float32_state, load_weights_into, save_checkpoint
 from .config import DTCConfig
 from .distributed import DistContext, current_context
 from .errors import CancelledError, DTCError
-from .runlog import Listener, RunLog
+from .runlog import LOSS_NAMES, Listener, RunLog
+from .schedule import UNBOUNDED_ITERATIONS, TimeBudget, lr_at
 
 # model.pt gets recomputed BatchNorm statistics only when training ended at a learning rate above this:
 # there the running averages lag the weights (LA, lr 0.01: eval Dice 0.02-0.63 on training crops, 0.65-0.82
 # recomputed); after the reference's decay they are right and recomputing cost 0.02 Dice on 4 validation
 # scans at lr 0.001 (our measurements, bench/RESULTS.md "BatchNorm statistics").
 PRECISE_BN_ABOVE_LR = 1e-3
-# --time-limit: iterations timed to fit the schedule (the first ones are warm-up: allocator, thread pools).
-CALIBRATION_SKIP = 3
-CALIBRATION_ITERATIONS = 12
-# The budget is re-timed once, this fraction of the run after the first fit (other work on a shared CPU
-# makes the first iterations unrepresentative: measured here, 4.4 vs 19.7 s per iteration for two runs
-# started together), if that is before REFIT_BEFORE of the run (the first lr step is at 42 %).
-REFIT_AFTER, REFIT_BEFORE = 0.15, 0.35
-UNBOUNDED_ITERATIONS = 10**9  # batches a time-limited run may draw before its schedule is fitted
 SEED_STRIDE = 1_000_003  # a prime: per-iteration seeds seed*stride + rank*7919 + i never collide in practice
+RANK_SEED_STRIDE = 7919  # a prime: each rank's dropout stream differs
 
 
-def lr_at(iteration: int, config: DTCConfig) -> float:
-    """Step schedule: ``lr * gamma^(number of steps passed)`` (reference: x0.1 every 2500 iterations)."""
-    t = config.train
-    return t.lr * t.lr_gamma ** sum(iteration >= s for s in t.lr_steps)
-
-
-def fit_schedule(config: DTCConfig, iterations: int) -> None:
-    """Scale the recipe's schedule to ``iterations`` in place (``--time-limit``).
-
-    The learning-rate steps and the consistency ramp keep their places as fractions of the run (reference:
-    x0.1 at 2500/6000 and 5000/6000, lambda full at 6000/6000), so a short run still decays its learning
-    rate and reaches full consistency weight. Sets ``train.schedule_fitted`` so a resume keeps it.
-    """
-    t = config.train
-    iterations = max(1, int(iterations))
-    scale = iterations / t.iterations
-    t.lr_steps = tuple(max(1, int(round(s * scale))) for s in t.lr_steps)
-    config.recipe.ramp_unit = max(1, int(round(config.recipe.ramp_unit * scale)))
-    t.iterations = iterations
-    t.schedule_fitted = True
-
-
-def iterations_in_budget(limit_s: float, elapsed_s: float, done: int, seconds_per_iteration: float,
-                         reserve_s: float) -> int:
-    """Total iterations of a run that has used ``elapsed_s`` of ``limit_s`` for ``done`` iterations and
-    runs ``seconds_per_iteration`` from now on, keeping ``reserve_s`` for the final save. At least ``done + 1``."""
-    left = limit_s - elapsed_s - reserve_s
-    return max(done + 1, done + int(left // max(seconds_per_iteration, 1e-9)))
+def on_main(ctx: DistContext, fn: Callable[[], Any]) -> None:
+    """Run ``fn`` on rank 0 only; if it fails there, every rank raises (no rank left waiting)."""
+    ctx.check(lambda: fn() if ctx.is_main else None)
 
 
 class _CancelFlag:
@@ -157,27 +127,67 @@ def train(
     config.validate()
     ctx: DistContext = current_context(config.train.device)
     try:
-        return _train(ctx, config, manifest_path, Path(run_dir), resume, init_from, cancel, progress)
+        run = _prepare(ctx, config, manifest_path, Path(run_dir), resume, init_from, progress)
+        _loop(run, cancel)
+        return _finish(run)
     finally:
         ctx.close()
 
 
-def _train(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, resume: bool, init_from,
-           cancel: Callable[[], bool] | None, progress: Listener | None) -> Path:
-    from .data import TrainBatches, load_cases, make_loader
-    from .inference import resolve_device
-    from .losses import compute_losses
-    from .manifest import load_manifest
-    from .network import build_network
+@dataclass
+class _Run:
+    """Everything the steps of one training run share."""
 
-    t_begin = time.monotonic()
-    t_cfg = config.train
-    notes: list[str] = []
-    if ctx.active and t_cfg.sync_batchnorm and (ctx.device is None or ctx.device.type != "cuda"):
+    ctx: DistContext
+    config: DTCConfig
+    run_dir: Path
+    model: torch.nn.Module  # the bare network (what checkpoints hold)
+    train_model: torch.nn.Module  # the same, wrapped for DistributedDataParallel when distributed
+    optimizer: torch.optim.Optimizer
+    log: RunLog
+    device: torch.device
+    labeled: list
+    unlabeled: list
+    start: int
+    began: float
+    iteration: int = 0
+    last_saved: int = -1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def amp(self) -> bool:
+        return bool(self.config.train.amp and self.device.type == "cuda")
+
+
+def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, resume: bool, init_from,
+             progress: Listener | None) -> _Run:
+    """Resume state, data, backend, model and optimizer, run folder and log: everything before step 1."""
+    began = time.monotonic()
+    if ctx.active and config.train.sync_batchnorm and (ctx.device is None or ctx.device.type != "cuda"):
         raise DTCError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm is GPU-only); drop it for CPU processes")
+    notes: list[str] = []
+    found = _resume_state(ctx, run_dir, resume, notes)
+    start = 0
+    if found is not None:
+        config, start = _resumed_config(found[1]["config"], config), int(found[1]["iteration"])
+    labeled, unlabeled = _read_data(ctx, config, manifest_path)
+    device = _backend(ctx, config)
+    model, optimizer = _model_and_optimizer(ctx, config, device, found, init_from, notes)
+    on_main(ctx, lambda: _create_run_dir(run_dir))
+    log = RunLog(run_dir, progress if ctx.is_main else None, write=ctx.is_main)
+    if found is not None:
+        log.records = [r for r in log.records if r.get("iteration", 0) <= start]
+    for note in notes:
+        log.message(note)
+    on_main(ctx, lambda: config.save(run_dir / "config.json"))
+    extra = {"labeled": len(labeled), "unlabeled": len(unlabeled), "manifest": str(manifest_path),
+             "world_size": ctx.world_size}
+    return _Run(ctx, config, run_dir, model, ctx.wrap(model, config), optimizer, log, device, labeled, unlabeled,
+                start, began, iteration=start, last_saved=start if found is not None else -1, extra=extra)
 
 
-    # Resume: rank 0's newest valid checkpoint decides the starting iteration, config and weights.
+def _resume_state(ctx: DistContext, run_dir: Path, resume: bool, notes: list[str]) -> tuple[Path, dict[str, Any]] | None:
+    """Rank 0's newest valid checkpoint (decides the starting iteration, config and weights), on every rank."""
     def find() -> tuple[Path, dict[str, Any]] | None:
         if not ctx.is_main:
             return None
@@ -187,163 +197,173 @@ def _train(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, re
             notes.append(f"no checkpoint in {run_dir}; starting from the beginning")
         return found
 
-    found = ctx.broadcast(ctx.check(find))
-    start = 0
-    if found is not None:
-        saved: DTCConfig = found[1]["config"]
-        if not saved.train.schedule_fitted:
-            saved.train.iterations = t_cfg.iterations  # allow extending a run; everything else is the run's
-        for launch_setting in ("device", "num_workers", "sync_batchnorm"):  # how this launch runs, not the recipe
-            setattr(saved.train, launch_setting, getattr(t_cfg, launch_setting))
-        config, t_cfg = saved, saved.train
-        start = int(found[1]["iteration"])
+    return ctx.broadcast(ctx.check(find))
 
-    def read_inputs():
-        manifest = load_manifest(manifest_path)
-        return load_cases(manifest, config.network.num_classes, progress=None, spacing=config.plan.spacing)
 
-    labeled, unlabeled = ctx.check(read_inputs)  # every rank reads the data: the same error on all ranks
+def _resumed_config(saved: DTCConfig, asked: DTCConfig) -> DTCConfig:
+    """The run's own config, with what belongs to this launch (device, workers, SyncBatchNorm) taken from
+    ``asked``; ``iterations`` too (extending a run), unless the run's schedule was fitted to a time limit."""
+    if not saved.train.schedule_fitted:
+        saved.train.iterations = asked.train.iterations
+    for launch_setting in ("device", "num_workers", "sync_batchnorm"):
+        setattr(saved.train, launch_setting, getattr(asked.train, launch_setting))
+    return saved
+
+
+def _read_data(ctx: DistContext, config: DTCConfig, manifest_path) -> tuple[list, list]:
+    """Every rank reads (and resamples to the plan's spacing) the data: the same error on all ranks."""
+    from .data import load_cases
+    from .manifest import load_manifest
+
+    labeled, unlabeled = ctx.check(lambda: load_cases(load_manifest(manifest_path), config.network.num_classes,
+                                                      progress=None, spacing=config.plan.spacing))
     if config.recipe.mode != "dtc":  # the ablations without consistency never look at unlabeled data
         unlabeled = []
-    device = ctx.device if ctx.device is not None else resolve_device(t_cfg.device)
-    if t_cfg.deterministic:
+    return labeled, unlabeled
+
+
+def _backend(ctx: DistContext, config: DTCConfig) -> torch.device:
+    """The device, and the determinism / cuDNN / TF32 settings for it."""
+    from .inference import resolve_device
+
+    device = ctx.device if ctx.device is not None else resolve_device(config.train.device)
+    if config.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed patch size: autotuning pays off (DESIGN.md section 5)
+        # Fixed patch size: cuDNN autotuning pays off; TF32 matmuls (measured on an H200: 901 -> 531 ms per
+        # reference iteration with benchmark + TF32).
+        torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return device
 
-    torch.manual_seed(t_cfg.seed)
+
+def _model_and_optimizer(ctx: DistContext, config: DTCConfig, device: torch.device, found, init_from,
+                         notes: list[str]) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The network (fresh, resumed or fine-tuned from ``init_from``) and its SGD optimizer."""
+    from .network import build_network
+
+    t = config.train
+    torch.manual_seed(t.seed)
     model = build_network(config.network).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
-    optimizer = torch.optim.SGD(model.parameters(), lr=t_cfg.lr, momentum=t_cfg.momentum, weight_decay=t_cfg.weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     if found is not None:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in found[1]["model"].items()})
+        model.load_state_dict(float32_state(found[1]["model"]))
         if found[1]["optimizer"] is not None:
             optimizer.load_state_dict(found[1]["optimizer"])
-        notes.append(f"resuming from {found[0].name} at iteration {start}")
+        notes.append(f"resuming from {found[0].name} at iteration {found[1]['iteration']}")
     elif init_from is not None:
         ctx.check(lambda: load_weights_into(model, init_from))
         notes.append(f"fine-tuning from {init_from}")
-    ctx.check(lambda: _create_run_dir(run_dir) if ctx.is_main else None)
-    log = RunLog(run_dir, progress if ctx.is_main else None, write=ctx.is_main)
-    if found is not None:
-        log.records = [r for r in log.records if r.get("iteration", 0) <= start]
-    for note in notes:
-        log.message(note)
-    if ctx.is_main:
-        config.save(run_dir / "config.json")
+    return model, optimizer
 
-    train_model = ctx.wrap(model, config)  # DDP broadcasts rank 0's weights and buffers to every rank
 
-    fitting = t_cfg.time_limit_minutes is not None and not t_cfg.schedule_fitted
-    dataset = TrainBatches(
-        labeled, unlabeled, t_cfg, config.recipe, seed=t_cfg.seed, rank=ctx.rank, start_iteration=start,
-        num_iterations=UNBOUNDED_ITERATIONS if fitting else max(0, t_cfg.iterations - start),
-    )
-    loader = make_loader(dataset, t_cfg.num_workers, pin_memory=device.type == "cuda")
-    amp = t_cfg.amp and device.type == "cuda"
-    log.emit("start", total=t_cfg.iterations, start_iteration=start, device=str(device), labeled=len(labeled),
-             unlabeled=len(unlabeled), world_size=ctx.world_size)
+def _save(run: _Run, iteration: int) -> Path:
+    """Checkpoint ``iteration`` (rank 0 writes; a failure such as a full disk raises on every rank)."""
+    path = checkpoint_path(run.run_dir, iteration)
+    on_main(run.ctx, lambda: save_checkpoint(path, run.model, run.optimizer, iteration, run.config,
+                                             {**run.extra, "iterations_done": iteration}))
+    run.log.emit("checkpoint", iteration=iteration, path=str(path))
+    run.last_saved = iteration
+    return path
 
-    n_lab = t_cfg.labeled_batch
-    t0, iteration = time.monotonic(), start
-    last_saved = start if found is not None else -1
-    last_saved_time = time.monotonic()
-    calibration_t0 = 0.0
-    refit: tuple[int, int, float] | None = None  # (iteration to re-time at, iteration of the fit, its time)
-    extra = {"labeled": len(labeled), "unlabeled": len(unlabeled), "manifest": str(manifest_path),
-             "world_size": ctx.world_size}
-    loss_keys = ("total", "dice", "lsf", "consistency")
 
-    def save(it: int) -> Path:
-        """Rank 0 writes; a failure (disk full, read-only) raises DTCError on every rank."""
-        path = checkpoint_path(run_dir, it)
-        ctx.check(lambda: save_checkpoint(path, model, optimizer, it, config, {**extra, "iterations_done": it})
-                  if ctx.is_main else None)
-        log.emit("checkpoint", iteration=it, path=str(path))
-        return path
+def _loop(run: _Run, cancel: Callable[[], bool] | None) -> None:
+    """The training iterations: cancel check, one step, schedule fitting, progress event, checkpoints."""
+    from .data import TrainBatches, make_loader
 
+    t, ctx = run.config.train, run.ctx
+    budget = TimeBudget(run.config, run.began, run.start, agree=ctx.broadcast, say=run.log.message)
+    dataset = TrainBatches(run.labeled, run.unlabeled, t, run.config.recipe, seed=t.seed, rank=ctx.rank,
+                           start_iteration=run.start,
+                           num_iterations=UNBOUNDED_ITERATIONS if budget.active else max(0, t.iterations - run.start))
+    loader = make_loader(dataset, t.num_workers, pin_memory=run.device.type == "cuda")
+    run.log.emit("start", total=t.iterations, start_iteration=run.start, device=str(run.device),
+                 labeled=len(run.labeled), unlabeled=len(run.unlabeled), world_size=ctx.world_size)
+    t0 = last_saved_time = time.monotonic()
     with _CancelFlag(cancel) as flag:
-        model.train()
+        run.model.train()
         for batch in loader:
             if ctx.any(flag.is_set()):
-                path = save(iteration) if last_saved != iteration else checkpoint_path(run_dir, iteration)
-                log.emit("cancelled", iteration=iteration, checkpoint=str(path))
-                log.close()
-                raise CancelledError(f"training cancelled at iteration {iteration}; resume with --resume ({path.name} kept)")
-            lr = lr_at(iteration, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            torch.manual_seed(t_cfg.seed * SEED_STRIDE + ctx.rank * 7919 + iteration)  # dropout RNG, resumable
-            image = batch["image"].to(device, non_blocking=True)
-            label = batch["label"].to(device, non_blocking=True)
-            sdf = batch["sdf"].to(device, non_blocking=True)
-            if device.type == "cuda":
-                image = image.contiguous(memory_format=torch.channels_last_3d)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                seg, lsf = train_model(image)
-            losses = compute_losses(seg.float(), lsf.float(), label, sdf, n_lab, iteration, config.recipe)
-            optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            optimizer.step()
-            iteration += 1
-            if fitting and iteration - start == CALIBRATION_SKIP:
-                calibration_t0 = time.monotonic()
-            if fitting and iteration - start == CALIBRATION_SKIP + CALIBRATION_ITERATIONS:
-                per_iteration = (time.monotonic() - calibration_t0) / CALIBRATION_ITERATIONS
-                reserve = 5.0 + t_cfg.precise_bn_batches * per_iteration / 2  # final save + BatchNorm pass
-                total = ctx.broadcast(iterations_in_budget(
-                    t_cfg.time_limit_minutes * 60.0, time.monotonic() - t_begin, iteration, per_iteration, reserve))
-                fit_schedule(config, total)
-                fitting = False
-                log.message(f"time limit {t_cfg.time_limit_minutes:g} min: {per_iteration:.2f} s per iteration, "
-                            f"{total} iterations (lr steps at {', '.join(map(str, t_cfg.lr_steps))})")
-                again = iteration + max(CALIBRATION_ITERATIONS, int(REFIT_AFTER * total))
-                refit = (again, iteration, time.monotonic()) if again < REFIT_BEFORE * total else None
-            elif refit is not None and iteration == refit[0]:
-                per_iteration = (time.monotonic() - refit[2]) / (iteration - refit[1])
-                reserve = 5.0 + t_cfg.precise_bn_batches * per_iteration / 2
-                total = ctx.broadcast(iterations_in_budget(
-                    t_cfg.time_limit_minutes * 60.0, time.monotonic() - t_begin, iteration, per_iteration, reserve))
-                fit_schedule(config, total)
-                refit = None
-                log.message(f"time limit re-timed: {per_iteration:.2f} s per iteration, {total} iterations "
-                            f"(lr steps at {', '.join(map(str, t_cfg.lr_steps))})")
+                _cancelled(run)
+            lr = lr_at(run.iteration, run.config)
+            losses = _train_step(run, batch, lr)
+            run.iteration += 1
+            budget.after_step(run.iteration)
             if ctx.any(not bool(torch.isfinite(losses["total"]))):
                 # No checkpoint of the diverged weights: the newest checkpoint stays the last good one.
-                log.close()
-                raise DTCError(f"the loss became {losses['total'].item()} at iteration {iteration}; "
+                run.log.close()
+                raise DTCError(f"the loss became {losses['total'].item()} at iteration {run.iteration}; "
                                "lower the learning rate (the last good checkpoint is kept)")
-            if iteration % t_cfg.log_every == 0 or iteration == t_cfg.iterations:
-                elapsed = time.monotonic() - t0
-                done = iteration - start
-                values = ctx.mean(torch.stack([losses[k].detach() for k in loss_keys]))  # global-batch mean
-                log.emit(
-                    "progress", iteration=iteration, total=t_cfg.iterations,
-                    losses={k: float(v) for k, v in zip(loss_keys, values)},
-                    lr=lr, **{"lambda": float(losses["lambda"])},
-                    elapsed_s=round(elapsed, 3), eta_s=round(elapsed / done * (t_cfg.iterations - iteration), 1),
-                )
-            due = time.monotonic() - last_saved_time > t_cfg.checkpoint_minutes * 60.0
-            if (iteration % t_cfg.checkpoint_every == 0 or ctx.any(due)) and iteration < t_cfg.iterations:
-                save(iteration)
-                last_saved, last_saved_time = iteration, time.monotonic()
-            if iteration >= t_cfg.iterations and not fitting:
+            if run.iteration % t.log_every == 0 or run.iteration == t.iterations:
+                _progress_event(run, losses, lr, time.monotonic() - t0)
+            due = time.monotonic() - last_saved_time > t.checkpoint_minutes * 60.0
+            if (run.iteration % t.checkpoint_every == 0 or ctx.any(due)) and run.iteration < t.iterations:
+                _save(run, run.iteration)
+                last_saved_time = time.monotonic()
+            if run.iteration >= t.iterations and not budget.active:
                 break
 
-    final = save(t_cfg.iterations) if last_saved != t_cfg.iterations else checkpoint_path(run_dir, iteration)
-    model_path = run_dir / "model.pt"
-    final_model = model
-    if ctx.is_main and t_cfg.precise_bn_batches > 0 and lr_at(iteration - 1, config) > PRECISE_BN_ABOVE_LR:
-        final_model = _precise_bn(model, TrainBatches(
-            labeled, unlabeled, t_cfg, config.recipe, seed=t_cfg.seed, rank=ctx.rank, start_iteration=iteration,
-            num_iterations=t_cfg.precise_bn_batches), device, amp)
-    ctx.check(lambda: save_checkpoint(model_path, final_model, None, iteration, config, {
-        **extra, "iterations_done": iteration, "train_seconds": round(time.monotonic() - t0, 1)}) if ctx.is_main else None)
-    log.emit("done", iteration=iteration, model=str(model_path), checkpoint=str(final),
-             elapsed_s=round(time.monotonic() - t0, 3))
-    log.close()
+
+def _cancelled(run: _Run) -> None:
+    """Checkpoint (unless this iteration already is one), log, and raise CancelledError."""
+    path = checkpoint_path(run.run_dir, run.iteration) if run.last_saved == run.iteration else _save(run, run.iteration)
+    run.log.emit("cancelled", iteration=run.iteration, checkpoint=str(path))
+    run.log.close()
+    raise CancelledError(f"training cancelled at iteration {run.iteration}; resume with --resume ({path.name} kept)")
+
+
+def _train_step(run: _Run, batch: dict[str, torch.Tensor], lr: float) -> dict[str, torch.Tensor]:
+    """One SGD step at learning rate ``lr`` on ``batch``; returns the losses (see losses.compute_losses)."""
+    from .losses import compute_losses
+
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    t = run.config.train
+    torch.manual_seed(t.seed * SEED_STRIDE + run.ctx.rank * RANK_SEED_STRIDE + run.iteration)  # dropout, resumable
+    image = batch["image"].to(run.device, non_blocking=True)
+    label = batch["label"].to(run.device, non_blocking=True)
+    sdf = batch["sdf"].to(run.device, non_blocking=True)
+    if run.device.type == "cuda":
+        image = image.contiguous(memory_format=torch.channels_last_3d)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
+        seg, lsf = run.train_model(image)
+    losses = compute_losses(seg.float(), lsf.float(), label, sdf, t.labeled_batch, run.iteration, run.config.recipe)
+    run.optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    run.optimizer.step()
+    return losses
+
+
+def _progress_event(run: _Run, losses: dict[str, torch.Tensor], lr: float, elapsed: float) -> None:
+    """One "progress" event: global-batch mean losses, lr, lambda, elapsed time and ETA."""
+    t = run.config.train
+    values = run.ctx.mean(torch.stack([losses[k].detach() for k in LOSS_NAMES]))
+    done = run.iteration - run.start
+    run.log.emit("progress", iteration=run.iteration, total=t.iterations,
+                 losses={k: float(v) for k, v in zip(LOSS_NAMES, values)}, lr=lr,
+                 **{"lambda": float(losses["lambda"])}, elapsed_s=round(elapsed, 3),
+                 eta_s=round(elapsed / done * (t.iterations - run.iteration), 1))
+
+
+def _finish(run: _Run) -> Path:
+    """Last checkpoint, ``model.pt`` (BatchNorm statistics recomputed after a high final lr), "done" event."""
+    from .data import TrainBatches
+
+    t = run.config.train
+    final = checkpoint_path(run.run_dir, run.iteration) if run.last_saved == t.iterations else _save(run, t.iterations)
+    model_path = run.run_dir / "model.pt"
+    final_model = run.model
+    if run.ctx.is_main and t.precise_bn_batches > 0 and lr_at(run.iteration - 1, run.config) > PRECISE_BN_ABOVE_LR:
+        final_model = _precise_bn(run.model, TrainBatches(
+            run.labeled, run.unlabeled, t, run.config.recipe, seed=t.seed, rank=run.ctx.rank,
+            start_iteration=run.iteration, num_iterations=t.precise_bn_batches), run.device, run.amp)
+    seconds = round(time.monotonic() - run.began, 1)
+    on_main(run.ctx, lambda: save_checkpoint(model_path, final_model, None, run.iteration, run.config, {
+        **run.extra, "iterations_done": run.iteration, "train_seconds": seconds}))
+    run.log.emit("done", iteration=run.iteration, model=str(model_path), checkpoint=str(final), elapsed_s=seconds)
+    run.log.close()
     return model_path

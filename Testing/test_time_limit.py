@@ -11,7 +11,8 @@ from DTCCore.checkpoint import load_checkpoint
 from DTCCore.config import DTCConfig
 from DTCCore.errors import CancelledError, DTCError
 from DTCCore.losses import ramp_weight
-from DTCCore.trainer import CALIBRATION_ITERATIONS, CALIBRATION_SKIP, fit_schedule, iterations_in_budget, lr_at, train
+from DTCCore.schedule import CALIBRATION_ITERATIONS, CALIBRATION_SKIP, fit_schedule, iterations_in_budget, lr_at
+from DTCCore.trainer import train
 
 
 def test_fit_schedule_keeps_the_recipe_proportions():
@@ -45,7 +46,7 @@ def test_time_limited_run_fits_its_schedule_and_a_resume_keeps_it(blob_manifest,
         calls.append((limit_s, elapsed_s, done, seconds_per_iteration, reserve_s))
         return 24
 
-    monkeypatch.setattr("DTCCore.trainer.iterations_in_budget", budget)
+    monkeypatch.setattr("DTCCore.schedule.iterations_in_budget", budget)
     config = tiny_config(iterations=6000, time_limit_minutes=0.25, checkpoint_every=10_000)
     config.train.lr_steps = (2500, 5000)
     config.recipe.ramp_unit = 150
@@ -103,7 +104,7 @@ def test_the_budget_is_re_timed_once_early_in_the_run(blob_manifest, tmp_path, m
         calls.append(done)
         return answers[len(calls) - 1]
 
-    monkeypatch.setattr("DTCCore.trainer.iterations_in_budget", budget)
+    monkeypatch.setattr("DTCCore.schedule.iterations_in_budget", budget)
     config = tiny_config(iterations=6000, time_limit_minutes=5.0, checkpoint_every=10_000)
     config.train.lr_steps = (2500, 5000)
     model = train(config, blob_manifest, tmp_path / "run")
