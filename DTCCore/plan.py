@@ -18,10 +18,11 @@ from .errors import DTCError
 
 AUTO_STEP = 1.03  # nnU-Net's spacing increase per step when it plans 3d_lowres
 AUTO_ANISOTROPY = 2.0  # axes coarser than 2x the finest are left alone (nnU-Net's anisotropy threshold)
-# Voxels of the median scan on the model grid. Our measurement on the LA benchmark (bench/RESULTS.md,
-# "Spacing sweep"): on this budget a 2-core CPU trains a whole model in about an hour and the median LA
-# scan lands at about 1.5 mm, where the best reachable Dice is still 97.2 %.
-AUTO_MAX_VOXELS = 180_000
+# Voxels of the median scan on the model grid. Our measurement (bench/RESULTS.md, "spacing sweep"): in equal
+# CPU time a 2.0 mm LA model beat 1.5 and 1.25 mm ones by 10+ validation Dice points; this budget puts the
+# median LA scan (about 190 x 145 x 88 voxels at 0.625 mm) at 1.98 mm, where the best reachable Dice is
+# still 96.7 %.
+AUTO_MAX_VOXELS = 80_000
 
 
 def auto_spacing(spacings: Sequence[Sequence[float]], shapes: Sequence[Sequence[int]],
