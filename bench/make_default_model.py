@@ -23,8 +23,9 @@ import json
 import sys
 from pathlib import Path
 
-import _common
 import numpy as np
+
+import _common
 from la_eval import evaluate, mean
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,8 +47,8 @@ def main() -> int:
     p.add_argument("--test-cases", type=int, default=0, help="only the first N of test.list (0 = all; a dry run)")
     args = p.parse_args()
 
-    from DTCCore.checkpoint import load_checkpoint, load_model, save_checkpoint
     from DTCCore.atomic import atomic_write_text
+    from DTCCore.checkpoint import load_checkpoint, load_model, save_checkpoint
     from DTCCore.inference import resolve_device
     from DTCCore.runlog import read_log
 
@@ -93,7 +94,8 @@ def main() -> int:
         "iterations": payload["iteration"],
         "train_seconds": extra.get("train_seconds", done[-1]["elapsed_s"] if done else None),
         "data": {"labeled": extra.get("labeled"), "unlabeled": extra.get("unlabeled"),
-                 "set": "LA 2018 (first 16 of train.list labeled, the other 64 unlabeled)"},
+                 "set": f"LA 2018 (the first {extra.get('labeled')} cases of train.list labeled, "
+                        f"{extra.get('unlabeled')} of the others unlabeled)"},
         "config": config.to_dict(),
         "validation": {"cases": validation, "whole_volume": whole, "largest_component": lcc,
                        "dice_windows": dice[False], "dice_whole_volume": dice[True],
@@ -132,7 +134,8 @@ def render_card(c: dict) -> str:
             else "x".join(f"{s:g}" for s in plan["spacing"]) + " mm (scans are resampled there and the "
             "probabilities back to the scan's grid)")
     window = ("one whole-volume pass" if v["whole_volume"]
-              else f"sliding window {tuple(tr['patch'])}, overlap {cfg['infer']['overlap']}, {cfg['infer']['blend']} blending")
+              else f"sliding window {tuple(tr['patch'])}, overlap {cfg['infer']['overlap']}, "
+                   f"{cfg['infer']['blend']} blending")
     base_cols = ("| {} ".format(b["run"]) if b else "")
     def row(name: str, key: str, scale: float, paper: str) -> str:
         base = f"| {scale * b['mean'][key]:.2f} " if b else ""
@@ -141,9 +144,12 @@ def render_card(c: dict) -> str:
         f"| supervised only, same budget ({b['labeled']} labeled) " if b else "") + "| paper DTC / VNet 16 labeled |"
     sep = "| --- " * (5 if b else 4) + "|"
     table = "\n".join([header, sep, row("Dice %", "dice", 100, "89.42 / 86.03"),
-                       row("Jaccard %", "jaccard", 100, "80.98 / 73.26"), row("ASD (voxels)", "asd_vox", 1, "2.10 / 5.75"),
+                       row("Jaccard %", "jaccard", 100, "80.98 / 73.26"),
+                       row("ASD (voxels)", "asd_vox", 1, "2.10 / 5.75"),
                        row("95HD (voxels)", "hd95_vox", 1, "7.32 / 17.93"), row("ASD (mm)", "asd_mm", 1, ""),
                        row("95HD (mm)", "hd95_mm", 1, "")])
+    budget = (f" (the schedule fitted to a {tr['time_limit_minutes']:g}-minute budget)"
+              if tr.get("schedule_fitted") else "")
     which = "lcc" if v["largest_component"] else "raw"
     rows = "\n".join(f"| {r['case']} | {100 * r[which]['dice']:.2f} | {r['seconds']:.1f} |" for r in t["per_case"])
     del base_cols
@@ -160,15 +166,14 @@ def render_card(c: dict) -> str:
   {rec['consistency_rampup']} x {rec['ramp_unit']} iterations; network base filters {net['base_filters']}
   (the paper's is 16), patch {tuple(tr['patch'])} at the plan's spacing, batch {tr['labeled_batch']} +
   {tr['unlabeled_batch']}, augmentation `{tr['augment']}`, SGD lr {tr['lr']} x{tr['lr_gamma']} at
-  {tuple(tr['lr_steps'])}, **{c['iterations']} iterations** (schedule fitted to a
-  {tr['time_limit_minutes']} minute budget: {tr['schedule_fitted']}), seed {tr['seed']}.
+  {tuple(tr['lr_steps'])}, **{c['iterations']} iterations**{budget}, seed {tr['seed']}.
 - **Trained on**: {c['trained_on'] or 'see source run'}; {c['train_seconds']} s of training.
 - **Inference**: {window}, threshold {cfg['infer']['threshold']}, largest connected component
   **{'on' if v['largest_component'] else 'off'}**. Chosen on {len(v['cases'])} held-out validation scans:
-  mean Dice {100 * v['dice_windows']:.2f} with windows ({v['seconds_windows']:.1f} s), {100 * v['dice_whole_volume']:.2f}
-  in one pass ({v['seconds_whole_volume']:.1f} s); {100 * v['mean_raw']['dice']:.2f} without and
-  {100 * v['mean_lcc']['dice']:.2f} with the largest component. Median {t['seconds_per_case']:.1f} s per test case
-  (inference only) on the machine that evaluated it.
+  mean Dice {100 * v['dice_windows']:.2f} with windows ({v['seconds_windows']:.1f} s),
+  {100 * v['dice_whole_volume']:.2f} in one pass ({v['seconds_whole_volume']:.1f} s);
+  {100 * v['mean_raw']['dice']:.2f} without and {100 * v['mean_lcc']['dice']:.2f} with the largest component.
+  Median {t['seconds_per_case']:.1f} s per test case (inference only) on the machine that evaluated it.
 
 ## Limitations
 
