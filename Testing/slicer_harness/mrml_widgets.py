@@ -143,7 +143,19 @@ class qMRMLNodeComboBox(QtWidgets.QComboBox):
         self._refresh()
 
     def _flag(name):  # noqa: N805
-        return Property(bool, lambda self: self._flags[name], lambda self, v: self._flags.__setitem__(name, bool(v)))
+        def getter(self) -> bool:
+            return bool(self._flags[name])
+
+        def setter(self, value) -> None:
+            self._flags[name] = bool(value)
+
+        return Property(bool, getter, setter)
+
+    def _get_show_hidden(self) -> bool:
+        return self._showHidden
+
+    def _set_show_hidden(self, value) -> None:
+        self._showHidden = bool(value)
 
     nodeTypes = Property("QStringList", _get_types, _set_types)
     noneEnabled = Property(bool, _get_none, _set_none)
@@ -152,12 +164,15 @@ class qMRMLNodeComboBox(QtWidgets.QComboBox):
     removeEnabled = _flag("removeEnabled")
     editEnabled = _flag("editEnabled")
     renameEnabled = _flag("renameEnabled")
-    showHidden = Property(bool, lambda self: self._showHidden, lambda self, v: setattr(self, "_showHidden", bool(v)))
+    showHidden = Property(bool, _get_show_hidden, _set_show_hidden)
 
     def _get_id(self) -> str:
         return self._current.GetID() if self._current is not None else ""
 
-    currentNodeID = Property(str, _get_id, lambda self, node_id: self.setCurrentNodeID(node_id))
+    def _set_id(self, node_id: str) -> None:
+        self.setCurrentNodeID(node_id)
+
+    currentNodeID = Property(str, _get_id, _set_id)
 
     # API
     def setMRMLScene(self, scene) -> None:

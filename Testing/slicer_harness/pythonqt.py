@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
 import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -42,6 +43,26 @@ DECLARED_ONLY = {
                "qMRMLSegmentSelectorWidget"],
 }
 FILE_DIALOG_ANSWERS: list = []  # what the next QFileDialog.get*() returns (tests push answers here)
+
+
+def _pin_singletons() -> None:
+    """Keep None / True / False alive under PySide6 6.12 on Python < 3.12.
+
+    Measured here (PySide6-Essentials 6.12.0, abi3 wheel, CPython 3.11.7): every call of a void Qt method
+    (``QComboBox.setCurrentIndex``) drops one reference to ``None`` and every signal ``emit`` one to
+    ``True`` without having taken it, as if they were immortal (they are from Python 3.12). After enough
+    calls the interpreter aborts ("deallocating None"). Raising their reference counts by 2**40 makes
+    them effectively immortal, as on Python 3.12; nothing else changes.
+    """
+    if sys.version_info >= (3, 12):
+        return
+    import ctypes
+
+    for singleton in (None, True, False):
+        ctypes.c_ssize_t.from_address(id(singleton)).value += 1 << 40
+
+
+_pin_singletons()
 
 
 def application() -> QtWidgets.QApplication:
