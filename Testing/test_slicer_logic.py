@@ -182,3 +182,23 @@ def test_segment_job_leaves_no_temporary_files(slicer_scene, dtc_module, tiny_mo
     info = logic.startModelInfo([str(tiny_model)], "cpu")
     info.wait(120)
     assert info.state == "done" and info.models[str(tiny_model)]["num_classes"] == 1 and not info.work_dir.exists()
+
+
+def test_one_segment_per_class_of_the_label_table(slicer_scene, dtc_module):
+    from DTCSegmentationLib.tasks import SegmentResult
+
+    volume, _ = make_volume("Heart")
+    xyz = SHAPE_KJI[::-1]
+    label = np.zeros(xyz, np.uint8)
+    label[2:10, 2:10, 2:8] = 1
+    label[20:30, 15:25, 10:18] = 2
+    levelsets = [np.where(label == c, -0.5, 0.5).astype(np.float32) for c in (1, 2)]
+    table = [{"value": 1, "name": "Left ventricle", "color": [0.8, 0.2, 0.2], "terminology": ""},
+             {"value": 2, "name": "Myocardium", "color": [0.2, 0.6, 0.2], "terminology": ""}]
+    nodes = dtc_module.DTCSegmentationLogic().writeResults(volume, SegmentResult(label, levelsets, np.zeros(xyz, np.float32)), table)
+    segmentation = nodes.segmentation.GetSegmentation()
+    assert [segmentation.GetSegment(s).GetName() for s in nodes.segment_ids] == ["Left ventricle", "Myocardium"]
+    assert segmentation.GetSegment(nodes.segment_ids[1]).GetColor() == pytest.approx((0.2, 0.6, 0.2))
+    for value, segment_id in zip((1, 2), nodes.segment_ids):
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(nodes.segmentation, segment_id, volume).transpose(2, 1, 0)
+        assert np.array_equal(mask > 0, label == value)
