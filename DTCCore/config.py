@@ -172,7 +172,9 @@ class DTCConfig:
             for key, v in value.items():
                 if key not in names:
                     raise DTCError(f"unknown config key {section}.{key}; expected one of {sorted(names)}")
-                setattr(sub, key, coerce_value(f"{section}.{key}", names[key].type, v))
+                annotation = names[key].type
+                assert isinstance(annotation, str)  # a string under 'from __future__ import annotations'
+                setattr(sub, key, coerce_value(f"{section}.{key}", annotation, v))
         out.validate()
         return out
 

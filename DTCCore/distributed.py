@@ -134,7 +134,8 @@ def current_context(device_name: str = "auto") -> DistContext:
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         except (ValueError, RuntimeError) as exc:
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise DTCError(f"cannot join the torch.distributed process group ({reason}); launch with torchrun") from None
+            raise DTCError(f"cannot join the torch.distributed process group ({reason}); "
+                           "launch with torchrun") from None
         owns = True
     device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), device=device, owns_group=owns)

@@ -256,7 +256,8 @@ def _run_with_fallback(
     model.to(device)
     if isinstance(model, DualTaskVNet):
         # Inference copy (the caller's model is untouched): BatchNorm folded, channels-last weights.
-        model = fold_batchnorm(model).to(memory_format=torch.channels_last_3d)
+        # Module.to takes memory_format at run time; torch's type overloads leave it out
+        model = fold_batchnorm(model).to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     if infer.mirror:  # test-time mirroring over the flips the model was trained with (tta.py)
         from .tta import MirroredModel, mirror_axes
 

@@ -46,9 +46,11 @@ class Geometry:
     @classmethod
     def from_sitk(cls, img: sitk.Image | sitk.ImageFileReader) -> "Geometry":
         """Geometry of a 3D SimpleITK image (or of a reader after ``ReadImageInformation``)."""
+        sx, sy, sz = (float(v) for v in img.GetSpacing())
+        ox, oy, oz = (float(v) for v in img.GetOrigin())
         return cls(
-            spacing=tuple(float(v) for v in img.GetSpacing()),
-            origin=tuple(float(v) for v in img.GetOrigin()),
+            spacing=(sx, sy, sz),
+            origin=(ox, oy, oz),
             direction=tuple(float(v) for v in img.GetDirection()),
         )
 
@@ -152,7 +154,8 @@ def _execute(path: Path, reader: sitk.ImageFileReader, pixel_type: int | None) -
     try:
         return reader.Execute()
     except RuntimeError:
-        raise DTCError(f"cannot read the voxels of {path} (the file is truncated or corrupt); export it again") from None
+        raise DTCError(f"cannot read the voxels of {path} (the file is truncated or corrupt); "
+                       "export it again") from None
     except MemoryError:
         raise DTCError(f"not enough memory to read {path}; close other programs or crop the volume") from None
 

@@ -57,7 +57,8 @@ def validate_table(table: Any, num_classes: int, where: str = "label table") -> 
         if not (isinstance(color, (list, tuple)) and len(color) == 3 and all(0.0 <= float(v) <= 1.0 for v in color)):
             raise DTCError(f"{where}: entry {c} colour must be three numbers in [0, 1]")
         if int(entry.get("value", c)) != c:
-            raise DTCError(f"{where}: entry {c} has value {entry.get('value')}; values must be 1..{num_classes} in order")
+            raise DTCError(f"{where}: entry {c} has value {entry.get('value')}; "
+                           f"values must be 1..{num_classes} in order")
         out.append({"value": c, "name": str(entry["name"]), "color": [float(v) for v in color],
                     "terminology": str(entry.get("terminology", "") or "")})
     return out

@@ -23,6 +23,13 @@ from torch import nn
 PRECISE_BN_BATCHES = 25  # our choice: 100 crops at batch 4; enough for stable statistics, ~1 s on a GPU
 
 
+def _running_stats(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(running_mean, running_var, num_batches_tracked)`` of a BatchNorm that tracks running statistics."""
+    mean, var, count = bn.running_mean, bn.running_var, bn.num_batches_tracked
+    assert mean is not None and var is not None and count is not None, "BatchNorm without running statistics"
+    return mean, var, count
+
+
 @torch.no_grad()
 def recompute_batchnorm_stats(
     model: nn.Module, images: Iterable[torch.Tensor], amp_dtype: torch.dtype | None = None
@@ -34,11 +41,14 @@ def recompute_batchnorm_stats(
     (``momentum=None``). The model's mode and momenta are restored. Returns the number of batches used
     (0 leaves the model untouched).
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
         return 0
     was_training = model.training
-    saved = [(bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone(), bn.momentum) for bn in bns]
+    saved = []
+    for bn in bns:
+        mean, var, count = _running_stats(bn)
+        saved.append((mean.clone(), var.clone(), count.clone(), bn.momentum))
     model.eval()
     for bn in bns:
         bn.reset_running_stats()
@@ -55,9 +65,10 @@ def recompute_batchnorm_stats(
         for bn, (mean, var, count, momentum) in zip(bns, saved):
             bn.momentum = momentum
             if used == 0:
-                bn.running_mean.copy_(mean)
-                bn.running_var.copy_(var)
-                bn.num_batches_tracked.copy_(count)
+                running_mean, running_var, num_batches = _running_stats(bn)
+                running_mean.copy_(mean)
+                running_var.copy_(var)
+                num_batches.copy_(count)
         model.train(was_training)
     return used
 
@@ -82,14 +93,15 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 if not (isinstance(conv, (nn.Conv3d, nn.ConvTranspose3d)) and isinstance(bn, nn.BatchNorm3d)
                         and bn.track_running_stats and conv.bias is not None):
                     continue
-                gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
-                beta = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-                scale = gamma / torch.sqrt(bn.running_var + bn.eps)
+                running_mean, running_var, _ = _running_stats(bn)
+                gamma = bn.weight if bn.affine else torch.ones_like(running_var)
+                beta = bn.bias if bn.affine else torch.zeros_like(running_mean)
+                scale = gamma / torch.sqrt(running_var + bn.eps)
                 # Conv3d weight (out, in, k, k, k); ConvTranspose3d weight (in, out / groups, k, k, k).
                 shape = (-1, 1, 1, 1, 1) if isinstance(conv, nn.Conv3d) else (1, -1, 1, 1, 1)
                 if isinstance(conv, nn.ConvTranspose3d) and conv.groups != 1:
                     continue
                 conv.weight.mul_(scale.view(shape))
-                conv.bias.copy_((conv.bias - bn.running_mean) * scale + beta)
+                conv.bias.copy_((conv.bias - running_mean) * scale + beta)
                 seq._modules[name] = nn.Identity()
     return folded

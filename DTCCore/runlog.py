@@ -39,7 +39,8 @@ class RunLog:
         try:
             self._file = open(self.run_dir / "log.jsonl", "a", encoding="utf-8") if write else None
         except OSError as exc:
-            raise DTCError(f"cannot write {self.run_dir / 'log.jsonl'} ({exc.strerror}); choose a writable run folder") from None
+            raise DTCError(f"cannot write {self.run_dir / 'log.jsonl'} ({exc.strerror}); "
+                           "choose a writable run folder") from None
         if write:
             self.records = [r for r in read_log(self.run_dir) if r.get("event") == "progress"]
 

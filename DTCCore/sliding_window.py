@@ -155,5 +155,5 @@ def sliding_window(
             lsf_sum /= count
     finally:
         model.train(was_training)
-    crop = (slice(None), slice(None)) + tuple(slice(l, l + d) for l, d in zip(lo, size))
+    crop = (slice(None), slice(None)) + tuple(slice(start, start + d) for start, d in zip(lo, size))
     return seg_sum[crop], lsf_sum[crop]

@@ -75,7 +75,8 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
         raise DTCError(f"run folder {run_dir} is a file; choose a folder name")
     has_run = (run_dir / "config.json").exists() or (run_dir / "model.pt").exists()
     if has_run and not resume:
-        raise DTCError(f"{run_dir} already holds a training run; add --resume to continue it or choose another -o folder")
+        raise DTCError(f"{run_dir} already holds a training run; "
+                       "add --resume to continue it or choose another -o folder")
     ancestor = run_dir.absolute()
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
@@ -186,7 +187,9 @@ def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, 
                 start, began, iteration=start, last_saved=start if found is not None else -1, extra=extra)
 
 
-def _resume_state(ctx: DistContext, run_dir: Path, resume: bool, notes: list[str]) -> tuple[Path, dict[str, Any]] | None:
+def _resume_state(
+    ctx: DistContext, run_dir: Path, resume: bool, notes: list[str]
+) -> tuple[Path, dict[str, Any]] | None:
     """Rank 0's newest valid checkpoint (decides the starting iteration, config and weights), on every rank."""
     def find() -> tuple[Path, dict[str, Any]] | None:
         if not ctx.is_main:
@@ -248,7 +251,8 @@ def _model_and_optimizer(ctx: DistContext, config: DTCConfig, device: torch.devi
     torch.manual_seed(t.seed)
     model = build_network(config.network).to(device)
     if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last_3d)
+        # Module.to takes memory_format at run time; torch's type overloads leave it out
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     if found is not None:
         model.load_state_dict(float32_state(found[1]["model"]))

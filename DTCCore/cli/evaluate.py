@@ -9,11 +9,15 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import DTCError
+
+if TYPE_CHECKING:
+    from ..io import Geometry  # imported where used at run time: io loads SimpleITK
 
 HELP = """\
 Compare predicted label maps with reference labels: Dice and Jaccard (%), average surface distance
@@ -75,7 +79,9 @@ def match_pairs(pred: Path, label: Path) -> list[tuple[str, Path, Path]]:
     return [(c, preds[c], labels[c]) for c in common]
 
 
-def read_label_map(path: Path, geometry=None, shape=None) -> tuple[np.ndarray, object]:
+def read_label_map(
+    path: Path, geometry: Geometry | None = None, shape: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, Geometry]:
     """A label map as uint8 (X, Y, Z) class indices and its geometry; DTCError unless its values are
     integers in 0..255 and (when ``geometry`` / ``shape`` are given) it lies on that grid."""
     from ..io import read_image
@@ -90,7 +96,7 @@ def read_label_map(path: Path, geometry=None, shape=None) -> tuple[np.ndarray, o
     return values.astype(np.uint8), own
 
 
-def _pair(pred_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray, object]:
+def _pair(pred_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray, Geometry]:
     truth, geometry = read_label_map(label_path)
     pred, _ = read_label_map(pred_path, geometry, truth.shape)
     return pred, truth, geometry
@@ -156,7 +162,8 @@ def format_table(rows: list[dict], summary: dict) -> str:
         mean = summary["mean"]
         vals = [_fmt(mean[c], c in ("dice", "jaccard")) for c in COLUMNS]
         lines.append("-" * len(head))
-        lines.append(f"{'mean of ' + str(len(rows)):<28}{vals[0]:>8}{vals[1]:>8}{vals[2]:>8}{vals[3]:>9}{vals[4]:>8}{vals[5]:>9}")
+        lines.append(f"{'mean of ' + str(len(rows)):<28}"
+                     f"{vals[0]:>8}{vals[1]:>8}{vals[2]:>8}{vals[3]:>9}{vals[4]:>8}{vals[5]:>9}")
     for c, per_class in summary.get("classes", {}).items():
         vals = [_fmt(per_class["mean"][k], k in ("dice", "jaccard")) for k in COLUMNS]
         name = f"mean class {c} ({per_class['cases']})"

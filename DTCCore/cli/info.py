@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe models (label table, plan, training data) as JSON lines",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("models", nargs="*", metavar="MODEL", help="model files (default: the bundled model)")
-    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N", help="also describe what this device choice resolves to")
+    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N",
+                   help="also describe what this device choice resolves to")
     p.set_defaults(run=run)
 
 
@@ -56,7 +57,8 @@ def describe_model(path: Path) -> dict[str, Any]:
 def describe_device(requested: str) -> dict[str, Any]:
     import torch
 
-    from ..inference import describe_device as describe, resolve_device
+    from ..inference import describe_device as describe
+    from ..inference import resolve_device
 
     why = ""
     if not torch.cuda.is_available():

@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="scans to rank")
     p.add_argument("--model", metavar="MODEL", help="model.pt (default: the bundled model)")
-    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N", default="auto", help="default auto: CUDA when present")
+    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N", default="auto",
+                   help="default auto: CUDA when present")
     events.add_options(p)
     p.set_defaults(run=run)
 

@@ -35,9 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", action="store_true", help="segment the bundled left-atrium MRI sample case")
     p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the results (created)")
     p.add_argument("--model", metavar="MODEL", help="model.pt from 'dtc train' (default: the bundled model)")
-    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N", default="auto", help="default auto: CUDA when present")
+    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N", default="auto",
+                   help="default auto: CUDA when present")
     p.add_argument("--overlap", type=float, metavar="F", help="window overlap in [0, 1) (default: the model's, 0.5)")
-    p.add_argument("--stride", type=int, nargs=3, metavar=("X", "Y", "Z"), help="explicit window stride (reference LA: 18 18 4)")
+    p.add_argument("--stride", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="explicit window stride (reference LA: 18 18 4)")
     p.add_argument("--batch-windows", type=int, metavar="B", help="windows per forward pass (default 4)")
     p.add_argument("--whole-volume", action="store_true",
                    help="one forward pass over the whole scan instead of windows (faster on a CPU; up to 8 M voxels)")
@@ -91,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, config = load_model(args.model, device)
     if not args.overwrite:
-        existing = [p for n in names for p in output_paths(out_dir, n, args.format, config.network.num_classes).values() if p.exists()]
+        existing = [p for n in names
+                    for p in output_paths(out_dir, n, args.format, config.network.num_classes).values() if p.exists()]
         if existing:
             raise DTCError(f"{existing[0]} already exists; add --overwrite or choose another -o folder")
     if args.overlap is not None:

@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("manifest", metavar="MANIFEST", help="JSON file naming labeled pairs and unlabeled scans")
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder to create (or resume)")
-    p.add_argument("--config", metavar="FILE", help="JSON config (sections network/recipe/train/infer); options below override it")
+    p.add_argument("--config", metavar="FILE",
+                   help="JSON config (sections network/recipe/train/infer); options below override it")
     p.add_argument("--iterations", type=int, metavar="N", help="total iterations (default 6000)")
     p.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="train for about this long: the schedule (lr steps, consistency ramp) is scaled to the "
@@ -36,10 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spacing", nargs="+", metavar="MM",
                    help="grid the model works on: native (each scan's own, default), auto (from the scans' median "
                         "spacing and a CPU budget), S (isotropic mm) or SX SY SZ; scans are resampled once at load")
-    p.add_argument("--patch", type=int, nargs=3, metavar=("X", "Y", "Z"), help="crop size, multiples of 16 (default 112 112 80)")
+    p.add_argument("--patch", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="crop size, multiples of 16 (default 112 112 80)")
     p.add_argument("--base-filters", type=int, metavar="F", help="VNet width (default 16: 9.45 M parameters)")
     p.add_argument("--mode", choices=MODES, help="ablation of the paper's Table 1 (default dtc)")
-    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N", help="default auto: CUDA when present")
+    p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N",
+                   help="default auto: CUDA when present")
     p.add_argument("--augment", choices=AUGMENT_CHOICES,
                    help="training augmentation (default mirror: flips and 90-degree turns, the scan's own "
                         "orientation included; no-mirror: for labels that depend on side, e.g. left/right "
@@ -104,7 +107,8 @@ class _Printer:
         elif event == "progress" and self.bar is not None:
             self.bar.update(record["iteration"] - self.bar.n)
             losses = record["losses"]
-            self.bar.set_postfix(loss=f"{losses['total']:.3f}", dice=f"{losses['dice']:.3f}", lam=f"{record['lambda']:.2f}")
+            self.bar.set_postfix(loss=f"{losses['total']:.3f}", dice=f"{losses['dice']:.3f}",
+                                 lam=f"{record['lambda']:.2f}")
         elif event == "message":
             (self.bar.write if self.bar is not None else print)(record["text"])
         elif event in ("done", "cancelled") and self.bar is not None:
