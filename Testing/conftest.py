@@ -29,7 +29,9 @@ def blob_volume(rng: np.random.Generator, shape=BLOB_SHAPE) -> tuple[np.ndarray,
     return image.astype(np.float32), label
 
 
-def write_volume(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=None) -> Path:
+def write_volume(
+    path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=None
+) -> Path:
     """Write an (x, y, z) array with SimpleITK (independent of DTCCore.io)."""
     import SimpleITK as sitk
 

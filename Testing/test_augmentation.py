@@ -13,7 +13,13 @@ import torch
 
 from conftest import tiny_config, write_volume
 from DTCCore.config import (
-    AUGMENT_CHOICES, AUGMENT_MIRROR, AUGMENT_NO_MIRROR, AUGMENT_NONE, AUGMENT_REFERENCE, DTCConfig, augment_choice,
+    AUGMENT_CHOICES,
+    AUGMENT_MIRROR,
+    AUGMENT_NO_MIRROR,
+    AUGMENT_NONE,
+    AUGMENT_REFERENCE,
+    DTCConfig,
+    augment_choice,
 )
 from DTCCore.data import LabeledCase, TrainBatches, augment
 from DTCCore.errors import DTCError

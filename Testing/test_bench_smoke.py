@@ -107,8 +107,8 @@ def test_fold_batchnorm_keeps_the_eval_output_and_the_callers_model():
     import torch
 
     sys.path.insert(0, str(REPO))
-    from DTCCore.precise_bn import fold_batchnorm
     from DTCCore.network import DualTaskVNet
+    from DTCCore.precise_bn import fold_batchnorm
 
     torch.manual_seed(0)
     net = DualTaskVNet(base_filters=2)

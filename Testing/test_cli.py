@@ -22,7 +22,8 @@ SPACING, ORIGIN = (0.7, 0.9, 1.3), (-12.5, 30.0, 7.25)
 
 
 def _run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "DTCCore", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run([sys.executable, "-m", "DTCCore", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
 
 
 def _assert_one_line_error(stderr: str, fragment: str) -> None:
@@ -157,8 +158,8 @@ def test_segment_multiclass_writes_one_level_set_per_class(tmp_path):
 
 def test_bundled_default_model_segments_the_bundled_sample(tmp_path, capsys):
     """The README's main job: the bundled model on the bundled case, checked against the bundled label."""
-    from DTCCore.checkpoint import DEFAULT_MODEL, read_model_info
     from conftest import SAMPLE_LABEL
+    from DTCCore.checkpoint import DEFAULT_MODEL, read_model_info
 
     info = read_model_info(DEFAULT_MODEL)
     assert info["config"]["network"]["num_classes"] == 1

@@ -75,6 +75,6 @@ def test_cli_wrong_type_config_is_one_error_line(tmp_path, blob_manifest):
 
 
 def test_cli_device_names(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "DTCCore", "segment", "--sample", "-o", str(tmp_path), "--device", "gpu"],
-                         capture_output=True, text=True, timeout=120)
+    cmd = [sys.executable, "-m", "DTCCore", "segment", "--sample", "-o", str(tmp_path), "--device", "gpu"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "cuda:N" in out.stderr

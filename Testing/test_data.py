@@ -12,7 +12,13 @@ from scipy import ndimage
 
 from DTCCore.config import RecipeConfig, TrainConfig
 from DTCCore.data import (
-    LabeledCase, TrainBatches, UnlabeledCase, augment, load_cases, make_loader, random_crop,
+    LabeledCase,
+    TrainBatches,
+    UnlabeledCase,
+    augment,
+    load_cases,
+    make_loader,
+    random_crop,
 )
 from DTCCore.errors import DTCError
 from DTCCore.intensity import normalize
@@ -191,7 +197,8 @@ def test_batches_deterministic_and_resumable():
 
 def test_loader_workers_do_not_change_batches():
     labeled, unlabeled = _cases()
-    ds = TrainBatches(labeled, unlabeled, _cfg(iterations=7), RecipeConfig(), seed=9, start_iteration=2, num_iterations=5)
+    ds = TrainBatches(labeled, unlabeled, _cfg(iterations=7), RecipeConfig(), seed=9, start_iteration=2,
+                      num_iterations=5)
     direct = [ds[i] for i in range(2, 7)]
     for workers in (0, 2):
         got = list(make_loader(ds, workers, pin_memory=False))

@@ -16,7 +16,6 @@ shows the drift is rounding, not a DDP error. The tolerances below are ~3x the m
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -50,7 +49,8 @@ def _torchrun(args: list[str], log_dir: Path, **popen) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
            "--log-dir", str(log_dir), "--redirects", "3", "-m", "DTCCore", "train", *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **popen)
 
 
 def _rank_output(log_dir: Path, rank: int) -> str:

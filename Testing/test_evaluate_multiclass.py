@@ -67,7 +67,7 @@ def test_multiclass_without_flags_matches_medpy_per_class(tmp_path, capsys):
         assert classes[str(c)]["cases"] == 3
     assert report["summary"]["mean"]["dice"] == pytest.approx(np.mean(sum(expected.values(), [])))
     for c in (1, 2, 3):
-        line = next(l for l in out.out.splitlines() if l.startswith(f"mean class {c} "))
+        line = next(row for row in out.out.splitlines() if row.startswith(f"mean class {c} "))
         assert line.split()[4] == f"{100 * np.mean(expected[c]):.2f}"  # "mean class c (n) Dice% ..."
     assert "mean of 9" in out.out
 

@@ -40,7 +40,8 @@ def test_load_relative_paths(tmp_path, monkeypatch):
     monkeypatch.chdir("/")  # relative to the manifest's folder, not to the working directory
     m = load_manifest(path)
     assert m.path == path
-    assert m.labeled == [LabeledPair(tmp_path / f"c{i}" / "image.nrrd", tmp_path / f"c{i}" / "label.nrrd") for i in range(2)]
+    assert m.labeled == [LabeledPair(tmp_path / f"c{i}" / "image.nrrd", tmp_path / f"c{i}" / "label.nrrd")
+                         for i in range(2)]
     assert m.unlabeled == [tmp_path / "u0.nii.gz", tmp_path / "u1.nii.gz"]
 
 
@@ -51,7 +52,8 @@ def test_absolute_paths_and_no_unlabeled(tmp_path):
     path = _write(tmp_path / "ds" / "m.json", {"labeled": [{"image": str(img), "label": str(lab)}], "unlabeled": []})
     m = load_manifest(path)
     assert m.labeled == [LabeledPair(img, lab)] and m.unlabeled == []
-    assert load_manifest(_write(tmp_path / "ds" / "n.json", {"labeled": [{"image": str(img), "label": str(lab)}]})).unlabeled == []
+    without_unlabeled = _write(tmp_path / "ds" / "n.json", {"labeled": [{"image": str(img), "label": str(lab)}]})
+    assert load_manifest(without_unlabeled).unlabeled == []
 
 
 def test_save_round_trip_relative_inside_absolute_outside(tmp_path):

@@ -18,8 +18,8 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def colour_pixels(path, hex_colour: str, tol: float = 0.08) -> int:
-    import matplotlib.image
     import matplotlib.colors
+    import matplotlib.image
 
     rgb = np.array(matplotlib.colors.to_rgb(hex_colour))
     pixels = matplotlib.image.imread(str(path))[..., :3]

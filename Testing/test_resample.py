@@ -66,7 +66,8 @@ def test_label_resampling_follows_the_surface_better_than_nearest_neighbour():
     coarse = (sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2).astype(np.uint8)
     truth = sphere(fine_shape, fine, centre, radius)
     up = resample_label(coarse, (2.0,) * 3, fine_shape, 1) > 0
-    nearest_index = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(int), m - 1) for n, m in zip(fine_shape, coarse_shape)]
+    nearest_index = [np.minimum(((np.arange(n) + 0.5) * m / n).astype(int), m - 1)
+                     for n, m in zip(fine_shape, coarse_shape)]
     nearest = coarse[np.ix_(*nearest_index)] > 0
     dice_sdf = evaluate_case(up, truth, fine)["dice"]
     dice_nn = evaluate_case(nearest, truth, fine)["dice"]
@@ -208,8 +209,8 @@ def test_cli_segment_with_a_plan_model_keeps_the_input_grid(tmp_path):
     import sys
 
     import SimpleITK as sitk
-    from conftest import tiny_config, write_volume
 
+    from conftest import tiny_config, write_volume
     from DTCCore.checkpoint import save_checkpoint
     from DTCCore.network import build_network
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import tiny_config
 
+from conftest import tiny_config
 from DTCCore.checkpoint import load_checkpoint
 from DTCCore.config import DTCConfig
 from DTCCore.errors import CancelledError, DTCError
@@ -111,4 +111,5 @@ def test_the_budget_is_re_timed_once_early_in_the_run(blob_manifest, tmp_path, m
     fitted = load_checkpoint(model)["config"]
     assert calls == [CALIBRATION_SKIP + CALIBRATION_ITERATIONS, CALIBRATION_SKIP + CALIBRATION_ITERATIONS + 18]
     assert fitted.train.iterations == 40 and load_checkpoint(model)["iteration"] == 40
-    assert fitted.train.lr_steps == (round(round(2500 * 120 / 6000) * 40 / 120), round(round(5000 * 120 / 6000) * 40 / 120))
+    assert fitted.train.lr_steps == (round(round(2500 * 120 / 6000) * 40 / 120),
+                                     round(round(5000 * 120 / 6000) * 40 / 120))

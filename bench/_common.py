@@ -25,7 +25,8 @@ def read_list(data: Path, name: str) -> list[str]:
     """Case names of ``data/<name>`` (one a line, blanks ignored)."""
     path = Path(data) / name
     if not path.is_file():
-        raise SystemExit(f"error: {path} not found; pass --data FOLDER holding train.list, test.list and <case>/image.nrrd")
+        raise SystemExit(f"error: {path} not found; "
+                         "pass --data FOLDER holding train.list, test.list and <case>/image.nrrd")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 

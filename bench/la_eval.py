@@ -19,8 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-import _common
 import numpy as np
+
+import _common
 
 
 def load_case(data: Path, case: str, spacing: tuple[float, float, float] | None):

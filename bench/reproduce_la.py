@@ -19,17 +19,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import _common
 import numpy as np
 
+import _common
+
 # Luo et al. AAAI 2021, Table 3, LA with 16 labeled (20%): Dice %, Jaccard %, ASD vox, 95HD vox.
-PAPER = {"VNet (16 labeled, supervised)": (86.03, 73.26, 5.75, 17.93), "DTC (16 labeled + 64 unlabeled)": (89.42, 80.98, 2.10, 7.32)}
+PAPER = {
+    "VNet (16 labeled, supervised)": (86.03, 73.26, 5.75, 17.93),
+    "DTC (16 labeled + 64 unlabeled)": (89.42, 80.98, 2.10, 7.32),
+}
 
 
 def build_manifest(data: Path, labeled: int, unlabeled: int | None, mode: str, folder: Path) -> tuple[Path, int, int]:
@@ -109,9 +112,12 @@ def evaluate(model_path: Path, data: Path, args) -> dict:
     seconds = time.perf_counter() - t0
     means = {key: {m: float(np.nanmean([r[m] for r in rs])) for m in rs[0] if m != "case"} for key, rs in rows.items()}
     del torch
-    return {"cases": len(cases), "eval_seconds": seconds, "means": means, "rows": rows,
-            "inference": f"stride {tuple(config.infer.stride)}" if config.infer.stride else
-            (("whole volume" if config.infer.whole_volume else f"overlap {config.infer.overlap}") + f", {config.infer.blend}")}
+    if config.infer.stride:
+        inference = f"stride {tuple(config.infer.stride)}"
+    else:
+        inference = ("whole volume" if config.infer.whole_volume else f"overlap {config.infer.overlap}")
+        inference += f", {config.infer.blend}"
+    return {"cases": len(cases), "eval_seconds": seconds, "means": means, "rows": rows, "inference": inference}
 
 
 def report(result: dict) -> str:
@@ -119,7 +125,8 @@ def report(result: dict) -> str:
     body = [[name, *vals, "n/a", "n/a", "paper", "GTX 1080 Ti"] for name, vals in PAPER.items()]
     ev = result.get("evaluation")
     t = result.get("training", {})
-    train_txt = (f"{t['train_seconds'] / 60:.1f} min, {t['iterations']} it" if "train_seconds" in t else "(not run here)")
+    train_txt = (f"{t['train_seconds'] / 60:.1f} min, {t['iterations']} it" if "train_seconds" in t
+                 else "(not run here)")
     if ev:
         for key, label in (("plain", "no post-processing"), ("lcc", "largest component")):
             m = ev["means"][key]

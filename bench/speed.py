@@ -67,7 +67,8 @@ def summarize(runs: dict[str, list[dict]], baseline: str) -> list[dict]:
 
 
 def table(rows: list[dict], baseline: str, gpu: bool) -> str:
-    header = ["method", "windows", "median s", f"x {baseline}", "process s" if not gpu else "peak GPU MB", "peak RSS MB"]
+    header = ["method", "windows", "median s", f"x {baseline}", "process s" if not gpu else "peak GPU MB",
+              "peak RSS MB"]
     body = []
     for r in rows:
         name = r["method"] + (" (extrapolated)" if r["extrapolated"] else "")
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=None, help="rounds (CPU default 2; GPU: timed runs per process, 3)")
     p.add_argument("--methods", default=None, help="comma list of ours,ours-whole,monai,reference")
     p.add_argument("--reference-windows", type=int, default=None, help="GPU: reference windows timed (default 400)")
-    p.add_argument("--reference-rounds", type=int, default=None, help="CPU: rounds that include the reference (default all)")
+    p.add_argument("--reference-rounds", type=int, default=None,
+                   help="CPU: rounds that include the reference (default all)")
     p.add_argument("--train", action="store_true", help="GPU mode: also time training iterations (train_speed.py)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per worker process")
     p.add_argument("--json", type=Path)
@@ -165,7 +167,8 @@ def gpu_mode(args, model: Path) -> dict:
     import importlib.util
 
     if importlib.util.find_spec("monai") is None:  # the GPU machine's image may lack it
-        print("MONAI is not installed: its rows are left out (pack its wheel: device-pack.sh --wheels)", file=sys.stderr)
+        print("MONAI is not installed: its rows are left out (pack its wheel: device-pack.sh --wheels)",
+              file=sys.stderr)
         methods = [m for m in methods if m[1] != "monai"]
     if args.methods:
         keep = args.methods.split(",")

@@ -28,9 +28,10 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
+
+import _common  # noqa: F401  (puts the repo on sys.path)
 
 REFERENCE_STRIDE = (18, 18, 4)  # reference test_LA.py: stride_xy=18, stride_z=4
 MONAI_WINDOWS_PER_PASS = 4  # as our default batch_windows (and MONAI's 0.62 s whole-LA-MRI figure on an H200)
@@ -132,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--warmup", type=int, default=0)
-    p.add_argument("--reference-windows", type=int, default=0, help="time only this many reference windows and extrapolate")
+    p.add_argument("--reference-windows", type=int, default=0,
+                   help="time only this many reference windows and extrapolate")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     args = p.parse_args(argv)
     if args.threads:
@@ -165,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             from DTCCore.cli import main as dtc
 
             argv = ["segment", args.image, "-o", str(out_dir), "--model", args.model, "--device", args.device,
-                    "--overlap", str(args.overlap), "--overwrite"] + (["--whole-volume"] if args.method == "ours-whole" else [])
+                    "--overlap", str(args.overlap), "--overwrite"]
+            argv += ["--whole-volume"] if args.method == "ours-whole" else []
             if dtc(argv) != 0:
                 raise SystemExit(f"dtc segment failed on {args.image}")
         else:

@@ -22,9 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common
 import numpy as np
 import torch
+
+import _common
 
 
 def make_manifest(data: Path, labeled: int, unlabeled: int, folder: Path) -> Path:

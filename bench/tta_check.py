@@ -11,7 +11,6 @@ the means and the median time ratio. Use validation cases (never test.list to ch
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

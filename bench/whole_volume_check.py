@@ -2,9 +2,10 @@
 
     python bench/whole_volume_check.py --model MODEL [--data DIR] [--cases 3] [--json F] [--tiny]
 
-For ``--cases`` validation scans (train.list after the 16 labeled ones; never test.list): both predictions (``InferConfig.whole_volume`` False / True),
-seconds of each (in this process, alternating), the mean and max |p_whole - p_windows| of the foreground
-probability, the Dice between the two label maps, and each one's Dice against the truth.
+For ``--cases`` validation scans (train.list after the 16 labeled ones; never test.list): both predictions
+(``InferConfig.whole_volume`` False / True), seconds of each (in this process, alternating), the mean and max
+|p_whole - p_windows| of the foreground probability, the Dice between the two label maps, and each one's Dice
+against the truth.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 import _common
 
 VALIDATION_START = 16  # the first 16 of train.list are the labeled training cases
-import numpy as np
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -30,9 +32,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from DTCCore.checkpoint import load_model
+    from DTCCore.inference import predict_volume
     from DTCCore.io import read_image, read_label
     from DTCCore.metrics import evaluate_case
-    from DTCCore.inference import predict_volume
 
     data = args.data or _common.DEFAULT_DATA
     if args.tiny:
@@ -70,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {case}: {row}", file=sys.stderr, flush=True)
     head = ["case", "windows s", "whole s", "mean |dp|", "max |dp|", "labels differ (voxels)", "Dice whole vs windows",
             "Dice windows vs truth", "Dice whole vs truth"]
-    print(_common.markdown_table(head, [[r["case"], r["windows_s"], r["whole_s"], r["mean_abs_prob_diff"],
-                                         r["max_abs_prob_diff"], r["label_voxels_differing"], r["dice_whole_vs_windows"],
-                                         r["dice_windows_vs_truth"], r["dice_whole_vs_truth"]] for r in rows]))
+    keys = ["case", "windows_s", "whole_s", "mean_abs_prob_diff", "max_abs_prob_diff", "label_voxels_differing",
+            "dice_whole_vs_windows", "dice_windows_vs_truth", "dice_whole_vs_truth"]
+    print(_common.markdown_table(head, [[r[k] for k in keys] for r in rows]))
     out = {"model": str(args.model), "rows": rows}
     if args.json:
         _common.write_json(args.json, out)
