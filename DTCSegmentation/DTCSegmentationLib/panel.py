@@ -227,12 +227,13 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.deviceInfoLabel.text = f"Device: {self._parameterNode.device} (checking...)"
         self._startInfo([])
 
-    def _labelTable(self):
-        entry = self._currentEntry()
-        info = self._modelInfo.get(str(entry.path)) if entry is not None else None
+    def _labelTable(self, modelPath: str):
+        """The label table of a model ("" = bundled): from the background ``dtc info``, else read now."""
+        path = modelPath or str(models.bundled_model_path())
+        info = self._modelInfo.get(path)
         if info and "labels" in info:
             return info["labels"]
-        return self.logic.modelInfo(self._parameterNode.modelPath)["labels"]  # not read yet: read now
+        return self.logic.modelInfo(modelPath)["labels"]  # rare: Segment ended before the model list was read
 
     def onImportModel(self):
         path = qt.QFileDialog.getOpenFileName(None, "Import model", "", MODEL_FILTER)
@@ -265,9 +266,8 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                         "DTCSegmentation"):
                     return
             self._ensureEngine()
-            table = self._labelTable()
             job = self.logic.startSegment(p.inputVolume, p.inputROI, p.modelPath, p.device, p.quality, p.largestComponent)
-            self._segmentTarget = (p.inputVolume, output, table)
+            self._segmentTarget = (p.inputVolume, output, p.modelPath)  # the table is read when results arrive
             self.ui.segmentStatusLabel.text = "Loading the model..."
             self._startJob("segment", job, self.ui.segmentButton)
 
@@ -284,9 +284,9 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _endSegment(self, job, event):
         label = self.ui.segmentStatusLabel
         if self._succeeded(job, event, label, "Segment"):
-            volume, output, table = self._segmentTarget
+            volume, output, modelPath = self._segmentTarget
             with slicer.util.tryWithErrorDisplay("Could not create the result nodes."):
-                nodes = self.logic.writeResults(volume, job.result, table, output)
+                nodes = self.logic.writeResults(volume, job.result, self._labelTable(modelPath), output)
                 self._parameterNode.segmentation = nodes.segmentation
                 label.text = f"Done in {job.elapsed_s:.1f} s on {job.device}: {nodes.segmentation.GetName()}"
 
