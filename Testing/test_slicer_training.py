@@ -48,7 +48,7 @@ def test_finetune_cancel_resume_register(slicer_scene, dtc_module, tiny_model, t
     p.datasetFolder, p.modelsFolder = tmp_path / "ds", tmp_path / "models"
     p.modelPath, p.startFrom = str(tiny_model), "current model"
     p.patchX = p.patchY = p.patchZ = 16
-    p.labeledBatch, p.unlabeledBatch, p.iterations = 1, 1, 10_000
+    p.labeledBatch, p.unlabeledBatch, p.iterations, p.timeLimitMinutes = 1, 1, 10_000, 0
     volume, mask = _volume("labeled case", 0)
     seg = slicer_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
     seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
@@ -103,3 +103,29 @@ def test_failed_job_reports_the_error_line(tmp_path):
     events = _poll_until(job, lambda ev: any(e["event"].startswith("job-") for e in ev), 60)
     assert events[-1]["event"] == "job-failed" and job.runner.returncode == 2
     assert "missing.json" in job.error and "\n" not in job.error
+
+
+def test_finetune_length_and_patch_come_from_the_panel_and_the_model(slicer_scene, dtc_module, tiny_model, tmp_path):
+    # "Train for 20 min" reaches the trainer as a time limit (0 = off: the iterations count); a fine-tune keeps
+    # the model's patch and grid (its plan), a training from scratch takes the panel's patch.
+    logic = dtc_module.DTCSegmentationLogic()
+    p = logic.getParameterNode()
+    p.datasetFolder, p.modelsFolder = tmp_path / "ds", tmp_path / "models"
+    p.modelPath, p.startFrom = str(tiny_model), "current model"
+    p.patchX, p.patchY, p.patchZ = 64, 64, 48
+    volume, mask = _volume("labeled case", 0)
+    seg = slicer_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    sid = seg.GetSegmentation().AddEmptySegment("", "Left atrium", [1, 0, 0])
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, seg, sid, volume)
+    logic.addLabeledExample(p.datasetFolder, volume, seg)
+
+    assert p.timeLimitMinutes == 20  # the panel's default
+    request = logic.trainingRequest(p)
+    assert request.config["train"]["time_limit_minutes"] == 20.0
+    assert request.config["train"]["patch"] == [16, 16, 16]  # the tiny model's own patch
+    p.timeLimitMinutes = 0
+    assert logic.trainingRequest(p).config["train"]["time_limit_minutes"] is None
+    p.startFrom = "scratch"
+    assert logic.trainingRequest(p).config["train"]["patch"] == [64, 64, 48]
+

@@ -45,6 +45,9 @@ class DTCSegmentationParameterNode:
     segmentation: vtkMRMLSegmentationNode
     outputSegmentation: vtkMRMLSegmentationNode  # None: each Segment creates a new node
     startFrom: Annotated[str, Choice(["current model", "scratch"])] = "current model"
+    # Fine-tune length: minutes (the schedule fitted to what fits; 0 = off, use ``iterations``). A laptop user
+    # asks for "20 minutes", not "1000 iterations".
+    timeLimitMinutes: Annotated[int, WithinRange(0, 1440)] = 20
     iterations: Annotated[int, WithinRange(1, 100000)] = 1000
     learningRate: Annotated[float, WithinRange(1e-6, 1.0)] = 0.01
     labeledBatch: Annotated[int, WithinRange(1, 16)] = 2
@@ -160,8 +163,14 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             config = json.loads(json.dumps(info["config"]))  # same network and inference settings
         config.setdefault("train", {}).update({
             "iterations": p.iterations, "lr": p.learningRate, "labeled_batch": p.labeledBatch,
-            "unlabeled_batch": p.unlabeledBatch, "patch": [p.patchX, p.patchY, p.patchZ], "device": p.device,
+            "unlabeled_batch": p.unlabeledBatch, "device": p.device,
+            "time_limit_minutes": float(p.timeLimitMinutes) if p.timeLimitMinutes > 0 else None,
+            "schedule_fitted": False,
         })
+        if initFrom is None:
+            # From scratch the panel's patch applies; a fine-tune keeps the model's patch and grid (its plan),
+            # which its weights were trained for.
+            config["train"]["patch"] = [p.patchX, p.patchY, p.patchZ]
         config.setdefault("recipe", {}).update({
             "mode": p.mode, "beta": p.beta, "k": p.k, "consistency_rampup": p.consistencyRampup,
         })
