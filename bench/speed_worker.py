@@ -222,10 +222,20 @@ def count_our_windows(args, image) -> int:
     from DTCCore.checkpoint import load_checkpoint
     from DTCCore.sliding_window import strides_from_overlap, window_starts
 
-    if args.method == "ours-whole":
+    config = load_checkpoint(args.model)["config"]
+    if args.method == "ours-whole" or config.infer.whole_volume:
         return 1
     shape = image.shape if image is not None else _image_shape(args.image)
-    patch = load_checkpoint(args.model)["config"].train.patch
+    if config.plan.spacing is not None and image is None:  # a plan model runs on its own grid
+        import SimpleITK as sitk
+
+        from DTCCore.resample import target_shape
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(args.image))
+        reader.ReadImageInformation()
+        shape = target_shape(shape, reader.GetSpacing(), config.plan.spacing)
+    patch = config.train.patch
     stride = strides_from_overlap(patch, args.overlap)
     return math.prod(len(window_starts(max(d, p), p, s)) for d, p, s in zip(shape, patch, stride))
 
