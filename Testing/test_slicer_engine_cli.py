@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SAMPLE_IMAGE, make_blob_dataset, tiny_config
-
 from DTCCore import labels
 from DTCCore.errors import EXIT_CANCELLED
 
@@ -53,7 +52,8 @@ def test_label_table_sidecar_and_validation(tiny_model_file):
     table = [{"value": 1, "name": "Tumour", "color": [0.1, 0.2, 0.3], "terminology": ""}]
     labels.write_sidecar(tiny_model_file, table)
     assert labels.read_table(tiny_model_file, {}, 1) == table
-    assert labels.read_table(tiny_model_file, {"labels": [{"name": "From checkpoint"}]}, 1)[0]["name"] == "From checkpoint"
+    from_checkpoint = labels.read_table(tiny_model_file, {"labels": [{"name": "From checkpoint"}]}, 1)
+    assert from_checkpoint[0]["name"] == "From checkpoint"
     with pytest.raises(labels.DTCError, match="must list 2"):
         labels.read_table(tiny_model_file, {}, 2)
 
@@ -90,7 +90,8 @@ def test_train_cancel_file_saves_a_checkpoint(blob_manifest, tmp_path):
     config_file = tmp_path / "config.json"
     config.save(config_file)
     cancel = tmp_path / "cancel"
-    process = subprocess.Popen([sys.executable, "-m", "DTCCore", "train", str(blob_manifest), "-o", str(tmp_path / "run"),
+    process = subprocess.Popen([sys.executable, "-m", "DTCCore", "train", str(blob_manifest),
+                                "-o", str(tmp_path / "run"),
                                 "--config", str(config_file), "--jsonl", "--cancel-file", str(cancel)],
                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []

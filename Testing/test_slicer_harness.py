@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 import slicer
 
+from DTCSegmentationLib import dependencies, jobs  # noqa: E402
 from slicer_harness import app as harness_app
 from slicer_harness import pythonqt, scripted_module
 from slicer_harness.fixtures import MODULE_FILE, REPO, dtc_module, slicer_scene, tiny_model  # noqa: F401
-
-from DTCSegmentationLib import dependencies, jobs  # noqa: E402
 
 MODULE_DIR = MODULE_FILE.parent
 # vtkSegment methods that Slicer 5.8 lacks (git show v5.8.1:Libs/vtkSegmentationCore/vtkSegment.h has only
@@ -71,7 +70,8 @@ def test_unknown_attributes_raise_like_pythonqt(slicer_scene):
 
 def test_application_stand_in_has_only_slicer_api():
     allowed = pythonqt.proxy_class("qSlicerApplication")._allowed()
-    public = {n for n in dir(harness_app.FakeApplication) if not n.startswith("_")} | set(vars(slicer.app)) - {"_connections", "_applicationLogic"}
+    public = ({n for n in dir(harness_app.FakeApplication) if not n.startswith("_")}
+              | set(vars(slicer.app)) - {"_connections", "_applicationLogic"})
     assert public - set(allowed) == set()
     with pytest.raises(AttributeError):
         slicer.app.connect("noSuchSignal()", print)

@@ -13,7 +13,6 @@ import slicer
 import vtk
 
 from DTCCore.labels import LEFT_ATRIUM
-
 from slicer_harness.fixtures import REPO, dtc_module, slicer_scene, tiny_model  # noqa: F401
 
 # Oblique IJK-to-RAS: rotated axes, non-unit anisotropic spacing (0.7, 1.3, 2.1 mm), non-zero origin.
@@ -195,7 +194,8 @@ def test_one_segment_per_class_of_the_label_table(slicer_scene, dtc_module):
     levelsets = [np.where(label == c, -0.5, 0.5).astype(np.float32) for c in (1, 2)]
     table = [{"value": 1, "name": "Left ventricle", "color": [0.8, 0.2, 0.2], "terminology": ""},
              {"value": 2, "name": "Myocardium", "color": [0.2, 0.6, 0.2], "terminology": ""}]
-    nodes = dtc_module.DTCSegmentationLogic().writeResults(volume, SegmentResult(label, levelsets, np.zeros(xyz, np.float32)), table)
+    result = SegmentResult(label, levelsets, np.zeros(xyz, np.float32))
+    nodes = dtc_module.DTCSegmentationLogic().writeResults(volume, result, table)
     segmentation = nodes.segmentation.GetSegmentation()
     assert [segmentation.GetSegment(s).GetName() for s in nodes.segment_ids] == ["Left ventricle", "Myocardium"]
     assert segmentation.GetSegment(nodes.segment_ids[1]).GetColor() == pytest.approx((0.2, 0.6, 0.2))

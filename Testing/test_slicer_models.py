@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from slicer_harness.fixtures import dtc_module, tiny_model  # noqa: F401  (puts DTCSegmentationLib on sys.path)
-
 from DTCCore.errors import DTCError
 from DTCCore.labels import LEFT_ATRIUM, read_table, sidecar_path, write_sidecar
 from DTCSegmentationLib import models  # noqa: E402
+from slicer_harness.fixtures import dtc_module, tiny_model  # noqa: F401  (puts DTCSegmentationLib on sys.path)
 
 
 def test_import_and_export_keep_the_label_table(tiny_model, tmp_path):
@@ -39,7 +38,8 @@ def test_import_refuses_what_is_not_a_model(tmp_path):
 
 
 def test_describe_says_what_the_model_expects():
-    text = models.describe({"title": "LA", "labels": [LEFT_ATRIUM], "plan": {"patch": [80, 80, 48], "spacing": [1.0, 1.0, 1.25]},
+    text = models.describe({"title": "LA", "labels": [LEFT_ATRIUM],
+                            "plan": {"patch": [80, 80, 48], "spacing": [1.0, 1.0, 1.25]},
                             "data": {"labeled": 16, "unlabeled": 64}, "validation_dice": 0.5293, "mode": "dtc"})
     for part in ("classes: Left atrium", "patch 80x80x48", "spacing [1.0, 1.0, 1.25] mm", "labeled 16",
                  "validation Dice 52.9%", "mode dtc"):

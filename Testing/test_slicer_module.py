@@ -12,8 +12,8 @@ import xml.etree.ElementTree as ET
 import pytest
 import slicer
 
-from slicer_harness.fixtures import MODULE_FILE, dtc_module, slicer_scene  # noqa: F401
 from slicer_harness import app as harness_app
+from slicer_harness.fixtures import MODULE_FILE, dtc_module, slicer_scene  # noqa: F401
 
 UI_FILE = MODULE_FILE.parent / "Resources" / "UI" / "DTCSegmentation.ui"
 # Widget classes Slicer's parameterNodeWrapper connects to each field type (Slicer guiConnectors.py).
@@ -81,7 +81,8 @@ def test_every_ui_name_used_in_code_exists():
     for path in [MODULE_FILE, *sorted((MODULE_FILE.parent / "DTCSegmentationLib").glob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-                    and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"):
+                    and node.value.attr == "ui" and isinstance(node.value.value, ast.Name)
+                    and node.value.value.id == "self"):
                 used.add(node.attr)
     assert len(used) > 20
     assert used - set(widgets) == set()

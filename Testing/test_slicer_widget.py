@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import slicer
 import vtk
 
+from DTCCore.labels import LEFT_ATRIUM, write_sidecar
 from slicer_harness import pythonqt, scripted_module
 from slicer_harness.fixtures import dtc_module, slicer_scene, tiny_model  # noqa: F401
-
-from DTCCore.labels import LEFT_ATRIUM, write_sidecar
 
 SHAPE_KJI = (18, 20, 22)
 IJK_TO_RAS = np.array([[0.0, -0.9, 0.3, 12.0], [1.1, 0.0, 0.0, -30.0], [0.0, 0.35, 1.9, 7.5], [0, 0, 0, 1]])
@@ -147,7 +145,8 @@ def test_new_folder_shows_its_table_and_device_label_follows(panel, tmp_path):
     folder = tmp_path / "other_dataset"
     (folder / "images").mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps(
-        {"labeled": [{"image": "images/a.nrrd", "label": "labels/a.nrrd"}, {"image": "images/b.nrrd", "label": "labels/b.nrrd"}],
+        {"labeled": [{"image": "images/a.nrrd", "label": "labels/a.nrrd"},
+                     {"image": "images/b.nrrd", "label": "labels/b.nrrd"}],
          "unlabeled": ["images/c.nrrd"]}))
     w.ui.datasetFolderButton.directory = str(folder)
     assert w._parameterNode.datasetFolder == folder

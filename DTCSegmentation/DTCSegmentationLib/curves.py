@@ -12,7 +12,8 @@ import vtk
 TABLE_NAME = "DTC fine-tune losses"
 CHART_NAME = "DTC fine-tune loss curve"
 LOSS_COLUMNS = ("total", "dice", "lsf", "consistency")  # keys of the trainer's "losses" record
-SERIES_COLORS = {"total": (0.0, 0.0, 0.0), "dice": (0.85, 0.2, 0.2), "lsf": (0.2, 0.4, 0.85), "consistency": (0.2, 0.65, 0.3)}
+SERIES_COLORS = {"total": (0.0, 0.0, 0.0), "dice": (0.85, 0.2, 0.2), "lsf": (0.2, 0.4, 0.85),
+                 "consistency": (0.2, 0.65, 0.3)}
 
 
 class LossCurve:

@@ -49,7 +49,8 @@ def label_array_from_node(label_node, volume, segment_id: str | None = None) -> 
                 label_node, ids, labelmap, volume, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
             )
             if not ok:
-                raise DTCError(f"cannot export {label_node.GetName()} onto {volume.GetName()}'s grid; check the segment")
+                raise DTCError(f"cannot export {label_node.GetName()} onto {volume.GetName()}'s grid; "
+                               "check the segment")
             kji = slicer.util.arrayFromVolume(labelmap)
         finally:
             slicer.mrmlScene.RemoveNode(labelmap)

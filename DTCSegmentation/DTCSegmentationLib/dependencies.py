@@ -41,7 +41,8 @@ def _install_torch() -> None:
     except ImportError:  # only a missing extension falls back on pip, never an error inside installTorch
         _pip([TORCH_REQUIREMENT])
         return
-    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False, torchVersionRequirement=TORCH_VERSION_SPEC)
+    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
+                                                          torchVersionRequirement=TORCH_VERSION_SPEC)
     if torch is None:
         raise DTCError("the PyTorch extension could not install PyTorch; see its module panel")
 
@@ -69,7 +70,8 @@ def ensure_torch(confirm: Callable[[str], bool]) -> None:
         return
     what = ", ".join((["PyTorch"] if not has_torch else []) + need)
     if not confirm(f"DTCSegmentation needs {what}. Install now? This downloads up to a few GB and can take minutes."):
-        raise DTCError(f"{what} is required; install it (click Segment again and accept) or install the PyTorch extension")
+        raise DTCError(f"{what} is required; install it (click Segment again and accept) "
+                       "or install the PyTorch extension")
     try:
         if need:
             _pip(need)
@@ -79,7 +81,8 @@ def ensure_torch(confirm: Callable[[str], bool]) -> None:
         raise
     except Exception as exc:
         raise DTCError(
-            f"installing {what} failed ({exc}); check the internet connection or proxy, or install the PyTorch extension"
+            f"installing {what} failed ({exc}); check the internet connection or proxy, "
+            "or install the PyTorch extension"
         ) from None
     importlib.invalidate_caches()
     if importlib.util.find_spec("torch") is None:

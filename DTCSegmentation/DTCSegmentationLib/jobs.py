@@ -55,7 +55,8 @@ def engine_pythonpath() -> str:
 def popen_options(os_name: str | None = None) -> dict[str, Any]:
     """Popen flags: own process group; on Windows also no console window."""
     if (os_name or os.name) == "nt":
-        flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200) | getattr(subprocess, "CREATE_NO_WINDOW", 0x8000000)
+        flags = (getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)
+                 | getattr(subprocess, "CREATE_NO_WINDOW", 0x8000000))
         return {"creationflags": flags}
     return {"start_new_session": True}  # own session and process group: the whole tree can be signalled
 
@@ -186,7 +187,8 @@ class EngineJob:
         return self.work_dir / CANCEL_FILE_NAME
 
     def command(self, python: str | None = None) -> list[str]:
-        return [python or python_executable(), "-m", "DTCCore", *self.args, "--jsonl", "--cancel-file", str(self.cancel_file)]
+        return [python or python_executable(), "-m", "DTCCore", *self.args,
+                "--jsonl", "--cancel-file", str(self.cancel_file)]
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,8 @@ def import_model(model_file: str | Path, models_folder: str | Path) -> Path:
     if not source.is_file():
         raise DTCError(f"{source} is not a file; pick a model .pt file")
     if source.read_bytes()[:9] != b"DTCCKPT1\n":
-        raise DTCError(f"{source} is not a DTCSegmentation model; pick a model.pt written by 'dtc train' or exported here")
+        raise DTCError(f"{source} is not a DTCSegmentation model; "
+                       "pick a model.pt written by 'dtc train' or exported here")
     target = new_run_dir(models_folder, prefix=f"imported-{source.stem}") / "model.pt"
     target.parent.mkdir(parents=True)
     shutil.copyfile(source, target)

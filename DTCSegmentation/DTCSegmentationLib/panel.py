@@ -138,7 +138,8 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         button, text = self._buttonTexts.pop(kind, (None, None))
         if button is not None:
             button.text = text
-        {"info": self._endInfo, "segment": self._endSegment, "rank": self._endRank, "train": self._endTrain}[kind](job, event)
+        ends = {"info": self._endInfo, "segment": self._endSegment, "rank": self._endRank, "train": self._endTrain}
+        ends[kind](job, event)
 
     def _onJobEvent(self, kind, job, event):
         if event["event"] != "progress":
@@ -146,9 +147,11 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if kind == "segment":
             bar = self.ui.segmentProgressBar
             bar.maximum, bar.value = event["total"], event["done"]
-            self.ui.segmentStatusLabel.text = f"Running: window {event['done']}/{event['total']}, {job.elapsed_s:.0f} s elapsed"
+            self.ui.segmentStatusLabel.text = (f"Running: window {event['done']}/{event['total']}, "
+                                               f"{job.elapsed_s:.0f} s elapsed")
         elif kind == "rank":
-            self.ui.rankStatusLabel.text = f"Ranking: {event['done']}/{event['total']} volumes, {job.elapsed_s:.0f} s elapsed"
+            self.ui.rankStatusLabel.text = (f"Ranking: {event['done']}/{event['total']} volumes, "
+                                            f"{job.elapsed_s:.0f} s elapsed")
         elif kind == "train":
             self._curve.add(event)
             self.ui.trainProgressBar.maximum, self.ui.trainProgressBar.value = event["total"], event["iteration"]
@@ -262,11 +265,13 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             output = p.outputSegmentation
             if output is not None and output.GetSegmentation().GetNumberOfSegments() > 0:
                 if not slicer.util.confirmOkCancelDisplay(
-                        f"Replace the segments of '{output.GetName()}' with the model's result? Edits in them are lost.",
+                        f"Replace the segments of '{output.GetName()}' with the model's result? "
+                        "Edits in them are lost.",
                         "DTCSegmentation"):
                     return
             self._ensureEngine()
-            job = self.logic.startSegment(p.inputVolume, p.inputROI, p.modelPath, p.device, p.quality, p.largestComponent)
+            job = self.logic.startSegment(p.inputVolume, p.inputROI, p.modelPath, p.device, p.quality,
+                                          p.largestComponent)
             self._segmentTarget = (p.inputVolume, output, p.modelPath)  # the table is read when results arrive
             self.ui.segmentStatusLabel.text = "Loading the model..."
             self._startJob("segment", job, self.ui.segmentButton)

@@ -107,7 +107,8 @@ def write_segments(node, masks: list, table: list, reference) -> list:
         segment.SetColor(*entry["color"])
         if entry.get("terminology"):
             set_terminology(segment, entry["terminology"])
-        slicer.util.updateSegmentBinaryLabelmapFromArray(array_to_kji(np.asarray(mask, np.uint8)), node, segment_id, reference)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(array_to_kji(np.asarray(mask, np.uint8)), node, segment_id,
+                                                         reference)
         ids.append(segment_id)
     _place_next_to(node, reference)
     return ids

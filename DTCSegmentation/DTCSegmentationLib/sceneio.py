@@ -56,7 +56,8 @@ def require_scalar_volume(volume_node, what: str = "input volume") -> None:
     if image is None or image.GetNumberOfPoints() == 0:
         raise DTCError(f"{volume_node.GetName()} has no voxels; load the scan again")
     if image.GetNumberOfScalarComponents() != 1:
-        raise DTCError(f"{volume_node.GetName()} has several components per voxel (colour/vector); use a grey-level scan")
+        raise DTCError(f"{volume_node.GetName()} has several components per voxel (colour/vector); "
+                       "use a grey-level scan")
 
 
 def volume_to_array(volume_node) -> tuple[np.ndarray, Geometry]:
@@ -85,7 +86,8 @@ def roi_to_slices(roi_node, volume_node) -> tuple[slice, slice, slice] | None:
     corners = np.c_[signs * size / 2, np.ones(8)] @ object_to_world.T  # world RAS, homogeneous
     world_to_local = vtk.vtkMatrix4x4()
     if volume_node.GetParentTransformNode() is not None:
-        slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(None, volume_node.GetParentTransformNode(), world_to_local)
+        slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(None, volume_node.GetParentTransformNode(),
+                                                                   world_to_local)
     ras_to_ijk = np.linalg.inv(ijk_to_ras(volume_node)) @ slicer.util.arrayFromVTKMatrix(world_to_local)
     ijk = (corners @ ras_to_ijk.T)[:, :3]
     dims = volume_node.GetImageData().GetDimensions()

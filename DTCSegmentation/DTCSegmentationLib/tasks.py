@@ -99,7 +99,8 @@ class ModelInfoJob(EngineJob):
 
     def __init__(self, work_dir: Path, models: list, device: str | None = None,
                  runner: ProcessRunner | None = None) -> None:
-        super().__init__(["info", *[str(p) for p in models]] + (["--device", device] if device else []), work_dir, runner)
+        args = ["info", *[str(p) for p in models]] + (["--device", device] if device else [])
+        super().__init__(args, work_dir, runner)
         self.models: dict[str, dict] = {}
         self.device: dict[str, Any] = {}
 

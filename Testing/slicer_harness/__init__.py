@@ -17,4 +17,4 @@ Usage in a test module::
     from slicer_harness.fixtures import dtc_module, slicer_scene  # a fresh scene per test
 """
 
-from .scene import install, new_scene, import_module_file  # noqa: F401
+from .scene import import_module_file, install, new_scene  # noqa: F401

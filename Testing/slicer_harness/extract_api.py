@@ -33,7 +33,8 @@ SLICER_HEADERS = {
 }
 # PythonQt decorators add methods to wrapped classes: ``static_<Class>_<name>(...)`` is a static method,
 # ``<name>(<Class>* self, ...)`` a member function.
-DECORATOR_HEADERS = ["Base/QTCore/qSlicerBaseQTCorePythonQtDecorators.h", "Base/QTGUI/qSlicerBaseQTGUIPythonQtDecorators.h"]
+DECORATOR_HEADERS = ["Base/QTCore/qSlicerBaseQTCorePythonQtDecorators.h",
+                     "Base/QTGUI/qSlicerBaseQTGUIPythonQtDecorators.h"]
 PYTHON_SOURCES = {"ScriptedLoadableModule": "Base/Python/slicer/ScriptedLoadableModule.py"}
 CTK_HEADERS = {
     "ctkCollapsibleButton": "Libs/Widgets/ctkCollapsibleButton.h",
@@ -144,14 +145,16 @@ def python_classes(text: str) -> dict:
         if isinstance(node, ast.ClassDef):
             names = {n.name for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
             for n in ast.walk(node):  # attributes set on self (self.moduleName = ...)
-                if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) and getattr(n.value, "id", "") == "self":
+                if (isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+                        and getattr(n.value, "id", "") == "self"):
                     names.add(n.attr)
             out[node.name] = sorted(names)
     return out
 
 
 def git_show(repo: str, ref: str, path: str) -> str:
-    return subprocess.run(["git", "-C", repo, "show", f"{ref}:{path}"], capture_output=True, text=True, check=True).stdout
+    return subprocess.run(["git", "-C", repo, "show", f"{ref}:{path}"], capture_output=True, text=True,
+                          check=True).stdout
 
 
 def main(argv: list[str]) -> int:

@@ -219,7 +219,8 @@ class qMRMLNodeComboBox(QtWidgets.QComboBox):
     def _refresh(self) -> None:
         nodes = []
         if self._scene is not None and self._types:
-            nodes = [n for n in (self._scene.GetNthNode(i) for i in range(self._scene.GetNumberOfNodes())) if self._matches(n)]
+            every = (self._scene.GetNthNode(i) for i in range(self._scene.GetNumberOfNodes()))
+            nodes = [n for n in every if self._matches(n)]
         self._nodes = nodes
         self.blockSignals(True)
         super().clear()

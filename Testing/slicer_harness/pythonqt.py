@@ -239,11 +239,13 @@ class QObjectProxy(metaclass=_ProxyMeta):
             raise AttributeError(f"'{cls.__name__}' object has no attribute '{name}'")
         if kind == "property" or (obj.metaObject().indexOfProperty(name) >= 0 and kind != "signal"):
             if obj.metaObject().indexOfProperty(name) < 0:
-                raise NotImplementedError(f"{cls.__name__}.{name} (a Slicer property) is not provided by the test harness")
+                raise NotImplementedError(
+                    f"{cls.__name__}.{name} (a Slicer property) is not provided by the test harness")
             return wrap(obj.property(name))
         if kind == "signal" or isinstance(getattr(type(obj), name, None), QtCore.Signal):
             if not hasattr(obj, name):
-                raise NotImplementedError(f"{cls.__name__}.{name} (a Slicer signal) is not provided by the test harness")
+                raise NotImplementedError(
+                    f"{cls.__name__}.{name} (a Slicer signal) is not provided by the test harness")
             return BoundSignal(self, name)
         value = getattr(obj, name, None)
         if value is None:
@@ -263,7 +265,8 @@ class QObjectProxy(metaclass=_ProxyMeta):
             raise TypeError(f"{type(self).__name__}.{name} cannot be set to {value!r}")
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, QObjectProxy) and object.__getattribute__(self, "_obj") is object.__getattribute__(other, "_obj")
+        return (isinstance(other, QObjectProxy)
+                and object.__getattribute__(self, "_obj") is object.__getattribute__(other, "_obj"))
 
     def __hash__(self) -> int:
         return id(object.__getattribute__(self, "_obj"))
