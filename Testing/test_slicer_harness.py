@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 import slicer
 
-from DTCSegmentationLib import dependencies, jobs  # noqa: E402
 from slicer_harness import app as harness_app
 from slicer_harness import pythonqt, scripted_module
 from slicer_harness.fixtures import MODULE_FILE, REPO, dtc_module, slicer_scene, tiny_model  # noqa: F401
+
+# isort: split
+# DTCSegmentationLib is importable once slicer_harness.fixtures has put the module folder on sys.path
+from DTCSegmentationLib import dependencies, jobs  # noqa: E402
 
 MODULE_DIR = MODULE_FILE.parent
 # vtkSegment methods that Slicer 5.8 lacks (git show v5.8.1:Libs/vtkSegmentationCore/vtkSegment.h has only

@@ -6,8 +6,11 @@ import pytest
 
 from DTCCore.errors import DTCError
 from DTCCore.labels import LEFT_ATRIUM, read_table, sidecar_path, write_sidecar
-from DTCSegmentationLib import models  # noqa: E402
 from slicer_harness.fixtures import dtc_module, tiny_model  # noqa: F401  (puts DTCSegmentationLib on sys.path)
+
+# isort: split
+# DTCSegmentationLib is importable once slicer_harness.fixtures has put the module folder on sys.path
+from DTCSegmentationLib import models  # noqa: E402
 
 
 def test_import_and_export_keep_the_label_table(tiny_model, tmp_path):

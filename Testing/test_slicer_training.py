@@ -7,9 +7,12 @@ import time
 import numpy as np
 import slicer
 
+from slicer_harness.fixtures import dtc_module, slicer_scene, tiny_model  # noqa: F401
+
+# isort: split
+# DTCSegmentationLib is importable once slicer_harness.fixtures has put the module folder on sys.path
 from DTCSegmentationLib import models, training  # noqa: E402  (importable once dtc_module put it on sys.path)
 from DTCSegmentationLib.curves import LossCurve  # noqa: E402
-from slicer_harness.fixtures import dtc_module, slicer_scene, tiny_model  # noqa: F401
 
 SHAPE_KJI = (18, 20, 22)
 
