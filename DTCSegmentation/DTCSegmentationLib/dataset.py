@@ -20,7 +20,7 @@ from DTCCore import manifest as dtc_manifest
 from DTCCore.errors import DTCError
 from DTCCore.io import Geometry, read_image, read_label, write_image
 
-from .sceneio import geometry_from_ijk_to_ras, ijk_to_ras, require_scalar_volume
+from .sceneio import geometry_from_ijk_to_ras, ijk_to_ras, kji_to_xyz, require_scalar_volume
 
 MANIFEST_NAME = "manifest.json"
 IMAGE_DIR, LABEL_DIR = "images", "labels"
@@ -66,7 +66,7 @@ def label_array_from_node(label_node, volume, segment_id: str | None = None) -> 
         kji = slicer.util.arrayFromVolume(label_node)
     else:
         raise DTCError(f"{label_node.GetName()} is neither a segmentation nor a label map; pick a segmentation")
-    mask = (np.ascontiguousarray(kji.transpose(2, 1, 0)) > 0).astype(np.uint8)
+    mask = (kji_to_xyz(kji) > 0).astype(np.uint8)
     if not mask.any():
         raise DTCError(
             f"{label_node.GetName()} is empty on {volume.GetName()}'s grid; draw the structure with "
@@ -160,4 +160,4 @@ class DatasetFolder:
 def _native_array(volume) -> tuple[np.ndarray, Geometry]:
     """The volume's voxels (X, Y, Z) in their own dtype (no float conversion) and its geometry."""
     geometry = geometry_from_ijk_to_ras(ijk_to_ras(volume))
-    return np.ascontiguousarray(slicer.util.arrayFromVolume(volume).transpose(2, 1, 0)), geometry
+    return kji_to_xyz(slicer.util.arrayFromVolume(volume)), geometry

@@ -21,6 +21,7 @@ from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmen
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
+from DTCCore.config import DEVICE_CHOICES, MODES
 from DTCCore.errors import DTCError
 
 from . import dataset, models, results, sceneio
@@ -38,7 +39,7 @@ class DTCSegmentationParameterNode:
     inputROI: vtkMRMLMarkupsROINode
     modelPath: str = ""  # "" = bundled default
     modelsFolder: Path
-    device: Annotated[str, Choice(["auto", "cuda", "cpu"])] = "auto"
+    device: Annotated[str, Choice(list(DEVICE_CHOICES))] = "auto"
     quality: Annotated[str, Choice(list(QUALITY_OVERLAP))] = "balanced"
     largestComponent: bool = False
     datasetFolder: Path
@@ -55,7 +56,7 @@ class DTCSegmentationParameterNode:
     patchX: Annotated[int, WithinRange(16, 256)] = 112
     patchY: Annotated[int, WithinRange(16, 256)] = 112
     patchZ: Annotated[int, WithinRange(16, 256)] = 80
-    mode: Annotated[str, Choice(["dtc", "seg", "lsf", "seg+lsf"])] = "dtc"
+    mode: Annotated[str, Choice(list(MODES))] = "dtc"
     beta: Annotated[float, WithinRange(0.0, 10.0)] = 0.3
     k: Annotated[float, WithinRange(1.0, 10000.0)] = 1500.0
     consistencyRampup: Annotated[float, WithinRange(0.0, 1000.0)] = 40.0

@@ -10,7 +10,6 @@ Import copies a model file (with its label table) into the models folder; export
 from __future__ import annotations
 
 import datetime
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,19 +121,3 @@ def new_run_dir(models_folder: str | Path, prefix: str = "finetune") -> Path:
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
-
-
-def run_losses(run_dir: str | Path) -> list[dict]:
-    """Progress records of a run's ``log.jsonl`` (to redraw the loss curve of a finished run)."""
-    log = Path(run_dir) / "log.jsonl"
-    if not log.exists():
-        return []
-    records = []
-    for line in log.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("event") == "progress":
-            records.append(record)
-    return records

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import slicer
 
-from .sceneio import array_to_kji, ijk_to_ras
+from .sceneio import array_to_kji, ijk_to_ras, kji_to_xyz
 
 CONTOUR_COLOR = (1.0, 1.0, 0.0)  # yellow: distinct from the segment colour on grey-level scans
 LEVELSET_COLOR_NAME = "DTC level set (diverging)"
@@ -160,4 +160,4 @@ def create_results(volume, result, table: list, output=None, input_name: str | N
 def segment_array(segmentation_node, segment_id: str, reference) -> np.ndarray:
     """uint8 (X, Y, Z) mask of one segment exported on the reference volume's grid."""
     kji = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id, reference)
-    return np.ascontiguousarray(kji.transpose(2, 1, 0)).astype(np.uint8)
+    return kji_to_xyz(kji).astype(np.uint8)

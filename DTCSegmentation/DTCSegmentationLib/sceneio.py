@@ -63,9 +63,13 @@ def require_scalar_volume(volume_node, what: str = "input volume") -> None:
 def volume_to_array(volume_node) -> tuple[np.ndarray, Geometry]:
     """(array float32 (X, Y, Z), Geometry) of a scalar volume node; a copy, safe to use in a thread."""
     require_scalar_volume(volume_node)
-    kji = slicer.util.arrayFromVolume(volume_node)
-    array = np.ascontiguousarray(kji.transpose(2, 1, 0), dtype=np.float32)
+    array = kji_to_xyz(slicer.util.arrayFromVolume(volume_node)).astype(np.float32, copy=False)
     return array, geometry_from_ijk_to_ras(ijk_to_ras(volume_node))
+
+
+def kji_to_xyz(array_kji: np.ndarray) -> np.ndarray:
+    """Slicer's (K, J, I) array (``slicer.util.arrayFromVolume``) -> contiguous (X, Y, Z), DTCCore's order."""
+    return np.ascontiguousarray(np.asarray(array_kji).transpose(2, 1, 0))
 
 
 def array_to_kji(array_xyz: np.ndarray) -> np.ndarray:
