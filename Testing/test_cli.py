@@ -167,5 +167,5 @@ def test_bundled_default_model_segments_the_bundled_sample(tmp_path, capsys):
     assert "bundled default model" in capsys.readouterr().err
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "la_sample_image_seg.nrrd")))
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_LABEL)))
-    # floor well below the model card's 73.3 % for this case, far above a broken pipeline (~0-20 %)
-    assert medpy_binary.dc(seg, truth) > 0.65
+    # floor below the model card's value for this case (it is a test.list case), far above a broken pipeline
+    assert medpy_binary.dc(seg, truth) > 0.80
