@@ -202,3 +202,17 @@ def test_one_segment_per_class_of_the_label_table(slicer_scene, dtc_module):
     for value, segment_id in zip((1, 2), nodes.segment_ids):
         mask = slicer.util.arrayFromSegmentBinaryLabelmap(nodes.segmentation, segment_id, volume).transpose(2, 1, 0)
         assert np.array_equal(mask > 0, label == value)
+
+
+def test_best_quality_adds_test_time_mirroring(slicer_scene, dtc_module, monkeypatch):
+    # "best" = dense windows + the average over the flips the model was trained with (dtc segment --mirror).
+    from DTCSegmentationLib.logic import QUALITY_OVERLAP
+    from DTCSegmentationLib.tasks import SegmentJob
+
+    monkeypatch.setattr(SegmentJob, "start", lambda self: None)  # the command line is what is checked here
+    volume, _ = make_volume()
+    logic = dtc_module.DTCSegmentationLogic()
+    for quality, overlap in QUALITY_OVERLAP.items():
+        job = logic.startSegment(volume, quality=quality)
+        assert ("--mirror" in job.args) == (quality == "best")
+        assert job.args[job.args.index("--overlap") + 1] == str(overlap)

@@ -31,6 +31,8 @@ from .training import TrainingRequest
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
 DATASET_LABELS = "labels.json"  # label table of the dataset's segments, for models fine-tuned on it
 QUALITY_OVERLAP = {"fast": 0.25, "balanced": 0.5, "best": 0.75}  # window overlap; 0.5 = MONAI's usual choice
+# Qualities that also average over the flips the model was trained with (dtc segment --mirror; up to 4x the time).
+QUALITY_MIRROR = frozenset({"best"})
 
 
 @parameterNodeWrapper
@@ -109,7 +111,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             cropGeometry = sceneio.geometry_from_ijk_to_ras(matrix)
         write_image(work / "input.nrrd", crop, cropGeometry, compress=False)
         job = SegmentJob(work, work / "input.nrrd", image.shape, region, modelPath or "", device,
-                         QUALITY_OVERLAP[quality], largestComponent)
+                         QUALITY_OVERLAP[quality], largestComponent, mirror=quality in QUALITY_MIRROR)
         job.start()
         return job
 

@@ -35,13 +35,15 @@ class SegmentJob(EngineJob):
 
     def __init__(self, work_dir: Path, image_path: Path, shape: tuple, region: tuple | None, model_path: str = "",
                  device: str = "auto", overlap: float = 0.5, largest_component: bool = False,
-                 runner: ProcessRunner | None = None) -> None:
+                 runner: ProcessRunner | None = None, mirror: bool = False) -> None:
         args = ["segment", str(image_path), "-o", str(Path(work_dir) / "out"), "--device", device,
                 "--overlap", str(overlap), "--overwrite"]
         if model_path:
             args += ["--model", model_path]
         if largest_component:
             args.append("--largest-component")
+        if mirror:
+            args.append("--mirror")
         super().__init__(args, work_dir, runner)
         self.shape, self.region = tuple(shape), region
         self.files: dict[str, str] = {}
