@@ -21,7 +21,7 @@ from .errors import DTCError
 MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is the full method
 # Device names, the same in the config, every CLI command and the Slicer panel: "auto" (CUDA when present),
 # "cpu", "cuda" (the current GPU) or "cuda:N" (GPU number N).
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEVICE_CHOICES = ("auto", "cuda", "cpu")  # this order in the panel's device list
 _CUDA_INDEXED = re.compile(r"cuda:\d+")
 
 
