@@ -44,6 +44,16 @@ def _request(logic, p, resume=None):
     return request
 
 
+def _add_labeled_example(scene, logic, dataset_folder) -> None:
+    """One labeled case ("Left atrium", red) added to the dataset folder through the logic."""
+    volume, mask = _volume("labeled case", 0)
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    sid = seg.GetSegmentation().AddEmptySegment("", "Left atrium", [1, 0, 0])
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, seg, sid, volume)
+    logic.addLabeledExample(dataset_folder, volume, seg)
+
+
 def test_finetune_cancel_resume_register(slicer_scene, dtc_module, tiny_model, tmp_path):
     logic = dtc_module.DTCSegmentationLogic()
     p = logic.getParameterNode()
@@ -51,12 +61,7 @@ def test_finetune_cancel_resume_register(slicer_scene, dtc_module, tiny_model, t
     p.modelPath, p.startFrom = str(tiny_model), "current model"
     p.patchX = p.patchY = p.patchZ = 16
     p.labeledBatch, p.unlabeledBatch, p.iterations, p.timeLimitMinutes = 1, 1, 10_000, 0
-    volume, mask = _volume("labeled case", 0)
-    seg = slicer_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
-    seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    sid = seg.GetSegmentation().AddEmptySegment("", "Left atrium", [1, 0, 0])
-    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, seg, sid, volume)
-    logic.addLabeledExample(p.datasetFolder, volume, seg)
+    _add_labeled_example(slicer_scene, logic, p.datasetFolder)
     logic.addUnlabeledVolumes(p.datasetFolder, [_volume("unlabeled case", 1)[0]])
 
     request = _request(logic, p)
@@ -115,12 +120,7 @@ def test_finetune_length_and_patch_come_from_the_panel_and_the_model(slicer_scen
     p.datasetFolder, p.modelsFolder = tmp_path / "ds", tmp_path / "models"
     p.modelPath, p.startFrom = str(tiny_model), "current model"
     p.patchX, p.patchY, p.patchZ = 64, 64, 48
-    volume, mask = _volume("labeled case", 0)
-    seg = slicer_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
-    seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-    sid = seg.GetSegmentation().AddEmptySegment("", "Left atrium", [1, 0, 0])
-    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, seg, sid, volume)
-    logic.addLabeledExample(p.datasetFolder, volume, seg)
+    _add_labeled_example(slicer_scene, logic, p.datasetFolder)
 
     assert p.timeLimitMinutes == 20  # the panel's default
     request = logic.trainingRequest(p)
