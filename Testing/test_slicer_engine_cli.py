@@ -45,7 +45,12 @@ def test_bundled_model_names_the_left_atrium_in_the_dicom_master_list():
     context, category, kind = entry["terminology"].split("~")[:3]
     assert context == "Segmentation category and type - DICOM master list"
     assert kind == "SCT^82471001^Left atrium" and category == "SCT^123037004^Anatomical Structure"
-    assert "validation_dice" in model and model["plan"]["patch"] == [80, 80, 48]
+    # the plan reported is the checkpoint's own (read here without dtc info)
+    from DTCCore.checkpoint import DEFAULT_MODEL, load_checkpoint
+
+    config = load_checkpoint(DEFAULT_MODEL)["config"]
+    assert "validation_dice" in model and model["plan"]["patch"] == list(config.train.patch)
+    assert model["plan"]["spacing"] == list(config.plan.spacing) == [2.0, 2.0, 2.0]
 
 
 def test_label_table_sidecar_and_validation(tiny_model_file):
