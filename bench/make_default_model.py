@@ -37,6 +37,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="run folder of 'dtc train' (holds model.pt, log.jsonl)")
     p.add_argument("--baseline", type=Path, help="run folder of the supervised-only model of the same budget")
+    p.add_argument("--stages", type=Path, nargs="*", default=[],
+                   help="earlier run folders this run continued from (--init-from), oldest first, for the card")
     p.add_argument("--data", type=Path, default=None)
     p.add_argument("--validation", type=int, default=8, help="validation cases: the last N of train.list")
     p.add_argument("--device", default="cpu")
@@ -93,6 +95,8 @@ def main() -> int:
         "trained_on": args.trained_on,
         "iterations": payload["iteration"],
         "train_seconds": extra.get("train_seconds", done[-1]["elapsed_s"] if done else None),
+        "earlier_stages": [{"run": d.name, **{k: load_checkpoint(d / "model.pt")["extra"].get(k)
+                                              for k in ("iterations_done", "train_seconds")}} for d in args.stages],
         "data": {"labeled": extra.get("labeled"), "unlabeled": extra.get("unlabeled"),
                  "set": f"LA 2018 (the first {extra.get('labeled')} cases of train.list labeled, "
                         f"{extra.get('unlabeled')} of the others unlabeled)"},
@@ -150,6 +154,8 @@ def render_card(c: dict) -> str:
                        row("95HD (mm)", "hd95_mm", 1, "")])
     budget = (f" (the schedule fitted to a {tr['time_limit_minutes']:g}-minute budget)"
               if tr.get("schedule_fitted") else "")
+    stages = "".join(f", continuing run `{st['run']}` ({st['iterations_done']} iterations, {st['train_seconds']} s)"
+                     for st in c.get("earlier_stages", []))
     which = "lcc" if v["largest_component"] else "raw"
     rows = "\n".join(f"| {r['case']} | {100 * r[which]['dice']:.2f} | {r['seconds']:.1f} |" for r in t["per_case"])
     del base_cols
@@ -167,7 +173,7 @@ def render_card(c: dict) -> str:
   (the paper's is 16), patch {tuple(tr['patch'])} at the plan's spacing, batch {tr['labeled_batch']} +
   {tr['unlabeled_batch']}, augmentation `{tr['augment']}`, SGD lr {tr['lr']} x{tr['lr_gamma']} at
   {tuple(tr['lr_steps'])}, **{c['iterations']} iterations**{budget}, seed {tr['seed']}.
-- **Trained on**: {c['trained_on'] or 'see source run'}; {c['train_seconds']} s of training.
+- **Trained on**: {c['trained_on'] or 'see source run'}; {c['train_seconds']} s of training{stages}.
 - **Inference**: {window}, threshold {cfg['infer']['threshold']}, largest connected component
   **{'on' if v['largest_component'] else 'off'}**. Chosen on {len(v['cases'])} held-out validation scans:
   mean Dice {100 * v['dice_windows']:.2f} with windows ({v['seconds_windows']:.1f} s),
