@@ -104,7 +104,7 @@ class TrainConfig:
     # ends at a high learning rate (trainer.PRECISE_BN_ABOVE_LR; 0: never, as the reference). See precise_bn.py.
     precise_bn_batches: int = 25
     # Wall-clock budget (minutes) for the whole run: the schedule (iterations, lr steps, consistency ramp) is
-    # scaled to the iterations that fit, measured on the first iterations (trainer.fit_schedule) and stored
+    # scaled to the iterations that fit, measured on the first iterations (schedule.TimeBudget) and stored
     # in the checkpoints, so a resume keeps it. None: ``iterations`` as given.
     time_limit_minutes: float | None = None
     schedule_fitted: bool = False  # set by the trainer once the schedule is scaled to the time limit
