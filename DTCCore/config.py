@@ -110,6 +110,8 @@ class TrainConfig:
     schedule_fitted: bool = False  # set by the trainer once the schedule is scaled to the time limit
     checkpoint_minutes: float = 10.0  # our choice: also checkpoint this often, so a slow CPU loses little
     augment: str = AUGMENT_MIRROR  # one of AUGMENT_CHOICES (above); old configs' True/False also load
+    # True: also nnU-Net's in-plane scaling, noise, brightness, contrast and gamma (augment_nnunet.py).
+    nnunet_augment: bool = False
 
 
 @dataclass

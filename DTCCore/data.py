@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
+from . import augment_nnunet
 from .config import AUGMENT_MIRROR, AUGMENT_NO_MIRROR, AUGMENT_NONE, AUGMENT_REFERENCE, augment_choice
 from .errors import DTCError
 from .intensity import normalize
@@ -214,6 +215,7 @@ class TrainBatches(torch.utils.data.Dataset):
         self.unlabeled_batch = int(train_cfg.unlabeled_batch) if self.unlabeled else 0
         self.patch_sdf = recipe.sdf_normalization == "patch"
         self.augment = augment_choice(getattr(train_cfg, "augment", AUGMENT_MIRROR))
+        self.nnunet = bool(getattr(train_cfg, "nnunet_augment", False))
         self.num_classes = int(self.labeled[0].sdf.shape[0])
         self.seed, self.rank = int(seed), int(rank)
         self.start_iteration = int(start_iteration)
@@ -258,15 +260,13 @@ class TrainBatches(torch.utils.data.Dataset):
             arrays = {"image": case.image, "label": case.label}
             if not self.patch_sdf:
                 arrays["sdf"] = case.sdf
-            arrays = random_crop(arrays, self.patch, rng)
-            arrays = augment(arrays, rng, self.augment) if self.augment != AUGMENT_NONE else arrays
+            arrays = self._crop(arrays, rng)
             images.append(arrays["image"])
             labels.append(arrays["label"])
             if not self.patch_sdf:
                 sdfs.append(arrays["sdf"])
         for c in self.picks(_UNLABELED_ORDER, i):
-            crop = random_crop({"image": self.unlabeled[c].image}, self.patch, rng)
-            images.append((augment(crop, rng, self.augment) if self.augment != AUGMENT_NONE else crop)["image"])
+            images.append(self._crop({"image": self.unlabeled[c].image}, rng)["image"])
         label = np.stack(labels)
         sdf = self._patch_sdf(label) if self.patch_sdf else np.stack(sdfs)
         return {
@@ -274,6 +274,19 @@ class TrainBatches(torch.utils.data.Dataset):
             "label": torch.from_numpy(label.astype(np.int64)),
             "sdf": torch.from_numpy(np.ascontiguousarray(sdf, dtype=np.float32)),
         }
+
+    def _crop(self, arrays: Mapping[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """One training crop of the patch size with its augmentations: (nnU-Net scaling), flips/turns,
+        (nnU-Net intensity changes of the image)."""
+        if self.nnunet:
+            out = augment_nnunet.scaled_crop(arrays, self.patch, rng, random_crop)
+        else:
+            out = random_crop(arrays, self.patch, rng)
+        if self.augment != AUGMENT_NONE:
+            out = augment(out, rng, self.augment)
+        if self.nnunet:
+            out = dict(out, image=augment_nnunet.intensity(out["image"], rng))
+        return out
 
     def _patch_sdf(self, label: np.ndarray) -> np.ndarray:
         """Reference per-patch signed distance of a label batch (Lb, X, Y, Z) -> (Lb, C, X, Y, Z)."""

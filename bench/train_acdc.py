@@ -56,6 +56,7 @@ def make_config(args):
     config.train.iterations = args.iterations
     config.train.time_limit_minutes = args.minutes
     config.train.augment = args.augment
+    config.train.nnunet_augment = args.nnunet_augment
     config.train.num_workers = args.workers
     config.train.device = args.device
     config.train.seed = args.seed
@@ -128,6 +129,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         label = (f"DTC, {r['labeled']} labeled + {r['unlabeled']} unlabeled" if r["mode"] == "dtc"
                  else f"labeled only ({r['labeled']})")
+        if r["config"]["train"].get("nnunet_augment"):
+            label += ", + nnU-Net scaling/intensity aug."
         label += f", {r['iterations']} it, {r['train_seconds'] / 60:.0f} min"
         for key, name in [(str(c), n) for c, n in CLASSES.items()] + [("mean", "**mean**")]:
             m = r["test"]["means"][key]
@@ -148,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict | str:
     p.add_argument("--patch", type=int, nargs=3, default=[96, 96, 16])
     p.add_argument("--base-filters", type=int, default=8)
     p.add_argument("--augment", default="no-mirror", help="the right ventricle lies on one side of the left")
+    p.add_argument("--nnunet-augment", action="store_true", help="also nnU-Net's scaling/intensity augmentations")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=1337)

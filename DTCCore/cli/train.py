@@ -47,6 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="training augmentation (default mirror: flips and 90-degree turns, the scan's own "
                         "orientation included; no-mirror: for labels that depend on side, e.g. left/right "
                         "organs; reference: the paper's RandomRotFlip; none)")
+    p.add_argument("--nnunet-augment", action="store_true",
+                   help="also nnU-Net's in-plane scaling, noise, brightness, contrast and gamma augmentations")
     p.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this model's weights")
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in RUN_DIR")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default 1337)")
@@ -72,6 +74,8 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         "workers": ("train", "num_workers", args.workers),
         "augment": ("train", "augment", getattr(args, "augment", None)),
     }
+    if getattr(args, "nnunet_augment", False):
+        overrides["nnunet_augment"] = ("train", "nnunet_augment", True)
     if getattr(args, "sync_bn", False):
         overrides["sync_bn"] = ("train", "sync_batchnorm", True)
     for section, key, value in overrides.values():
