@@ -36,7 +36,7 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
         sys.path.remove(str(REPO / "bench"))
     data = _acdc_like(tmp_path / "acdc")
     result = train_acdc.main(["--data", str(data), "--out", str(tmp_path / "runs"), "--mode", "dtc", "--tiny",
-                              "--json", str(tmp_path / "dtc.json")])
+                              "--nnunet-augment", "--json", str(tmp_path / "dtc.json")])
     manifest = json.loads((tmp_path / "runs" / "manifest_dtc.json").read_text())
     assert len(manifest["labeled"]) == 2 and len(manifest["unlabeled"]) == 2
     assert result["iterations"] == 3 and result["test"]["cases"] == 2
@@ -45,4 +45,5 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
     means = result["test"]["means"]
     assert means["mean"]["dice"] == np.mean([means[c]["dice"] for c in (1, 2, 3)])
     text = train_acdc.main(["--table", str(tmp_path / "dtc.json")])
+    assert result["config"]["train"]["nnunet_augment"] is True and "nnU-Net scaling/intensity" in text
     assert "| LV cavity |" in text and "**mean**" in text and text.count("\n") == 5  # header, rule, 4 rows
