@@ -232,3 +232,26 @@ def test_resolve_and_describe_device(monkeypatch):
         resolve_device("cuda")
     with pytest.raises(DTCError, match="not valid"):
         resolve_device("gpu")
+
+
+def test_inference_copy_is_reused_until_the_weights_change():
+    import torch
+
+    from DTCCore.inference import inference_copy
+    from DTCCore.network import DualTaskVNet
+
+    torch.manual_seed(0)
+    model = DualTaskVNet(base_filters=4).eval()
+    first = inference_copy(model)
+    assert inference_copy(model) is first  # nothing changed: the folded copy is reused
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        before = first(x)[0].clone()
+        next(model.parameters()).mul_(3.0)  # an in-place change, as an optimizer step makes
+    second = inference_copy(model)
+    assert second is not first
+    with torch.no_grad():
+        assert not torch.allclose(second(x)[0], before)
+        assert torch.allclose(second(x)[0], model(x)[0], atol=1e-5)  # the new copy follows the weights
+    model.load_state_dict(DualTaskVNet(base_filters=4).state_dict())
+    assert inference_copy(model) is not second
