@@ -204,8 +204,9 @@ def test_one_segment_per_class_of_the_label_table(slicer_scene, dtc_module):
         assert np.array_equal(mask > 0, label == value)
 
 
-def test_best_quality_adds_test_time_mirroring(slicer_scene, dtc_module, monkeypatch):
-    # "best" = dense windows + the average over the flips the model was trained with (dtc segment --mirror).
+def test_quality_sets_test_time_mirroring(slicer_scene, dtc_module, monkeypatch):
+    # "best" = dense windows + the average over the flips the model was trained with (dtc segment --mirror);
+    # "fast" switches it off (--no-mirror); "balanced" keeps the model's own setting (neither flag).
     from DTCSegmentationLib.logic import QUALITY_OVERLAP
     from DTCSegmentationLib.tasks import SegmentJob
 
@@ -215,4 +216,5 @@ def test_best_quality_adds_test_time_mirroring(slicer_scene, dtc_module, monkeyp
     for quality, overlap in QUALITY_OVERLAP.items():
         job = logic.startSegment(volume, quality=quality)
         assert ("--mirror" in job.args) == (quality == "best")
+        assert ("--no-mirror" in job.args) == (quality == "fast")
         assert job.args[job.args.index("--overlap") + 1] == str(overlap)

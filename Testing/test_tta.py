@@ -115,3 +115,31 @@ def test_segment_cli_mirror_option(tmp_path, tiny_model_file):
     np.testing.assert_allclose(got, expected.levelset, rtol=0, atol=1e-6)
     assert np.abs(got - plain.levelset).max() > 1e-4  # --mirror changed the output
     np.testing.assert_array_equal(read_image(tmp_path / "out" / "scan_seg.nrrd")[0], expected.label)
+
+
+def test_segment_cli_no_mirror_overrides_a_model_that_mirrors(tmp_path, tiny_model_file):
+    import torch
+
+    from DTCCore.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from DTCCore.cli import main
+    from DTCCore.io import read_image
+
+    model, config = load_model(tiny_model_file)
+    config.infer.mirror = True  # a model whose own setting is mirroring, like the bundled one
+    mirroring = save_checkpoint(tmp_path / "mirroring.pt", model, None, 0, config,
+                                load_checkpoint(tiny_model_file)["extra"])
+    image, _ = blob_volume(np.random.default_rng(7), (40, 36, 24))
+    path = write_volume(tmp_path / "scan.nrrd", image)
+    outputs = {}
+    for flag in ("", "--no-mirror"):
+        out = tmp_path / f"out{flag}"
+        assert main(["segment", str(path), "-o", str(out), "--model", str(mirroring)] + ([flag] if flag else [])) == 0
+        outputs[flag] = read_image(out / "scan_levelset.nrrd")[0]
+    with torch.no_grad():
+        config.infer.mirror = False
+        plain = predict_volume(model, image, config).levelset
+        config.infer.mirror = True
+        mirrored = predict_volume(model, image, config).levelset
+    np.testing.assert_allclose(outputs[""], mirrored, rtol=0, atol=1e-6)  # the model's own setting
+    np.testing.assert_allclose(outputs["--no-mirror"], plain, rtol=0, atol=1e-6)
+    assert np.abs(mirrored - plain).max() > 1e-4

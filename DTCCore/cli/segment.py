@@ -44,9 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--whole-volume", action="store_true",
                    help="one forward pass over the whole scan instead of windows (faster on a CPU; up to 8 M voxels)")
     p.add_argument("--largest-component", action="store_true", help="keep only the largest connected component")
-    p.add_argument("--mirror", action="store_true",
+    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time mirroring: average over the flips the model was trained with (up to 4x the "
-                        "time; no effect for models trained with --augment no-mirror or none)")
+                        "time; no effect for models trained with --augment no-mirror or none); default: the "
+                        "model's own setting (on for the bundled model, chosen on validation scans)")
     p.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd", help="output file format")
     p.add_argument("--preview", action="store_true", help="also write <case>_preview.png (three slices)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
@@ -107,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         config.infer.largest_component = True
     if args.whole_volume:
         config.infer.whole_volume = True
-    if getattr(args, "mirror", False):
-        config.infer.mirror = True
+    if getattr(args, "mirror", None) is not None:
+        config.infer.mirror = bool(args.mirror)
     config.validate()
     source = args.model or "the bundled default model"
     print(f"model: {source}; {describe_plan(config)}; device: {describe_device(device)}", file=sys.stderr)
@@ -153,7 +154,7 @@ def describe_plan(config) -> str:
     grid = "each scan's own grid" if spacing is None else "grid " + "x".join(f"{v:g}" for v in spacing) + " mm"
     window = ("whole volume in one pass" if config.infer.whole_volume
               else "windows " + "x".join(str(p) for p in config.train.patch))
-    return f"{grid}, {window}"
+    return f"{grid}, {window}" + (", test-time mirroring" if config.infer.mirror else "")
 
 
 def _check_output_dir(out_dir: Path) -> None:

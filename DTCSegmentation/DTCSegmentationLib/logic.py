@@ -31,8 +31,9 @@ from .training import TrainingRequest
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
 DATASET_LABELS = "labels.json"  # label table of the dataset's segments, for models fine-tuned on it
 QUALITY_OVERLAP = {"fast": 0.25, "balanced": 0.5, "best": 0.75}  # window overlap; 0.5 = MONAI's usual choice
-# Qualities that also average over the flips the model was trained with (dtc segment --mirror; up to 4x the time).
-QUALITY_MIRROR = frozenset({"best"})
+# Test-time mirroring per quality (average over the flips the model was trained with; up to 4x the time):
+# True adds dtc segment --mirror, False --no-mirror, None keeps the model's own setting.
+QUALITY_MIRROR = {"fast": False, "balanced": None, "best": True}
 
 
 @parameterNodeWrapper
@@ -111,7 +112,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             cropGeometry = sceneio.geometry_from_ijk_to_ras(matrix)
         write_image(work / "input.nrrd", crop, cropGeometry, compress=False)
         job = SegmentJob(work, work / "input.nrrd", image.shape, region, modelPath or "", device,
-                         QUALITY_OVERLAP[quality], largestComponent, mirror=quality in QUALITY_MIRROR)
+                         QUALITY_OVERLAP[quality], largestComponent, mirror=QUALITY_MIRROR[quality])
         job.start()
         return job
 

@@ -35,15 +35,15 @@ class SegmentJob(EngineJob):
 
     def __init__(self, work_dir: Path, image_path: Path, shape: tuple, region: tuple | None, model_path: str = "",
                  device: str = "auto", overlap: float = 0.5, largest_component: bool = False,
-                 runner: ProcessRunner | None = None, mirror: bool = False) -> None:
+                 runner: ProcessRunner | None = None, mirror: bool | None = None) -> None:
         args = ["segment", str(image_path), "-o", str(Path(work_dir) / "out"), "--device", device,
                 "--overlap", str(overlap), "--overwrite"]
         if model_path:
             args += ["--model", model_path]
         if largest_component:
             args.append("--largest-component")
-        if mirror:
-            args.append("--mirror")
+        if mirror is not None:  # None: the model's own setting
+            args.append("--mirror" if mirror else "--no-mirror")
         super().__init__(args, work_dir, runner)
         self.shape, self.region = tuple(shape), region
         self.files: dict[str, str] = {}
