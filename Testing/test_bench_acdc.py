@@ -47,3 +47,13 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
     text = train_acdc.main(["--table", str(tmp_path / "dtc.json")])
     assert result["config"]["train"]["nnunet_augment"] is True and "nnU-Net scaling/intensity" in text
     assert "| LV cavity |" in text and "**mean**" in text and text.count("\n") == 5  # header, rule, 4 rows
+
+    # a second stage from the first one's weights: a new run folder, the table counts both stages
+    second = train_acdc.main(["--data", str(data), "--out", str(tmp_path / "runs2"), "--mode", "dtc", "--tiny",
+                              "--nnunet-augment", "--continue-from", str(tmp_path / "dtc.json"),
+                              "--json", str(tmp_path / "dtc2.json")])
+    assert second["stages"] == [{"model": result["model"], "iterations": 3, "train_seconds": result["train_seconds"]}]
+    log = (tmp_path / "runs2" / "run_dtc" / "log.jsonl").read_text()
+    assert f"fine-tuning from {result['model']}" in log
+    table2 = train_acdc.main(["--table", str(tmp_path / "dtc2.json")])
+    assert ", 6 it, " in table2 and " in 2 stages" in table2

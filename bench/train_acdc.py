@@ -12,7 +12,10 @@ data's spacing is unknown, every header says 1 x 1 x 1). ``--minutes`` is DTCCor
 schedule (lr steps, consistency ramp) is fitted to the iterations that fit, so both modes get the same
 wall-clock budget. ``--spacing`` is the model plan in the headers' units (volumes resampled once at load,
 predictions returned on the original grid). ``--resume`` continues an interrupted run (same arguments;
-the fitted schedule is kept). ``--tiny`` is a seconds-long smoke run.
+the fitted schedule is kept). ``--continue-from RESULT_JSON`` starts a new stage from the weights of an
+earlier stage's result (the same arguments otherwise; a new --out), with a fresh schedule fitted to
+``--minutes``; the table then counts the iterations and minutes of all stages. ``--tiny`` is a
+seconds-long smoke run.
 """
 
 from __future__ import annotations
@@ -106,7 +109,16 @@ def run(args) -> dict:
             print(json.dumps(record), file=sys.stderr, flush=True)
         events.append(record)
 
-    model = train(config, manifest, out / f"run_{args.mode}", resume=args.resume, progress=progress)
+    earlier: list[dict] = []
+    init_from = None
+    if args.continue_from:
+        before = json.loads(Path(args.continue_from).read_text())
+        if before["mode"] != args.mode:
+            raise SystemExit(f"error: {args.continue_from} is a {before['mode']} run; this one is {args.mode}")
+        init_from = before["model"]
+        earlier = before.get("stages", []) + [{k: before[k] for k in ("model", "iterations", "train_seconds")}]
+    model = train(config, manifest, out / f"run_{args.mode}", resume=args.resume, init_from=init_from,
+                  progress=progress)
     finished = [e for e in events if e["event"] == "done"]
     train_seconds = finished[-1].get("elapsed_s", time.perf_counter() - t0) if finished else time.perf_counter() - t0
     done = [e for e in events if e["event"] == "progress"]
@@ -114,7 +126,7 @@ def run(args) -> dict:
         "mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M"), "model": str(model), "resumed": args.resume,
         "device": _common.device_name(args.device), "labeled": args.labeled,
         "unlabeled": args.unlabeled if args.mode == "dtc" else 0, "train_seconds": train_seconds,
-        "iterations": done[-1]["iteration"] if done else 0, "config": config.to_dict(),
+        "iterations": done[-1]["iteration"] if done else 0, "config": config.to_dict(), "stages": earlier,
     }
     cases = _common.read_list(data, "test.list")[: args.test_cases or None]
     result["test"] = evaluate(model, data, cases, args.device)
@@ -131,7 +143,10 @@ def table(results: list[dict]) -> str:
                  else f"labeled only ({r['labeled']})")
         if r["config"]["train"].get("nnunet_augment"):
             label += ", + nnU-Net scaling/intensity aug."
-        label += f", {r['iterations']} it, {r['train_seconds'] / 60:.0f} min"
+        stages = r.get("stages", [])
+        iterations = r["iterations"] + sum(st["iterations"] for st in stages)
+        minutes = (r["train_seconds"] + sum(st["train_seconds"] for st in stages)) / 60
+        label += f", {iterations} it, {minutes:.0f} min" + (f" in {len(stages) + 1} stages" if stages else "")
         for key, name in [(str(c), n) for c, n in CLASSES.items()] + [("mean", "**mean**")]:
             m = r["test"]["means"][key]
             rows.append([label, name, 100 * m["dice"], 100 * m["jaccard"], m["asd_vox"], m["hd95_vox"]])
@@ -158,6 +173,8 @@ def main(argv: list[str] | None = None) -> dict | str:
     p.add_argument("--test-cases", type=int, default=0, help="evaluate the first N of test.list (0 = all)")
     p.add_argument("--tiny", action="store_true", help="smoke run: seconds, meaningless numbers")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--continue-from", type=Path, metavar="RESULT_JSON",
+                   help="new stage from the weights of this earlier result (same mode), fresh schedule")
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--table", type=Path, nargs="+", metavar="RESULT_JSON", help="only print the table of these")
     p.add_argument("--markdown", type=Path, help="with --table: also write the table here")
