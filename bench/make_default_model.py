@@ -48,6 +48,7 @@ def main() -> int:
     p.add_argument("--trained-on", default="", help="hardware the run was trained on, for the card")
     p.add_argument("--limitations", default="", help="a paragraph for the card's Limitations section")
     p.add_argument("--out", type=Path, default=MODELS, help="models folder (default DTCCore/models)")
+    p.add_argument("--test-note", default="", help="a sentence under the card's test table heading (its history)")
     p.add_argument("--test-cases", type=int, default=0, help="only the first N of test.list (0 = all; a dry run)")
     args = p.parse_args()
 
@@ -127,6 +128,7 @@ def main() -> int:
         "baseline": baseline,
         "validation_dice": mean(mirror_rows if config.infer.mirror else val[whole], which)["dice"],
         "limitations": args.limitations,
+        "test_note": args.test_note,
     }
     out = args.out
     model.cpu()
@@ -203,8 +205,9 @@ def render_card(c: dict) -> str:
 
 {c.get('limitations') or 'Trained with the recipe above only; check results on your own data.'}
 
-## Test set ({t['cases']} cases of test.list at their native grid, evaluated once, never used to choose anything)
+## Test set ({t['cases']} cases of test.list at their native grid, never used to choose anything)
 
+{(c.get('test_note') or 'Evaluated once, after every choice was made on the validation scans.') + chr(10)}
 {table}
 
 | case | Dice % | seconds |
