@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", type=Path, help="a model.pt (default: random initialisation)")
     p.add_argument("--device", default=None, help="GPU mode device (default cuda)")
     p.add_argument("--repeats", type=int, default=None, help="rounds (CPU default 2; GPU: timed runs per process, 3)")
-    p.add_argument("--methods", default=None, help="comma list of ours,ours-whole,monai,reference")
+    p.add_argument("--methods", default=None, help="comma list of ours,ours-whole,ours-no-mirror,monai,reference")
     p.add_argument("--reference-windows", type=int, default=None, help="GPU: reference windows timed (default 400)")
     p.add_argument("--reference-rounds", type=int, default=None,
                    help="CPU: rounds that include the reference (default all)")

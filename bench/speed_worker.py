@@ -5,6 +5,7 @@
 METHOD:
   ours        DTCCore: ``dtc segment`` in-process (file mode) or ``predict_volume`` (memory mode)
   ours-whole  the same with ``--whole-volume`` (one forward pass over the padded volume)
+  ours-no-mirror  the same with ``--no-mirror`` (no test-time mirroring even if the model has it on)
   monai       MONAI ``sliding_window_inference`` (same network, patch, overlap, Gaussian blend, 4 windows a pass)
   reference   the DTC reference loop (test_util.test_single_case): stride 18x18x4, one window at a time,
               uniform average accumulated in NumPy on the host
@@ -123,7 +124,7 @@ def run_reference(model, image: np.ndarray, config, device: torch.device, limit:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("method", choices=("ours", "ours-whole", "monai", "reference"))
+    p.add_argument("method", choices=("ours", "ours-whole", "ours-no-mirror", "monai", "reference"))
     p.add_argument("--model", required=True)
     p.add_argument("--image")
     p.add_argument("--shape", type=int, nargs=3)
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             argv = ["segment", args.image, "-o", str(out_dir), "--model", args.model, "--device", args.device,
                     "--overlap", str(args.overlap), "--overwrite"]
             argv += ["--whole-volume"] if args.method == "ours-whole" else []
+            argv += ["--no-mirror"] if args.method == "ours-no-mirror" else []
             if dtc(argv) != 0:
                 raise SystemExit(f"dtc segment failed on {args.image}")
         else:
@@ -182,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             spacing = geometry.spacing if geometry is not None else config.plan.spacing
             if args.method.startswith("ours"):
                 config.infer.whole_volume = args.method == "ours-whole"
+                if args.method == "ours-no-mirror":
+                    config.infer.mirror = False
                 pred = predict_volume(model, img, config, device, spacing=spacing)
                 outputs = {"seg": pred.label, "levelset": pred.levelset, "disagreement": pred.disagreement}
             elif args.method == "monai":
