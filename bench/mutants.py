@@ -57,9 +57,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "augment-image-only", "DTCCore/data.py",
-        "            arrays = augment(arrays, rng, self.augment) if self.augment != AUGMENT_NONE else arrays\n",
-        '            arrays = {**arrays, "image": augment({"image": arrays["image"]}, rng, self.augment)["image"]} '
-        "if self.augment != AUGMENT_NONE else arrays\n",
+        "            out = augment(out, rng, self.augment)\n",
+        '            out = {**out, "image": augment({"image": out["image"]}, rng, self.augment)["image"]}\n',
         ("Testing/test_augmentation.py::test_batches_keep_image_label_and_sdf_together",),
         "TrainBatches augments the image but not the label and level set",
     ),
