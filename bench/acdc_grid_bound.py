@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 import _common
+from train_acdc import CLASSES as ACDC_CLASSES
 
-CLASSES = 3  # ACDC: 1 RV cavity, 2 myocardium, 3 LV cavity
+CLASSES = len(ACDC_CLASSES)  # ACDC label values 1..3 (train_acdc.CLASSES, from the data's README)
 
 
 def bound(label: np.ndarray, spacing: tuple[float, float, float]) -> list[float]:
