@@ -116,10 +116,14 @@ def load_cases(
 def random_crop(arrays: Mapping[str, np.ndarray], patch, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Crop the same random ``patch`` (px, py, pz) from every array (spatial axes = the last three).
 
-    Volumes smaller than the patch along an axis are first padded on both sides (centred) with
-    ``PAD_VALUES[key]`` (0 for unknown keys); then the corner is uniform over all valid positions
-    (the reference draws ``randint(0, w - p)``, which never picks the last one, and always pads 3 more
-    voxels; we keep the exact uniform crop). Returns views where no padding was needed.
+    Along an axis where the volume (size s) is smaller than the patch (size p), the volume lands at a
+    random offset 0..p-s inside the patch, uniform, the rest filled with ``PAD_VALUES[key]`` (0 for
+    unknown keys): the array is padded by p-s on both sides and the crop corner drawn over all valid
+    positions. Always padding centred would show the network a thin volume (e.g. a 6-slice cardiac MRI
+    in a 16-slice patch) at one position only, and it fails on scans with other slice counts (ACDC,
+    our measurement); the reference also moves small volumes, by up to 3 voxels (it pads 3 more and
+    draws ``randint(0, w - p)``). Along other axes the corner is uniform over all valid positions, the
+    last one included. One draw per axis either way. Returns views where no padding was needed.
     """
     patch = tuple(int(p) for p in patch)
     shapes = {a.shape[-3:] for a in arrays.values()}
@@ -130,10 +134,10 @@ def random_crop(arrays: Mapping[str, np.ndarray], patch, rng: np.random.Generato
     padded = {}
     for key, a in arrays.items():
         if any(deficit):
-            width = [(0, 0)] * (a.ndim - 3) + [(d // 2, d - d // 2) for d in deficit]
+            width = [(0, 0)] * (a.ndim - 3) + [(d, d) for d in deficit]
             a = np.pad(a, width, mode="constant", constant_values=PAD_VALUES.get(key, 0))
         padded[key] = a
-    full = [s + d for s, d in zip(shape, deficit)]
+    full = [s + 2 * d for s, d in zip(shape, deficit)]
     corner = [int(rng.integers(0, f - p + 1)) for f, p in zip(full, patch)]
     window = tuple(slice(c, c + p) for c, p in zip(corner, patch))
     return {key: a[(Ellipsis,) + window] for key, a in padded.items()}

@@ -80,14 +80,35 @@ def test_random_crop_pads_small_volumes():
     out = random_crop(arrays, (8, 16, 8), np.random.default_rng(0))
     assert out["image"].shape == (8, 16, 8) and out["sdf"].shape == (1, 8, 16, 8)
     inside = out["image"] > 0
-    # x: 5 -> 8 padded 1 before and 2 after; z: 3 -> 8 padded 2 before, 3 after (centred)
-    assert inside.any(axis=(1, 2)).tolist() == [False, True, True, True, True, True, False, False]
-    assert inside.any(axis=(0, 1)).tolist() == [False, False, True, True, True, False, False, False]
+    # the volume is one contiguous block of 5 x 3 voxels (x, z) inside the padding
+    assert inside.any(axis=(1, 2)).sum() == 5 and inside.any(axis=(0, 1)).sum() == 3
     assert np.all(out["image"][~inside] == 0) and np.all(out["label"][~inside] == 0)
     assert np.all(out["sdf"][0][~inside] == 1.0)  # far outside
     assert out["label"].dtype == np.uint8 and out["image"].dtype == np.float32
     x, y, z = _decode(out["image"][inside])
     np.testing.assert_array_equal(out["label"][inside], arrays["label"][x, y, z])
+
+
+def test_random_crop_places_small_volumes_anywhere_in_the_patch():
+    """A volume thinner than the patch lands at every offset 0..p-s, not only centred (a network trained
+    on one placement fails on scans with other slice counts)."""
+    arrays = _arrays((5, 20, 3))
+    rng = np.random.default_rng(2)
+    offsets = []
+    for _ in range(300):
+        out = random_crop(arrays, (8, 16, 8), rng)
+        inside = out["image"] > 0
+        xs = np.flatnonzero(inside.any(axis=(1, 2)))
+        zs = np.flatnonzero(inside.any(axis=(0, 1)))
+        assert np.array_equal(xs, np.arange(xs[0], xs[0] + 5)) and np.array_equal(zs, np.arange(zs[0], zs[0] + 3))
+        x, y, z = _decode(out["image"][inside])
+        assert np.array_equal(np.unique(x), np.arange(5)) and np.array_equal(np.unique(z), np.arange(3))
+        np.testing.assert_array_equal(out["label"][inside], arrays["label"][x, y, z])
+        offsets.append((int(xs[0]), int(zs[0])))
+    x_counts = np.bincount([o[0] for o in offsets], minlength=4)
+    z_counts = np.bincount([o[1] for o in offsets], minlength=6)
+    assert len(x_counts) == 4 and len(z_counts) == 6  # never beyond p - s: x 0..3, z 0..5
+    assert np.all(x_counts > 300 / 4 / 2) and np.all(z_counts > 300 / 6 / 2)  # every offset, about uniform
 
 
 @pytest.mark.parametrize("shape, distinct", [((6, 6, 3), 4), ((6, 4, 3), 2)])
