@@ -220,12 +220,9 @@ def _crop_outputs(seg: np.ndarray, lsf: np.ndarray, config: DTCConfig) -> dict[s
         else:
             label = seg.argmax(axis=0).astype(np.uint8)
     if config.infer.largest_component:
-        from .postprocess import largest_component
+        from .postprocess import largest_component_per_class
 
-        for c in range(1, num_classes + 1):
-            mask = label == c
-            if mask.any():
-                label[mask & ~np.asarray(largest_component(mask), dtype=bool)] = 0
+        label = largest_component_per_class(label, num_classes)
     return {
         "probability": probability.astype(np.float32, copy=False),
         "levelset": levelset.astype(np.float32, copy=False),

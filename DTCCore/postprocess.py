@@ -21,3 +21,14 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     return (labels == int(np.argmax(sizes))).astype(mask.dtype)
+
+
+def largest_component_per_class(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """A copy of a label map (X, Y, Z) in 0..num_classes where each class keeps only its largest
+    26-connected component; the voxels of the other components become background (0)."""
+    out = np.array(label, copy=True)
+    for c in range(1, int(num_classes) + 1):
+        mask = out == c
+        if mask.any():
+            out[mask & ~np.asarray(largest_component(mask), dtype=bool)] = 0
+    return out

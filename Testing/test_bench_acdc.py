@@ -14,7 +14,7 @@ from conftest import REPO, write_volume
 SHAPE = (40, 36, 8)  # in-plane x slices, thick-slice like ACDC
 
 
-def _acdc_like(root: Path, n: int = 6) -> Path:
+def _acdc_like(root: Path, n: int = 7) -> Path:
     for i in range(n):
         noise = ndimage.gaussian_filter(np.random.default_rng(i).random(SHAPE), sigma=(4, 4, 1))
         label = np.zeros(SHAPE, np.uint8)
@@ -24,7 +24,8 @@ def _acdc_like(root: Path, n: int = 6) -> Path:
         write_volume(root / f"patient{i:03d}" / "image.nrrd", image.astype(np.float32))
         write_volume(root / f"patient{i:03d}" / "label.nrrd", label)
     (root / "train.list").write_text("".join(f"patient{i:03d}\n" for i in range(4)))
-    (root / "test.list").write_text("".join(f"patient{i:03d}\n" for i in range(4, n)))
+    (root / "test.list").write_text("".join(f"patient{i:03d}\n" for i in range(4, 6)))
+    (root / "val.list").write_text("".join(f"patient{i:03d}\n" for i in range(6, n)))
     return root
 
 
@@ -44,7 +45,16 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
     assert sorted((r["case"], r["class"]) for r in rows) == [(f"patient{i:03d}", c) for i in (4, 5) for c in (1, 2, 3)]
     means = result["test"]["means"]
     assert means["mean"]["dice"] == np.mean([means[c]["dice"] for c in (1, 2, 3)])
+    # post-processing chosen on val.list: largest component per class only when it raises the val Dice
+    val = result["validation"]
+    assert val["cases"] == ["patient006"] and val["largest_component"] == (val["dice_lcc"] > val["dice_raw"])
+    assert result["test"] == (result["test_raw"] if not val["largest_component"] else result["test"])
+    assert result["test_raw"]["cases"] == 2 and len(result["test_raw"]["rows"]) == 6
+    rescored = train_acdc.main(["--data", str(data), "--assess", str(tmp_path / "dtc.json")])
+    assert rescored["test_raw"]["means"] == result["test_raw"]["means"]  # inference is deterministic
+    assert json.loads((tmp_path / "dtc.json").read_text())["validation"] == rescored["validation"]
     text = train_acdc.main(["--table", str(tmp_path / "dtc.json")])
+    assert ("largest component per class" in text) == val["largest_component"]
     assert result["config"]["train"]["nnunet_augment"] is True and "nnU-Net scaling/intensity" in text
     assert "| LV cavity |" in text and "**mean**" in text and text.count("\n") == 5  # header, rule, 4 rows
 

@@ -1,4 +1,4 @@
-"""Tests of DTCCore.metrics (MedPy is the oracle) and DTCCore.postprocess.largest_component."""
+"""Tests of DTCCore.metrics (MedPy is the oracle) and DTCCore.postprocess (a naive flood fill is the oracle)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from medpy.metric import binary
 from scipy import ndimage
 
 from DTCCore.metrics import METRICS, evaluate_case, evaluate_multiclass, summarize
-from DTCCore.postprocess import largest_component
+from DTCCore.postprocess import largest_component, largest_component_per_class
 
 
 def _blob(shape=(24, 20, 16), seed=0, level=0.55) -> np.ndarray:
@@ -137,3 +137,15 @@ def test_largest_component_diagonal_and_empty():
     assert got.dtype == bool and got.sum() == 3 and got[2, 2, 2] and not got[5, 5, 0]
     empty = np.zeros((4, 4, 4), np.uint8)
     assert not largest_component(empty).any() and largest_component(empty).shape == (4, 4, 4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_largest_component_per_class_matches_naive(seed):
+    label = np.random.default_rng(seed).choice(4, size=(10, 9, 8), p=[0.7, 0.1, 0.1, 0.1]).astype(np.uint8)
+    got = largest_component_per_class(label, 3)
+    assert got.dtype == np.uint8 and got is not label
+    want = np.zeros_like(label)
+    for c in (1, 2, 3):
+        want[_naive_largest(label == c)] = c
+    np.testing.assert_array_equal(got, want)
+    assert (label > 0).sum() > (got > 0).sum()  # something was removed (random masks are fragmented)

@@ -2,13 +2,17 @@
 
     python bench/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode dtc --minutes 40 --json dtc.json
     python bench/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode seg --minutes 40 --json seg.json
+    python bench/train_acdc.py --data ../shared/data/acdc --assess dtc.json
     python bench/train_acdc.py --table dtc.json seg.json [--markdown table.md]
 
 ACDC (end-diastolic frames, 1 = right-ventricle cavity, 2 = myocardium, 3 = left-ventricle cavity): the
 first ``--labeled`` (14 = 20 %) patients of ``train.list`` are labeled, the next ``--unlabeled`` (56) are
-unlabeled (``--mode seg``: the labeled-only model, no unlabeled data); the model after the last iteration
-is evaluated on every patient of ``test.list`` with MedPy's dc/jc/asd/hd95 per class (voxel units: the
-data's spacing is unknown, every header says 1 x 1 x 1). ``--minutes`` is DTCCore's time limit: the
+unlabeled (``--mode seg``: the labeled-only model, no unlabeled data). The model after the last iteration
+first predicts the 10 held-out patients of ``val.list``, which choose the post-processing (each class's
+largest connected component kept, or not); then every patient of ``test.list`` is scored once with that
+choice (MedPy's dc/jc/asd/hd95 per class; voxel units: the data's spacing is unknown, every header says
+1 x 1 x 1; the raw scores are kept beside as ``test_raw``). ``--assess RESULT_JSON`` redoes only that
+scoring for an earlier result's model and rewrites the file. ``--minutes`` is DTCCore's time limit: the
 schedule (lr steps, consistency ramp) is fitted to the iterations that fit, so both modes get the same
 wall-clock budget. ``--spacing`` is the model plan in the headers' units (volumes resampled once at load,
 predictions returned on the original grid). ``--resume`` continues an interrupted run (same arguments;
@@ -73,26 +77,52 @@ def make_config(args):
 
 
 def evaluate(model_path: Path, data: Path, cases: list[str], device: str) -> dict:
-    """Per-class metrics of every test case (rows) and their means per class and over classes."""
+    """Per-class metrics of every case (rows) and their means per class and over classes, for the raw
+    prediction (``"raw"``) and with each class's largest component kept (``"lcc"``, same prediction)."""
     from DTCCore.checkpoint import load_model
     from DTCCore.inference import predict_volume, resolve_device
     from DTCCore.io import read_image, read_label
     from DTCCore.metrics import evaluate_multiclass
+    from DTCCore.postprocess import largest_component_per_class
 
     torch_device = resolve_device(device)
     model, config = load_model(model_path, torch_device)
-    rows, t0 = [], time.perf_counter()
+    config.infer.largest_component = False
+    rows: dict[str, list[dict]] = {"raw": [], "lcc": []}
+    t0 = time.perf_counter()
     for case in cases:
         image, geometry = read_image(data / case / "image.nrrd")
         truth = read_label(data / case / "label.nrrd", geometry, image.shape, len(CLASSES))
         pred = predict_volume(model, image, config, torch_device, spacing=geometry.spacing).label
-        for c, m in evaluate_multiclass(pred, truth, len(CLASSES)).items():
-            rows.append({"case": case, "class": c, **{k: m[k] for k in METRICS}})
-        print(f"  {case}: Dice " + " / ".join(f"{100 * r['dice']:.1f}" for r in rows[-len(CLASSES):]),
+        for which, label in (("raw", pred), ("lcc", largest_component_per_class(pred, len(CLASSES)))):
+            for c, m in evaluate_multiclass(label, truth, len(CLASSES)).items():
+                rows[which].append({"case": case, "class": c, **{k: m[k] for k in METRICS}})
+        print(f"  {case}: Dice " + " / ".join(f"{100 * r['dice']:.1f}" for r in rows["raw"][-len(CLASSES):]),
               file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - t0
+    return {which: {"cases": len(cases), "eval_seconds": seconds, "means": _means(r), "rows": r}
+            for which, r in rows.items()}
+
+
+def _means(rows: list[dict]) -> dict:
     means = {c: {k: float(np.nanmean([r[k] for r in rows if r["class"] == c])) for k in METRICS} for c in CLASSES}
     means["mean"] = {k: float(np.mean([means[c][k] for c in CLASSES])) for k in METRICS}
-    return {"cases": len(cases), "eval_seconds": time.perf_counter() - t0, "means": means, "rows": rows}
+    return means
+
+
+def assess(model_path: Path, data: Path, args) -> dict:
+    """Choose the post-processing on ``val.list`` (held out from training; largest component per class
+    kept only if it raises the mean Dice there), then score ``test.list`` once with that choice.
+    Returns ``{"validation": ..., "test": chosen, "test_raw": raw}`` to merge into a result."""
+    val_cases = _common.read_list(data, "val.list")[: args.test_cases or None]
+    print(f"validation ({len(val_cases)} patients of val.list):", file=sys.stderr, flush=True)
+    val = evaluate(model_path, data, val_cases, args.device)
+    dice = {w: val[w]["means"]["mean"]["dice"] for w in val}
+    lcc = dice["lcc"] > dice["raw"]
+    print(f"test.list, largest component per class {'on' if lcc else 'off'}:", file=sys.stderr, flush=True)
+    test = evaluate(model_path, data, _common.read_list(data, "test.list")[: args.test_cases or None], args.device)
+    validation = {"cases": val_cases, "dice_raw": dice["raw"], "dice_lcc": dice["lcc"], "largest_component": lcc}
+    return {"validation": validation, "test": test["lcc" if lcc else "raw"], "test_raw": test["raw"]}
 
 
 def run(args) -> dict:
@@ -128,8 +158,7 @@ def run(args) -> dict:
         "unlabeled": args.unlabeled if args.mode == "dtc" else 0, "train_seconds": train_seconds,
         "iterations": done[-1]["iteration"] if done else 0, "config": config.to_dict(), "stages": earlier,
     }
-    cases = _common.read_list(data, "test.list")[: args.test_cases or None]
-    result["test"] = evaluate(model, data, cases, args.device)
+    result.update(assess(model, data, args))
     return result
 
 
@@ -143,6 +172,8 @@ def table(results: list[dict]) -> str:
                  else f"labeled only ({r['labeled']})")
         if r["config"]["train"].get("nnunet_augment"):
             label += ", + nnU-Net scaling/intensity aug."
+        if r.get("validation", {}).get("largest_component"):
+            label += ", largest component per class (chosen on val.list)"
         stages = r.get("stages", [])
         iterations = r["iterations"] + sum(st["iterations"] for st in stages)
         minutes = (r["train_seconds"] + sum(st["train_seconds"] for st in stages)) / 60
@@ -177,6 +208,8 @@ def main(argv: list[str] | None = None) -> dict | str:
                    help="new stage from the weights of this earlier result (same mode), fresh schedule")
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--table", type=Path, nargs="+", metavar="RESULT_JSON", help="only print the table of these")
+    p.add_argument("--assess", type=Path, metavar="RESULT_JSON",
+                   help="only re-score this result's model (val.list choice, then test.list) and rewrite it")
     p.add_argument("--markdown", type=Path, help="with --table: also write the table here")
     args = p.parse_args(argv)
     if args.table:
@@ -185,6 +218,13 @@ def main(argv: list[str] | None = None) -> dict | str:
         if args.markdown:
             args.markdown.write_text(text + "\n")
         return text
+    if args.assess:
+        if args.data is None:
+            p.error("--assess needs --data")
+        result = json.loads(args.assess.read_text())
+        result.update(assess(Path(result["model"]), args.data, args))
+        _common.write_json(args.assess, result)
+        return result
     if args.data is None or args.out is None:
         p.error("--data and --out are needed to train")
     if args.tiny:
