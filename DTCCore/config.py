@@ -17,6 +17,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import DTCError
+from .pools import check_pools, size_multiples
 
 MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is the full method
 # Device names, the same in the config, every CLI command and the Slicer panel: "auto" (CUDA when present),
@@ -65,6 +66,9 @@ class NetworkConfig:
     num_classes: int = 1  # foreground classes; 1 -> single sigmoid channel as in the reference
     base_filters: int = 16  # reference VNet n_filters=16 -> 9,448,866 parameters (paper: 9.44 M)
     dropout: bool = True  # reference has_dropout=True: Dropout3d(0.5) on bottleneck and last features
+    # How many of the 4 downsamplings halve axis x, y, z (network.py). (4, 4, 4) is the reference VNet;
+    # thick-slice scans pool the slice axis fewer times, later (nnU-Net's anisotropic plans; plan.auto_pools).
+    pools: tuple[int, int, int] = (4, 4, 4)
 
 
 @dataclass
@@ -196,9 +200,13 @@ class DTCConfig:
             raise DTCError("recipe.sdf_normalization must be 'volume' or 'patch'")
         if self.network.num_classes < 1 or self.network.in_channels < 1 or self.network.base_filters < 1:
             raise DTCError("network.num_classes, in_channels and base_filters must be >= 1")
+        check_pools(self.network.pools)
+        multiples = size_multiples(self.network.pools)
         patch = tuple(int(p) for p in self.train.patch)
-        if len(patch) != 3 or any(p < 16 or p % 16 for p in patch):
-            raise DTCError(f"patch {patch} must be 3 sizes, each a multiple of 16 (the VNet halves it 4 times)")
+        if len(patch) != 3 or any(p < m or p % m for p, m in zip(patch, multiples)):
+            want = " x ".join(str(m) for m in multiples)
+            raise DTCError(f"patch {patch} must be 3 sizes, multiples of {want} (the VNet halves axis x, y, z "
+                           f"{', '.join(str(p) for p in self.network.pools)} times; network.pools)")
         if self.train.iterations < 1:
             raise DTCError("iterations must be >= 1")
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:

@@ -22,6 +22,7 @@ from .config import DTCConfig
 from .errors import DTCError
 from .intensity import normalize
 from .network import DualTaskVNet
+from .pools import size_multiples
 from .precise_bn import fold_batchnorm
 from .resample import needs_resampling, resize_linear, target_shape
 from .sliding_window import WHOLE_VOLUME_MAX_VOXELS, sliding_window, whole_volume_patch
@@ -264,7 +265,7 @@ def _run_with_fallback(
     batch = max(1, int(infer.batch_windows))
     patch, stride = tuple(config.train.patch), infer.stride
     if infer.whole_volume:
-        whole = whole_volume_patch(image.shape, patch)
+        whole = whole_volume_patch(image.shape, patch, size_multiples(config.network.pools))
         if math.prod(whole) <= WHOLE_VOLUME_MAX_VOXELS:
             patch, stride = whole, whole  # one forward pass (see InferConfig.whole_volume)
         else:

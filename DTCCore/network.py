@@ -14,7 +14,13 @@ This reproduces the reference code's ``VNet_sdf`` (github.com/HiLab-git/DTC, ``n
 
 With 1 input channel, 1 class and 16 base filters it has 9,448,866 parameters (paper: 9.44 M).
 
-Shapes: input ``(N, in_channels, X, Y, Z)`` with X, Y, Z multiples of 16 (four 2x downsamplings);
+Thick slices (our extension, ``NetworkConfig.pools``): ``pools = (px, py, pz)`` says how many of the four
+downsamplings halve each axis; an axis with fewer than 4 is halved only in the *last* ones (its stride and
+kernel are 1 in the first ``4 - p``), as nnU-Net plans anisotropic data: a thick-slice axis waits until
+the in-plane resolution has coarsened to its level. ``(4, 4, 4)`` is the reference network.
+
+Shapes: input ``(N, in_channels, X, Y, Z)`` with each size a multiple of ``2**p`` of its axis (16 for the
+reference's four 2x downsamplings);
 outputs ``seg_logits (N, n_seg, X, Y, Z)`` and ``lsf (N, n_lsf, X, Y, Z)``. With ``num_classes == 1``
 ``n_seg = n_lsf = 1`` (sigmoid seg head, as in the reference); with ``C > 1`` foreground classes
 ``n_seg = C + 1`` (softmax over background + classes) and ``n_lsf = C`` (one level set per class).
@@ -27,11 +33,9 @@ from torch import nn
 
 from .config import NetworkConfig
 from .errors import DTCError
+from .pools import REFERENCE_POOLS, SIZE_MULTIPLE, size_multiples, stage_strides
 
 DROPOUT_P = 0.5  # reference: nn.Dropout3d(p=0.5) on x5 and x9
-SIZE_MULTIPLE = 16  # four stride-2 downsamplings: every spatial size must divide by 2**4
-
-
 class ConvBlock(nn.Sequential):
     """``n_stages`` x [Conv3d 3x3x3 pad 1 + BatchNorm3d + ReLU]; (N, c_in, ...) -> (N, c_out, ...)."""
 
@@ -47,13 +51,14 @@ class ConvBlock(nn.Sequential):
 
 
 class ResampleBlock(nn.Sequential):
-    """2x2x2 stride-2 conv + BN + ReLU. ``up=False``: Conv3d, (N, c_in, X, Y, Z) -> (N, c_out, X/2, Y/2, Z/2);
-    ``up=True``: ConvTranspose3d, -> (N, c_out, 2X, 2Y, 2Z) (reference Downsampling/UpsamplingDeconvBlock)."""
+    """Strided conv + BN + ReLU, kernel = stride (reference: 2x2x2 stride 2, Downsampling/
+    UpsamplingDeconvBlock). ``up=False``: Conv3d, (N, c_in, X, Y, Z) -> (N, c_out, X/sx, Y/sy, Z/sz);
+    ``up=True``: ConvTranspose3d, -> (N, c_out, sx X, sy Y, sz Z)."""
 
-    def __init__(self, c_in: int, c_out: int, up: bool = False) -> None:
+    def __init__(self, c_in: int, c_out: int, up: bool = False, stride: tuple[int, int, int] = (2, 2, 2)) -> None:
         conv = nn.ConvTranspose3d if up else nn.Conv3d
         super().__init__(
-            conv(c_in, c_out, kernel_size=2, stride=2, padding=0),
+            conv(c_in, c_out, kernel_size=stride, stride=stride, padding=0),
             nn.BatchNorm3d(c_out),
             nn.ReLU(inplace=True),
         )
@@ -68,18 +73,20 @@ def head_channels(num_classes: int) -> tuple[int, int]:
     return num_classes + 1, num_classes  # softmax over background + C classes; one level set per class
 
 
-def check_input_shape(shape: tuple[int, ...] | torch.Size, in_channels: int) -> None:
-    """Raise DTCError unless ``shape`` is (N, in_channels, X, Y, Z) with X, Y, Z multiples of 16."""
+def check_input_shape(shape: tuple[int, ...] | torch.Size, in_channels: int,
+                      multiples: tuple[int, int, int] = (SIZE_MULTIPLE,) * 3) -> None:
+    """Raise DTCError unless ``shape`` is (N, in_channels, X, Y, Z) with X, Y, Z multiples of ``multiples``."""
     if len(shape) != 5 or shape[1] != in_channels:
         raise DTCError(
             f"network input has shape {tuple(shape)}; expected (N, {in_channels}, X, Y, Z) — "
             "pass a 5-D batch with the configured number of input channels"
         )
-    bad = [int(s) for s in shape[2:] if int(s) % SIZE_MULTIPLE or int(s) < SIZE_MULTIPLE]
-    if bad:
+    sizes = tuple(int(s) for s in shape[2:])
+    if any(s % m or s < m for s, m in zip(sizes, multiples)):
+        want = " x ".join(str(m) for m in multiples)
         raise DTCError(
-            f"network input size {tuple(int(s) for s in shape[2:])} is not a multiple of {SIZE_MULTIPLE}; "
-            f"pad or crop each spatial size to a multiple of {SIZE_MULTIPLE}"
+            f"network input size {sizes} is not a multiple of {want}; "
+            f"pad or crop each spatial size to a multiple of {want} (one per axis)"
         )
 
 
@@ -87,7 +94,7 @@ class DualTaskVNet(nn.Module):
     """The reference DTC VNet with a segmentation head and a tanh level-set head (see module doc)."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 1, base_filters: int = 16,
-                 dropout: bool = True) -> None:
+                 dropout: bool = True, pools: tuple[int, int, int] = REFERENCE_POOLS) -> None:
         super().__init__()
         if in_channels < 1 or base_filters < 1:
             raise DTCError("in_channels and base_filters must be >= 1")
@@ -97,24 +104,27 @@ class DualTaskVNet(nn.Module):
         self.num_classes = num_classes
         self.base_filters = base_filters
         self.has_dropout = dropout
+        self.pools = tuple(int(p) for p in pools)
+        self.size_multiples = size_multiples(self.pools)
+        s1, s2, s3, s4 = stage_strides(self.pools)
 
         self.block_one = ConvBlock(1, in_channels, nf)
-        self.block_one_dw = ResampleBlock(nf, 2 * nf)
+        self.block_one_dw = ResampleBlock(nf, 2 * nf, stride=s1)
         self.block_two = ConvBlock(2, 2 * nf, 2 * nf)
-        self.block_two_dw = ResampleBlock(2 * nf, 4 * nf)
+        self.block_two_dw = ResampleBlock(2 * nf, 4 * nf, stride=s2)
         self.block_three = ConvBlock(3, 4 * nf, 4 * nf)
-        self.block_three_dw = ResampleBlock(4 * nf, 8 * nf)
+        self.block_three_dw = ResampleBlock(4 * nf, 8 * nf, stride=s3)
         self.block_four = ConvBlock(3, 8 * nf, 8 * nf)
-        self.block_four_dw = ResampleBlock(8 * nf, 16 * nf)
+        self.block_four_dw = ResampleBlock(8 * nf, 16 * nf, stride=s4)
         self.block_five = ConvBlock(3, 16 * nf, 16 * nf)
 
-        self.block_five_up = ResampleBlock(16 * nf, 8 * nf, up=True)
+        self.block_five_up = ResampleBlock(16 * nf, 8 * nf, up=True, stride=s4)
         self.block_six = ConvBlock(3, 8 * nf, 8 * nf)
-        self.block_six_up = ResampleBlock(8 * nf, 4 * nf, up=True)
+        self.block_six_up = ResampleBlock(8 * nf, 4 * nf, up=True, stride=s3)
         self.block_seven = ConvBlock(3, 4 * nf, 4 * nf)
-        self.block_seven_up = ResampleBlock(4 * nf, 2 * nf, up=True)
+        self.block_seven_up = ResampleBlock(4 * nf, 2 * nf, up=True, stride=s2)
         self.block_eight = ConvBlock(2, 2 * nf, 2 * nf)
-        self.block_eight_up = ResampleBlock(2 * nf, nf, up=True)
+        self.block_eight_up = ResampleBlock(2 * nf, nf, up=True, stride=s1)
         self.block_nine = ConvBlock(1, nf, nf)
 
         # Identity when dropout is off keeps forward free of Python branches (torch.compile friendly).
@@ -125,7 +135,7 @@ class DualTaskVNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (N, in_channels, X, Y, Z) -> (seg_logits (N, n_seg, X, Y, Z), lsf (N, n_lsf, X, Y, Z))."""
         if not torch.compiler.is_compiling():
-            check_input_shape(x.shape, self.in_channels)
+            check_input_shape(x.shape, self.in_channels, self.size_multiples)
         x1 = self.block_one(x)
         x2 = self.block_two(self.block_one_dw(x1))
         x3 = self.block_three(self.block_two_dw(x2))
@@ -140,12 +150,13 @@ class DualTaskVNet(nn.Module):
 
 
 def build_network(cfg: NetworkConfig) -> DualTaskVNet:
-    """The network described by ``cfg`` (in_channels, num_classes, base_filters, dropout)."""
+    """The network described by ``cfg`` (in_channels, num_classes, base_filters, dropout, pools)."""
     return DualTaskVNet(
         in_channels=int(cfg.in_channels),
         num_classes=int(cfg.num_classes),
         base_filters=int(cfg.base_filters),
         dropout=bool(cfg.dropout),
+        pools=tuple(int(p) for p in cfg.pools),  # type: ignore[arg-type]
     )
 
 

@@ -57,8 +57,9 @@ def parse_spacing(values: Sequence[str]) -> str | tuple[float, float, float] | N
     return tuple(numbers)  # type: ignore[return-value]
 
 
-def manifest_auto_spacing(manifest_path, max_voxels: int = AUTO_MAX_VOXELS) -> tuple[float, float, float]:
-    """:func:`auto_spacing` of every scan a manifest names, from the file headers (no voxel is read)."""
+def manifest_geometry(manifest_path) -> tuple[list[tuple[float, ...]], list[tuple[int, ...]]]:
+    """(spacing (sx, sy, sz) mm, size (X, Y, Z) voxels) of every scan a manifest names, from the file
+    headers (no voxel is read)."""
     import SimpleITK as sitk
 
     from .manifest import load_manifest
@@ -73,6 +74,18 @@ def manifest_auto_spacing(manifest_path, max_voxels: int = AUTO_MAX_VOXELS) -> t
             reader.ReadImageInformation()
         except RuntimeError:
             raise DTCError(f"cannot read {path} as an image; check the manifest") from None
-        spacings.append(reader.GetSpacing())
-        shapes.append(reader.GetSize())
+        spacings.append(tuple(reader.GetSpacing()))
+        shapes.append(tuple(reader.GetSize()))
+    return spacings, shapes
+
+
+def manifest_auto_spacing(manifest_path, max_voxels: int = AUTO_MAX_VOXELS) -> tuple[float, float, float]:
+    """:func:`auto_spacing` of every scan a manifest names, from the file headers."""
+    spacings, shapes = manifest_geometry(manifest_path)
     return auto_spacing(spacings, shapes, max_voxels)
+
+
+def manifest_median_spacing(manifest_path) -> tuple[float, float, float]:
+    """Median (sx, sy, sz) mm of the scans a manifest names: the grid a ``native`` model mostly sees."""
+    spacings, _ = manifest_geometry(manifest_path)
+    return tuple(float(v) for v in np.median(np.asarray(spacings, dtype=np.float64), axis=0))  # type: ignore[return-value]

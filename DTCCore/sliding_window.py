@@ -19,15 +19,17 @@ from torch import nn
 
 GAUSSIAN_SIGMA_SCALE = 0.125  # sigma = patch / 8 per axis: MONAI sigma_scale default, nnU-Net 1/8
 GAUSSIAN_FLOOR = 1e-3  # smallest weight so that no voxel gets weight 0: MONAI compute_importance_map
-SIZE_MULTIPLE = 16  # the VNet halves each axis 4 times (network.SIZE_MULTIPLE)
+SIZE_MULTIPLE = 16  # the reference VNet halves each axis 4 times (network.SIZE_MULTIPLE)
 # Largest padded volume run as one forward pass by whole_volume_patch users: 8 M voxels needs about 3 GB
 # of RAM at base_filters 16 in fp32 (our measurement: ~0.4 kB peak RSS per voxel, bench/RESULTS.md).
 WHOLE_VOLUME_MAX_VOXELS = 8_000_000
 
 
-def whole_volume_patch(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, int, int]:
-    """One window covering ``shape`` (X, Y, Z): each axis rounded up to a multiple of 16, at least ``patch``."""
-    return tuple(max(int(p), -(-int(d) // SIZE_MULTIPLE) * SIZE_MULTIPLE) for d, p in zip(shape, patch))  # type: ignore[return-value]
+def whole_volume_patch(shape: Sequence[int], patch: Sequence[int],
+                       multiples: Sequence[int] = (SIZE_MULTIPLE,) * 3) -> tuple[int, int, int]:
+    """One window covering ``shape`` (X, Y, Z): each axis rounded up to its multiple (16 for the reference
+    network; ``network.size_multiples``), at least ``patch``."""
+    return tuple(max(int(p), -(-int(d) // int(m)) * int(m)) for d, p, m in zip(shape, patch, multiples))  # type: ignore[return-value]
 
 
 def window_starts(dim: int, patch: int, stride: int) -> list[int]:

@@ -31,6 +31,7 @@ def test_info_describes_models_labels_and_device(tiny_model_file, tmp_path):
     assert run.returncode == 0, run.stderr
     tiny, error, device = jsonl(run.stdout)
     assert tiny["event"] == "model" and tiny["num_classes"] == 1 and tiny["plan"]["patch"] == [32, 32, 16]
+    assert tiny["plan"]["pools"] == [4, 4, 4]
     assert tiny["labels"] == labels.generic_table(1)
     assert error["event"] == "model-error" and "not a DTCSegmentation checkpoint" in error["error"]
     assert device == {**device, "event": "device", "resolved": "cpu"} and device["description"].startswith("CPU")

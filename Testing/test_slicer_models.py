@@ -47,4 +47,7 @@ def test_describe_says_what_the_model_expects():
     for part in ("classes: Left atrium", "patch 80x80x48", "spacing [1.0, 1.0, 1.25] mm", "labeled 16",
                  "validation Dice 52.9%", "mode dtc"):
         assert part in text, (part, text)
+    assert "thick-slice" not in text
+    thick = models.describe({"plan": {"patch": [128, 128, 8], "pools": [4, 4, 3]}})
+    assert "thick-slice network (axes x/y/z halved 4/4/3 times)" in thick, thick
     assert models.describe({"error": "corrupt"}) == "Unreadable: corrupt"

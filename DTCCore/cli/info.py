@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DTCError
+from ..pools import REFERENCE_POOLS
 from . import device_argument
 from .events import emit
 
@@ -46,7 +47,8 @@ def describe_model(path: Path) -> dict[str, Any]:
         "labels": read_table(path, extra, num_classes),
         "plan": {"patch": list(config["train"]["patch"]), "spacing": (config.get("plan") or {}).get("spacing"),
                  "normalization": "z-score over the scan (or the region of interest)",
-                 "overlap": config.get("infer", {}).get("overlap")},
+                 "overlap": config.get("infer", {}).get("overlap"),
+                 "pools": list(config["network"].get("pools", REFERENCE_POOLS))},
         "mode": config.get("recipe", {}).get("mode"), "base_filters": config["network"]["base_filters"],
         "config": config,
     }

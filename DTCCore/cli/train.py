@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AUGMENT_CHOICES, MODES, DTCConfig
-from ..plan import manifest_auto_spacing, parse_spacing
+from ..errors import DTCError
+from ..plan import manifest_auto_spacing, manifest_median_spacing, parse_spacing
+from ..pools import auto_pools, check_pools
 from . import device_argument
 
 HELP = """\
@@ -19,7 +21,8 @@ Train a dual-task VNet on the scans a manifest names. MANIFEST is JSON:
 checkpoints/iter_*.pt and, at the end, model.pt (use it with 'dtc segment --model').
 Ctrl-C (or SIGTERM) saves a checkpoint and stops; --resume continues from it.
 Defaults are the paper's left-atrium recipe: 6000 iterations, batch 2 labeled + 2 unlabeled,
-112x112x80 patches, SGD lr 0.01 (x0.1 at 2500 and 5000).
+112x112x80 patches, SGD lr 0.01 (x0.1 at 2500 and 5000). For thick-slice scans (slices several times
+farther apart than the pixels), add --pools auto and a thin patch, e.g. --patch 128 128 8.
 """
 
 
@@ -38,7 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="grid the model works on: native (each scan's own, default), auto (from the scans' median "
                         "spacing and a CPU budget), S (isotropic mm) or SX SY SZ; scans are resampled once at load")
     p.add_argument("--patch", type=int, nargs=3, metavar=("X", "Y", "Z"),
-                   help="crop size, multiples of 16 (default 112 112 80)")
+                   help="crop size, multiples of 16 (of 2**P per axis with --pools; default 112 112 80)")
+    p.add_argument("--pools", nargs="+", metavar="P",
+                   help="how many of the network's 4 downsamplings halve axis x, y, z: PX PY PZ (default 4 4 4, "
+                        "the paper's VNet) or auto (nnU-Net's rule from the model grid's spacing: a thick-slice "
+                        "axis is pooled fewer times, last); the patch must divide by 2**P per axis")
     p.add_argument("--base-filters", type=int, metavar="F", help="VNet width (default 16: 9.45 M parameters)")
     p.add_argument("--mode", choices=MODES, help="ablation of the paper's Table 1 (default dtc)")
     p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N",
@@ -86,8 +93,25 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         if spacing == "auto":
             spacing = manifest_auto_spacing(Path(args.manifest))
         config.plan.spacing = spacing  # type: ignore[assignment]
+    if getattr(args, "pools", None):
+        config.network.pools = parse_pools(args.pools, config.plan.spacing, Path(args.manifest))
     config.validate()
     return config
+
+
+def parse_pools(words: list[str], spacing, manifest: Path) -> tuple[int, int, int]:
+    """``--pools`` words -> (px, py, pz): three numbers, or ``auto`` from the model grid (``spacing``, or the
+    manifest's median spacing for a native-grid model)."""
+    if [w.lower() for w in words] == ["auto"]:
+        return auto_pools(spacing if spacing is not None else manifest_median_spacing(manifest))
+    try:
+        pools = tuple(int(w) for w in words)
+    except ValueError:
+        pools = ()
+    if len(pools) != 3:
+        raise DTCError(f"--pools {' '.join(words)}: use auto or three whole numbers PX PY PZ in 0..4")
+    check_pools(pools)
+    return pools  # type: ignore[return-value]
 
 
 class _Printer:

@@ -50,6 +50,9 @@ def describe(info: dict) -> str:
         parts.append("patch " + "x".join(str(v) for v in plan["patch"]))
     spacing = plan.get("spacing")
     parts.append(f"spacing {spacing} mm" if spacing else "spacing: the scan's own")
+    pools = plan.get("pools")
+    if pools and list(pools) != [4, 4, 4]:  # the reference VNet halves every axis 4 times
+        parts.append("thick-slice network (axes x/y/z halved " + "/".join(str(v) for v in pools) + " times)")
     data = info.get("data")
     if isinstance(data, dict):
         parts.append("trained on " + ", ".join(f"{k} {v}" for k, v in data.items() if not isinstance(v, (list, dict))))

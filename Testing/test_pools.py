@@ -1,0 +1,154 @@
+"""Thick-slice networks: ``NetworkConfig.pools`` (how many downsamplings halve each axis) from the rule
+through the network, the config, checkpoints, inference and ``dtc train --pools``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_blob_dataset, tiny_config, write_volume
+from DTCCore.checkpoint import load_model, save_checkpoint
+from DTCCore.config import DTCConfig
+from DTCCore.errors import DTCError
+from DTCCore.inference import predict_volume
+from DTCCore.network import DualTaskVNet, build_network, count_parameters
+from DTCCore.pools import auto_pools, check_pools, size_multiples, stage_strides
+from DTCCore.sliding_window import whole_volume_patch
+
+
+def _naive_auto_pools(spacing: tuple[float, float, float]) -> tuple[int, int, int]:
+    """nnU-Net's rule written out stage by stage, independent of pools.auto_pools: a stage halves
+    exactly the axes whose spacing is within 2x of the finest one."""
+    pools, current = [0, 0, 0], list(spacing)
+    for _stage in range(4):
+        pooled = [axis for axis in range(3) if current[axis] / min(current) <= 2.0]
+        for axis in pooled:
+            pools[axis], current[axis] = pools[axis] + 1, current[axis] * 2
+    return pools[0], pools[1], pools[2]
+
+
+@pytest.mark.parametrize("spacing,expected", [
+    ((1.0, 1.0, 1.0), (4, 4, 4)),  # isotropic: the reference network
+    ((1.5, 1.5, 10.0), (4, 4, 2)),  # 10 mm slices: in-plane only until 6 mm pixels, then all axes
+    ((2.0, 2.0, 5.0), (4, 4, 3)),
+    ((0.7, 0.7, 3.0), (4, 4, 2)),
+    ((5.0, 1.0, 1.0), (2, 4, 4)),  # the coarse axis need not be z
+    ((1.0, 1.0, 2.0), (4, 4, 4)),  # exactly 2x: still pooled (nnU-Net's threshold is inclusive)
+])
+def test_auto_pools_follows_nnunets_rule(spacing, expected):
+    assert auto_pools(spacing) == expected == _naive_auto_pools(spacing)
+
+
+def test_stage_strides_pool_a_thick_axis_last():
+    assert stage_strides((4, 4, 4)) == [(2, 2, 2)] * 4
+    assert stage_strides((4, 4, 2)) == [(2, 2, 1), (2, 2, 1), (2, 2, 2), (2, 2, 2)]
+    assert stage_strides((3, 4, 0)) == [(1, 2, 1), (2, 2, 1), (2, 2, 1), (2, 2, 1)]
+    assert size_multiples((4, 4, 2)) == (16, 16, 4)
+    for bad in [(5, 4, 4), (4, 4), (4, 4, -1), (4, 4, 1.5), (True, 4, 4)]:
+        with pytest.raises(DTCError, match="pools"):
+            check_pools(bad)
+
+
+def _hand_count(nf: int, strides: list[tuple[int, int, int]], n_seg: int, n_lsf: int) -> int:
+    """Parameters of the VNet with resampling kernels = strides (counted by hand, as in test_network)."""
+    def conv(cin: int, cout: int, k: tuple[int, int, int]) -> int:
+        return cin * cout * k[0] * k[1] * k[2] + cout
+
+    def block(n: int, cin: int, cout: int) -> int:
+        return sum(conv(cin if i == 0 else cout, cout, (3, 3, 3)) + 2 * cout for i in range(n))
+
+    widths, convs = [nf, 2 * nf, 4 * nf, 8 * nf, 16 * nf], [1, 2, 3, 3, 3]
+    total = sum(block(n, c, c) for n, c in zip(convs, widths)) - block(1, nf, nf) + block(1, 1, nf)
+    total += sum(block(n, c, c) for n, c in zip([3, 3, 2, 1], [8 * nf, 4 * nf, 2 * nf, nf]))
+    for i, k in enumerate(strides):  # per stage: conv down (w_i -> w_i+1) + BN, transposed conv up + BN
+        total += conv(widths[i], widths[i + 1], k) + 2 * widths[i + 1]
+        total += widths[i + 1] * widths[i] * k[0] * k[1] * k[2] + widths[i] + 2 * widths[i]
+    return total + conv(nf, n_seg, (1, 1, 1)) + conv(nf, n_lsf, (1, 1, 1))
+
+
+def test_thick_slice_network_shapes_strides_and_parameters():
+    torch.manual_seed(0)
+    model = DualTaskVNet(num_classes=3, base_filters=2, pools=(4, 4, 2)).eval()
+    assert count_parameters(model) == _hand_count(2, stage_strides((4, 4, 2)), 4, 3)
+    assert count_parameters(DualTaskVNet(base_filters=2)) == _hand_count(2, [(2, 2, 2)] * 4, 1, 1)
+    assert model.block_one_dw[0].stride == (2, 2, 1) and model.block_one_dw[0].kernel_size == (2, 2, 1)
+    assert model.block_four_dw[0].stride == (2, 2, 2)
+    assert isinstance(model.block_eight_up[0], nn.ConvTranspose3d) and model.block_eight_up[0].stride == (2, 2, 1)
+    seg, lsf = model(torch.randn(1, 1, 32, 16, 4))  # 4 slices: too thin for the reference network
+    assert seg.shape == (1, 4, 32, 16, 4) and lsf.shape == (1, 3, 32, 16, 4)
+    with pytest.raises(DTCError, match="16 x 16 x 4"):
+        model(torch.randn(1, 1, 32, 16, 6))
+    with pytest.raises(DTCError, match="multiple of 16 x 16 x 16"):
+        DualTaskVNet(base_filters=2)(torch.randn(1, 1, 32, 16, 4))
+
+
+def test_config_checks_the_patch_against_the_pools():
+    config = tiny_config()
+    config.train.patch = (32, 32, 8)
+    with pytest.raises(DTCError, match="network.pools"):
+        config.validate()
+    config.network.pools = (4, 4, 3)
+    config.validate()
+    assert DTCConfig.from_dict(config.to_dict()).network.pools == (4, 4, 3)
+    old = DTCConfig().to_dict()
+    del old["network"]["pools"]  # a model saved before pools existed is the reference network
+    assert DTCConfig.from_dict(old).network.pools == (4, 4, 4)
+    with pytest.raises(DTCError, match="pools"):
+        DTCConfig.from_dict({"network": {"pools": [4, 4, 5]}})
+
+
+def test_whole_volume_patch_rounds_each_axis_to_its_multiple():
+    for shape in [(40, 36, 5), (17, 64, 3), (16, 16, 4)]:
+        for patch, multiples in [((32, 32, 4), (16, 16, 4)), ((16, 16, 16), (16, 16, 16))]:
+            got = whole_volume_patch(shape, patch, multiples)
+            for d, p, m, g in zip(shape, patch, multiples, got):  # the smallest multiple >= d and >= p
+                assert g == min(v for v in range(m, 4 * max(d, p) + m, m) if v >= d and v >= p)
+
+
+def test_checkpoint_and_inference_keep_a_thick_slice_model(tmp_path):
+    config = tiny_config()
+    config.network.pools, config.train.patch, config.network.num_classes = (4, 4, 2), (32, 32, 4), 2
+    torch.manual_seed(1)
+    model = build_network(config.network).eval()
+    path = save_checkpoint(tmp_path / "thick.pt", model, None, 0, config, {})
+    loaded, loaded_config = load_model(path)
+    assert loaded_config.network.pools == (4, 4, 2)
+    x = torch.randn(1, 1, 32, 32, 4)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x)[0], model(x)[0], atol=1e-3)  # fp16 storage
+    image = np.random.default_rng(0).normal(size=(40, 36, 5)).astype(np.float32)  # 5 slices
+    for whole in (False, True):
+        loaded_config.infer.whole_volume = whole
+        pred = predict_volume(loaded, image, loaded_config)
+        assert pred.label.shape == image.shape and pred.probability.shape == (3, *image.shape)
+        assert pred.levelset.shape == (2, *image.shape)
+
+
+def test_cli_pools_numbers_and_auto(tmp_path):
+    from DTCCore.cli import build_parser
+    from DTCCore.cli.train import build_config
+
+    manifest = make_blob_dataset(tmp_path, n_labeled=2, n_unlabeled=1)
+    data = json.loads(manifest.read_text())
+    for i, pair in enumerate(data["labeled"]):  # thick slices: 0.8 x 0.8 x 4 mm
+        image = np.zeros((40, 36, 24), np.float32)
+        write_volume(tmp_path / pair["image"], image, spacing=(0.8, 0.8, 4.0))
+        write_volume(tmp_path / pair["label"], image.astype(np.uint8), spacing=(0.8, 0.8, 4.0))
+    write_volume(tmp_path / data["unlabeled"][0], np.zeros((40, 36, 24), np.float32), spacing=(0.8, 0.8, 4.0))
+    parser = build_parser()
+
+    def config(*extra: str) -> DTCConfig:
+        return build_config(parser.parse_args(["train", str(manifest), "-o", "run", *extra]))
+
+    assert config().network.pools == (4, 4, 4)
+    assert config("--pools", "4", "4", "2", "--patch", "64", "64", "8").network.pools == (4, 4, 2)
+    assert config("--pools", "auto").network.pools == auto_pools((0.8, 0.8, 4.0)) == (4, 4, 2)
+    assert config("--pools", "auto", "--spacing", "2", "2", "4").network.pools == (4, 4, 4)
+    with pytest.raises(DTCError, match="--pools"):
+        config("--pools", "4", "4")
+    with pytest.raises(DTCError, match="16 x 16 x 8"):
+        config("--pools", "4", "4", "3", "--patch", "64", "64", "12")
