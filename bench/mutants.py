@@ -49,6 +49,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "uniform weights used where Gaussian blending is asked for",
     ),
     Mutant(
+        "thick-axis-pooled-first", "DTCCore/pools.py",
+        "2 if stage >= STAGES - int(p) else 1",
+        "2 if stage < int(p) else 1",
+        ("Testing/test_pools.py::test_stage_strides_pool_a_thick_axis_last",),
+        "an axis pooled fewer than 4 times is halved in the first stages instead of the last",
+    ),
+    Mutant(
         "lr-of-next-iteration", "DTCCore/trainer.py",
         "lr = lr_at(run.iteration, run.config)",
         "lr = lr_at(run.iteration + 1, run.config)",
