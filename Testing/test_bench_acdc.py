@@ -37,7 +37,7 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
         sys.path.remove(str(REPO / "bench"))
     data = _acdc_like(tmp_path / "acdc")
     result = train_acdc.main(["--data", str(data), "--out", str(tmp_path / "runs"), "--mode", "dtc", "--tiny",
-                              "--nnunet-augment", "--json", str(tmp_path / "dtc.json")])
+                              "--nnunet-augment", "--pools", "4", "4", "3", "--json", str(tmp_path / "dtc.json")])
     manifest = json.loads((tmp_path / "runs" / "manifest_dtc.json").read_text())
     assert len(manifest["labeled"]) == 2 and len(manifest["unlabeled"]) == 2
     assert result["iterations"] == 3 and result["test"]["cases"] == 2
@@ -51,17 +51,19 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
     assert result["test"] == (result["test_raw"] if not val["largest_component"] else result["test"])
     assert result["test_raw"]["cases"] == 2 and len(result["test_raw"]["rows"]) == 6
     rescored = train_acdc.main(["--data", str(data), "--assess", str(tmp_path / "dtc.json")])
-    assert rescored["test_raw"]["means"] == result["test_raw"]["means"]  # inference is deterministic
+    # inference is deterministic (assert_equal: a NaN distance, for an empty class, equals NaN)
+    np.testing.assert_equal(rescored["test_raw"]["means"], result["test_raw"]["means"])
     assert json.loads((tmp_path / "dtc.json").read_text())["validation"] == rescored["validation"]
     text = train_acdc.main(["--table", str(tmp_path / "dtc.json")])
     assert ("largest component per class" in text) == val["largest_component"]
     assert result["config"]["train"]["nnunet_augment"] is True and "nnU-Net scaling/intensity" in text
+    assert result["config"]["network"]["pools"] == [4, 4, 3] and "slice axis pooled 3x (patch 32x32x16)" in text
     assert "| LV cavity |" in text and "**mean**" in text and text.count("\n") == 5  # header, rule, 4 rows
 
     # a second stage from the first one's weights: a new run folder, the table counts both stages
     second = train_acdc.main(["--data", str(data), "--out", str(tmp_path / "runs2"), "--mode", "dtc", "--tiny",
-                              "--nnunet-augment", "--continue-from", str(tmp_path / "dtc.json"),
-                              "--json", str(tmp_path / "dtc2.json")])
+                              "--nnunet-augment", "--pools", "4", "4", "3",
+                              "--continue-from", str(tmp_path / "dtc.json"), "--json", str(tmp_path / "dtc2.json")])
     assert second["stages"] == [{"model": result["model"], "iterations": 3, "train_seconds": result["train_seconds"]}]
     log = (tmp_path / "runs2" / "run_dtc" / "log.jsonl").read_text()
     assert f"fine-tuning from {result['model']}" in log

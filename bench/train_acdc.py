@@ -77,18 +77,15 @@ def make_config(args):
     return config
 
 
-def evaluate(model_path: Path, data: Path, cases: list[str], device: str) -> dict:
+def evaluate(model, config, torch_device, data: Path, cases: list[str]) -> dict:
     """Per-class metrics of every case (rows) and their means per class and over classes, for the raw
-    prediction (``"raw"``) and with each class's largest component kept (``"lcc"``, same prediction)."""
-    from DTCCore.checkpoint import load_model
-    from DTCCore.inference import predict_volume, resolve_device
+    prediction (``"raw"``) and with each class's largest component kept (``"lcc"``, same prediction).
+    ``model, config``: from ``DTCCore.checkpoint.load_model`` (``config.infer.largest_component`` off)."""
+    from DTCCore.inference import predict_volume
     from DTCCore.io import read_image, read_label
     from DTCCore.metrics import evaluate_multiclass
     from DTCCore.postprocess import largest_component_per_class
 
-    torch_device = resolve_device(device)
-    model, config = load_model(model_path, torch_device)
-    config.infer.largest_component = False
     rows: dict[str, list[dict]] = {"raw": [], "lcc": []}
     t0 = time.perf_counter()
     for case in cases:
@@ -115,13 +112,20 @@ def assess(model_path: Path, data: Path, args) -> dict:
     """Choose the post-processing on ``val.list`` (held out from training; largest component per class
     kept only if it raises the mean Dice there), then score ``test.list`` once with that choice.
     Returns ``{"validation": ..., "test": chosen, "test_raw": raw}`` to merge into a result."""
+    from DTCCore.checkpoint import load_model
+    from DTCCore.inference import resolve_device
+
+    torch_device = resolve_device(args.device)
+    model, config = load_model(model_path, torch_device)
+    config.infer.largest_component = False  # both variants are scored from the same raw prediction
     val_cases = _common.read_list(data, "val.list")[: args.test_cases or None]
     print(f"validation ({len(val_cases)} patients of val.list):", file=sys.stderr, flush=True)
-    val = evaluate(model_path, data, val_cases, args.device)
+    val = evaluate(model, config, torch_device, data, val_cases)
     dice = {w: val[w]["means"]["mean"]["dice"] for w in val}
     lcc = dice["lcc"] > dice["raw"]
     print(f"test.list, largest component per class {'on' if lcc else 'off'}:", file=sys.stderr, flush=True)
-    test = evaluate(model_path, data, _common.read_list(data, "test.list")[: args.test_cases or None], args.device)
+    test = evaluate(model, config, torch_device, data,
+                    _common.read_list(data, "test.list")[: args.test_cases or None])
     validation = {"cases": val_cases, "dice_raw": dice["raw"], "dice_lcc": dice["lcc"], "largest_component": lcc}
     return {"validation": validation, "test": test["lcc" if lcc else "raw"], "test_raw": test["raw"]}
 
