@@ -57,7 +57,7 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
     text = train_acdc.main(["--table", str(tmp_path / "dtc.json")])
     assert ("largest component per class" in text) == val["largest_component"]
     assert result["config"]["train"]["nnunet_augment"] is True and "nnU-Net scaling/intensity" in text
-    assert result["config"]["network"]["pools"] == [4, 4, 3] and "slice axis pooled 3x (patch 32x32x16)" in text
+    assert list(result["config"]["network"]["pools"]) == [4, 4, 3] and "slice axis pooled 3x (patch 32x32x16)" in text
     assert "| LV cavity |" in text and "**mean**" in text and text.count("\n") == 5  # header, rule, 4 rows
 
     # a second stage from the first one's weights: a new run folder, the table counts both stages
