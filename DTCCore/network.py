@@ -36,6 +36,8 @@ from .errors import DTCError
 from .pools import REFERENCE_POOLS, SIZE_MULTIPLE, size_multiples, stage_strides
 
 DROPOUT_P = 0.5  # reference: nn.Dropout3d(p=0.5) on x5 and x9
+
+
 class ConvBlock(nn.Sequential):
     """``n_stages`` x [Conv3d 3x3x3 pad 1 + BatchNorm3d + ReLU]; (N, c_in, ...) -> (N, c_out, ...)."""
 

@@ -6,8 +6,9 @@ axis keeps its few slices at full resolution until the in-plane axes have coarse
 ``(4, 4, 4)`` is the reference VNet (github.com/HiLab-git/DTC): 2x2x2 stride 2 everywhere.
 
 :func:`auto_pools` is nnU-Net's rule for anisotropic plans (Isensee et al., Nature Methods 2021,
-``get_pool_and_conv_props``): at each stage, pool every axis whose current spacing is at most
-``ANISOTROPY`` times the finest current spacing; pooling doubles that axis's spacing.
+``get_pool_and_conv_props``, without its feature-map-size limits): at each stage, pool every axis whose
+current spacing is less than ``ANISOTROPY`` times the finest current spacing; pooling doubles that
+axis's spacing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .errors import DTCError
 STAGES = 4  # reference VNet: four downsamplings (block_one_dw .. block_four_dw) and four upsamplings
 SIZE_MULTIPLE = 2**STAGES  # the reference network's size multiple on every axis
 REFERENCE_POOLS = (STAGES, STAGES, STAGES)
-ANISOTROPY = 2.0  # nnU-Net: an axis more than 2x coarser than the finest is not pooled at that stage
+ANISOTROPY = 2.0  # nnU-Net: an axis 2x (or more) coarser than the finest is not pooled at that stage
 
 
 def check_pools(pools: Sequence[int]) -> None:
@@ -52,7 +53,7 @@ def auto_pools(spacing: Sequence[float]) -> tuple[int, int, int]:
     for _ in range(STAGES):
         finest = min(current)
         for axis in range(3):
-            if current[axis] <= ANISOTROPY * finest:
+            if current[axis] / finest < ANISOTROPY:
                 pools[axis] += 1
                 current[axis] *= 2.0
     return tuple(pools)  # type: ignore[return-value]

@@ -22,10 +22,10 @@ from DTCCore.sliding_window import whole_volume_patch
 
 def _naive_auto_pools(spacing: tuple[float, float, float]) -> tuple[int, int, int]:
     """nnU-Net's rule written out stage by stage, independent of pools.auto_pools: a stage halves
-    exactly the axes whose spacing is within 2x of the finest one."""
+    exactly the axes whose spacing is less than 2x the finest one."""
     pools, current = [0, 0, 0], list(spacing)
     for _stage in range(4):
-        pooled = [axis for axis in range(3) if current[axis] / min(current) <= 2.0]
+        pooled = [axis for axis in range(3) if current[axis] / min(current) < 2.0]
         for axis in pooled:
             pools[axis], current[axis] = pools[axis] + 1, current[axis] * 2
     return pools[0], pools[1], pools[2]
@@ -37,7 +37,8 @@ def _naive_auto_pools(spacing: tuple[float, float, float]) -> tuple[int, int, in
     ((2.0, 2.0, 5.0), (4, 4, 3)),
     ((0.7, 0.7, 3.0), (4, 4, 2)),
     ((5.0, 1.0, 1.0), (2, 4, 4)),  # the coarse axis need not be z
-    ((1.0, 1.0, 2.0), (4, 4, 4)),  # exactly 2x: still pooled (nnU-Net's threshold is inclusive)
+    ((1.0, 1.0, 2.0), (4, 4, 3)),  # exactly 2x: waits one stage (nnU-Net's threshold is strict)
+    ((1.0, 1.0, 1.9), (4, 4, 4)),
 ])
 def test_auto_pools_follows_nnunets_rule(spacing, expected):
     assert auto_pools(spacing) == expected == _naive_auto_pools(spacing)
@@ -147,7 +148,7 @@ def test_cli_pools_numbers_and_auto(tmp_path):
     assert config().network.pools == (4, 4, 4)
     assert config("--pools", "4", "4", "2", "--patch", "64", "64", "8").network.pools == (4, 4, 2)
     assert config("--pools", "auto").network.pools == auto_pools((0.8, 0.8, 4.0)) == (4, 4, 2)
-    assert config("--pools", "auto", "--spacing", "2", "2", "4").network.pools == (4, 4, 4)
+    assert config("--pools", "auto", "--spacing", "2", "2", "3").network.pools == (4, 4, 4)
     with pytest.raises(DTCError, match="--pools"):
         config("--pools", "4", "4")
     with pytest.raises(DTCError, match="16 x 16 x 8"):
