@@ -128,6 +128,11 @@ def test_finetune_length_and_patch_come_from_the_panel_and_the_model(slicer_scen
     assert request.config["train"]["patch"] == [16, 16, 16]  # the tiny model's own patch
     p.timeLimitMinutes = 0
     assert logic.trainingRequest(p).config["train"]["time_limit_minutes"] is None
+    assert "--pools" not in logic.trainingRequest(p).args()  # a fine-tune keeps its model's network
     p.startFrom = "scratch"
     assert logic.trainingRequest(p).config["train"]["patch"] == [64, 64, 48]
+    args = logic.trainingRequest(p).args()  # from scratch the engine plans the pooling from the scans' spacing
+    assert args[args.index("--pools") + 1:args.index("--pools") + 2] == ["auto"]
+    assert "--pools" not in training.TrainingRequest(tmp_path / "m.json", tmp_path / "run", {}, resume=True,
+                                                     pools_auto=True).args()
 
