@@ -17,7 +17,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import DTCError
-from .pools import check_pools, size_multiples
+from .pools import check_pools, describe_multiples, size_multiples
 
 MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is the full method
 # Device names, the same in the config, every CLI command and the Slicer panel: "auto" (CUDA when present),
@@ -204,9 +204,9 @@ class DTCConfig:
         multiples = size_multiples(self.network.pools)
         patch = tuple(int(p) for p in self.train.patch)
         if len(patch) != 3 or any(p < m or p % m for p, m in zip(patch, multiples)):
-            want = " x ".join(str(m) for m in multiples)
-            raise DTCError(f"patch {patch} must be 3 sizes, multiples of {want} (the VNet halves axis x, y, z "
-                           f"{', '.join(str(p) for p in self.network.pools)} times; network.pools)")
+            raise DTCError(f"patch {patch} must be 3 sizes, each a multiple of {describe_multiples(multiples)} "
+                           f"(the VNet halves axis x, y, z {', '.join(str(p) for p in self.network.pools)} times; "
+                           "network.pools)")
         if self.train.iterations < 1:
             raise DTCError("iterations must be >= 1")
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:

@@ -33,7 +33,7 @@ from torch import nn
 
 from .config import NetworkConfig
 from .errors import DTCError
-from .pools import REFERENCE_POOLS, SIZE_MULTIPLE, size_multiples, stage_strides
+from .pools import REFERENCE_POOLS, SIZE_MULTIPLE, describe_multiples, size_multiples, stage_strides
 
 DROPOUT_P = 0.5  # reference: nn.Dropout3d(p=0.5) on x5 and x9
 
@@ -85,10 +85,10 @@ def check_input_shape(shape: tuple[int, ...] | torch.Size, in_channels: int,
         )
     sizes = tuple(int(s) for s in shape[2:])
     if any(s % m or s < m for s, m in zip(sizes, multiples)):
-        want = " x ".join(str(m) for m in multiples)
+        want = describe_multiples(multiples)
         raise DTCError(
             f"network input size {sizes} is not a multiple of {want}; "
-            f"pad or crop each spatial size to a multiple of {want} (one per axis)"
+            f"pad or crop each spatial size to a multiple of {want}"
         )
 
 

@@ -43,6 +43,13 @@ def size_multiples(pools: Sequence[int] = REFERENCE_POOLS) -> tuple[int, int, in
     return tuple(2 ** int(p) for p in pools)  # type: ignore[return-value]
 
 
+def describe_multiples(multiples: Sequence[int]) -> str:
+    """"16" when every axis has the same size multiple, else "16 x 16 x 8" (x, y, z): for error messages."""
+    if len(set(int(m) for m in multiples)) == 1:
+        return str(int(multiples[0]))
+    return " x ".join(str(int(m)) for m in multiples) + " (x, y, z)"
+
+
 def auto_pools(spacing: Sequence[float]) -> tuple[int, int, int]:
     """nnU-Net's anisotropic rule (module doc) for a model grid of ``spacing`` (sx, sy, sz) mm.
     (1, 1, 1) -> (4, 4, 4); (1.5, 1.5, 10) -> (4, 4, 2); (2, 2, 5) -> (4, 4, 3)."""
