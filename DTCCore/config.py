@@ -67,7 +67,7 @@ class NetworkConfig:
     base_filters: int = 16  # reference VNet n_filters=16 -> 9,448,866 parameters (paper: 9.44 M)
     dropout: bool = True  # reference has_dropout=True: Dropout3d(0.5) on bottleneck and last features
     # How many of the 4 downsamplings halve axis x, y, z (network.py). (4, 4, 4) is the reference VNet;
-    # thick-slice scans pool the slice axis fewer times, later (nnU-Net's anisotropic plans; plan.auto_pools).
+    # thick-slice scans pool the slice axis fewer times, later (nnU-Net's anisotropic plans; pools.auto_pools).
     pools: tuple[int, int, int] = (4, 4, 4)
 
 

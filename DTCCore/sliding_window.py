@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pools import SIZE_MULTIPLE
+
 GAUSSIAN_SIGMA_SCALE = 0.125  # sigma = patch / 8 per axis: MONAI sigma_scale default, nnU-Net 1/8
 GAUSSIAN_FLOOR = 1e-3  # smallest weight so that no voxel gets weight 0: MONAI compute_importance_map
-SIZE_MULTIPLE = 16  # the reference VNet halves each axis 4 times (network.SIZE_MULTIPLE)
 # Largest padded volume run as one forward pass by whole_volume_patch users: 8 M voxels needs about 3 GB
 # of RAM at base_filters 16 in fp32 (our measurement: ~0.4 kB peak RSS per voxel, bench/RESULTS.md).
 WHOLE_VOLUME_MAX_VOXELS = 8_000_000

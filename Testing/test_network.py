@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import torch
 from torch import nn
@@ -9,28 +11,36 @@ from torch import nn
 from DTCCore.config import NetworkConfig
 from DTCCore.errors import DTCError
 from DTCCore.network import DualTaskVNet, build_network, count_parameters
+from DTCCore.pools import stage_strides
 
 
-def _conv(cin: int, cout: int, k: int) -> int:
-    return cin * cout * k**3 + cout  # weight + bias (Conv3d and ConvTranspose3d alike)
+def _conv(cin: int, cout: int, k: int | tuple[int, int, int]) -> int:
+    kernel = k**3 if isinstance(k, int) else k[0] * k[1] * k[2]
+    return cin * cout * kernel + cout  # weight + bias (Conv3d and ConvTranspose3d alike)
 
 
-def _expected_parameters(cin: int, nf: int, n_seg: int, n_lsf: int) -> int:
+REFERENCE_STRIDES = ((2, 2, 2),) * 4
+
+
+def _expected_parameters(cin: int, nf: int, n_seg: int, n_lsf: int,
+                         strides: Sequence[tuple[int, int, int]] = REFERENCE_STRIDES) -> int:
     """Hand count of the reference VNet_sdf (``networks/vnet_sdf.py`` of github.com/HiLab-git/DTC), independent
-    of the module code."""
+    of the module code; ``strides``: the kernel (= stride) of each down/up-sampling stage (2x2x2 in the
+    reference, anisotropic with ``NetworkConfig.pools``)."""
 
     def block(n: int, c_in: int, c_out: int) -> int:
         return sum(_conv(c_in if i == 0 else c_out, c_out, 3) + 2 * c_out for i in range(n))
 
-    def resample(c_in: int, c_out: int) -> int:  # 2x2x2 stride-2 (transposed) conv + BN
-        return _conv(c_in, c_out, 2) + 2 * c_out
+    def resample(c_in: int, c_out: int, k: tuple[int, int, int]) -> int:  # strided (transposed) conv + BN
+        return _conv(c_in, c_out, k) + 2 * c_out
 
-    enc = (block(1, cin, nf) + resample(nf, 2 * nf) + block(2, 2 * nf, 2 * nf) + resample(2 * nf, 4 * nf)
-           + block(3, 4 * nf, 4 * nf) + resample(4 * nf, 8 * nf) + block(3, 8 * nf, 8 * nf)
-           + resample(8 * nf, 16 * nf) + block(3, 16 * nf, 16 * nf))
-    dec = (resample(16 * nf, 8 * nf) + block(3, 8 * nf, 8 * nf) + resample(8 * nf, 4 * nf)
-           + block(3, 4 * nf, 4 * nf) + resample(4 * nf, 2 * nf) + block(2, 2 * nf, 2 * nf)
-           + resample(2 * nf, nf) + block(1, nf, nf))
+    s1, s2, s3, s4 = strides
+    enc = (block(1, cin, nf) + resample(nf, 2 * nf, s1) + block(2, 2 * nf, 2 * nf) + resample(2 * nf, 4 * nf, s2)
+           + block(3, 4 * nf, 4 * nf) + resample(4 * nf, 8 * nf, s3) + block(3, 8 * nf, 8 * nf)
+           + resample(8 * nf, 16 * nf, s4) + block(3, 16 * nf, 16 * nf))
+    dec = (resample(16 * nf, 8 * nf, s4) + block(3, 8 * nf, 8 * nf) + resample(8 * nf, 4 * nf, s3)
+           + block(3, 4 * nf, 4 * nf) + resample(4 * nf, 2 * nf, s2) + block(2, 2 * nf, 2 * nf)
+           + resample(2 * nf, nf, s1) + block(1, nf, nf))
     return enc + dec + _conv(nf, n_seg, 1) + _conv(nf, n_lsf, 1)
 
 
@@ -45,6 +55,12 @@ def test_parameter_count_matches_hand_count(cin: int, classes: int, nf: int) -> 
     n_seg, n_lsf = (1, 1) if classes == 1 else (classes + 1, classes)
     model = DualTaskVNet(in_channels=cin, num_classes=classes, base_filters=nf)
     assert count_parameters(model) == _expected_parameters(cin, nf, n_seg, n_lsf)
+
+
+@pytest.mark.parametrize("pools", [(4, 4, 2), (3, 4, 0)])
+def test_thick_slice_parameter_count_matches_hand_count(pools: tuple[int, int, int]) -> None:
+    model = DualTaskVNet(num_classes=3, base_filters=2, pools=pools)
+    assert count_parameters(model) == _expected_parameters(1, 2, 4, 3, stage_strides(pools))
 
 
 def test_skips_are_added_not_concatenated() -> None:

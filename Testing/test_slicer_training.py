@@ -133,6 +133,7 @@ def test_finetune_length_and_patch_come_from_the_panel_and_the_model(slicer_scen
     assert logic.trainingRequest(p).config["train"]["patch"] == [64, 64, 48]
     args = logic.trainingRequest(p).args()  # from scratch the engine plans the pooling from the scans' spacing
     assert args[args.index("--pools") + 1:args.index("--pools") + 2] == ["auto"]
-    assert "--pools" not in training.TrainingRequest(tmp_path / "m.json", tmp_path / "run", {}, resume=True,
-                                                     pools_auto=True).args()
+    assert "--pools" not in training.TrainingRequest(tmp_path / "m.json", tmp_path / "run", {}, resume=True).args()
+    explicit = training.TrainingRequest(tmp_path / "m.json", tmp_path / "run", {"network": {"pools": [4, 4, 3]}})
+    assert "--pools" not in explicit.args()  # a config that names the pooling keeps it
 

@@ -182,8 +182,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         table = json.loads(labelsFile.read_text(encoding="utf-8"))["labels"] if labelsFile.exists() else None
         if resumeRunDir is not None:
             return TrainingRequest(folder.manifest_path, resumeRunDir, config, None, resume=True, labels=table)
-        return TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom, labels=table,
-                               pools_auto=initFrom is None)
+        return TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom, labels=table)
 
     # ---- next case ----
     def startRanking(self, datasetFolder, modelPath: str = "", device: str = "auto") -> RankJob:

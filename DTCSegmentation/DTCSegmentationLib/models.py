@@ -14,6 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from DTCCore.pools import REFERENCE_POOLS  # torch-free
+
 DEFAULT_LABEL = "Bundled default (left atrium MRI)"
 VALIDATION_KEYS = ("validation_dice", "val_dice", "dice")  # names the trainer may use in ``extra``
 
@@ -51,7 +53,7 @@ def describe(info: dict) -> str:
     spacing = plan.get("spacing")
     parts.append(f"spacing {spacing} mm" if spacing else "spacing: the scan's own")
     pools = plan.get("pools")
-    if pools and list(pools) != [4, 4, 4]:  # the reference VNet halves every axis 4 times
+    if pools and tuple(pools) != REFERENCE_POOLS:  # the paper's network halves every axis 4 times
         parts.append("thick-slice network (axes x/y/z halved " + "/".join(str(v) for v in pools) + " times)")
     data = info.get("data")
     if isinstance(data, dict):

@@ -34,10 +34,6 @@ class TrainingRequest:
     init_from: Path | None = None  # fine-tune from this model's weights (None: from scratch)
     resume: bool = False  # continue from the newest checkpoint in run_dir
     labels: list[dict[str, Any]] | None = None  # label table for the new model (names from the training data)
-    # From scratch: let the engine choose where the network pools from the scans' spacing (``--pools auto``,
-    # nnU-Net's rule: the reference network on isotropic scans, fewer, later poolings of a thick-slice axis).
-    # A fine-tune keeps its model's network, so this applies only without init_from and resume.
-    pools_auto: bool = False
 
     def args(self) -> list[str]:
         args = ["train", str(self.manifest), "-o", str(self.run_dir), "--config", str(self.config_path)]
@@ -45,7 +41,10 @@ class TrainingRequest:
             args += ["--init-from", str(self.init_from)]
         if self.resume:
             args.append("--resume")
-        elif self.pools_auto and self.init_from is None:
+        elif self.init_from is None and "pools" not in self.config.get("network", {}):
+            # From scratch the engine chooses where the network pools from the scans' spacing (nnU-Net's
+            # rule: the paper's network on isotropic scans, fewer, later poolings of a thick-slice axis);
+            # a fine-tune or resume keeps its model's network.
             args += ["--pools", "auto"]
         return args
 
