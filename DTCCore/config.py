@@ -17,7 +17,7 @@ from typing import Any
 
 from .atomic import atomic_write_text
 from .errors import DTCError
-from .pools import check_pools, describe_multiples, size_multiples
+from .pools import check_patch
 
 MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is the full method
 # Device names, the same in the config, every CLI command and the Slicer panel: "auto" (CUDA when present),
@@ -200,13 +200,7 @@ class DTCConfig:
             raise DTCError("recipe.sdf_normalization must be 'volume' or 'patch'")
         if self.network.num_classes < 1 or self.network.in_channels < 1 or self.network.base_filters < 1:
             raise DTCError("network.num_classes, in_channels and base_filters must be >= 1")
-        check_pools(self.network.pools)
-        multiples = size_multiples(self.network.pools)
-        patch = tuple(int(p) for p in self.train.patch)
-        if len(patch) != 3 or any(p < m or p % m for p, m in zip(patch, multiples)):
-            raise DTCError(f"patch {patch} must be 3 sizes, each a multiple of {describe_multiples(multiples)} "
-                           f"(the VNet halves axis x, y, z {', '.join(str(p) for p in self.network.pools)} times; "
-                           "network.pools)")
+        check_patch(self.train.patch, self.network.pools)
         if self.train.iterations < 1:
             raise DTCError("iterations must be >= 1")
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:

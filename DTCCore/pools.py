@@ -50,6 +50,25 @@ def describe_multiples(multiples: Sequence[int]) -> str:
     return " x ".join(str(int(m)) for m in multiples) + " (x, y, z)"
 
 
+def check_patch(patch: Sequence[int], pools: Sequence[int], where: str = "network.pools") -> None:
+    """DTCError unless ``patch`` (X, Y, Z voxels) is 3 sizes, each a positive multiple of ``2**p`` of its axis.
+    The message names the network's pooling (``where`` it comes from) and, per wrong axis, the nearest sizes
+    that fit: "patch (100, 112, 80) must be ... x 100: use 96 or 112"."""
+    multiples = size_multiples(pools)
+    sizes = tuple(int(v) for v in patch)
+    if len(sizes) == 3 and all(v >= m and v % m == 0 for v, m in zip(sizes, multiples)):
+        return
+    fixes = []
+    if len(sizes) == 3:
+        for axis, v, m in zip("xyz", sizes, multiples):
+            if v < m or v % m:
+                lower = (v // m) * m
+                fixes.append(f"{axis} {v}: use " + (f"{lower} or {lower + m}" if lower >= m else str(m)))
+    raise DTCError(f"patch {sizes} must be 3 sizes, each a multiple of {describe_multiples(multiples)} "
+                   f"(the VNet halves axis x, y, z {', '.join(str(int(p)) for p in pools)} times; {where})"
+                   + ("; " + ", ".join(fixes) if fixes else ""))
+
+
 def auto_pools(spacing: Sequence[float]) -> tuple[int, int, int]:
     """nnU-Net's anisotropic rule (module doc) for a model grid of ``spacing`` (sx, sy, sz) mm.
     (1, 1, 1) -> (4, 4, 4); (1.5, 1.5, 10) -> (4, 4, 2); (2, 2, 5) -> (4, 4, 3)."""

@@ -17,7 +17,7 @@ from DTCCore.config import DTCConfig
 from DTCCore.errors import DTCError
 from DTCCore.inference import predict_volume
 from DTCCore.network import DualTaskVNet, build_network
-from DTCCore.pools import auto_pools, check_pools, size_multiples, stage_strides
+from DTCCore.pools import auto_pools, check_patch, check_pools, size_multiples, stage_strides
 from DTCCore.sliding_window import whole_volume_patch
 
 
@@ -82,6 +82,28 @@ def test_config_checks_the_patch_against_the_pools():
     assert DTCConfig.from_dict(old).network.pools == (4, 4, 4)
     with pytest.raises(DTCError, match="pools"):
         DTCConfig.from_dict({"network": {"pools": [4, 4, 5]}})
+
+
+def test_patch_errors_suggest_the_nearest_sizes_that_fit():
+    # Oracle: every size from 1 to 40 is checked against "a positive multiple of 2**p", and a suggestion
+    # must be the largest fitting size below and the smallest above (searched by counting, not dividing).
+    for pools in [(4, 4, 4), (4, 4, 3), (4, 4, 2), (4, 4, 0)]:
+        multiple = 2 ** pools[2]
+        for z in range(1, 41):
+            fits = z >= multiple and z % multiple == 0
+            if fits:
+                check_patch((32, 16, z), pools)
+                continue
+            below = max((v for v in range(1, z) if v % multiple == 0), default=None)
+            above = min(v for v in range(z + 1, z + 2 * multiple) if v % multiple == 0)
+            hint = f"z {z}: use {below} or {above}" if below else f"z {z}: use {above}"
+            with pytest.raises(DTCError, match=f"; {hint}$"):
+                check_patch((32, 16, z), pools, where="the panel")
+    with pytest.raises(DTCError, match=r"x 100: use 96 or 112, z 6: use 8$"):
+        check_patch((100, 112, 6), (4, 4, 3))
+    two_sizes = r"must be 3 sizes.*\(the VNet halves axis x, y, z 4, 4, 4 times; network.pools\)$"
+    with pytest.raises(DTCError, match=two_sizes):
+        check_patch((16, 16), (4, 4, 4))
 
 
 def test_whole_volume_patch_rounds_each_axis_to_its_multiple():

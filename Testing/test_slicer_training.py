@@ -11,19 +11,20 @@ from slicer_harness.fixtures import dtc_module, slicer_scene, tiny_model  # noqa
 
 # isort: split
 # DTCSegmentationLib is importable once slicer_harness.fixtures has put the module folder on sys.path
+from DTCCore.errors import DTCError  # noqa: E402
 from DTCSegmentationLib import models, training  # noqa: E402  (importable once dtc_module put it on sys.path)
 from DTCSegmentationLib.curves import LossCurve  # noqa: E402
 
 SHAPE_KJI = (18, 20, 22)
 
 
-def _volume(name, seed, with_blob=True):
+def _volume(name, seed, with_blob=True, spacing=(0.9, 1.1, 1.6)):
     rng = np.random.default_rng(seed)
     kji = rng.normal(100, 10, SHAPE_KJI).astype(np.float32)
     mask = np.zeros(SHAPE_KJI, np.uint8)
     mask[5:13, 6:14, 7:16] = 1
     kji += 60 * mask if with_blob else 0
-    ijk_to_ras = np.diag([0.9, 1.1, 1.6, 1.0])
+    ijk_to_ras = np.diag([*spacing, 1.0])
     ijk_to_ras[:3, 3] = [4.0, -3.0, 11.0]
     return slicer.util.addVolumeFromArray(kji, ijk_to_ras, name), mask
 
@@ -44,9 +45,9 @@ def _request(logic, p, resume=None):
     return request
 
 
-def _add_labeled_example(scene, logic, dataset_folder) -> None:
+def _add_labeled_example(scene, logic, dataset_folder, spacing=(0.9, 1.1, 1.6)) -> None:
     """One labeled case ("Left atrium", red) added to the dataset folder through the logic."""
-    volume, mask = _volume("labeled case", 0)
+    volume, mask = _volume("labeled case", 0, spacing=spacing)
     seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
     seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
     sid = seg.GetSegmentation().AddEmptySegment("", "Left atrium", [1, 0, 0])
@@ -130,10 +131,39 @@ def test_finetune_length_and_patch_come_from_the_panel_and_the_model(slicer_scen
     assert logic.trainingRequest(p).config["train"]["time_limit_minutes"] is None
     assert "--pools" not in logic.trainingRequest(p).args()  # a fine-tune keeps its model's network
     p.startFrom = "scratch"
-    assert logic.trainingRequest(p).config["train"]["patch"] == [64, 64, 48]
-    args = logic.trainingRequest(p).args()  # from scratch the engine plans the pooling from the scans' spacing
-    assert args[args.index("--pools") + 1:args.index("--pools") + 2] == ["auto"]
-    assert "--pools" not in training.TrainingRequest(tmp_path / "m.json", tmp_path / "run", {}, resume=True).args()
-    explicit = training.TrainingRequest(tmp_path / "m.json", tmp_path / "run", {"network": {"pools": [4, 4, 3]}})
-    assert "--pools" not in explicit.args()  # a config that names the pooling keeps it
+    scratch = logic.trainingRequest(p)
+    assert scratch.config["train"]["patch"] == [64, 64, 48]
+    # near-isotropic scans (0.9 x 1.1 x 1.6 mm): the paper's network, pooled 4 times on every axis
+    assert scratch.config["network"]["pools"] == [4, 4, 4] and "--pools" not in scratch.args()
+
+
+def test_scratch_training_plans_the_network_from_the_spacing_and_refuses_a_patch_that_does_not_fit(
+        slicer_scene, dtc_module, tmp_path):
+    logic = dtc_module.DTCSegmentationLogic()
+    p = logic.getParameterNode()
+    p.modelsFolder, p.startFrom = tmp_path / "models", "scratch"
+    p.datasetFolder = tmp_path / "thick"
+    _add_labeled_example(slicer_scene, logic, p.datasetFolder, spacing=(0.9, 0.9, 5.0))  # cardiac-cine-like
+    p.patchX, p.patchY, p.patchZ = 64, 64, 8  # 8 slices: too thin for the paper's network, fine for this one
+    request = logic.trainingRequest(p)
+    assert request.config["network"]["pools"] == [4, 4, 2] and request.config["train"]["patch"] == [64, 64, 8]
+    p.patchZ = 10
+    try:
+        logic.trainingRequest(p)
+    except DTCError as e:
+        message = str(e)
+    else:
+        raise AssertionError("a patch depth of 10 was accepted for a network that halves z twice")
+    assert "0.9 x 0.9 x 5 mm" in message and "Patch size" in message and message.endswith("z 10: use 8 or 12")
+    assert not list((tmp_path / "models").glob("*")) and not (p.datasetFolder / "requested_config.json").exists()
+
+    p.datasetFolder = tmp_path / "iso"
+    _add_labeled_example(slicer_scene, logic, p.datasetFolder)
+    p.patchZ = 8  # the same depth does not fit the paper's network, which the near-isotropic scans get
+    try:
+        logic.trainingRequest(p)
+    except DTCError as e:
+        assert str(e).endswith("z 8: use 16")
+    else:
+        raise AssertionError("a patch depth of 8 was accepted for the paper's network")
 

@@ -174,6 +174,8 @@ def test_annotator_flow_finetune_cancel_resume_rank(panel, models_folder, tmp_pa
     w.ui.addUnlabeledButton.click()
     assert w.ui.unlabeledList.count == 1, w.ui.datasetStatusLabel.text
 
+    p.patchZ = 4  # a thick-slice network's patch depth: the spin box takes it (range from the parameter node)
+    assert w.ui.patchZSpinBox.value == 4 and w.ui.patchXSpinBox.minimum == 16
     p.patchX = p.patchY = p.patchZ = 16  # parameter node -> widgets through connectGui
     assert w.ui.patchXSpinBox.value == 16
     p.labeledBatch, p.unlabeledBatch, p.iterations = 1, 1, 100000

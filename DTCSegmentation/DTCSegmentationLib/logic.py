@@ -23,6 +23,8 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from DTCCore.config import DEVICE_CHOICES, MODES
 from DTCCore.errors import DTCError
+from DTCCore.plan import manifest_median_spacing  # torch-free: reads image headers only
+from DTCCore.pools import auto_pools, check_patch
 
 from . import dataset, models, results, sceneio
 from .tasks import ModelInfoJob, RankJob, SegmentJob
@@ -58,7 +60,8 @@ class DTCSegmentationParameterNode:
     unlabeledBatch: Annotated[int, WithinRange(0, 16)] = 2
     patchX: Annotated[int, WithinRange(16, 256)] = 112
     patchY: Annotated[int, WithinRange(16, 256)] = 112
-    patchZ: Annotated[int, WithinRange(16, 256)] = 80
+    # Slice axis down to 4: a thick-slice network halves it fewer times (scratchPools), e.g. 128 x 128 x 8.
+    patchZ: Annotated[int, WithinRange(4, 256)] = 80
     mode: Annotated[str, Choice(list(MODES))] = "dtc"
     beta: Annotated[float, WithinRange(0.0, 10.0)] = 0.3
     k: Annotated[float, WithinRange(1.0, 10000.0)] = 1500.0
@@ -175,6 +178,8 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             # From scratch the panel's patch applies; a fine-tune keeps the model's patch and grid (its plan),
             # which its weights were trained for.
             config["train"]["patch"] = [p.patchX, p.patchY, p.patchZ]
+        if initFrom is None and resumeRunDir is None:
+            config.setdefault("network", {})["pools"] = list(self.scratchPools(folder.manifest_path, p))
         config.setdefault("recipe", {}).update({
             "mode": p.mode, "beta": p.beta, "k": p.k, "consistency_rampup": p.consistencyRampup,
         })
@@ -183,6 +188,18 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         if resumeRunDir is not None:
             return TrainingRequest(folder.manifest_path, resumeRunDir, config, None, resume=True, labels=table)
         return TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom, labels=table)
+
+    @staticmethod
+    def scratchPools(manifestPath: Path, p: DTCSegmentationParameterNode) -> tuple[int, int, int]:
+        """Where a network trained from scratch halves each axis: nnU-Net's rule on the training scans'
+        median spacing (the paper's network on near-isotropic scans; a thick-slice axis pooled fewer times,
+        last). DTCError, before anything starts, when the panel's patch does not fit that network."""
+        spacing = manifest_median_spacing(manifestPath)
+        pools = auto_pools(spacing)
+        where = ("planned from the training scans' median spacing " + " x ".join(f"{v:g}" for v in spacing)
+                 + " mm; change Fine-tune > Patch size")
+        check_patch((p.patchX, p.patchY, p.patchZ), pools, where)
+        return pools
 
     # ---- next case ----
     def startRanking(self, datasetFolder, modelPath: str = "", device: str = "auto") -> RankJob:

@@ -41,11 +41,6 @@ class TrainingRequest:
             args += ["--init-from", str(self.init_from)]
         if self.resume:
             args.append("--resume")
-        elif self.init_from is None and "pools" not in self.config.get("network", {}):
-            # From scratch the engine chooses where the network pools from the scans' spacing (nnU-Net's
-            # rule: the paper's network on isotropic scans, fewer, later poolings of a thick-slice axis);
-            # a fine-tune or resume keeps its model's network.
-            args += ["--pools", "auto"]
         return args
 
     @property
