@@ -69,6 +69,14 @@ def check_patch(patch: Sequence[int], pools: Sequence[int], where: str = "networ
                    + ("; " + ", ".join(fixes) if fixes else ""))
 
 
+def fit_patch(patch: Sequence[int], pools: Sequence[int], largest: Sequence[int]) -> tuple[int, int, int]:
+    """``patch`` (X, Y, Z voxels) with each axis cut to the ``largest`` scan's size on that axis rounded up
+    to the axis's size multiple: a 112 x 112 x 80 patch over 10-slice scans under pools (4, 4, 2) becomes
+    112 x 112 x 12 instead of padding every crop 8-fold. Axes already small enough are kept."""
+    return tuple(min(int(p), max(m, -(-int(n) // m) * m))  # type: ignore[return-value]
+                 for p, m, n in zip(patch, size_multiples(pools), largest))
+
+
 def auto_pools(spacing: Sequence[float]) -> tuple[int, int, int]:
     """nnU-Net's anisotropic rule (module doc) for a model grid of ``spacing`` (sx, sy, sz) mm.
     (1, 1, 1) -> (4, 4, 4); (1.5, 1.5, 10) -> (4, 4, 2); (2, 2, 5) -> (4, 4, 3)."""

@@ -17,7 +17,7 @@ from DTCCore.config import DTCConfig
 from DTCCore.errors import DTCError
 from DTCCore.inference import predict_volume
 from DTCCore.network import DualTaskVNet, build_network
-from DTCCore.pools import auto_pools, check_patch, check_pools, size_multiples, stage_strides
+from DTCCore.pools import auto_pools, check_patch, check_pools, fit_patch, size_multiples, stage_strides
 from DTCCore.sliding_window import whole_volume_patch
 
 
@@ -104,6 +104,19 @@ def test_patch_errors_suggest_the_nearest_sizes_that_fit():
     two_sizes = r"must be 3 sizes.*\(the VNet halves axis x, y, z 4, 4, 4 times; network.pools\)$"
     with pytest.raises(DTCError, match=two_sizes):
         check_patch((16, 16), (4, 4, 4))
+
+
+def test_fit_patch_cuts_each_axis_to_the_largest_scan():
+    # Oracle: the smallest size that fits the network (a multiple of 2**p, counted up) and covers the scan,
+    # unless the asked size is smaller.
+    for pools in [(4, 4, 4), (4, 4, 2), (3, 4, 0)]:
+        for largest in [(22, 20, 18), (200, 180, 9), (16, 1, 4), (5, 300, 33)]:
+            asked = (112, 112, 80)
+            got = fit_patch(asked, pools, largest)
+            for p, a, n, got_axis in zip(pools, asked, largest, got):
+                covering = next(v for v in range(2 ** p, 10_000) if v % 2 ** p == 0 and v >= n)
+                assert got_axis == min(a, covering)
+            check_patch(got, pools)  # always a size the network takes
 
 
 def test_whole_volume_patch_rounds_each_axis_to_its_multiple():

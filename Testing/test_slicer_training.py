@@ -131,10 +131,15 @@ def test_finetune_length_and_patch_come_from_the_panel_and_the_model(slicer_scen
     assert logic.trainingRequest(p).config["train"]["time_limit_minutes"] is None
     assert "--pools" not in logic.trainingRequest(p).args()  # a fine-tune keeps its model's network
     p.startFrom = "scratch"
-    scratch = logic.trainingRequest(p)
-    assert scratch.config["train"]["patch"] == [64, 64, 48]
+    scratch = logic.trainingRequest(p)  # the scan is 22 x 20 x 18 voxels: each axis cut to the next multiple of 16
+    assert scratch.config["train"]["patch"] == [32, 32, 32]
+    assert scratch.note == ("network halves x/y/z 4/4/4 times, patch 32 x 32 x 32 "
+                            "(the largest scan is 22 x 20 x 18 voxels)")
     # near-isotropic scans (0.9 x 1.1 x 1.6 mm): the paper's network, pooled 4 times on every axis
     assert scratch.config["network"]["pools"] == [4, 4, 4] and "--pools" not in scratch.args()
+    p.patchX, p.patchY, p.patchZ = 16, 32, 16  # already within the scans: kept as asked
+    scratch = logic.trainingRequest(p)
+    assert scratch.config["train"]["patch"] == [16, 32, 16] and scratch.note == "network halves x/y/z 4/4/4 times"
 
 
 def test_scratch_training_plans_the_network_from_the_spacing_and_refuses_a_patch_that_does_not_fit(
@@ -144,9 +149,11 @@ def test_scratch_training_plans_the_network_from_the_spacing_and_refuses_a_patch
     p.modelsFolder, p.startFrom = tmp_path / "models", "scratch"
     p.datasetFolder = tmp_path / "thick"
     _add_labeled_example(slicer_scene, logic, p.datasetFolder, spacing=(0.9, 0.9, 5.0))  # cardiac-cine-like
-    p.patchX, p.patchY, p.patchZ = 64, 64, 8  # 8 slices: too thin for the paper's network, fine for this one
+    p.patchX, p.patchY, p.patchZ = 16, 16, 8  # 8 slices: too thin for the paper's network, fine for this one
     request = logic.trainingRequest(p)
-    assert request.config["network"]["pools"] == [4, 4, 2] and request.config["train"]["patch"] == [64, 64, 8]
+    assert request.config["network"]["pools"] == [4, 4, 2] and request.config["train"]["patch"] == [16, 16, 8]
+    p.patchX, p.patchY, p.patchZ = 112, 112, 80  # the panel's default: z cut to 20 (18 slices, a multiple of 4)
+    assert logic.trainingRequest(p).config["train"]["patch"] == [32, 32, 20]
     p.patchZ = 10
     try:
         logic.trainingRequest(p)

@@ -23,8 +23,8 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from DTCCore.config import DEVICE_CHOICES, MODES
 from DTCCore.errors import DTCError
-from DTCCore.plan import manifest_median_spacing  # torch-free: reads image headers only
-from DTCCore.pools import auto_pools, check_patch
+from DTCCore.plan import manifest_geometry  # torch-free: reads image headers only
+from DTCCore.pools import auto_pools, check_patch, fit_patch
 
 from . import dataset, models, results, sceneio
 from .tasks import ModelInfoJob, RankJob, SegmentJob
@@ -174,12 +174,13 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             "time_limit_minutes": float(p.timeLimitMinutes) if p.timeLimitMinutes > 0 else None,
             "schedule_fitted": False,
         })
-        if initFrom is None:
-            # From scratch the panel's patch applies; a fine-tune keeps the model's patch and grid (its plan),
-            # which its weights were trained for.
-            config["train"]["patch"] = [p.patchX, p.patchY, p.patchZ]
+        note = ""
         if initFrom is None and resumeRunDir is None:
-            config.setdefault("network", {})["pools"] = list(self.scratchPools(folder.manifest_path, p))
+            # From scratch the panel's patch applies (fitted to the scans); a fine-tune keeps the model's patch
+            # and grid (its plan), which its weights were trained for; a resume keeps its run's settings.
+            pools, patch, note = self.scratchNetwork(folder.manifest_path, p)
+            config["train"]["patch"] = list(patch)
+            config.setdefault("network", {})["pools"] = list(pools)
         config.setdefault("recipe", {}).update({
             "mode": p.mode, "beta": p.beta, "k": p.k, "consistency_rampup": p.consistencyRampup,
         })
@@ -187,19 +188,30 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         table = json.loads(labelsFile.read_text(encoding="utf-8"))["labels"] if labelsFile.exists() else None
         if resumeRunDir is not None:
             return TrainingRequest(folder.manifest_path, resumeRunDir, config, None, resume=True, labels=table)
-        return TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom, labels=table)
+        return TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom, labels=table,
+                               note=note)
 
     @staticmethod
-    def scratchPools(manifestPath: Path, p: DTCSegmentationParameterNode) -> tuple[int, int, int]:
-        """Where a network trained from scratch halves each axis: nnU-Net's rule on the training scans'
-        median spacing (the paper's network on near-isotropic scans; a thick-slice axis pooled fewer times,
-        last). DTCError, before anything starts, when the panel's patch does not fit that network."""
-        spacing = manifest_median_spacing(manifestPath)
+    def scratchNetwork(manifestPath: Path, p: DTCSegmentationParameterNode
+                       ) -> tuple[tuple[int, int, int], tuple[int, int, int], str]:
+        """(pools, patch, note) for a network trained from scratch. Pools: nnU-Net's rule on the training
+        scans' median spacing (the paper's network on near-isotropic scans; a thick-slice axis pooled fewer
+        times, last). Patch: the panel's, each axis cut to the largest scan rounded up to the axis's size
+        multiple; the note says what was planned. DTCError, before anything starts, when the panel's patch
+        does not fit the network."""
+        spacings, shapes = manifest_geometry(manifestPath)
+        spacing = tuple(float(v) for v in np.median(np.asarray(spacings, dtype=np.float64), axis=0))
         pools = auto_pools(spacing)
-        where = ("planned from the training scans' median spacing " + " x ".join(f"{v:g}" for v in spacing)
-                 + " mm; change Fine-tune > Patch size")
-        check_patch((p.patchX, p.patchY, p.patchZ), pools, where)
-        return pools
+        requested = (p.patchX, p.patchY, p.patchZ)
+        check_patch(requested, pools, "planned from the training scans' median spacing "
+                    + " x ".join(f"{v:g}" for v in spacing) + " mm; change Fine-tune > Patch size")
+        largest = np.asarray(shapes).max(axis=0)
+        patch = fit_patch(requested, pools, largest)
+        note = "network halves x/y/z " + "/".join(str(v) for v in pools) + " times"
+        if patch != requested:
+            note += (", patch " + " x ".join(str(v) for v in patch) + " (the largest scan is "
+                     + " x ".join(str(int(v)) for v in largest) + " voxels)")
+        return pools, patch, note
 
     # ---- next case ----
     def startRanking(self, datasetFolder, modelPath: str = "", device: str = "auto") -> RankJob:

@@ -374,7 +374,8 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showCurve(self._curve)  # before the process starts: a failure here leaves nothing running
             job.start()
             self.ui.resumeButton.enabled = False
-            self.ui.trainStatusLabel.text = f"Starting in {request.run_dir}..."
+            self.ui.trainStatusLabel.text = (f"Starting in {request.run_dir}"
+                                             + (f" ({request.note})" if request.note else "") + "...")
             self._startJob("train", job, self.ui.trainButton)
 
     def _endTrain(self, job, event):

@@ -34,6 +34,7 @@ class TrainingRequest:
     init_from: Path | None = None  # fine-tune from this model's weights (None: from scratch)
     resume: bool = False  # continue from the newest checkpoint in run_dir
     labels: list[dict[str, Any]] | None = None  # label table for the new model (names from the training data)
+    note: str = ""  # what the panel planned (network pooling, patch fitted to the scans), shown on start
 
     def args(self) -> list[str]:
         args = ["train", str(self.manifest), "-o", str(self.run_dir), "--config", str(self.config_path)]
