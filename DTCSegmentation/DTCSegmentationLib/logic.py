@@ -23,7 +23,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from DTCCore.config import DEVICE_CHOICES, MODES
 from DTCCore.errors import DTCError
-from DTCCore.plan import manifest_geometry  # torch-free: reads image headers only
+from DTCCore.plan import manifest_geometry, manifest_median_spacing  # torch-free: image headers only
 from DTCCore.pools import auto_pools, check_patch, fit_patch
 
 from . import dataset, models, results, sceneio
@@ -60,7 +60,7 @@ class DTCSegmentationParameterNode:
     unlabeledBatch: Annotated[int, WithinRange(0, 16)] = 2
     patchX: Annotated[int, WithinRange(16, 256)] = 112
     patchY: Annotated[int, WithinRange(16, 256)] = 112
-    # Slice axis down to 4: a thick-slice network halves it fewer times (scratchPools), e.g. 128 x 128 x 8.
+    # Slice axis down to 4: a thick-slice network halves it fewer times (scratchNetwork), e.g. 128 x 128 x 8.
     patchZ: Annotated[int, WithinRange(4, 256)] = 80
     mode: Annotated[str, Choice(list(MODES))] = "dtc"
     beta: Annotated[float, WithinRange(0.0, 10.0)] = 0.3
@@ -199,13 +199,12 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         times, last). Patch: the panel's, each axis cut to the largest scan rounded up to the axis's size
         multiple; the note says what was planned. DTCError, before anything starts, when the panel's patch
         does not fit the network."""
-        spacings, shapes = manifest_geometry(manifestPath)
-        spacing = tuple(float(v) for v in np.median(np.asarray(spacings, dtype=np.float64), axis=0))
+        spacing = manifest_median_spacing(manifestPath)
         pools = auto_pools(spacing)
         requested = (p.patchX, p.patchY, p.patchZ)
         check_patch(requested, pools, "planned from the training scans' median spacing "
                     + " x ".join(f"{v:g}" for v in spacing) + " mm; change Fine-tune > Patch size")
-        largest = np.asarray(shapes).max(axis=0)
+        largest = np.asarray(manifest_geometry(manifestPath)[1]).max(axis=0)
         patch = fit_patch(requested, pools, largest)
         note = "network halves x/y/z " + "/".join(str(v) for v in pools) + " times"
         if patch != requested:
