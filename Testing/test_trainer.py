@@ -96,6 +96,19 @@ def test_resume_without_checkpoint_starts_over_and_says_so(tmp_path, blob_manife
     assert any("starting from the beginning" in t for t in texts)
 
 
+def test_a_patch_longer_than_every_scan_gets_a_hint(tmp_path, blob_manifest):
+    # The blob scans are 40 x 36 x 24 voxels: a 48-slice patch pads every crop; 32 (the next multiple of 16)
+    # covers them. A patch within the scans gets no hint.
+    texts = {}
+    for name, patch in [("long", (32, 32, 48)), ("fits", (32, 32, 16))]:
+        events: list = []
+        train(tiny_config(iterations=1, patch=patch), blob_manifest, tmp_path / name, progress=events.append)
+        texts[name] = [e["text"] for e in events if e["event"] == "message" and "patch" in e["text"]]
+    assert texts["long"] == ["patch 32x32x48 is longer than every training scan along z (largest 24 voxels): "
+                             "every crop is padded there; --patch 32 32 32 covers the largest scan at less cost"]
+    assert texts["fits"] == []
+
+
 def test_cancelled_run_leaves_a_loadable_checkpoint(tmp_path, blob_manifest):
     with pytest.raises(CancelledError, match="resume"):
         train(tiny_config(iterations=50), blob_manifest, tmp_path / "run", cancel=lambda: True)
