@@ -65,6 +65,7 @@ def test_finetune_cancel_resume_register(slicer_scene, dtc_module, tiny_model, t
     _add_labeled_example(slicer_scene, logic, p.datasetFolder)
     logic.addUnlabeledVolumes(p.datasetFolder, [_volume("unlabeled case", 1)[0]])
 
+    p.augment, p.nnunetAugment = "no-mirror", True  # the panel's choices reach the trained model
     request = _request(logic, p)
     assert request.init_from == tiny_model and request.config["network"]["base_filters"] == 2
     job = training.TrainingJob(request)
@@ -97,6 +98,10 @@ def test_finetune_cancel_resume_register(slicer_scene, dtc_module, tiny_model, t
     assert progress[0]["iteration"] > stopped_at and progress[-1]["iteration"] == stopped_at + 2
     listed = models.list_models(p.modelsFolder)
     assert [m.path for m in listed if not m.bundled] == [request.run_dir / "model.pt"]
+    from DTCCore.checkpoint import load_model
+
+    trained = load_model(request.run_dir / "model.pt")[1].train
+    assert trained.augment == "no-mirror" and trained.nnunet_augment is True
     # the new model's label table comes from the training segmentation (segment name and colour)
     from DTCCore.labels import read_table
 
@@ -130,6 +135,12 @@ def test_finetune_length_and_patch_come_from_the_panel_and_the_model(slicer_scen
     p.timeLimitMinutes = 0
     assert logic.trainingRequest(p).config["train"]["time_limit_minutes"] is None
     assert "--pools" not in logic.trainingRequest(p).args()  # a fine-tune keeps its model's network
+    train_cfg = logic.trainingRequest(p).config["train"]  # augmentation: the model's own unless chosen
+    assert train_cfg["augment"] == "mirror" and train_cfg["nnunet_augment"] is False
+    p.augment, p.nnunetAugment = "no-mirror", True
+    train_cfg = logic.trainingRequest(p).config["train"]
+    assert train_cfg["augment"] == "no-mirror" and train_cfg["nnunet_augment"] is True
+    p.augment, p.nnunetAugment = "model's own", False
     p.startFrom = "scratch"
     scratch = logic.trainingRequest(p)  # the scan is 22 x 20 x 18 voxels: each axis cut to the next multiple of 16
     assert scratch.config["train"]["patch"] == [32, 32, 32]

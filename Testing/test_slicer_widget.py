@@ -174,6 +174,13 @@ def test_annotator_flow_finetune_cancel_resume_rank(panel, models_folder, tmp_pa
     w.ui.addUnlabeledButton.click()
     assert w.ui.unlabeledList.count == 1, w.ui.datasetStatusLabel.text
 
+    combo = w.ui.augmentComboBox  # items from the parameter node's choices, as in Slicer
+    assert [combo.itemText(i) for i in range(combo.count)] == ["model's own", "mirror", "no-mirror", "reference",
+                                                               "none"]
+    combo.currentIndex = 2
+    w.ui.nnunetAugmentCheckBox.checked = True
+    assert (p.augment, p.nnunetAugment) == ("no-mirror", True)
+    p.augment, p.nnunetAugment = "model's own", False
     p.patchZ = 4  # a thick-slice network's patch depth: the spin box takes it (range from the parameter node)
     assert w.ui.patchZSpinBox.value == 4 and w.ui.patchXSpinBox.minimum == 16
     p.patchX = p.patchY = p.patchZ = 16  # parameter node -> widgets through connectGui

@@ -21,7 +21,7 @@ from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmen
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from DTCCore.config import DEVICE_CHOICES, MODES
+from DTCCore.config import AUGMENT_CHOICES, DEVICE_CHOICES, MODES
 from DTCCore.errors import DTCError
 from DTCCore.plan import manifest_geometry, manifest_median_spacing  # torch-free: image headers only
 from DTCCore.pools import auto_pools, check_patch, fit_patch
@@ -36,6 +36,7 @@ QUALITY_OVERLAP = {"fast": 0.25, "balanced": 0.5, "best": 0.75}  # window overla
 # Test-time mirroring per quality (average over the flips the model was trained with; up to 4x the time):
 # True adds dtc segment --mirror, False --no-mirror, None keeps the model's own setting.
 QUALITY_MIRROR = {"fast": False, "balanced": None, "best": True}
+AUGMENT_FROM_MODEL = "model's own"  # fine-tune: keep the starting model's augmentation; from scratch: mirror
 
 
 @parameterNodeWrapper
@@ -63,6 +64,10 @@ class DTCSegmentationParameterNode:
     # Slice axis down to 4: a thick-slice network halves it fewer times (scratchNetwork), e.g. 128 x 128 x 8.
     patchZ: Annotated[int, WithinRange(4, 256)] = 80
     mode: Annotated[str, Choice(list(MODES))] = "dtc"
+    # Training augmentation: a flip turns a left structure into a right one, so labels that depend on side need
+    # no-mirror; nnU-Net's scaling/intensity augmentations paid on cardiac MRI (bench/RESULTS.md, ACDC stage 6).
+    augment: Annotated[str, Choice([AUGMENT_FROM_MODEL, *AUGMENT_CHOICES])] = AUGMENT_FROM_MODEL
+    nnunetAugment: bool = False
     beta: Annotated[float, WithinRange(0.0, 10.0)] = 0.3
     k: Annotated[float, WithinRange(1.0, 10000.0)] = 1500.0
     consistencyRampup: Annotated[float, WithinRange(0.0, 1000.0)] = 40.0
@@ -172,8 +177,10 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             "iterations": p.iterations, "lr": p.learningRate, "labeled_batch": p.labeledBatch,
             "unlabeled_batch": p.unlabeledBatch, "device": p.device,
             "time_limit_minutes": float(p.timeLimitMinutes) if p.timeLimitMinutes > 0 else None,
-            "schedule_fitted": False,
+            "schedule_fitted": False, "nnunet_augment": bool(p.nnunetAugment),
         })
+        if p.augment != AUGMENT_FROM_MODEL:
+            config["train"]["augment"] = p.augment
         note = ""
         if initFrom is None and resumeRunDir is None:
             # From scratch the panel's patch applies (fitted to the scans); a fine-tune keeps the model's patch
