@@ -85,7 +85,11 @@ def manifest_auto_spacing(manifest_path, max_voxels: int = AUTO_MAX_VOXELS) -> t
     return auto_spacing(spacings, shapes, max_voxels)
 
 
-def manifest_median_spacing(manifest_path) -> tuple[float, float, float]:
-    """Median (sx, sy, sz) mm of the scans a manifest names: the grid a ``native`` model mostly sees."""
-    spacings, _ = manifest_geometry(manifest_path)
+def median_spacing(spacings: Sequence[Sequence[float]]) -> tuple[float, float, float]:
+    """Median (sx, sy, sz) mm of one (sx, sy, sz) per scan: the grid a ``native`` model mostly sees."""
     return tuple(float(v) for v in np.median(np.asarray(spacings, dtype=np.float64), axis=0))  # type: ignore[return-value]
+
+
+def manifest_median_spacing(manifest_path) -> tuple[float, float, float]:
+    """:func:`median_spacing` of the scans a manifest names, from the file headers."""
+    return median_spacing(manifest_geometry(manifest_path)[0])

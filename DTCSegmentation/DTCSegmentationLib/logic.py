@@ -23,7 +23,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from DTCCore.config import AUGMENT_CHOICES, DEVICE_CHOICES, MODES
 from DTCCore.errors import DTCError
-from DTCCore.plan import manifest_geometry, manifest_median_spacing  # torch-free: image headers only
+from DTCCore.plan import manifest_geometry, median_spacing  # torch-free: image headers only
 from DTCCore.pools import auto_pools, check_patch, fit_patch
 
 from . import dataset, models, results, sceneio
@@ -206,12 +206,13 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         times, last). Patch: the panel's, each axis cut to the largest scan rounded up to the axis's size
         multiple; the note says what was planned. DTCError, before anything starts, when the panel's patch
         does not fit the network."""
-        spacing = manifest_median_spacing(manifestPath)
+        spacings, shapes = manifest_geometry(manifestPath)  # one read of the headers
+        spacing = median_spacing(spacings)
         pools = auto_pools(spacing)
         requested = (p.patchX, p.patchY, p.patchZ)
         check_patch(requested, pools, "planned from the training scans' median spacing "
                     + " x ".join(f"{v:g}" for v in spacing) + " mm; change Fine-tune > Patch size")
-        largest = np.asarray(manifest_geometry(manifestPath)[1]).max(axis=0)
+        largest = np.asarray(shapes).max(axis=0)
         patch = fit_patch(requested, pools, largest)
         note = "network halves x/y/z " + "/".join(str(v) for v in pools) + " times"
         if patch != requested:
