@@ -62,10 +62,15 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
 
     # a second stage from the first one's weights: a new run folder, the table counts both stages
     second = train_acdc.main(["--data", str(data), "--out", str(tmp_path / "runs2"), "--mode", "dtc", "--tiny",
-                              "--nnunet-augment", "--pools", "4", "4", "3",
+                              "--nnunet-augment", "--pools", "4", "4", "3", "--no-ramp",
                               "--continue-from", str(tmp_path / "dtc.json"), "--json", str(tmp_path / "dtc2.json")])
     assert second["stages"] == [{"model": result["model"], "iterations": 3, "train_seconds": result["train_seconds"]}]
     log = (tmp_path / "runs2" / "run_dtc" / "log.jsonl").read_text()
     assert f"fine-tuning from {result['model']}" in log
+    # --no-ramp: the consistency weight is at its maximum from the first logged iteration (stage 1 ramps from ~0)
+    lambdas = [json.loads(line)["lambda"] for line in log.splitlines() if '"progress"' in line]
+    assert lambdas and all(w == second["config"]["recipe"]["consistency"] for w in lambdas)
+    first_log = (tmp_path / "runs" / "run_dtc" / "log.jsonl").read_text()
+    assert [json.loads(line)["lambda"] for line in first_log.splitlines() if '"progress"' in line][0] < 0.01
     table2 = train_acdc.main(["--table", str(tmp_path / "dtc2.json")])
     assert ", 6 it, " in table2 and " in 2 stages" in table2

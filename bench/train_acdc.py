@@ -18,7 +18,9 @@ wall-clock budget. ``--spacing`` is the model plan in the headers' units (volume
 predictions returned on the original grid). ``--resume`` continues an interrupted run (same arguments;
 the fitted schedule is kept). ``--continue-from RESULT_JSON`` starts a new stage from the weights of an
 earlier stage's result (the same arguments otherwise; a new --out), with a fresh schedule fitted to
-``--minutes``; the table then counts the iterations and minutes of all stages. ``--tiny`` is a
+``--minutes``; the table then counts the iterations and minutes of all stages. Each stage ramps the
+consistency weight up from 0 again unless ``--no-ramp`` (full weight from the start: the weights were
+already trained with it). ``--tiny`` is a
 seconds-long smoke run.
 """
 
@@ -65,6 +67,8 @@ def make_config(args):
     config.train.time_limit_minutes = args.minutes
     config.train.augment = args.augment
     config.train.nnunet_augment = args.nnunet_augment
+    if args.no_ramp:
+        config.recipe.consistency_rampup = 0.0  # losses.ramp_weight: no ramp, full weight from iteration 0
     config.train.num_workers = args.workers
     config.train.device = args.device
     config.train.seed = args.seed
@@ -210,6 +214,9 @@ def main(argv: list[str] | None = None) -> dict | str:
                         "about 1.5 mm pixels, which the headers do not say (all 1 x 1 x 1)")
     p.add_argument("--augment", default="no-mirror", help="the right ventricle lies on one side of the left")
     p.add_argument("--nnunet-augment", action="store_true", help="also nnU-Net's scaling/intensity augmentations")
+    p.add_argument("--no-ramp", action="store_true",
+                   help="DTC: consistency weight at its maximum from the first iteration instead of ramped up "
+                        "over the run (for a --continue-from stage whose weights were trained with it)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=1337)
