@@ -20,8 +20,7 @@ the fitted schedule is kept). ``--continue-from RESULT_JSON`` starts a new stage
 earlier stage's result (the same arguments otherwise; a new --out), with a fresh schedule fitted to
 ``--minutes``; the table then counts the iterations and minutes of all stages. Each stage ramps the
 consistency weight up from 0 again unless ``--no-ramp`` (full weight from the start: the weights were
-already trained with it). ``--tiny`` is a
-seconds-long smoke run.
+already trained with it). ``--tiny`` is a seconds-long smoke run.
 """
 
 from __future__ import annotations
