@@ -74,3 +74,26 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
     assert [json.loads(line)["lambda"] for line in first_log.splitlines() if '"progress"' in line][0] < 0.01
     table2 = train_acdc.main(["--table", str(tmp_path / "dtc2.json")])
     assert ", 6 it, " in table2 and " in 2 stages" in table2
+
+
+def test_minutes_zero_runs_exact_iterations_with_the_fitted_schedule():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import train_acdc
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    from argparse import Namespace
+
+    def config(minutes, iterations):
+        return train_acdc.make_config(Namespace(
+            base_filters=8, pools=[4, 4, 3], mode="seg", patch=[128, 128, 8], iterations=iterations, minutes=minutes,
+            augment="no-mirror", nnunet_augment=False, no_ramp=False, workers=0, device="cpu", seed=1,
+            spacing=[1.5, 1.5, 1.0], tiny=False))
+
+    timed = config(40.0, 6000)  # the time limit fits the schedule while the run goes: reference steps for now
+    assert timed.train.time_limit_minutes == 40.0 and not timed.train.schedule_fitted
+    assert tuple(timed.train.lr_steps) == (2500, 5000)  # reference: x0.1 at 2500 and 5000 of 6000
+    exact = config(0, 1200)  # no limit: exactly 1200 iterations, steps at the same fractions 2500/6000, 5000/6000
+    assert exact.train.time_limit_minutes is None and exact.train.iterations == 1200
+    assert tuple(exact.train.lr_steps) == (500, 1000) and exact.train.schedule_fitted
+    assert exact.recipe.ramp_unit == round(timed.recipe.ramp_unit * 1200 / 6000)

@@ -14,7 +14,9 @@ choice (MedPy's dc/jc/asd/hd95 per class; voxel units: the data's spacing is unk
 1 x 1 x 1; the raw scores are kept beside as ``test_raw``). ``--assess RESULT_JSON`` redoes only that
 scoring for an earlier result's model and rewrites the file. ``--minutes`` is DTCCore's time limit: the
 schedule (lr steps, consistency ramp) is fitted to the iterations that fit, so both modes get the same
-wall-clock budget. ``--spacing`` is the model plan in the headers' units (volumes resampled once at load,
+wall-clock budget; ``--minutes 0 --iterations N`` runs exactly N iterations with the schedule fitted to N
+the same way (equal iterations: the paper's protocol, where a DTC step costs about twice a labeled-only
+one). ``--spacing`` is the model plan in the headers' units (volumes resampled once at load,
 predictions returned on the original grid). ``--resume`` continues an interrupted run (same arguments;
 the fitted schedule is kept). ``--continue-from RESULT_JSON`` starts a new stage from the weights of an
 earlier stage's result (the same arguments otherwise; a new --out), with a fresh schedule fitted to
@@ -55,6 +57,7 @@ def build_manifest(data: Path, labeled: int, unlabeled: int, mode: str, folder: 
 
 def make_config(args):
     from DTCCore.config import DTCConfig
+    from DTCCore.schedule import fit_schedule
 
     config = DTCConfig()
     config.network.num_classes = len(CLASSES)
@@ -62,8 +65,11 @@ def make_config(args):
     config.network.pools = tuple(args.pools)
     config.recipe.mode = args.mode
     config.train.patch = tuple(args.patch)
-    config.train.iterations = args.iterations
-    config.train.time_limit_minutes = args.minutes
+    config.train.time_limit_minutes = args.minutes or None
+    if args.minutes == 0:  # equal iterations: lr steps and ramp scaled from the reference's 6000 as a time limit's
+        fit_schedule(config, args.iterations)
+    else:
+        config.train.iterations = args.iterations
     config.train.augment = args.augment
     config.train.nnunet_augment = args.nnunet_augment
     if args.no_ramp:
@@ -203,7 +209,9 @@ def main(argv: list[str] | None = None) -> dict | str:
     p.add_argument("--mode", choices=("dtc", "seg"), default="dtc", help="dtc, or seg = labeled-only")
     p.add_argument("--labeled", type=int, default=14)
     p.add_argument("--unlabeled", type=int, default=56)
-    p.add_argument("--minutes", type=float, default=40.0, help="training time limit (schedule fitted to it)")
+    p.add_argument("--minutes", type=float, default=40.0,
+                   help="training time limit (schedule fitted to it); 0: no limit, exactly --iterations with the "
+                        "schedule fitted to them (equal iterations for both modes: the paper's protocol)")
     p.add_argument("--iterations", type=int, default=6000, help="iterations without a time limit / upper bound")
     p.add_argument("--spacing", type=float, nargs=3, default=[2.0, 2.0, 1.0], help="model plan (header units)")
     p.add_argument("--patch", type=int, nargs=3, default=[96, 96, 16])
