@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy import ndimage
 
 from conftest import REPO, write_volume
@@ -74,6 +75,22 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
     assert [json.loads(line)["lambda"] for line in first_log.splitlines() if '"progress"' in line][0] < 0.01
     table2 = train_acdc.main(["--table", str(tmp_path / "dtc2.json")])
     assert ", 6 it, " in table2 and " in 2 stages" in table2
+
+    # two results: the table ends with their patient-by-patient comparison (naive per-patient means here)
+    both = train_acdc.main(["--table", str(tmp_path / "dtc2.json"), str(tmp_path / "dtc.json")])
+    def patient_means(r):
+        return {case: np.mean([row["dice"] for row in r["test"]["rows"] if row["case"] == case])
+                for case in ("patient004", "patient005")}
+    first, later = patient_means(result), patient_means(second)
+    diff = [later[c] - first[c] for c in ("patient004", "patient005")]
+    line = both.splitlines()[-1]
+    assert line.startswith("Paired over the 2 test patients") and "DTC (6 it) minus DTC (3 it)" in line
+    assert f"= {100 * np.mean(diff):+.2f} points" in line
+    assert f"higher on {sum(d > 0 for d in diff)}, lower on {sum(d < 0 for d in diff)}" in line
+    one_case = dict(result, test=dict(result["test"], rows=[r for r in rows if r["case"] == "patient004"]))
+    (tmp_path / "one.json").write_text(json.dumps(one_case))
+    with pytest.raises(SystemExit, match="different test patients"):
+        train_acdc.main(["--table", str(tmp_path / "one.json"), str(tmp_path / "dtc.json")])
 
 
 def test_minutes_zero_runs_exact_iterations_with_the_fitted_schedule():

@@ -3,7 +3,7 @@
     python bench/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode dtc --minutes 40 --json dtc.json
     python bench/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode seg --minutes 40 --json seg.json
     python bench/train_acdc.py --data ../shared/data/acdc --assess dtc.json
-    python bench/train_acdc.py --table dtc.json seg.json [--markdown table.md]
+    python bench/train_acdc.py --table dtc.json seg.json [--markdown table.md]   # two: also paired by patient
 
 ACDC (end-diastolic frames, 1 = right-ventricle cavity, 2 = myocardium, 3 = left-ventricle cavity): the
 first ``--labeled`` (14 = 20 %) patients of ``train.list`` are labeled, the next ``--unlabeled`` (56) are
@@ -202,6 +202,36 @@ def table(results: list[dict]) -> str:
     return _common.markdown_table(header, rows)
 
 
+def _patient_dice(result: dict) -> dict[str, float]:
+    """Each test patient's Dice averaged over the classes (0-1) of a result's post-processed test scores."""
+    per: dict[str, list[float]] = {}
+    for row in result["test"]["rows"]:
+        per.setdefault(row["case"], []).append(row["dice"])
+    return {case: float(np.mean(dice)) for case, dice in per.items()}
+
+
+def paired(a: dict, b: dict) -> str:
+    """One line comparing two results patient by patient on the same test patients: the mean of the
+    per-patient differences of mean Dice (``a - b``, points), how many patients each wins, and the
+    two-sided Wilcoxon signed-rank p (does the gap hold across patients, or come from a few?)."""
+    from scipy.stats import wilcoxon
+
+    da, db = _patient_dice(a), _patient_dice(b)
+    if sorted(da) != sorted(db):
+        raise SystemExit("error: the two results scored different test patients; pass results of the same "
+                         "test.list (and the same --test-cases)")
+    diff = np.array([da[c] - db[c] for c in sorted(da)])
+    p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+
+    def name(r: dict) -> str:
+        its = r["iterations"] + sum(st["iterations"] for st in r.get("stages", []))
+        return f"{'DTC' if r['mode'] == 'dtc' else 'labeled-only'} ({its} it)"
+
+    return (f"Paired over the {len(diff)} test patients (each patient's mean Dice over the classes): "
+            f"{name(a)} minus {name(b)} = {100 * diff.mean():+.2f} points; higher on {int(np.sum(diff > 0))}, "
+            f"lower on {int(np.sum(diff < 0))}; Wilcoxon signed-rank p = {p:.3f}")
+
+
 def main(argv: list[str] | None = None) -> dict | str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="ACDC folder: <patient>/image.nrrd, label.nrrd, train.list, test.list")
@@ -233,13 +263,15 @@ def main(argv: list[str] | None = None) -> dict | str:
     p.add_argument("--continue-from", type=Path, metavar="RESULT_JSON",
                    help="new stage from the weights of this earlier result (same mode), fresh schedule")
     p.add_argument("--json", type=Path, help="write the result here")
-    p.add_argument("--table", type=Path, nargs="+", metavar="RESULT_JSON", help="only print the table of these")
+    p.add_argument("--table", type=Path, nargs="+", metavar="RESULT_JSON",
+                   help="only print the table of these (of two: also their patient-by-patient comparison)")
     p.add_argument("--assess", type=Path, metavar="RESULT_JSON",
                    help="only re-score this result's model (val.list choice, then test.list) and rewrite it")
     p.add_argument("--markdown", type=Path, help="with --table: also write the table here")
     args = p.parse_args(argv)
     if args.table:
-        text = table([json.loads(Path(f).read_text()) for f in args.table])
+        results = [json.loads(Path(f).read_text()) for f in args.table]
+        text = table(results) + ("\n\n" + paired(*results) if len(results) == 2 else "")
         print(text)
         if args.markdown:
             args.markdown.write_text(text + "\n")
