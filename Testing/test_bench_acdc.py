@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +117,64 @@ def test_minutes_zero_runs_exact_iterations_with_the_fitted_schedule():
     assert exact.train.time_limit_minutes is None and exact.train.iterations == 1200
     assert tuple(exact.train.lr_steps) == (500, 1000) and exact.train.schedule_fitted
     assert exact.recipe.ramp_unit == round(timed.recipe.ramp_unit * 1200 / 6000)
+
+
+def test_device_acdc_script_ships_both_models_scored_back_here(tmp_path):
+    """bench/device_acdc.sh as a CPU smoke run: both modes train, ship as fp16 parts with relative result
+    JSONs, and, reassembled elsewhere, score with --assess and compare with --table."""
+    data, out = _acdc_like(tmp_path / "acdc"), tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DEVICE": "cpu", "EXTRA": "--tiny", "WORKERS": "0",
+           "DATA": str(data), "OUT": str(out)}
+    proc = subprocess.run(["bash", "bench/device_acdc.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "done" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with tarfile.open(out / "results.tar.gz") as tar:
+        assert {"./log_dtc.jsonl", "./log_seg.jsonl", "./device_acdc.log"} <= set(tar.getnames())
+    landed = tmp_path / "landed"  # the files as they arrive on another machine
+    landed.mkdir()
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import train_acdc
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    import torch
+
+    from DTCCore.checkpoint import load_checkpoint
+
+    for mode in ("dtc", "seg"):
+        parts = sorted(out.glob(f"acdc_{mode}.pt.part-*"))
+        assert parts and not (out / f"acdc_{mode}.pt").exists()
+        (landed / f"acdc_{mode}.pt").write_bytes(b"".join(p.read_bytes() for p in parts))
+        payload = load_checkpoint(landed / f"acdc_{mode}.pt")
+        assert all(v.dtype == torch.float16 for v in payload["model"].values() if v.is_floating_point())
+        assert payload["config"].recipe.mode == mode and payload["config"].train.nnunet_augment
+        result = json.loads((out / f"acdc_{mode}.json").read_text())
+        assert result["model"] == f"acdc_{mode}.pt" and "test" not in result  # --no-assess: not scored there
+        (landed / f"acdc_{mode}.json").write_text(json.dumps(result))
+        scored = train_acdc.main(["--data", str(data), "--assess", str(landed / f"acdc_{mode}.json")])
+        assert scored["test"]["cases"] == 2 and len(scored["test_raw"]["rows"]) == 6
+    text = train_acdc.main(["--table", str(landed / "acdc_dtc.json"), str(landed / "acdc_seg.json")])
+    assert "DTC (3 it) minus labeled-only (3 it)" in text.splitlines()[-1]
+
+
+def test_ship_fp16_falls_back_to_the_newest_checkpoint(tmp_path):
+    """A run stopped by the device script's timeout has checkpoints but no model.pt: the newest one ships."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import ship_fp16
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    from DTCCore.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+    from DTCCore.config import DTCConfig
+    from DTCCore.network import build_network
+
+    config = DTCConfig()
+    config.network.base_filters = 2
+    model = build_network(config.network)
+    for iteration in (500, 1000):
+        save_checkpoint(checkpoint_path(tmp_path / "run", iteration), model, None, iteration, config, {})
+    source, iteration = ship_fp16.ship(tmp_path / "run", tmp_path / "out" / "m.pt")
+    assert (source, iteration) == ("iter_001000.pt", 1000)
+    assert load_checkpoint(tmp_path / "out" / "m.pt")["extra"]["source"] == "iter_001000.pt"
+    with pytest.raises(SystemExit, match="no model.pt and no checkpoint"):
+        ship_fp16.ship(tmp_path / "empty", tmp_path / "out" / "n.pt")

@@ -44,25 +44,7 @@ cp "$RUN/run_$MODE/log.jsonl" "$RES/log_$MODE.jsonl" 2>/dev/null || true
 cp "$RUN/run_$MODE/curves.png" "$RES/curves_$MODE.png" 2>/dev/null || true
 
 log "2. fp16 model"
-python3 - "$RUN/run_$MODE" "$OUT" <<'PY' 2>&1 | tee -a "$RES/device_run.log"
-import sys, pathlib
-sys.path.insert(0, ".")
-from DTCCore.checkpoint import find_latest_checkpoint, float32_state, load_checkpoint, save_checkpoint
-from DTCCore.network import build_network
-run, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-src = run / "model.pt"
-if not src.exists():  # the run was cut short: ship the newest checkpoint and say so
-    found = find_latest_checkpoint(run)
-    if found is None:
-        sys.exit("no model and no checkpoint")
-    src = found[0]
-payload = load_checkpoint(src)
-model = build_network(payload["config"].network)
-model.load_state_dict(float32_state(payload["model"]))
-extra = dict(payload["extra"], source=str(src.name), iteration=payload["iteration"])
-save_checkpoint(out / "model_fp16.pt", model, None, payload["iteration"], payload["config"], extra, half=True)
-print("fp16 model from", src.name, "iteration", payload["iteration"])
-PY
+python3 bench/ship_fp16.py "$RUN/run_$MODE" "$OUT/model_fp16.pt" 2>&1 | tee -a "$RES/device_run.log"
 ( cd "$OUT" && split -b 15M -d model_fp16.pt model_fp16.pt.part- && rm -f model_fp16.pt && sha256sum model_fp16.pt.part-* ) >> "$RES/device_run.log" 2>&1
 tar -czf "$OUT/results.tar.gz" -C "$RES" . 2>/dev/null  # early copy in case the speed step runs out of time
 

@@ -22,7 +22,9 @@ the fitted schedule is kept). ``--continue-from RESULT_JSON`` starts a new stage
 earlier stage's result (the same arguments otherwise; a new --out), with a fresh schedule fitted to
 ``--minutes``; the table then counts the iterations and minutes of all stages. Each stage ramps the
 consistency weight up from 0 again unless ``--no-ramp`` (full weight from the start: the weights were
-already trained with it). ``--tiny`` is a seconds-long smoke run.
+already trained with it). ``--no-assess`` only trains (``bench/device_acdc.sh``: the
+device machine has no MedPy); the result is scored later with ``--assess``. ``--tiny`` is a seconds-long
+smoke run.
 """
 
 from __future__ import annotations
@@ -172,7 +174,8 @@ def run(args) -> dict:
         "unlabeled": args.unlabeled if args.mode == "dtc" else 0, "train_seconds": train_seconds,
         "iterations": done[-1]["iteration"] if done else 0, "config": config.to_dict(), "stages": earlier,
     }
-    result.update(assess(model, data, args))
+    if not args.no_assess:
+        result.update(assess(model, data, args))
     return result
 
 
@@ -242,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict | str:
     p.add_argument("--minutes", type=float, default=40.0,
                    help="training time limit (schedule fitted to it); 0: no limit, exactly --iterations with the "
                         "schedule fitted to them (equal iterations for both modes: the paper's protocol)")
-    p.add_argument("--iterations", type=int, default=6000, help="iterations without a time limit / upper bound")
+    p.add_argument("--iterations", type=int, default=6000,
+                   help="iterations with --minutes 0 (a time limit runs the iterations that fit)")
     p.add_argument("--spacing", type=float, nargs=3, default=[2.0, 2.0, 1.0], help="model plan (header units)")
     p.add_argument("--patch", type=int, nargs=3, default=[96, 96, 16])
     p.add_argument("--base-filters", type=int, default=8)
@@ -263,6 +267,8 @@ def main(argv: list[str] | None = None) -> dict | str:
     p.add_argument("--continue-from", type=Path, metavar="RESULT_JSON",
                    help="new stage from the weights of this earlier result (same mode), fresh schedule")
     p.add_argument("--json", type=Path, help="write the result here")
+    p.add_argument("--no-assess", action="store_true",
+                   help="train only (a device machine without MedPy); score later with --assess RESULT_JSON")
     p.add_argument("--table", type=Path, nargs="+", metavar="RESULT_JSON",
                    help="only print the table of these (of two: also their patient-by-patient comparison)")
     p.add_argument("--assess", type=Path, metavar="RESULT_JSON",
@@ -280,7 +286,8 @@ def main(argv: list[str] | None = None) -> dict | str:
         if args.data is None:
             p.error("--assess needs --data")
         result = json.loads(args.assess.read_text())
-        result.update(assess(Path(result["model"]), args.data, args))
+        model = Path(result["model"])  # a relative name (bench/ship_fp16.py) lies beside the JSON
+        result.update(assess(model if model.is_absolute() else args.assess.parent / model, args.data, args))
         _common.write_json(args.assess, result)
         return result
     if args.data is None or args.out is None:
@@ -291,6 +298,10 @@ def main(argv: list[str] | None = None) -> dict | str:
     result = run(args)
     if args.json:
         _common.write_json(args.json, result)
+    if args.no_assess:
+        print(f"{args.mode}: {result['iterations']} iterations in {result['train_seconds'] / 60:.1f} min; not scored "
+              "(--no-assess): score with --assess RESULT_JSON")
+        return result
     means = result["test"]["means"]
     print(f"{args.mode}: {result['iterations']} iterations in {result['train_seconds'] / 60:.1f} min; test Dice "
           + ", ".join(f"{CLASSES[c]} {100 * means[str(c) if str(c) in means else c]['dice']:.1f}" for c in CLASSES)
