@@ -151,6 +151,8 @@ def test_device_acdc_script_ships_both_models_scored_back_here(tmp_path):
         result = json.loads((out / f"acdc_{mode}.json").read_text())
         assert result["model"] == f"acdc_{mode}.pt" and "test" not in result  # --no-assess: not scored there
         (landed / f"acdc_{mode}.json").write_text(json.dumps(result))
+        with pytest.raises(SystemExit, match="not scored"):
+            train_acdc.main(["--table", str(landed / f"acdc_{mode}.json")])
         scored = train_acdc.main(["--data", str(data), "--assess", str(landed / f"acdc_{mode}.json")])
         assert scored["test"]["cases"] == 2 and len(scored["test_raw"]["rows"]) == 6
     text = train_acdc.main(["--table", str(landed / "acdc_dtc.json"), str(landed / "acdc_seg.json")])

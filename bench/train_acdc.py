@@ -22,9 +22,8 @@ the fitted schedule is kept). ``--continue-from RESULT_JSON`` starts a new stage
 earlier stage's result (the same arguments otherwise; a new --out), with a fresh schedule fitted to
 ``--minutes``; the table then counts the iterations and minutes of all stages. Each stage ramps the
 consistency weight up from 0 again unless ``--no-ramp`` (full weight from the start: the weights were
-already trained with it). ``--no-assess`` only trains (``bench/device_acdc.sh``: the
-device machine has no MedPy); the result is scored later with ``--assess``. ``--tiny`` is a seconds-long
-smoke run.
+already trained with it). ``--no-assess`` only trains (``bench/device_acdc.sh``: the device machine
+has no MedPy); the result is scored later with ``--assess``. ``--tiny`` is a seconds-long smoke run.
 """
 
 from __future__ import annotations
@@ -55,6 +54,13 @@ def build_manifest(data: Path, labeled: int, unlabeled: int, mode: str, folder: 
     path = folder / f"manifest_{mode}.json"
     path.write_text(json.dumps({"labeled": lab, "unlabeled": unl}, indent=1))
     return path
+
+
+def model_of(result_json: Path, result: dict) -> Path:
+    """The model file of a result read from ``result_json``: a relative name (``bench/ship_fp16.py`` writes
+    one) lies beside the JSON."""
+    model = Path(result["model"])
+    return model if model.is_absolute() else Path(result_json).parent / model
 
 
 def make_config(args):
@@ -161,7 +167,7 @@ def run(args) -> dict:
         before = json.loads(Path(args.continue_from).read_text())
         if before["mode"] != args.mode:
             raise SystemExit(f"error: {args.continue_from} is a {before['mode']} run; this one is {args.mode}")
-        init_from = before["model"]
+        init_from = str(model_of(args.continue_from, before))
         earlier = before.get("stages", []) + [{k: before[k] for k in ("model", "iterations", "train_seconds")}]
     model = train(config, manifest, out / f"run_{args.mode}", resume=args.resume, init_from=init_from,
                   progress=progress)
@@ -185,6 +191,9 @@ def table(results: list[dict]) -> str:
     header = ["model", "class", "Dice %", "Jaccard %", "ASD (vox)", "95HD (vox)"]
     rows = []
     for r in results:
+        if "test" not in r:
+            raise SystemExit(f"error: the {r['mode']} result of {r['date']} is not scored (--no-assess): "
+                             "score it with --data ACDC --assess RESULT_JSON first")
         label = (f"DTC, {r['labeled']} labeled + {r['unlabeled']} unlabeled" if r["mode"] == "dtc"
                  else f"labeled only ({r['labeled']})")
         pools = r["config"]["network"].get("pools", [4, 4, 4])
@@ -286,8 +295,7 @@ def main(argv: list[str] | None = None) -> dict | str:
         if args.data is None:
             p.error("--assess needs --data")
         result = json.loads(args.assess.read_text())
-        model = Path(result["model"])  # a relative name (bench/ship_fp16.py) lies beside the JSON
-        result.update(assess(model if model.is_absolute() else args.assess.parent / model, args.data, args))
+        result.update(assess(model_of(args.assess, result), args.data, args))
         _common.write_json(args.assess, result)
         return result
     if args.data is None or args.out is None:
