@@ -38,14 +38,16 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$RES/device_a
 [ -f "$DATA/train.list" ] || { log "no ACDC at $DATA (train.list missing): see the Prepare lines at the top"; exit 2; }
 
 log "1. dtc and seg side by side, $ITER iterations each (limit ${TRAIN_LIMIT_S}s)"
+pids=""
 for mode in dtc seg; do
   # shellcheck disable=SC2086  # EXTRA is a list of options
   timeout "$TRAIN_LIMIT_S" python3 bench/train_acdc.py --data "$DATA" --out "$RUN/$mode" --mode $mode \
     --minutes 0 --iterations "$ITER" --base-filters "$BASE" --spacing 1.5 1.5 1 --patch 128 128 8 \
     --pools 4 4 3 --nnunet-augment --device "$DEVICE" --workers "$WORKERS" --no-assess $EXTRA \
     --json "$RUN/acdc_$mode.json" > "$RES/acdc_$mode.out" 2>&1 &
+  pids="$pids $mode:$!"
 done
-for job in $(jobs -p); do wait "$job"; log "   a mode ended: exit $?"; done
+for job in $pids; do wait "${job#*:}"; log "   ${job%%:*} ended: exit $? (124: stopped at the limit)"; done
 
 log "2. fp16 models"
 for mode in dtc seg; do
