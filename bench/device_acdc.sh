@@ -47,7 +47,10 @@ for mode in dtc seg; do
     --json "$RUN/acdc_$mode.json" > "$RES/acdc_$mode.out" 2>&1 &
   pids="$pids $mode:$!"
 done
-for job in $pids; do wait "${job#*:}"; log "   ${job%%:*} ended: exit $? (124: stopped at the limit)"; done
+for job in $pids; do
+  wait "${job#*:}"; rc=$?
+  log "   ${job%%:*} ended: exit $rc$([ $rc = 124 ] && echo ', stopped at the limit: its newest checkpoint ships')"
+done
 
 log "2. fp16 models"
 for mode in dtc seg; do
