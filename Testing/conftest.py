@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -14,6 +17,17 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGE = REPO / "DTCCore" / "sample" / "la_sample_image.nrrd"
 SAMPLE_LABEL = REPO / "DTCCore" / "sample" / "la_sample_label.nrrd"
+
+
+
+def bench_module(name: str) -> ModuleType:
+    """Import ``bench/<name>.py`` as the bench scripts run (their folder first on sys.path, for ``_common``)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
 
 BLOB_SHAPE = (40, 36, 24)  # small enough for CPU tests; not a multiple of the patch on purpose
 

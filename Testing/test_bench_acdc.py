@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from conftest import REPO, write_volume
+from conftest import REPO, bench_module, write_volume
 
 SHAPE = (40, 36, 8)  # in-plane x slices, thick-slice like ACDC
 
@@ -34,11 +33,7 @@ def _acdc_like(root: Path, n: int = 7) -> Path:
 
 
 def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import train_acdc
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    train_acdc = bench_module("train_acdc")
     data = _acdc_like(tmp_path / "acdc")
     result = train_acdc.main(["--data", str(data), "--out", str(tmp_path / "runs"), "--mode", "dtc", "--tiny",
                               "--nnunet-augment", "--pools", "4", "4", "3", "--json", str(tmp_path / "dtc.json")])
@@ -97,11 +92,7 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
 
 
 def test_minutes_zero_runs_exact_iterations_with_the_fitted_schedule():
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import train_acdc
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    train_acdc = bench_module("train_acdc")
     from argparse import Namespace
 
     def config(minutes, iterations):
@@ -132,11 +123,7 @@ def test_device_acdc_script_ships_both_models_scored_back_here(tmp_path):
         assert {"./log_dtc.jsonl", "./log_seg.jsonl", "./device_acdc.log"} <= set(tar.getnames())
     landed = tmp_path / "landed"  # the files as they arrive on another machine
     landed.mkdir()
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import train_acdc
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    train_acdc = bench_module("train_acdc")
     import torch
 
     from DTCCore.checkpoint import load_checkpoint
@@ -161,11 +148,7 @@ def test_device_acdc_script_ships_both_models_scored_back_here(tmp_path):
 
 def test_ship_fp16_falls_back_to_the_newest_checkpoint(tmp_path):
     """A run stopped by the device script's timeout has checkpoints but no model.pt: the newest one ships."""
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import ship_fp16
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    ship_fp16 = bench_module("ship_fp16")
     from DTCCore.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
     from DTCCore.config import DTCConfig
     from DTCCore.network import build_network

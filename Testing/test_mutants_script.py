@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO, bench_module
 
 
 def test_every_mutant_snippet_is_in_the_code_once():
@@ -19,11 +18,7 @@ def test_every_mutant_snippet_is_in_the_code_once():
 
 
 def test_check_fails_on_a_missing_snippet(tmp_path):
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import mutants
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    mutants = bench_module("mutants")
     (tmp_path / "DTCCore").mkdir()
     m = mutants.MUTANTS[0]
     (tmp_path / m.path).write_text("nothing here\n")

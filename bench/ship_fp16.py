@@ -24,12 +24,13 @@ def ship(run_dir: Path, out: Path) -> tuple[str, int]:
     from DTCCore.network import build_network
 
     src = run_dir / "model.pt"
-    if not src.exists():
-        found = find_latest_checkpoint(run_dir)
+    if src.exists():
+        payload = load_checkpoint(src)
+    else:
+        found = find_latest_checkpoint(run_dir)  # verified and loaded
         if found is None:
             raise SystemExit(f"error: {run_dir} has no model.pt and no checkpoint: the run saved nothing")
-        src = found[0]
-    payload = load_checkpoint(src)
+        src, payload = found
     model = build_network(payload["config"].network)
     model.load_state_dict(float32_state(payload["model"]))
     extra = dict(payload["extra"], source=src.name, iteration=payload["iteration"])
