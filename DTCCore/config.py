@@ -132,7 +132,8 @@ class InferConfig:
     # differs from the 50%-overlap windows near window borders (bench/RESULTS.md). Off: the paper's windows.
     whole_volume: bool = False
     # True: average the outputs over the flips the model was trained with (AUGMENT_FLIP_AXES of its
-    # train.augment; none for "no-mirror"/"none"), nnU-Net's test-time mirroring. Up to 4x the time.
+    # train.augment), nnU-Net's test-time mirroring; a "no-mirror" model averages over its in-plane
+    # turns instead (tta.tta_turns), "none" over nothing. Up to 4x the time.
     mirror: bool = False
 
 

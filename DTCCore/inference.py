@@ -274,10 +274,12 @@ def _run_with_fallback(
     model.to(device)
     if isinstance(model, DualTaskVNet):
         model = inference_copy(model)
-    if infer.mirror:  # test-time mirroring over the flips the model was trained with (tta.py)
-        from .tta import MirroredModel, mirror_axes
+    if infer.mirror:  # test-time augmentation over the flips or turns the model was trained with (tta.py)
+        from .tta import MirroredModel, mirror_axes, tta_turns
 
-        model = MirroredModel(model, mirror_axes(config.train.augment))
+        augment = config.train.augment
+        model = MirroredModel(model, mirror_axes(augment),
+                              tta_turns(augment, config.train.patch, config.network.pools))
     try:
         while True:
             try:

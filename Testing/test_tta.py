@@ -1,4 +1,4 @@
-"""Test-time mirroring (DTCCore.tta, infer.mirror, dtc segment --mirror)."""
+"""Test-time mirroring and turns (DTCCore.tta, infer.mirror, dtc segment --mirror)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import torch
 from torch import nn
 
 from conftest import blob_volume, tiny_config, write_volume
-from DTCCore.config import AUGMENT_CHOICES
 from DTCCore.inference import predict_volume
 from DTCCore.network import build_network
 from DTCCore.sliding_window import sliding_window
-from DTCCore.tta import MirroredModel, flip_sets, mirror_axes, probabilities_to_logits
+from DTCCore.tta import MirroredModel, flip_sets, mirror_axes, probabilities_to_logits, tta_turns
 
 PATCH = (32, 32, 16)  # = the image in the exactness tests: one window, so flips commute with the windowing
 
@@ -36,6 +35,19 @@ def test_axes_follow_the_training_augmentation():
     assert flip_sets((0, 1)) == [(), (0,), (1,), (0, 1)]
     with pytest.raises(ValueError):
         MirroredModel(Pointwise(1, 1), (0, 3))
+    for turns in [(), (0, 4), (1, 1)]:
+        with pytest.raises(ValueError, match="quarter turns"):
+            MirroredModel(Pointwise(1, 1), (), turns)
+
+
+def test_turns_follow_the_training_augmentation():
+    """Only a model without flips gets turns, and only those data.augment drew (quarter turns on a square
+    patch whose x and y share a size multiple)."""
+    assert tta_turns("no-mirror", (32, 32, 16), (4, 4, 4)) == (0, 1, 2, 3)
+    assert tta_turns("no-mirror", (48, 32, 16), (4, 4, 4)) == (0, 2)  # non-square: rot 0/180 only
+    assert tta_turns("no-mirror", (32, 32, 16), (4, 3, 4)) == (0, 2)  # a quarter turn would break the multiples
+    for augment in ("mirror", "reference", "none", True, False):
+        assert tta_turns(augment, (32, 32, 16), (4, 4, 4)) == (0,)
 
 
 @pytest.mark.parametrize("channels", [(1, 1), (3, 2)])
@@ -44,8 +56,10 @@ def test_equivariant_model_is_unchanged_and_logits_round_trip(channels):
     image = torch.randn(1, 1, 20, 18, 12)
     plain = sliding_window(model, image, (16, 16, 8))
     mirrored = sliding_window(MirroredModel(model, (0, 1, 2)), image, (16, 16, 8))
-    for a, b in zip(plain, mirrored):
+    turned = sliding_window(MirroredModel(model, (), (0, 1, 2, 3)), image, (16, 16, 8))
+    for a, b, c in zip(plain, mirrored, turned):
         torch.testing.assert_close(b, a, rtol=0, atol=2e-6)
+        torch.testing.assert_close(c, a, rtol=0, atol=2e-6)
     prob = torch.softmax(torch.randn(2, channels[0], 4, 4, 4), dim=1) if channels[0] > 1 else torch.rand(2, 1, 4, 4, 4)
     back = probabilities_to_logits(prob)
     again = torch.sigmoid(back) if channels[0] == 1 else torch.softmax(back, dim=1)
@@ -87,10 +101,31 @@ def test_mirrored_prediction_is_the_mean_of_flipped_predictions(num_classes):
         np.testing.assert_array_equal(got.label, expected_prob.argmax(axis=0))
 
 
-@pytest.mark.parametrize("augment", [c for c in AUGMENT_CHOICES if not mirror_axes(c)])
-def test_no_flip_for_models_trained_without_mirroring(augment):
+@pytest.mark.parametrize("num_classes", [1, 2])
+def test_no_mirror_model_averages_over_its_turns(num_classes):
+    """A model trained with "no-mirror" (turns, never a flip) averages over its four quarter turns: the
+    mean of the predictions of the turned scans, turned back (an oracle outside MirroredModel)."""
+    model, config = _tiny_model(num_classes)
+    config.train.augment = "no-mirror"
+    image, _ = blob_volume(np.random.default_rng(5), PATCH)
+    channel = 0 if num_classes == 1 else 1
+    plane = (channel, channel + 1)
+    preds = [predict_volume(model, np.rot90(image, k, (0, 1)).copy(), config) for k in range(4)]
+    probs = [np.rot90(p.probability, -k, plane) for k, p in enumerate(preds)]
+    lsfs = [np.rot90(p.levelset, -k, plane) for k, p in enumerate(preds)]
+    assert np.abs(probs[0] - probs[1]).max() > 1e-3  # the turns really change the output
+    config.infer.mirror = True
+    got = predict_volume(model, image, config)
+    np.testing.assert_allclose(got.probability, np.mean(probs, axis=0), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got.levelset, np.mean(lsfs, axis=0), rtol=0, atol=1e-5)
+    # never a flip: the x-mirrored scan's turn-average is not the mirror image of this one
+    flipped = predict_volume(model, np.flip(image, 0).copy(), config)
+    assert np.abs(np.flip(flipped.levelset, channel) - got.levelset).max() > 1e-3
+
+
+def test_nothing_averaged_for_models_trained_without_augmentation():
     model, config = _tiny_model(1)
-    config.train.augment = augment
+    config.train.augment = "none"
     image, _ = blob_volume(np.random.default_rng(5), PATCH)
     plain = predict_volume(model, image, config)
     config.infer.mirror = True

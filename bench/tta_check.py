@@ -3,9 +3,10 @@
     python bench/tta_check.py [MODEL] --data ../shared/data/la2018 --cases CASE... [--threads 1] [--json F]
 
 MODEL defaults to the bundled model. Each case is segmented twice by the same process, plain and with
-``infer.mirror`` (the flips the model was trained with), alternating so that both see the same machine
-load; Dice (%, MedPy dc) without post-processing and the inference seconds are printed per case, with
-the means and the median time ratio. Use validation cases (never test.list to choose a setting).
+``infer.mirror`` (the flips, or a no-mirror model's turns, it was trained with), alternating so that
+both see the same machine load; Dice (%, MedPy dc) without post-processing and the inference seconds
+are printed per case, with the means and the median time ratio. Use validation cases (never test.list
+to choose a setting).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from DTCCore.checkpoint import load_model
-    from DTCCore.tta import mirror_axes
+    from DTCCore.tta import mirror_axes, tta_turns
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -47,7 +48,9 @@ def main(argv: list[str] | None = None) -> dict:
             config.infer.mirror = mirror
             rows[mirror] += evaluate(model, config, args.data, [case], "cpu", log=quiet)
     result = {"model": str(args.model or "bundled"), "augment": config.train.augment,
-              "mirror_axes": list(mirror_axes(config.train.augment)), "whole_volume": config.infer.whole_volume,
+              "mirror_axes": list(mirror_axes(config.train.augment)),
+              "turns": list(tta_turns(config.train.augment, config.train.patch, config.network.pools)),
+              "whole_volume": config.infer.whole_volume,
               "threads": torch.get_num_threads(), "device": _common.device_name("cpu"), "cases": args.cases}
     for mirror, key in ((False, "plain"), (True, "mirror")):
         result[key] = {"dice": float(np.mean([r["raw"]["dice"] for r in rows[mirror]])),

@@ -45,8 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="one forward pass over the whole scan instead of windows (faster on a CPU; up to 8 M voxels)")
     p.add_argument("--largest-component", action="store_true", help="keep only the largest connected component")
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time mirroring: average over the flips the model was trained with (up to 4x the "
-                        "time; no effect for models trained with --augment no-mirror or none); default: the "
+                   help="test-time mirroring: average over the flips the model was trained with, or over its "
+                        "90-degree turns for a model trained with --augment no-mirror (up to 4x the time; no "
+                        "effect for --augment none); default: the "
                         "model's own setting (on for the bundled model, chosen on validation scans)")
     p.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd", help="output file format")
     p.add_argument("--preview", action="store_true", help="also write <case>_preview.png (three slices)")

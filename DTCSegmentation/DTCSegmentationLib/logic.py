@@ -33,7 +33,8 @@ from .training import TrainingRequest
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
 DATASET_LABELS = "labels.json"  # label table of the dataset's segments, for models fine-tuned on it
 QUALITY_OVERLAP = {"fast": 0.25, "balanced": 0.5, "best": 0.75}  # window overlap; 0.5 = MONAI's usual choice
-# Test-time mirroring per quality (average over the flips the model was trained with; up to 4x the time):
+# Test-time mirroring per quality (average over the flips the model was trained with, or the turns of a
+# no-mirror model; up to 4x the time):
 # True adds dtc segment --mirror, False --no-mirror, None keeps the model's own setting.
 QUALITY_MIRROR = {"fast": False, "balanced": None, "best": True}
 AUGMENT_FROM_MODEL = "model's own"  # fine-tune: keep the starting model's augmentation; from scratch: mirror
