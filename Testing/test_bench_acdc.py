@@ -53,6 +53,7 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
     # inference is deterministic (assert_equal: a NaN distance, for an empty class, equals NaN)
     np.testing.assert_equal(rescored["test_raw"]["means"], result["test_raw"]["means"])
     assert json.loads((tmp_path / "dtc.json").read_text())["validation"] == rescored["validation"]
+    _check_mirror_assessment(train_acdc, data, tmp_path)
     text = train_acdc.main(["--table", str(tmp_path / "dtc.json")])
     assert ("largest component per class" in text) == val["largest_component"]
     assert result["config"]["train"]["nnunet_augment"] is True and "nnU-Net scaling/intensity" in text
@@ -63,7 +64,8 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
     second = train_acdc.main(["--data", str(data), "--out", str(tmp_path / "runs2"), "--mode", "dtc", "--tiny",
                               "--nnunet-augment", "--pools", "4", "4", "3", "--no-ramp",
                               "--continue-from", str(tmp_path / "dtc.json"), "--json", str(tmp_path / "dtc2.json")])
-    assert second["stages"] == [{"model": result["model"], "iterations": 3, "train_seconds": result["train_seconds"]}]
+    assert second["stages"] == [{"model": result["model"], "mode": "dtc", "iterations": 3,
+                                 "train_seconds": result["train_seconds"]}]
     log = (tmp_path / "runs2" / "run_dtc" / "log.jsonl").read_text()
     assert f"fine-tuning from {result['model']}" in log
     # --no-ramp: the consistency weight is at its maximum from the first logged iteration (stage 1 ramps from ~0)
@@ -89,6 +91,58 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
     (tmp_path / "one.json").write_text(json.dumps(one_case))
     with pytest.raises(SystemExit, match="different test patients"):
         train_acdc.main(["--table", str(tmp_path / "one.json"), str(tmp_path / "dtc.json")])
+
+
+def _check_mirror_assessment(train_acdc, data: Path, tmp_path: Path) -> None:
+    """--assess --mirror --json: scores of test-time augmentation (here the no-mirror model's four turns)
+    written to a new file; the scored result is untouched. Oracle: DTCCore's predict_volume with
+    infer.mirror on, scored with MedPy's dc directly."""
+    from medpy.metric.binary import dc
+
+    from DTCCore.checkpoint import load_model
+    from DTCCore.inference import predict_volume
+    from DTCCore.io import read_image, read_label
+
+    before = (tmp_path / "dtc.json").read_text()
+    tta = train_acdc.main(["--data", str(data), "--assess", str(tmp_path / "dtc.json"), "--mirror",
+                           "--json", str(tmp_path / "tta.json")])
+    assert (tmp_path / "dtc.json").read_text() == before and tta["test_time_augmentation"] is True
+    written = json.loads((tmp_path / "tta.json").read_text())  # JSON: class keys as strings
+    np.testing.assert_equal(written["test_raw"], json.loads(json.dumps(tta["test_raw"])))
+    model, config = load_model(Path(tta["model"]))
+    image, geometry = read_image(data / "patient004" / "image.nrrd")
+    truth = read_label(data / "patient004" / "label.nrrd", geometry, image.shape, 3)
+    config.infer.largest_component = False
+    plain = predict_volume(model, image, config, spacing=geometry.spacing)
+    config.infer.mirror = True
+    turned = predict_volume(model, image, config, spacing=geometry.spacing)
+    assert np.abs(turned.probability - plain.probability).max() > 1e-4  # the turns changed the output
+    for row in (r for r in tta["test_raw"]["rows"] if r["case"] == "patient004"):
+        pred, ref = turned.label == row["class"], truth == row["class"]
+        assert row["dice"] == pytest.approx(dc(pred, ref) if pred.any() or ref.any() else 1.0, abs=1e-9)
+    assert "test-time turns/flips" in train_acdc.main(["--table", str(tmp_path / "tta.json")])
+
+
+def test_dtc_stage_fine_tunes_a_labeled_only_model_and_says_so(tmp_path):
+    """Semi-supervised fine-tuning of a labeled-only model: a dtc stage may continue from a seg result (the
+    table names the labeled-only stage); a seg stage may not continue from a dtc one."""
+    train_acdc = bench_module("train_acdc")
+    data = _acdc_like(tmp_path / "acdc")
+    common = ["--data", str(data), "--tiny", "--no-assess"]
+    seg = train_acdc.main(common + ["--out", str(tmp_path / "s"), "--mode", "seg",
+                                    "--json", str(tmp_path / "seg.json")])
+    dtc = train_acdc.main(common + ["--out", str(tmp_path / "d"), "--mode", "dtc", "--continue-from",
+                                    str(tmp_path / "seg.json"), "--json", str(tmp_path / "dtc.json")])
+    assert dtc["mode"] == "dtc" and [st["mode"] for st in dtc["stages"]] == ["seg"]
+    assert f"fine-tuning from {seg['model']}" in (tmp_path / "d" / "run_dtc" / "log.jsonl").read_text()
+    scored = train_acdc.main(["--data", str(data), "--assess", str(tmp_path / "dtc.json")])
+    assert train_acdc._from_labeled_only(scored) == " (stage 1 labeled-only)"
+    text = train_acdc.main(["--table", str(tmp_path / "dtc.json")])
+    assert ", 6 it, " in text and " in 2 stages (stage 1 labeled-only)" in text
+    assert train_acdc._from_labeled_only(dict(scored, stages=[dict(st, mode="dtc") for st in scored["stages"]])) == ""
+    with pytest.raises(SystemExit, match="only a dtc stage may continue from a seg one"):
+        train_acdc.main(common + ["--out", str(tmp_path / "s2"), "--mode", "seg", "--continue-from",
+                                  str(tmp_path / "dtc.json")])
 
 
 def test_minutes_zero_runs_exact_iterations_with_the_fitted_schedule():

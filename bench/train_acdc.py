@@ -12,7 +12,9 @@ first predicts the 10 held-out patients of ``val.list``, which choose the post-p
 largest connected component kept, or not); then every patient of ``test.list`` is scored once with that
 choice (MedPy's dc/jc/asd/hd95 per class; voxel units: the data's spacing is unknown, every header says
 1 x 1 x 1; the raw scores are kept beside as ``test_raw``). ``--assess RESULT_JSON`` redoes only that
-scoring for an earlier result's model and rewrites the file. ``--minutes`` is DTCCore's time limit: the
+scoring for an earlier result's model and rewrites the file (or writes ``--json``); with ``--mirror`` the
+scores are those of test-time augmentation (the no-mirror models here: their four in-plane turns
+averaged, 4x the inference time). ``--minutes`` is DTCCore's time limit: the
 schedule (lr steps, consistency ramp) is fitted to the iterations that fit, so both modes get the same
 wall-clock budget; ``--minutes 0 --iterations N`` runs exactly N iterations with the schedule fitted to N
 the same way (equal iterations: the paper's protocol, where a DTC step costs about twice a labeled-only
@@ -20,7 +22,9 @@ one). ``--spacing`` is the model plan in the headers' units (volumes resampled o
 predictions returned on the original grid). ``--resume`` continues an interrupted run (same arguments;
 the fitted schedule is kept). ``--continue-from RESULT_JSON`` starts a new stage from the weights of an
 earlier stage's result (the same arguments otherwise; a new --out), with a fresh schedule fitted to
-``--minutes``; the table then counts the iterations and minutes of all stages. Each stage ramps the
+``--minutes``; the table then counts the iterations and minutes of all stages. A dtc stage may continue
+from a seg result (semi-supervised fine-tuning of a labeled-only model; its level-set head starts
+untrained there, so keep the ramp). Each stage ramps the
 consistency weight up from 0 again unless ``--no-ramp`` (full weight from the start: the weights were
 already trained with it). ``--no-assess`` only trains (``bench/device_acdc.sh``: the device machine
 has no MedPy); the result is scored later with ``--assess``. ``--tiny`` is a seconds-long smoke run.
@@ -135,6 +139,7 @@ def assess(model_path: Path, data: Path, args) -> dict:
     torch_device = resolve_device(args.device)
     model, config = load_model(model_path, torch_device)
     config.infer.largest_component = False  # both variants are scored from the same raw prediction
+    config.infer.mirror = bool(args.mirror)  # test-time flips, or turns of a no-mirror model (DTCCore.tta)
     val_cases = _common.read_list(data, "val.list")[: args.test_cases or None]
     print(f"validation ({len(val_cases)} patients of val.list):", file=sys.stderr, flush=True)
     val = evaluate(model, config, torch_device, data, val_cases)
@@ -144,7 +149,8 @@ def assess(model_path: Path, data: Path, args) -> dict:
     test = evaluate(model, config, torch_device, data,
                     _common.read_list(data, "test.list")[: args.test_cases or None])
     validation = {"cases": val_cases, "dice_raw": dice["raw"], "dice_lcc": dice["lcc"], "largest_component": lcc}
-    return {"validation": validation, "test": test["lcc" if lcc else "raw"], "test_raw": test["raw"]}
+    return {"validation": validation, "test": test["lcc" if lcc else "raw"], "test_raw": test["raw"],
+            "test_time_augmentation": bool(args.mirror)}
 
 
 def run(args) -> dict:
@@ -165,10 +171,13 @@ def run(args) -> dict:
     init_from = None
     if args.continue_from:
         before = json.loads(Path(args.continue_from).read_text())
-        if before["mode"] != args.mode:
-            raise SystemExit(f"error: {args.continue_from} is a {before['mode']} run; this one is {args.mode}")
+        # DTC may fine-tune a labeled-only model (the product's semi-supervised fine-tuning); the other way
+        # round would throw away the level-set head's training without saying so
+        if before["mode"] != args.mode and not (before["mode"] == "seg" and args.mode == "dtc"):
+            raise SystemExit(f"error: {args.continue_from} is a {before['mode']} run; this one is {args.mode} "
+                             "(only a dtc stage may continue from a seg one)")
         init_from = str(model_of(args.continue_from, before))
-        earlier = before.get("stages", []) + [{k: before[k] for k in ("model", "iterations", "train_seconds")}]
+        earlier = before.get("stages", []) + [{k: before[k] for k in ("model", "mode", "iterations", "train_seconds")}]
     model = train(config, manifest, out / f"run_{args.mode}", resume=args.resume, init_from=init_from,
                   progress=progress)
     finished = [e for e in events if e["event"] == "done"]
@@ -202,16 +211,28 @@ def table(results: list[dict]) -> str:
             label += f", slice axis pooled {pools[2]}x (patch {patch})"
         if r["config"]["train"].get("nnunet_augment"):
             label += ", + nnU-Net scaling/intensity aug."
+        if r.get("test_time_augmentation"):
+            label += ", test-time turns/flips"
         if r.get("validation", {}).get("largest_component"):
             label += ", largest component per class (chosen on val.list)"
         stages = r.get("stages", [])
         iterations = r["iterations"] + sum(st["iterations"] for st in stages)
         minutes = (r["train_seconds"] + sum(st["train_seconds"] for st in stages)) / 60
         label += f", {iterations} it, {minutes:.0f} min" + (f" in {len(stages) + 1} stages" if stages else "")
+        label += _from_labeled_only(r)
         for key, name in [(str(c), n) for c, n in CLASSES.items()] + [("mean", "**mean**")]:
             m = r["test"]["means"][key]
             rows.append([label, name, 100 * m["dice"], 100 * m["jaccard"], m["asd_vox"], m["hd95_vox"]])
     return _common.markdown_table(header, rows)
+
+
+def _from_labeled_only(result: dict) -> str:
+    """``" (stage 1 labeled-only)"`` (or ``stages 1-n``) for a DTC result fine-tuned from a labeled-only
+    model, else ``""`` (stage records older than the ``mode`` key all had the result's own mode)."""
+    seg = [i for i, st in enumerate(result.get("stages", []), 1) if st.get("mode", result["mode"]) != result["mode"]]
+    if not seg:
+        return ""
+    return f" (stage {seg[0]} labeled-only)" if len(seg) == 1 else f" (stages {seg[0]}-{seg[-1]} labeled-only)"
 
 
 def _patient_dice(result: dict) -> dict[str, float]:
@@ -237,7 +258,7 @@ def paired(a: dict, b: dict) -> str:
 
     def name(r: dict) -> str:
         its = r["iterations"] + sum(st["iterations"] for st in r.get("stages", []))
-        return f"{'DTC' if r['mode'] == 'dtc' else 'labeled-only'} ({its} it)"
+        return f"{'DTC' if r['mode'] == 'dtc' else 'labeled-only'} ({its} it{_from_labeled_only(r)})"
 
     return (f"Paired over the {len(diff)} test patients (each patient's mean Dice over the classes): "
             f"{name(a)} minus {name(b)} = {100 * diff.mean():+.2f} points; higher on {int(np.sum(diff > 0))}, "
@@ -274,14 +295,19 @@ def main(argv: list[str] | None = None) -> dict | str:
     p.add_argument("--tiny", action="store_true", help="smoke run: seconds, meaningless numbers")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--continue-from", type=Path, metavar="RESULT_JSON",
-                   help="new stage from the weights of this earlier result (same mode), fresh schedule")
+                   help="new stage from the weights of this earlier result (same mode, or a dtc stage from "
+                        "a seg result: semi-supervised fine-tuning), fresh schedule")
     p.add_argument("--json", type=Path, help="write the result here")
     p.add_argument("--no-assess", action="store_true",
                    help="train only (a device machine without MedPy); score later with --assess RESULT_JSON")
     p.add_argument("--table", type=Path, nargs="+", metavar="RESULT_JSON",
                    help="only print the table of these (of two: also their patient-by-patient comparison)")
     p.add_argument("--assess", type=Path, metavar="RESULT_JSON",
-                   help="only re-score this result's model (val.list choice, then test.list) and rewrite it")
+                   help="only re-score this result's model (val.list choice, then test.list) and rewrite it "
+                        "(or write the re-scored result to --json)")
+    p.add_argument("--mirror", action="store_true",
+                   help="score with test-time augmentation (infer.mirror): the model's training flips, or the "
+                        "in-plane turns of a no-mirror model such as these, averaged")
     p.add_argument("--markdown", type=Path, help="with --table: also write the table here")
     args = p.parse_args(argv)
     if args.table:
@@ -295,8 +321,11 @@ def main(argv: list[str] | None = None) -> dict | str:
         if args.data is None:
             p.error("--assess needs --data")
         result = json.loads(args.assess.read_text())
-        result.update(assess(model_of(args.assess, result), args.data, args))
-        _common.write_json(args.assess, result)
+        model = model_of(args.assess, result)
+        result.update(assess(model, args.data, args))
+        if args.json and args.json.resolve() != args.assess.resolve():
+            result["model"] = str(model.resolve())  # the new file may lie elsewhere: no relative name
+        _common.write_json(args.json or args.assess, result)
         return result
     if args.data is None or args.out is None:
         p.error("--data and --out are needed to train")
