@@ -121,6 +121,8 @@ def _check_mirror_assessment(train_acdc, data: Path, tmp_path: Path) -> None:
         pred, ref = turned.label == row["class"], truth == row["class"]
         assert row["dice"] == pytest.approx(dc(pred, ref) if pred.any() or ref.any() else 1.0, abs=1e-9)
     assert "test-time turns/flips" in train_acdc.main(["--table", str(tmp_path / "tta.json")])
+    pair = train_acdc.main(["--table", str(tmp_path / "tta.json"), str(tmp_path / "dtc.json")]).splitlines()[-1]
+    assert "DTC (3 it, test-time turns/flips) minus DTC (3 it) = " in pair
 
 
 def test_dtc_stage_fine_tunes_a_labeled_only_model_and_says_so(tmp_path):

@@ -258,7 +258,8 @@ def paired(a: dict, b: dict) -> str:
 
     def name(r: dict) -> str:
         its = r["iterations"] + sum(st["iterations"] for st in r.get("stages", []))
-        return f"{'DTC' if r['mode'] == 'dtc' else 'labeled-only'} ({its} it{_from_labeled_only(r)})"
+        tta = ", test-time turns/flips" if r.get("test_time_augmentation") else ""
+        return f"{'DTC' if r['mode'] == 'dtc' else 'labeled-only'} ({its} it{_from_labeled_only(r)}{tta})"
 
     return (f"Paired over the {len(diff)} test patients (each patient's mean Dice over the classes): "
             f"{name(a)} minus {name(b)} = {100 * diff.mean():+.2f} points; higher on {int(np.sum(diff > 0))}, "
