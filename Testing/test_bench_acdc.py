@@ -138,7 +138,11 @@ def test_dtc_stage_fine_tunes_a_labeled_only_model_and_says_so(tmp_path):
     assert dtc["mode"] == "dtc" and [st["mode"] for st in dtc["stages"]] == ["seg"]
     assert f"fine-tuning from {seg['model']}" in (tmp_path / "d" / "run_dtc" / "log.jsonl").read_text()
     scored = train_acdc.main(["--data", str(data), "--assess", str(tmp_path / "dtc.json")])
-    assert train_acdc._from_labeled_only(scored) == " (stage 1 labeled-only)"
+    assert train_acdc._from_labeled_only(scored) == "stage 1 labeled-only"
+    # records written before stages had modes: the mode of the next record that has one
+    older = dict(scored, stages=[{"iterations": 5, "train_seconds": 1.0}] * 2 + scored["stages"])
+    assert train_acdc._from_labeled_only(older) == "stages 1-3 labeled-only"
+    assert "DTC (16 it, stages 1-3 labeled-only) minus" in train_acdc.paired(older, scored)
     text = train_acdc.main(["--table", str(tmp_path / "dtc.json")])
     assert ", 6 it, " in text and " in 2 stages (stage 1 labeled-only)" in text
     assert train_acdc._from_labeled_only(dict(scored, stages=[dict(st, mode="dtc") for st in scored["stages"]])) == ""

@@ -219,7 +219,7 @@ def table(results: list[dict]) -> str:
         iterations = r["iterations"] + sum(st["iterations"] for st in stages)
         minutes = (r["train_seconds"] + sum(st["train_seconds"] for st in stages)) / 60
         label += f", {iterations} it, {minutes:.0f} min" + (f" in {len(stages) + 1} stages" if stages else "")
-        label += _from_labeled_only(r)
+        label += f" ({_from_labeled_only(r)})" if _from_labeled_only(r) else ""
         for key, name in [(str(c), n) for c, n in CLASSES.items()] + [("mean", "**mean**")]:
             m = r["test"]["means"][key]
             rows.append([label, name, 100 * m["dice"], 100 * m["jaccard"], m["asd_vox"], m["hd95_vox"]])
@@ -227,12 +227,17 @@ def table(results: list[dict]) -> str:
 
 
 def _from_labeled_only(result: dict) -> str:
-    """``" (stage 1 labeled-only)"`` (or ``stages 1-n``) for a DTC result fine-tuned from a labeled-only
-    model, else ``""`` (stage records older than the ``mode`` key all had the result's own mode)."""
-    seg = [i for i, st in enumerate(result.get("stages", []), 1) if st.get("mode", result["mode"]) != result["mode"]]
+    """``"stage 1 labeled-only"`` (or ``"stages 1-n labeled-only"``) for a DTC result fine-tuned from a
+    labeled-only model, else ``""``. A stage record without a ``mode`` (written before modes could mix)
+    has the mode of the next record that has one, or the result's own."""
+    modes, later = [], result["mode"]
+    for st in reversed(result.get("stages", [])):
+        later = st.get("mode", later)
+        modes.append(later)
+    seg = [i for i, mode in enumerate(reversed(modes), 1) if mode != result["mode"]]
     if not seg:
         return ""
-    return f" (stage {seg[0]} labeled-only)" if len(seg) == 1 else f" (stages {seg[0]}-{seg[-1]} labeled-only)"
+    return f"stage {seg[0]} labeled-only" if len(seg) == 1 else f"stages {seg[0]}-{seg[-1]} labeled-only"
 
 
 def _patient_dice(result: dict) -> dict[str, float]:
@@ -258,8 +263,8 @@ def paired(a: dict, b: dict) -> str:
 
     def name(r: dict) -> str:
         its = r["iterations"] + sum(st["iterations"] for st in r.get("stages", []))
-        tta = ", test-time turns/flips" if r.get("test_time_augmentation") else ""
-        return f"{'DTC' if r['mode'] == 'dtc' else 'labeled-only'} ({its} it{_from_labeled_only(r)}{tta})"
+        notes = [f"{its} it", _from_labeled_only(r), "test-time turns/flips" if r.get("test_time_augmentation") else ""]
+        return f"{'DTC' if r['mode'] == 'dtc' else 'labeled-only'} ({', '.join(n for n in notes if n)})"
 
     return (f"Paired over the {len(diff)} test patients (each patient's mean Dice over the classes): "
             f"{name(a)} minus {name(b)} = {100 * diff.mean():+.2f} points; higher on {int(np.sum(diff > 0))}, "
