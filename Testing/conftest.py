@@ -19,7 +19,6 @@ SAMPLE_IMAGE = REPO / "DTCCore" / "sample" / "la_sample_image.nrrd"
 SAMPLE_LABEL = REPO / "DTCCore" / "sample" / "la_sample_label.nrrd"
 
 
-
 def bench_module(name: str) -> ModuleType:
     """Import ``bench/<name>.py`` as the bench scripts run (their folder first on sys.path, for ``_common``)."""
     sys.path.insert(0, str(REPO / "bench"))

@@ -44,6 +44,7 @@ import _common
 
 CLASSES = {1: "RV cavity", 2: "myocardium", 3: "LV cavity"}  # ACDC label values (the data's README)
 METRICS = ("dice", "jaccard", "asd_vox", "hd95_vox")
+TTA_NOTE = "test-time turns/flips"  # how tables name results scored with --mirror
 
 
 def build_manifest(data: Path, labeled: int, unlabeled: int, mode: str, folder: Path) -> Path:
@@ -212,18 +213,24 @@ def table(results: list[dict]) -> str:
         if r["config"]["train"].get("nnunet_augment"):
             label += ", + nnU-Net scaling/intensity aug."
         if r.get("test_time_augmentation"):
-            label += ", test-time turns/flips"
+            label += f", {TTA_NOTE}"
         if r.get("validation", {}).get("largest_component"):
             label += ", largest component per class (chosen on val.list)"
         stages = r.get("stages", [])
-        iterations = r["iterations"] + sum(st["iterations"] for st in stages)
+        iterations = _total_iterations(r)
         minutes = (r["train_seconds"] + sum(st["train_seconds"] for st in stages)) / 60
         label += f", {iterations} it, {minutes:.0f} min" + (f" in {len(stages) + 1} stages" if stages else "")
-        label += f" ({_from_labeled_only(r)})" if _from_labeled_only(r) else ""
+        seg_stages = _from_labeled_only(r)
+        label += f" ({seg_stages})" if seg_stages else ""
         for key, name in [(str(c), n) for c, n in CLASSES.items()] + [("mean", "**mean**")]:
             m = r["test"]["means"][key]
             rows.append([label, name, 100 * m["dice"], 100 * m["jaccard"], m["asd_vox"], m["hd95_vox"]])
     return _common.markdown_table(header, rows)
+
+
+def _total_iterations(result: dict) -> int:
+    """Iterations of a result and of every earlier stage it continued from."""
+    return result["iterations"] + sum(st["iterations"] for st in result.get("stages", []))
 
 
 def _from_labeled_only(result: dict) -> str:
@@ -262,8 +269,8 @@ def paired(a: dict, b: dict) -> str:
     p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
 
     def name(r: dict) -> str:
-        its = r["iterations"] + sum(st["iterations"] for st in r.get("stages", []))
-        notes = [f"{its} it", _from_labeled_only(r), "test-time turns/flips" if r.get("test_time_augmentation") else ""]
+        tta = TTA_NOTE if r.get("test_time_augmentation") else ""
+        notes = [f"{_total_iterations(r)} it", _from_labeled_only(r), tta]
         return f"{'DTC' if r['mode'] == 'dtc' else 'labeled-only'} ({', '.join(n for n in notes if n)})"
 
     return (f"Paired over the {len(diff)} test patients (each patient's mean Dice over the classes): "
