@@ -13,6 +13,7 @@ import pytest
 import slicer
 
 from slicer_harness import app as harness_app
+from slicer_harness import python_stand_ins
 from slicer_harness.fixtures import MODULE_FILE, dtc_module, slicer_scene  # noqa: F401
 
 UI_FILE = MODULE_FILE.parent / "Resources" / "UI" / "DTCSegmentation.ui"
@@ -36,13 +37,13 @@ def test_module_metadata_and_sample_registration(dtc_module, monkeypatch):
     parent = types.SimpleNamespace()
     dtc_module.DTCSegmentation(parent)
     assert parent.title == "DTC Segmentation" and parent.categories == ["Segmentation"]
-    calls = []
-    fake = types.ModuleType("SampleData")
-    fake.SampleDataLogic = types.SimpleNamespace(registerCustomSampleDataSource=lambda **kw: calls.append(kw))
+    calls = []  # SampleData with the real signatures of every supported tag (python_stand_ins)
+    fake = python_stand_ins.strict_module("SampleData", calls=calls,
+                                          implementations={"SampleDataLogic.registerCustomSampleDataSource": None})
     monkeypatch.setitem(sys.modules, "SampleData", fake)
     harness_app.fire(slicer.app, "startupCompleted()")
     assert calls, "startupCompleted() must register the sample"
-    kw = calls[-1]
+    kw = calls[-1][1]
     assert kw["loadFileType"] == ["VolumeFile", "SegmentationFile"]
     for uri in kw["uris"]:
         assert pathlib.Path(uri.removeprefix("file://")).exists()

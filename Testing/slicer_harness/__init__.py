@@ -3,8 +3,10 @@
 ``slicer-core`` (pinned in pyproject.toml) provides the real MRML scene, the application logic, the
 Colors / Volumes / Segmentations / Subject hierarchy logics and the full ``slicer.util``. It lacks the
 Qt application and the scripted-module framework; :func:`install` adds, all strict (an unknown name
-raises AttributeError, as PythonQt does; the API lists come from Slicer's source at tag v5.8.1, see
-``api/`` and ``extract_api.py``):
+raises AttributeError, as PythonQt does; the API lists come from Slicer's source at each supported tag,
+v5.6.2, v5.8.1, v5.10.0 and v5.12.3, and the stand-ins expose what all four have: see ``api/``,
+``extract_api.py`` and ``api_versions.py``; ``api_check.py`` checks the module's MRML / VTK /
+``slicer.util`` calls against the same lists):
 
 - ``qt`` / ``ctk`` / ``slicer.q*`` (:mod:`pythonqt`): a PythonQt-compatible layer over PySide6 offscreen,
   with the Slicer/CTK widgets of the module's .ui implemented in :mod:`mrml_widgets`;

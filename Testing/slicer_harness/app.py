@@ -1,7 +1,7 @@
 """Stand-in for ``slicer.app`` (qSlicerApplication), which ``slicer-core`` does not provide.
 
-Strict: it has only attributes that Slicer's ``qSlicerApplication`` exposes to Python at the tag of
-``api/slicer-v5.8.1.json`` (checked by ``Testing/test_slicer_harness.py``); anything else raises
+Strict: it has only attributes that Slicer's ``qSlicerApplication`` exposes to Python at every
+supported tag (``api_versions.widget_api()``, checked by ``Testing/test_slicer_harness.py``); anything else raises
 AttributeError. Testing mode is on (message boxes are skipped and their ``testingReturnValue``
 returned, as in Slicer's self-tests); there is no main window. ``connect`` accepts only signals the
 application declares; :func:`fire` emits one (tests use it for ``startupCompleted()``).
@@ -22,7 +22,7 @@ class _CommandOptions:
 
 class FakeApplication:
     applicationName = "Slicer"
-    majorVersion, minorVersion = 5, 8  # the oldest supported Slicer; the API list is v5.8.1's
+    majorVersion, minorVersion = 5, 8  # as the vendored parameterNodeWrapper (v5.8.1, vendor/README.md)
 
     def __init__(self) -> None:
         self._connections: dict[str, list[Callable]] = {}

@@ -1,14 +1,26 @@
-"""Extract what PythonQt exposes of Slicer's and CTK's widget classes from their C++ headers.
+"""Extract, from Slicer's source at each supported tag, the API the module and the harness may use.
 
-PythonQt makes a QObject's Q_PROPERTYs, signals, public slots and Q_INVOKABLE methods reachable from
-Python, nothing else. This script reads those from the headers at a named tag and writes
-``api/<name>.json``: ``{"source": ..., "classes": {class: {"base", "properties", "methods", "signals"}}}``
-(signals as normalised signatures, e.g. ``currentNodeChanged(vtkMRMLNode*)``). Run it with git
-checkouts of Slicer and CTK (not needed by the tests, which read the JSON kept in the repository)::
+Written to ``api/slicer-<tag>.json`` (the tests read these files, never a Slicer checkout):
 
-    python extract_api.py SLICER_GIT_DIR v5.8.1 CTK_GIT_DIR 82cae5781621845486bad2697aed095f04cfbe76
+- ``classes``: what PythonQt exposes of Slicer's and CTK's widget classes (Q_PROPERTYs, signals,
+  public slots, Q_INVOKABLE methods, PythonQt decorator methods) from their C++ headers: ``{class:
+  {"base", "properties", "methods", "signals"}}`` (signals as normalised signatures, e.g.
+  ``currentNodeChanged(vtkMRMLNode*)``). CTK's headers are read at the CTK commit the Slicer tag pins in
+  ``SuperBuild/External_CTK.cmake``.
+- ``vtk``: what VTK's Python wrapping exposes of the MRML / segmentation / logic classes the module uses
+  (:data:`VTK_CLASSES`) and of every base they derive from (:mod:`extract_vtk`): ``{class: {"bases",
+  "methods", "constants", "header"}}``, own names only (walk ``bases`` for inherited ones). Base
+  classes from VTK itself (vtkObject, vtkTable ...) are read at :data:`VTK_REF`.
+- ``python`` (``ScriptedLoadableModule`` class members) and ``modules``: the public functions and
+  classes, with exact signatures, of ``slicer.util``, ``slicer.packaging`` (null where the tag has none:
+  it appeared in 5.12) and ``SampleData`` (:mod:`extract_python`).
 
-The CTK commit is the one Slicer v5.8.1 pins in ``SuperBuild/External_CTK.cmake``.
+Regenerate all four files (Slicer, CTK and Slicer's VTK fork as git clones, bare or not)::
+
+    python Testing/slicer_harness/extract_api.py SLICER_GIT_DIR CTK_GIT_DIR VTK_GIT_DIR \\
+        v5.6.2 v5.8.1 v5.10.0 v5.12.3
+
+(``git clone --bare https://github.com/Slicer/Slicer``, ``.../commontk/CTK``, ``.../Slicer/VTK``).
 """
 
 from __future__ import annotations
@@ -18,6 +30,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
+if __package__:
+    from . import extract_python, extract_vtk
+else:  # run as a script
+    import extract_python
+    import extract_vtk
+
+SUPPORTED_TAGS = ("v5.6.2", "v5.8.1", "v5.10.0", "v5.12.3")  # the module's supported range (README)
 
 SLICER_HEADERS = {
     "qMRMLWidget": "Libs/MRML/Widgets/qMRMLWidget.h",
@@ -36,6 +56,28 @@ SLICER_HEADERS = {
 DECORATOR_HEADERS = ["Base/QTCore/qSlicerBaseQTCorePythonQtDecorators.h",
                      "Base/QTGUI/qSlicerBaseQTGUIPythonQtDecorators.h"]
 PYTHON_SOURCES = {"ScriptedLoadableModule": "Base/Python/slicer/ScriptedLoadableModule.py"}
+PYTHON_MODULES = {"slicer.util": "Base/Python/slicer/util.py", "slicer.packaging": "Base/Python/slicer/packaging.py",
+                  "SampleData": "Modules/Scripted/SampleData/SampleData.py"}
+# The VTK-wrapped classes the module (DTCSegmentation/**/*.py) calls methods on, by name or through the
+# objects it gets (display nodes, segmentations, image data, tables); their bases are added by the
+# extractor. Testing/test_slicer_api_versions.py checks that every vtk*/vtkMRML* name in the module is here.
+VTK_CLASSES = (
+    "vtkMRMLScene", "vtkMRMLScalarVolumeNode", "vtkMRMLLabelMapVolumeNode", "vtkMRMLScalarVolumeDisplayNode",
+    "vtkMRMLLabelMapVolumeDisplayNode", "vtkMRMLSegmentationNode", "vtkMRMLSegmentationDisplayNode",
+    "vtkMRMLTableNode", "vtkMRMLPlotChartNode", "vtkMRMLPlotSeriesNode", "vtkMRMLPlotViewNode",
+    "vtkMRMLProceduralColorNode", "vtkMRMLColorTableNode", "vtkMRMLSubjectHierarchyNode", "vtkMRMLTransformNode",
+    "vtkMRMLMarkupsROINode", "vtkMRMLScriptedModuleNode", "vtkMRMLLayoutNode", "vtkMRMLSelectionNode",
+    "vtkSegment", "vtkSegmentation", "vtkSlicerSegmentationsModuleLogic",
+    "vtkDoubleArray", "vtkStringArray", "vtkTable", "vtkImageData", "vtkColorTransferFunction", "vtkMatrix4x4",
+    "vtkVariant",
+)
+# VTK's own headers: the VTK commits the tags pin (VTK 9.2.20230607 at 5.6.2 / 5.8.1, 9.5.2 at 5.10.0,
+# 9.6.2 at 5.12.3, SuperBuild/External_VTK.cmake) are not in the stored mirror of Slicer/VTK, whose
+# newest tag is v9.0.1: older than all of them. A name found at v9.0.1 that the installed vtk (9.6.2, the
+# VTK of 5.12.3) also has is in every VTK between; Testing/test_slicer_api_versions.py checks the second half.
+VTK_REF = "v9.0.1"
+VTK_NOTE = ("the VTK commits the tag pins are not mirrored; v9.0.1 is older than all of them, and the tests "
+            "also check the installed vtk 9.6.2")
 CTK_HEADERS = {
     "ctkCollapsibleButton": "Libs/Widgets/ctkCollapsibleButton.h",
     "ctkDirectoryButton": "Libs/Widgets/ctkDirectoryButton.h",
@@ -157,23 +199,52 @@ def git_show(repo: str, ref: str, path: str) -> str:
                           check=True).stdout
 
 
-def main(argv: list[str]) -> int:
-    slicer_repo, slicer_tag, ctk_repo, ctk_ref = argv
-    classes = {name: parse(git_show(slicer_repo, slicer_tag, path), name) for name, path in SLICER_HEADERS.items()}
+def ctk_commit(slicer_repo: str, tag: str) -> str:
+    """The CTK commit ``SuperBuild/External_CTK.cmake`` pins at ``tag``."""
+    text = git_show(slicer_repo, tag, "SuperBuild/External_CTK.cmake")
+    m = re.search(r"Slicer_\$\{proj\}_GIT_TAG\s*\n?\s*\"([0-9a-f]{40})\"", text)
+    if not m:
+        raise ValueError(f"no CTK commit in {tag}:SuperBuild/External_CTK.cmake")
+    return m.group(1)
+
+
+def python_module(repo: str, tag: str, path: str) -> dict | None:
+    try:
+        text = git_show(repo, tag, path)
+    except subprocess.CalledProcessError:
+        return None  # not at this tag (slicer.packaging before 5.12)
+    return {"path": path, **extract_python.module_api(text)}
+
+
+def extract(slicer_repo: str, ctk_repo: str, vtk_repo: str, tag: str) -> dict:
+    """The API record of one Slicer tag (see the module docstring)."""
+    ctk_ref = ctk_commit(slicer_repo, tag)
+    classes = {name: parse(git_show(slicer_repo, tag, path), name) for name, path in SLICER_HEADERS.items()}
     classes.update({name: parse(git_show(ctk_repo, ctk_ref, path), name) for name, path in CTK_HEADERS.items()})
     for path in DECORATOR_HEADERS:
         try:
-            decorated(git_show(slicer_repo, slicer_tag, path), classes)
+            decorated(git_show(slicer_repo, tag, path), classes)
         except subprocess.CalledProcessError:
             pass
-    python = {name: python_classes(git_show(slicer_repo, slicer_tag, path)) for name, path in PYTHON_SOURCES.items()}
-    out = {"source": {"Slicer": f"https://github.com/Slicer/Slicer tag {slicer_tag}",
-                      "CTK": f"https://github.com/commontk/CTK commit {ctk_ref} (pinned by Slicer {slicer_tag})",
-                      "headers": {**SLICER_HEADERS, **CTK_HEADERS}, "python": PYTHON_SOURCES},
-           "classes": classes, "python": python}
-    target = Path(__file__).resolve().parent / "api" / f"slicer-{slicer_tag}.json"
-    target.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {target}")
+    python = {name: python_classes(git_show(slicer_repo, tag, path)) for name, path in PYTHON_SOURCES.items()}
+    sources = [(slicer_repo, tag, extract_vtk.header_index(slicer_repo, tag)),
+               (vtk_repo, VTK_REF, extract_vtk.header_index(vtk_repo, VTK_REF))]
+    vtk_classes = extract_vtk.classes_from_git(list(VTK_CLASSES), sources, git_show)
+    modules = {name: python_module(slicer_repo, tag, path) for name, path in PYTHON_MODULES.items()}
+    return {"source": {"Slicer": f"https://github.com/Slicer/Slicer tag {tag}",
+                       "CTK": f"https://github.com/commontk/CTK commit {ctk_ref} (pinned by Slicer {tag} in "
+                              "SuperBuild/External_CTK.cmake)",
+                       "VTK": f"https://github.com/Slicer/VTK tag {VTK_REF} for VTK's own classes ({VTK_NOTE})",
+                       "headers": {**SLICER_HEADERS, **CTK_HEADERS}, "python": {**PYTHON_SOURCES, **PYTHON_MODULES}},
+            "classes": classes, "python": python, "vtk": vtk_classes, "modules": modules}
+
+
+def main(argv: list[str]) -> int:
+    slicer_repo, ctk_repo, vtk_repo, *tags = argv
+    for tag in tags or SUPPORTED_TAGS:
+        target = Path(__file__).resolve().parent / "api" / f"slicer-{tag}.json"
+        target.write_text(json.dumps(extract(slicer_repo, ctk_repo, vtk_repo, tag), indent=1, sort_keys=True) + "\n")
+        print(f"wrote {target}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """PySide6 implementations of the Slicer / CTK widgets this module's .ui uses (the harness's subset).
 
 Each class is named like the Slicer / CTK class, so ``QUiLoader.registerCustomWidget`` builds it from
-the .ui, and implements part of that class' API (``api/slicer-v5.8.1.json``); the proxies of
+the .ui, and implements part of that class' API (what every supported tag has, ``api_versions``); the proxies of
 :mod:`pythonqt` expose only the declared API, so whatever these classes add for convenience stays
 unreachable from module code. Behaviour follows the Slicer/CTK source: a node combo box lists the
 scene's nodes of ``nodeTypes`` (hidden nodes excluded), selects the first one when "None" is not

@@ -8,8 +8,9 @@ methods. This module wraps PySide6 objects in proxies that behave that way and e
 
 - a Qt class (``qt.QPushButton``) exposes what PySide6 has for it (the same C++ API);
 - a Slicer / CTK class (``slicer.qMRMLNodeComboBox``, ``ctk.ctkDirectoryButton``) exposes the Q_PROPERTYs,
-  signals, public slots and Q_INVOKABLE methods its header declares at the tag of ``api/*.json``
-  (see ``extract_api.py``) plus its declared Qt base class' API; the harness implements a subset
+  signals, public slots and Q_INVOKABLE methods its header declares at EVERY supported tag (v5.6.2,
+  v5.8.1, v5.10.0, v5.12.3: ``api/*.json``, see ``extract_api.py``) plus its declared Qt base class'
+  API; the harness implements a subset
   (:mod:`mrml_widgets`); a declared name it lacks raises ``NotImplementedError`` (never a silent no-op);
 - any other name raises ``AttributeError``, as PythonQt does.
 
@@ -20,19 +21,20 @@ checks of Slicer's parameterNodeWrapper behave as in Slicer.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import sys
 import types
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from PySide6 import QtCore, QtGui, QtUiTools, QtWidgets  # noqa: E402
 
-API_FILE = Path(__file__).resolve().parent / "api" / "slicer-v5.8.1.json"
-API = json.loads(API_FILE.read_text())
+from . import api_versions  # noqa: E402
+
+# What every supported Slicer has (v5.6.2 to v5.12.3: the intersection of api/slicer-<tag>.json), so a
+# widget name that one supported version lacks raises AttributeError here too.
+API = api_versions.widget_api()
 QT_MODULES = (QtCore, QtGui, QtWidgets)
 # Slicer / CTK classes that Slicer's parameterNodeWrapper (v5.8.1) names in its type checks; they exist
 # in Slicer, so they exist here, but the harness cannot create one (nothing in this module's .ui uses them).

@@ -2,7 +2,8 @@
 
 They mirror the behaviour of Slicer's ``Base/Python/slicer/ScriptedLoadableModule.py`` (v5.8.1) that the
 module relies on, and define no name that file does not define (``Testing/test_slicer_harness.py`` checks
-it against ``api/slicer-v5.8.1.json``): the module object fills ``parent`` attributes; the widget gets a
+it against what every supported tag defines, ``api_versions.widget_api()``): the module object fills
+``parent`` attributes; the widget gets a
 real (PySide6) parent widget with a vertical layout, as Slicer gives it; the logic's
 ``getParameterNode`` returns the scene's singleton ``vtkMRMLScriptedModuleNode`` tagged with the module
 name (a real MRML node); the test class is a ``unittest.TestCase`` whose ``delayDisplay`` only logs (as
