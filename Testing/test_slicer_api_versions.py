@@ -129,6 +129,14 @@ def test_planted_signature_and_namespace_errors_are_refused(tmp_path):
     assert len(problems) == 2 and all("CreateDefaultDisplayNodez" in p for p in problems)
 
 
+def test_planted_vtk_name_gone_from_the_installed_vtk_is_refused(tmp_path):
+    """VTK's own headers are read at v9.0.1: a name VTK 9.6.2 (Slicer 5.12.3's) no longer has must fail."""
+    assert "UpdateCellGhostArrayCache" in api_versions.vtk_names("v5.12.3", "vtkImageData")  # vtkDataSet, 9.0.1
+    problems = _planted(tmp_path, "nodes.segmentation.CreateClosedSurfaceRepresentation()",
+                        "volume.GetImageData().UpdateCellGhostArrayCache()")
+    assert len(problems) == 1 and "installed vtk (9.6.2" in problems[0], problems
+
+
 def test_sample_data_call_is_checked_against_every_tag(tmp_path):
     text = MODULE_FILE.read_text()
     problems = _planted(tmp_path, "loadFileType=[", "loadFileTypes=[", text)

@@ -136,8 +136,8 @@ def _public_declarations(body: str, class_name: str, default: str = "private"):
             fname = call.group(1)
             if fname in KEYWORDS or fname.lstrip("~") == class_name or "operator" in statement[: call.start() + 9]:
                 continue
-            if fname.isupper():  # a macro left over (VTK_LEGACY(...), VTK_DEPRECATED...)
-                continue
+            if fname.isupper() or fname.startswith("vtk"):  # a macro left over (VTK_LEGACY(...),
+                continue  # vtkCreateWrappedArrayInterface(double)): no VTK method name starts with "vtk"
             yield "method", fname
 
 
