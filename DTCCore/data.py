@@ -12,6 +12,7 @@ resuming a run, or changing the number of loader workers, never changes the data
 from __future__ import annotations
 
 import multiprocessing
+import os
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -302,7 +303,18 @@ class TrainBatches(torch.utils.data.Dataset):
 
 
 def _worker_init(_worker_id: int) -> None:
+    """In each batch worker: 1 thread, and a process group of its own (POSIX).
+
+    A cancel signals the trainer's whole process group (the panel's SIGTERM, since Slicer's launcher
+    forwards none; Ctrl-C's SIGINT in a terminal). The trainer turns the signal into a checkpoint and a
+    clean stop, which then ends the workers; a worker killed by the same signal would instead make the
+    loader raise "DataLoader worker killed" before the checkpoint. In their own group the workers keep
+    PyTorch's handling (they exit when the trainer ends them, or within seconds of its death: PyTorch's
+    worker watchdog).
+    """
     torch.set_num_threads(1)  # crops are NumPy work; avoid oversubscribing the cores
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)
 
 
 def make_loader(dataset: TrainBatches, num_workers: int = 2, pin_memory: bool = False) -> torch.utils.data.DataLoader:

@@ -56,16 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
+    from .events import log  # a closed pipe (the panel is gone) must not turn a cancel into a crash
+
     try:
         return int(args.run(args) or 0)
     except CancelledError as exc:
-        print(f"cancelled: {exc}", file=sys.stderr)
+        log(f"cancelled: {exc}")
         return EXIT_CANCELLED
     except DTCError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log(f"error: {exc}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        log("interrupted")
         return EXIT_CANCELLED
     except MemoryError:
         print("error: not enough memory for this image; use a machine with more RAM or crop the scan", file=sys.stderr)

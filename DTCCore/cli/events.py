@@ -4,12 +4,17 @@
 ``--cancel-file PATH``: the command stops at the next check (between windows or iterations) once PATH
 exists; it works on every OS, including where no signal reaches the process (a GUI without a console,
 a launcher that forwards no signal).
+
+When the program reading our output goes away (Slicer quit mid-training: the pipe closes), the next
+write raises BrokenPipeError. That is a cancel, not a crash: :func:`write_line` sends the rest of the
+output to the null device and :func:`cancel_check` reports True, so a trainer reaches its checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,16 +29,45 @@ def add_options(p: argparse.ArgumentParser) -> None:
                    help="stop cleanly (exit status 3) as soon as this file exists; checked between windows/iterations")
 
 
+_reader_gone = False  # set once a write found the pipe closed
+
+
+def reader_gone() -> bool:
+    """True once a write to stdout or stderr found nobody reading (the panel or the terminal is gone)."""
+    return _reader_gone
+
+
+def detach_output() -> None:
+    """Point stdout and stderr at the null device (their reader is gone) and remember it."""
+    global _reader_gone
+    _reader_gone = True
+    null = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(null, stream.fileno())
+        except (OSError, ValueError):  # no file descriptor behind it (an in-memory stream)
+            pass
+    os.close(null)
+
+
+def write_line(text: str, stream: Any = None) -> None:
+    """Print one line and flush it; a closed pipe detaches the output instead of raising."""
+    try:
+        print(text, file=stream or sys.stdout, flush=True)
+    except BrokenPipeError:
+        detach_output()
+
+
 def emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
+    write_line(json.dumps({"event": event, **fields}))
 
 
 def cancel_check(path: str | None) -> Callable[[], bool]:
-    """``check()`` -> True once the cancel file exists (always False without one)."""
+    """``check()`` -> True once the cancel file exists or the reader of our output is gone."""
     if not path:
-        return lambda: False
+        return reader_gone
     target = Path(path)
-    return target.exists
+    return lambda: _reader_gone or target.exists()
 
 
 def raise_if_cancelled(check: Callable[[], bool], what: str) -> None:
@@ -42,4 +76,4 @@ def raise_if_cancelled(check: Callable[[], bool], what: str) -> None:
 
 
 def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    write_line(text, sys.stderr)

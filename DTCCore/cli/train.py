@@ -122,9 +122,19 @@ class _Printer:
         self.bar = None
 
     def __call__(self, record: dict[str, Any]) -> None:
+        from .events import detach_output, reader_gone, write_line
+
         if self.jsonl:
-            print(json.dumps(record), flush=True)
+            write_line(json.dumps(record))
             return
+        if reader_gone():
+            return
+        try:
+            self._show(record)
+        except BrokenPipeError:  # the terminal is gone: stop at the next iteration, checkpoint kept
+            detach_output()
+
+    def _show(self, record: dict[str, Any]) -> None:
         event = record["event"]
         if event == "start":
             from tqdm import tqdm
