@@ -10,8 +10,10 @@ windows / iterations (the trainer then saves a checkpoint and exits 3). ``Python
 AppLauncher, which runs the real Python as a child and forwards no signal, so a signal to the
 launcher alone never reaches the engine: if the engine has not stopped after
 :data:`CANCEL_SIGNAL_AFTER_S`, SIGTERM goes to the whole process group (POSIX; the trainer treats it
-like the cancel file). The tree is killed only once the engine has closed its output, or after
-:data:`CANCEL_GRACE_S`. On Windows the child gets no console window (``CREATE_NO_WINDOW``) and no
+like the cancel file; its batch workers have a process group of their own, out of the signal's reach).
+The tree is killed only once the engine has closed its output, or after the grace period. Both delays
+grow with the job's step time (:func:`cancel_deadlines`): a CPU iteration on a large patch can take
+longer than the fixed minimums. On Windows the child gets no console window (``CREATE_NO_WINDOW``) and no
 console control event is ever sent (the GUI has no console to send one from).
 """
 
@@ -32,8 +34,10 @@ from typing import Any
 
 from DTCCore.errors import EXIT_CANCELLED, EXIT_USER_ERROR
 
-CANCEL_SIGNAL_AFTER_S = 15.0  # our choice: a window or an iteration ends well within this on any device
-CANCEL_GRACE_S = 90.0  # our choice: time to write a checkpoint (hundreds of MB on a slow disk) before the kill
+CANCEL_SIGNAL_AFTER_S = 15.0  # our choice, the minimum: a window or a GPU iteration ends well within this
+CANCEL_GRACE_S = 90.0  # our choice, the minimum from cancel to kill (the signal at 15 s + 75 s to checkpoint)
+CHECKPOINT_WRITE_S = CANCEL_GRACE_S - CANCEL_SIGNAL_AFTER_S  # time to write a checkpoint (100s of MB, slow disk)
+STEPS_BEFORE_SIGNAL = 2  # the engine checks the cancel file once per step: let two steps pass before the signal
 STDERR_TAIL_LINES = 40  # lines of stderr kept to explain a failure
 CANCEL_FILE_NAME = "cancel"
 
@@ -50,6 +54,18 @@ def engine_pythonpath() -> str:
     root = str(Path(DTCCore.__file__).resolve().parent.parent)
     rest = os.environ.get("PYTHONPATH", "")
     return root + (os.pathsep + rest if rest else "")
+
+
+def cancel_deadlines(step_s: float | None = None) -> tuple[float, float]:
+    """(signal after, kill after), seconds from Cancel, for a job whose steps take ``step_s`` seconds.
+
+    The signal waits for :data:`STEPS_BEFORE_SIGNAL` steps (the cancel file is read between steps); the
+    kill waits one more step (a signal is also only seen between steps) plus the checkpoint write.
+    Never shorter than :data:`CANCEL_SIGNAL_AFTER_S` / :data:`CANCEL_GRACE_S`.
+    """
+    step = max(0.0, float(step_s or 0.0))
+    signal_after = max(CANCEL_SIGNAL_AFTER_S, STEPS_BEFORE_SIGNAL * step)
+    return signal_after, max(CANCEL_GRACE_S, signal_after + step + CHECKPOINT_WRITE_S)
 
 
 def popen_options(os_name: str | None = None) -> dict[str, Any]:
@@ -70,6 +86,7 @@ class ProcessRunner:
         self._threads: list[threading.Thread] = []
         self._cancel_time: float | None = None
         self._signalled = False
+        self.signal_after_s, self.grace_s = cancel_deadlines()
 
     def start(self, command: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         self.process = subprocess.Popen(
@@ -103,9 +120,9 @@ class ProcessRunner:
             waited = time.monotonic() - self._cancel_time
             if self.process.poll() is not None and self.output_closed:
                 self._kill_tree()  # leftover batch workers, if any
-            elif waited > CANCEL_GRACE_S:
+            elif waited > self.grace_s:
                 self._kill_tree()
-            elif waited > CANCEL_SIGNAL_AFTER_S and not self._signalled:
+            elif waited > self.signal_after_s and not self._signalled:
                 self.signal_group()
         return out
 
@@ -118,10 +135,14 @@ class ProcessRunner:
             return None
         return self.process.returncode
 
-    def cancel(self, ask_first: bool = True) -> None:
-        """Start the cancel escalation; ``ask_first=False`` (no cancel file) signals the group at once."""
+    def cancel(self, ask_first: bool = True, step_s: float | None = None) -> None:
+        """Start the cancel escalation; ``ask_first=False`` (no cancel file) signals the group at once.
+
+        ``step_s``: the job's seconds per step, which stretches the delays (:func:`cancel_deadlines`).
+        """
         if self.process is None or self.process.poll() is not None or self._cancel_time is not None:
             return
+        self.signal_after_s, self.grace_s = cancel_deadlines(step_s)
         self._cancel_time = time.monotonic()
         if not ask_first:
             self.signal_group()
@@ -203,15 +224,20 @@ class EngineJob:
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started_at if self.started_at else 0.0
 
+    @property
+    def step_s(self) -> float | None:
+        """Seconds per engine step (a training iteration) as measured so far; None when unknown."""
+        return None
+
     def cancel(self) -> None:
         if self.state != "running" or self._cancel_requested:
             return
         self._cancel_requested = True
         try:
             self.cancel_file.touch()
-            self.runner.cancel(ask_first=True)
+            self.runner.cancel(ask_first=True, step_s=self.step_s)
         except OSError:  # folder gone or read-only: fall back on the signal
-            self.runner.cancel(ask_first=False)
+            self.runner.cancel(ask_first=False, step_s=self.step_s)
 
     def on_event(self, event: dict[str, Any]) -> None:
         if event.get("event") == "progress":

@@ -59,15 +59,26 @@ class TrainingJob(EngineJob):
         self.request = request
         self.model: Path | None = None
         self.checkpoint: Path | None = None
+        self._first: tuple[int, float] | None = None  # (iteration, elapsed s) of the first progress event
 
     def start(self) -> None:
         Path(self.request.run_dir).mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.request.config_path, json.dumps(self.request.config, indent=2) + "\n")
         super().start()
 
+    @property
+    def step_s(self) -> float | None:
+        """Seconds per iteration between the first and the latest progress events (None before two)."""
+        last = self.progress
+        if self._first is None or last is None or last["iteration"] <= self._first[0]:
+            return None
+        return (last["elapsed_s"] - self._first[1]) / (last["iteration"] - self._first[0])
+
     def on_event(self, event: dict[str, Any]) -> None:
         super().on_event(event)
         kind = event.get("event")
+        if kind == "progress" and self._first is None:
+            self._first = (event["iteration"], event["elapsed_s"])
         if kind == "done":
             self.model = Path(event["model"])
         elif kind in ("cancelled", "checkpoint"):
