@@ -36,11 +36,13 @@ from . import api_versions  # noqa: E402
 # widget name that one supported version lacks raises AttributeError here too.
 API = api_versions.widget_api()
 QT_MODULES = (QtCore, QtGui, QtWidgets)
-# Slicer / CTK classes that Slicer's parameterNodeWrapper (v5.8.1) names in its type checks; they exist
-# in Slicer, so they exist here, but the harness cannot create one (nothing in this module's .ui uses them).
+# Slicer / CTK classes that Slicer's parameterNodeWrapper (v5.6.2 to v5.12.3, wrapper_versions.py) names in its
+# type checks; they exist in Slicer, so they exist here, but the harness cannot create one (nothing in this
+# module's .ui uses them). ctkCheckablePushButton and ctkColorPickerButton: named from v5.10.0 on.
 DECLARED_ONLY = {
     "ctk": ["ctkCheckBox", "ctkSliderWidget", "ctkDoubleSlider", "ctkDoubleSpinBox", "ctkComboBox", "ctkPathLineEdit",
-            "ctkRangeWidget", "ctkDoubleRangeSlider", "ctkRangeSlider", "ctkCheckableComboBox"],
+            "ctkRangeWidget", "ctkDoubleRangeSlider", "ctkRangeSlider", "ctkCheckableComboBox",
+            "ctkCheckablePushButton", "ctkColorPickerButton"],
     "slicer": ["qMRMLSliderWidget", "qMRMLSpinBox", "qMRMLRangeWidget", "qMRMLSubjectHierarchyComboBox",
                "qMRMLSegmentSelectorWidget"],
 }

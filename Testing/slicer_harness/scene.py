@@ -31,7 +31,7 @@ _LOGICS = (  # (module name as in slicer.modules, logic class, registered module
 
 def install() -> None:
     """Register the stand-ins (idempotent): qt, ctk and slicer.q* (PythonQt layer over PySide6), slicer.app,
-    ScriptedLoadableModule, and Slicer v5.8.1's own parameterNodeWrapper (vendored)."""
+    ScriptedLoadableModule, and Slicer's own parameterNodeWrapper at v5.8.1 (vendored; wrapper_versions)."""
     if getattr(slicer, "_dtc_harness_installed", False):
         return
     pythonqt.application()
@@ -43,13 +43,9 @@ def install() -> None:
     slicer.selfTests = {}
     sys.modules["slicer.ScriptedLoadableModule"] = scripted_module
     slicer.ScriptedLoadableModule = scripted_module
-    vendor = str(Path(__file__).resolve().parent / "vendor")
-    if vendor not in sys.path:
-        sys.path.insert(0, vendor)
-    import parameterNodeWrapper  # Slicer v5.8.1's package (vendor/README.md)
+    from . import wrapper_versions
 
-    sys.modules["slicer.parameterNodeWrapper"] = parameterNodeWrapper
-    slicer.parameterNodeWrapper = parameterNodeWrapper
+    wrapper_versions.load(wrapper_versions.DEFAULT_TAG)  # Slicer's own package at that tag (vendor/README.md)
     slicer.modules = types.SimpleNamespace()
     slicer._dtc_harness_installed = True
 
