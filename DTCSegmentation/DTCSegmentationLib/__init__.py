@@ -2,7 +2,8 @@
 
 - :mod:`.sceneio`: volume node <-> (x, y, z) array + DTCCore geometry (RAS <-> LPS), ROI -> slices
 - :mod:`.results`: result nodes (segmentation, level-set and disagreement volumes) with the input's geometry
-- :mod:`.dataset`: the dataset folder (labeled pairs, unlabeled volumes, manifest) written atomically
+- :mod:`.dataset`: the dataset folder (labeled pairs, unlabeled volumes, manifest, labels.json) written atomically
+- :mod:`.labelexport`: a segmentation as a label with a model's label values (segments matched by name/terminology)
 - :mod:`.jobs`: the engine subprocess runner (reader threads -> queue -> poll, cancel file, process group)
 - :mod:`.tasks`: Segment, ranking and model information as engine jobs (``dtc segment / rank / info``)
 - :mod:`.training`: the fine-tune job (``dtc train``)

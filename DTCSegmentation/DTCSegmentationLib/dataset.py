@@ -1,78 +1,47 @@
-"""The dataset folder an annotator builds: ``images/``, ``labels/`` and ``manifest.json``.
+"""The dataset folder an annotator builds: ``images/``, ``labels/``, ``manifest.json`` and ``labels.json``.
 
 The manifest is the one ``dtc train`` reads (DTCCore.manifest). Adding a case writes the image and
 the label with ``DTCCore.io.write_image`` (temp file + rename), then appends to the manifest with
 ``DTCCore.manifest.add_labeled`` (also atomic), so a crash never leaves a half-written file or a
 manifest naming a missing one. A case already present is refused, never overwritten.
+
+``labels.json`` is the dataset's label table (DTCCore.labels entries), the one a model fine-tuned on
+the dataset carries. The first labeled example writes it: the model's table when the segmentation
+has several classes, the segment's own name, colour and terminology for a one-class model (as the
+module always did). Later examples must agree with it (same classes, same names per value), else
+they are refused before anything is written; it is never rewritten.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import slicer
-import vtk
 
 from DTCCore import manifest as dtc_manifest
+from DTCCore.atomic import atomic_write_text
 from DTCCore.errors import DTCError
 from DTCCore.io import Geometry, read_image, read_label, write_image
+from DTCCore.labels import generic_table, validate_table
 
+from . import labelexport
 from .sceneio import geometry_from_ijk_to_ras, ijk_to_ras, kji_to_xyz, require_scalar_volume
 
 MANIFEST_NAME = "manifest.json"
 IMAGE_DIR, LABEL_DIR = "images", "labels"
 FILE_EXTENSION = ".nrrd"  # lossless, keeps the geometry, read by SimpleITK and Slicer
+LABELS_NAME = "labels.json"  # the dataset's label table, for models fine-tuned on it
 
 
 def case_name_from_node(node) -> str:
     """A file-safe case name from a node name ("CT chest 1/2" -> "CT_chest_1_2")."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", node.GetName()).strip("._")
     return name or "case"
-
-
-def label_array_from_node(label_node, volume, segment_id: str | None = None) -> np.ndarray:
-    """uint8 (X, Y, Z) 0/1 mask on ``volume``'s grid from a segmentation or a label map volume node."""
-    if label_node is None:
-        raise DTCError("no segmentation is selected; run Segment or create one with Segment Editor, then pick it")
-    if label_node.IsA("vtkMRMLSegmentationNode"):
-        segmentation = label_node.GetSegmentation()
-        if segmentation.GetNumberOfSegments() == 0:
-            raise DTCError(f"segmentation {label_node.GetName()} has no segment; draw one with Segment Editor")
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(segment_id or segmentation.GetNthSegmentID(0))
-        labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__dtc_export__")
-        try:
-            ok = slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
-                label_node, ids, labelmap, volume, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
-            )
-            if not ok:
-                raise DTCError(f"cannot export {label_node.GetName()} onto {volume.GetName()}'s grid; "
-                               "check the segment")
-            kji = slicer.util.arrayFromVolume(labelmap)
-        finally:
-            slicer.mrmlScene.RemoveNode(labelmap)
-    elif label_node.IsA("vtkMRMLLabelMapVolumeNode"):
-        a, b = ijk_to_ras(label_node), ijk_to_ras(volume)
-        same_dims = label_node.GetImageData().GetDimensions() == volume.GetImageData().GetDimensions()
-        same_grid = geometry_from_ijk_to_ras(a).same_grid(geometry_from_ijk_to_ras(b))
-        if not (same_dims and same_grid):
-            raise DTCError(
-                f"label map {label_node.GetName()} is not on {volume.GetName()}'s grid; convert it to a "
-                "segmentation (right-click > Convert to segmentation) or resample it to the scan"
-            )
-        kji = slicer.util.arrayFromVolume(label_node)
-    else:
-        raise DTCError(f"{label_node.GetName()} is neither a segmentation nor a label map; pick a segmentation")
-    mask = (kji_to_xyz(kji) > 0).astype(np.uint8)
-    if not mask.any():
-        raise DTCError(
-            f"{label_node.GetName()} is empty on {volume.GetName()}'s grid; draw the structure with "
-            "Segment Editor (or check that it lies on this scan)"
-        )
-    return mask
 
 
 class DatasetFolder:
@@ -83,6 +52,7 @@ class DatasetFolder:
             raise DTCError("no dataset folder is set; choose one in Training data > Dataset folder")
         self.folder = Path(folder).expanduser().absolute()
         self.manifest_path = self.folder / MANIFEST_NAME
+        self.labels_path = self.folder / LABELS_NAME
 
     def load(self) -> dtc_manifest.Manifest:
         """The manifest (empty when the folder has none yet); files are not checked."""
@@ -115,18 +85,72 @@ class DatasetFolder:
                 raise DTCError(f"{p} already exists (not in the manifest); move it away or rename the volume")
         return image, label
 
-    def add_labeled_from_scene(self, volume, label_node, segment_id: str | None = None) -> tuple[Path, Path]:
-        """Write the volume and its segmentation (on the volume's grid) as a new labeled case."""
+    def label_table(self) -> list[dict[str, Any]] | None:
+        """The dataset's label table (``labels.json``), None before the first labeled example."""
+        if not self.labels_path.exists():
+            return None
+        try:
+            data = json.loads(self.labels_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DTCError(f"{self.labels_path} is not readable JSON ({exc}); fix or delete it") from None
+        table = data.get("labels") if isinstance(data, dict) else data
+        return validate_table(table, len(table) if isinstance(table, list) else 0, str(self.labels_path))
+
+    def _require_agreement(self, existing: list[dict[str, Any]], table: list[dict[str, Any]]) -> None:
+        """DTCError unless ``table`` has the classes of the dataset's ``labels.json`` (names per value)."""
+        names = [[labelexport.name_key(e["name"]) for e in t] for t in (existing, table)]
+        if len(existing) == len(table) and (len(table) == 1 or names[0] == names[1]):
+            return
+        raise DTCError(
+            f"{self.labels_path} lists {labelexport.describe_table(existing)} from earlier examples, but "
+            f"{labelexport.MODEL_TABLE} has {labelexport.describe_table(table)}; add this model's examples to a "
+            f"new dataset folder, or pick the model the dataset was made for{labelexport.SCRATCH_HINT}"
+        )
+
+    def _target_table(self, label_node, table: list[dict[str, Any]] | None
+                      ) -> tuple[list[dict[str, Any]], str, list[dict[str, Any]] | None]:
+        """(table the label's values follow, its name in messages, table to write as labels.json or None)."""
+        existing = self.label_table()
+        own = labelexport.segmentation_table(label_node)
+        if table is not None:
+            table, source = validate_table(table, len(table), labelexport.MODEL_TABLE), labelexport.MODEL_TABLE
+            if existing is not None:
+                self._require_agreement(existing, table)
+        elif existing is not None:
+            table, source = existing, f"{labelexport.DATASET_TABLE} ({self.labels_path})"
+        else:  # console, training from scratch: the segments define the classes, in their order
+            table = own or generic_table(1)
+            source = f"the label table of {label_node.GetName()}" if label_node is not None else "the label table"
+        if existing is not None:
+            return table, source, None
+        if len(table) == 1:  # one class: the segment's own name, colour and terminology (none for a label map)
+            return table, source, own[:1] if len(own) == 1 else None
+        return table, source, table
+
+    def add_labeled_from_scene(self, volume, label_node, table: list[dict[str, Any]] | None = None
+                               ) -> tuple[Path, Path]:
+        """Write the volume and its label (on the volume's exact grid) as a new labeled case.
+
+        ``table``: the label table (DTCCore.labels) of the model the example is for; the label file holds
+        its values, segments matched by name or terminology (:mod:`.labelexport`). None: the dataset's
+        ``labels.json``, else the segments in their order. Everything is checked before anything is written.
+        """
         require_scalar_volume(volume)
-        mask = label_array_from_node(label_node, volume, segment_id)
+        target, source, new_table = self._target_table(label_node, table)
+        label = labelexport.label_array(label_node, volume, target, source)
         image_path, label_path = self._new_paths(case_name_from_node(volume), labeled=True)
         image, geometry = _native_array(volume)
-        write_image(image_path, image, geometry)
+        written: list[Path] = []
         try:
-            write_image(label_path, mask, geometry)
+            for path, array in ((image_path, image), (label_path, label)):
+                write_image(path, array, geometry)  # the label on the image's exact grid
+                written.append(path)
+            if new_table is not None:
+                atomic_write_text(self.labels_path, json.dumps({"labels": new_table}, indent=1) + "\n")
+                written.append(self.labels_path)
             dtc_manifest.add_labeled(self.manifest_path, image_path, label_path)
         except BaseException:
-            for p in (image_path, label_path):
+            for p in written:
                 p.unlink(missing_ok=True)
             raise
         return image_path, label_path

@@ -31,7 +31,7 @@ from .tasks import ModelInfoJob, RankJob, SegmentJob
 from .training import TrainingRequest
 
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
-DATASET_LABELS = "labels.json"  # label table of the dataset's segments, for models fine-tuned on it
+DATASET_LABELS = dataset.LABELS_NAME  # label table of the dataset's segments, for models fine-tuned on it
 QUALITY_OVERLAP = {"fast": 0.25, "balanced": 0.5, "best": 0.75}  # window overlap; 0.5 = MONAI's usual choice
 # Test-time mirroring per quality (average over the flips the model was trained with, or the turns of a
 # no-mirror model; up to 4x the time):
@@ -141,14 +141,16 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         return self.writeResults(volume, job.result, table, output)
 
     # ---- training data ----
-    def addLabeledExample(self, datasetFolder, volume, segmentationNode) -> tuple[Path, Path]:
-        paths = dataset.DatasetFolder(datasetFolder).add_labeled_from_scene(volume, segmentationNode)
-        table = segmentLabelTable(segmentationNode)
-        if table:
-            from DTCCore.config import atomic_write_text
+    def addLabeledExample(self, datasetFolder, volume, segmentationNode, table: list | None = None
+                          ) -> tuple[Path, Path]:
+        """Write the scan and its label as a new labeled case; returns (image path, label path).
 
-            atomic_write_text(Path(datasetFolder) / DATASET_LABELS, json.dumps({"labels": table}, indent=1) + "\n")
-        return paths
+        ``table``: the label table of the model the example is for (``dtc info``'s ``labels``): the label
+        file holds its values, each segment matched by name or terminology, and a segmentation that does
+        not fit it is refused (:mod:`.labelexport`). None: the dataset's ``labels.json``, else the segments
+        in their order. The dataset's ``labels.json`` is written by the first example (:mod:`.dataset`).
+        """
+        return dataset.DatasetFolder(datasetFolder).add_labeled_from_scene(volume, segmentationNode, table)
 
     def addUnlabeledVolumes(self, datasetFolder, volumes) -> list[Path]:
         folder = dataset.DatasetFolder(datasetFolder)
@@ -231,17 +233,3 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         job.start()
         return job
 
-
-def segmentLabelTable(segmentationNode) -> list:
-    """Label table (first segment: name, colour, terminology) of a training segmentation; [] for a label map."""
-    if segmentationNode is None or not segmentationNode.IsA("vtkMRMLSegmentationNode"):
-        return []
-    segmentation = segmentationNode.GetSegmentation()
-    if segmentation.GetNumberOfSegments() == 0:
-        return []
-    import vtk
-
-    segment = segmentation.GetNthSegment(0)
-    entry = vtk.reference("")
-    segment.GetTag(segment.GetTerminologyEntryTagName(), entry)
-    return [{"value": 1, "name": segment.GetName(), "color": list(segment.GetColor()), "terminology": str(entry)}]

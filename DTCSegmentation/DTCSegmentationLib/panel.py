@@ -314,7 +314,9 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onAddLabeled(self):
         with slicer.util.tryWithErrorDisplay("Could not add the labeled example.", waitCursor=True):
             p = self._parameterNode
-            image, _ = self.logic.addLabeledExample(p.datasetFolder, p.inputVolume, p.segmentation)
+            # fine-tuning the current model: the label holds its label values; from scratch the dataset's own
+            table = self._labelTable(p.modelPath) if p.startFrom == "current model" else None
+            image, _ = self.logic.addLabeledExample(p.datasetFolder, p.inputVolume, p.segmentation, table)
             self.refreshDataset()
             self.ui.datasetStatusLabel.text += f" (saved {image.name})"
 
