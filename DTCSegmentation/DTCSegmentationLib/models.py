@@ -10,6 +10,7 @@ Import copies a model file (with its label table) into the models folder; export
 from __future__ import annotations
 
 import datetime
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ from pathlib import Path
 from DTCCore.pools import REFERENCE_POOLS  # torch-free
 
 DEFAULT_LABEL = "Bundled default (left atrium MRI)"
+RUN_PREFIX = "finetune"  # run folders the panel creates: <models folder>/finetune-YYYYmmdd-HHMMSS
+# The trainer's checkpoint files, as DTCCore.checkpoint names them (that module imports torch: not here)
+CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_PATTERN = re.compile(r"^iter_(\d{6,})\.pt$")
 VALIDATION_KEYS = ("validation_dice", "val_dice", "dice")  # names the trainer may use in ``extra``
 
 
@@ -117,7 +122,27 @@ def export_model(model_file: str | Path, target: str | Path) -> Path:
     return target
 
 
-def new_run_dir(models_folder: str | Path, prefix: str = "finetune") -> Path:
+def resumable_run(models_folder: str | Path | None) -> tuple[Path, int] | None:
+    """The newest fine-tune a restart of Slicer can resume: ``(run folder, iteration)`` or None.
+
+    A run folder qualifies when it has a checkpoint and no ``model.pt`` (it was cancelled, or Slicer quit
+    or crashed while it trained). Newest = the most recently written checkpoint. Files only, no torch.
+    """
+    if models_folder is None or not Path(models_folder).is_dir():
+        return None
+    best: tuple[float, Path, int] | None = None
+    for run in Path(models_folder).glob(f"{RUN_PREFIX}-*"):
+        folder = run / CHECKPOINT_DIR
+        if (run / "model.pt").exists() or not folder.is_dir():
+            continue
+        for file in folder.iterdir():
+            m = CHECKPOINT_PATTERN.match(file.name)
+            if m and (best is None or file.stat().st_mtime > best[0]):
+                best = (file.stat().st_mtime, run, int(m.group(1)))
+    return (best[1], best[2]) if best else None
+
+
+def new_run_dir(models_folder: str | Path, prefix: str = RUN_PREFIX) -> Path:
     """A fresh run folder name ``<models>/<prefix>-YYYYmmdd-HHMMSS`` (suffixed if taken)."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = Path(models_folder) / f"{prefix}-{stamp}"

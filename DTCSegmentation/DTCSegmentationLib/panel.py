@@ -80,7 +80,6 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.loadTopButton.connect("clicked(bool)", self.onLoadTop)
         self.refreshModels()
         self.refreshDataset()
-        self.ui.resumeButton.enabled = False
 
     def cleanup(self):
         self._timer.stop()
@@ -172,6 +171,7 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def refreshModels(self, *args):
         """List model files (no torch here), then read what each is with ``dtc info`` in the background."""
+        self._findResumableRun()
         self._models = models.list_models(_folder(self._parameterNode.modelsFolder))
         combo = self.ui.modelComboBox
         combo.blockSignals(True)
@@ -355,10 +355,24 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onResume(self):
         self._startTraining(self._lastCancelledRun)
 
+    def _findResumableRun(self):
+        """Enable Resume for the newest stopped fine-tune in the models folder (found on disk: it survives
+        a restart of Slicer), unless a fine-tune is running."""
+        found = models.resumable_run(_folder(self._parameterNode.modelsFolder))
+        self._lastCancelledRun = found[0] if found else None
+        self.ui.resumeButton.enabled = found is not None and "train" not in self._jobs
+        self.ui.resumeButton.toolTip = (f"Continue {found[0].name} from its checkpoint at iteration {found[1]}"
+                                        if found else "No stopped fine-tune in the models folder")
+
     def _showCurve(self, curve):
         """Show the loss chart in the panel's plot widget (qMRMLPlotWidget shows a plot view node's chart)."""
         if self._plotView is None or self._plotView.GetScene() is None:
-            self._plotView = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode", "DTC fine-tune plot view")
+            # Owned by the parameter node before it joins the scene: the layout manager builds a (hidden) plot
+            # widget of its own for every view node without a parent layout node (qMRMLLayoutViewFactory).
+            view = slicer.vtkMRMLPlotViewNode()
+            view.SetName("DTC fine-tune plot view")
+            view.SetAndObserveParentLayoutNodeID(self._parameterNode.parameterNode.GetID())
+            self._plotView = slicer.mrmlScene.AddNode(view)
         self._plotView.SetPlotChartNodeID(curve.chart.GetID())
         self.ui.lossPlotWidget.setMRMLPlotViewNode(self._plotView)
 
@@ -386,10 +400,11 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.refreshModels()
             self.ui.trainStatusLabel.text = f"Done: new model {event['model']} is selected."
         elif event["event"] == "job-cancelled":
-            self._lastCancelledRun = job.request.run_dir
-            self.ui.resumeButton.enabled = event.get("checkpoint") is not None
-            self.ui.trainStatusLabel.text = f"Cancelled; checkpoint kept: {event.get('checkpoint')}"
+            self._findResumableRun()
+            self.ui.trainStatusLabel.text = (f"Cancelled; checkpoint kept: {event['checkpoint']}"
+                                             if event.get("checkpoint") else "Cancelled before the first checkpoint.")
         else:
+            self._findResumableRun()  # its last good checkpoint, if any, can be resumed
             self.ui.trainStatusLabel.text = f"Failed: {job.error}"
             slicer.util.errorDisplay(f"Fine-tuning failed: {job.error}")
 
