@@ -170,6 +170,7 @@ def test_pip_uses_slicer_packaging_where_it_exists(monkeypatch):
     dependencies._pip(["torch>=2.2,<3", "scipy>=1.10,<2"])
     assert [name for name, _ in calls] == ["pip_ensure"], calls
     assert calls[0][1]["requirements"] == ["torch>=2.2,<3", "scipy>=1.10,<2"]
+    assert calls[0][1]["prompt_install"] is False  # ensure_torch has asked already: no second dialog
 
 
 def test_pip_falls_back_on_util_pip_install_before_5_12(monkeypatch):

@@ -229,34 +229,47 @@ def test_no_console_window_and_no_console_signal_on_windows(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------- dependencies
-def _fake_pytorchutils(monkeypatch, install):
-    module = types.ModuleType("PyTorchUtils")
-    module.PyTorchUtilsLogic = lambda: types.SimpleNamespace(installTorch=install)
-    monkeypatch.setitem(sys.modules, "PyTorchUtils", module)
+def _fake_installer(tmp_path, monkeypatch, code: int, message: str = "") -> Path:
+    """A ``light_the_torch`` module for child processes only: records its arguments, exits with ``code``."""
+    package = tmp_path / "installer" / dependencies.TORCH_INSTALLER_MODULE
+    package.mkdir(parents=True)
+    record = tmp_path / "argv.json"
+    (package / "__main__.py").write_text(
+        "import json, sys\n"
+        f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n"
+        f"print({message!r}, file=sys.stderr)\n"
+        f"sys.exit({code})\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "installer"))
+    return record
 
 
-def test_pytorchutils_gets_the_version_requirement(monkeypatch):
-    calls, pips = [], []
-    _fake_pytorchutils(monkeypatch, lambda **kw: calls.append(kw) or object())
+def test_torch_is_installed_in_a_child_process_alone(tmp_path, monkeypatch):
+    """light-the-torch (the PyTorch extension's installer) runs as a child: nothing of torch is imported here,
+    torchvision is not asked for, and the installer itself comes through _pip first when missing."""
+    record = _fake_installer(tmp_path, monkeypatch, 0)
+    pips = []
     monkeypatch.setattr(dependencies, "_pip", pips.append)
+    dependencies._install_torch()
+    assert json.loads(record.read_text()) == ["install", dependencies.TORCH_REQUIREMENT]
+    assert pips == [[dependencies.TORCH_INSTALLER]]  # not importable in this process: installed first
+    assert "torchvision" not in " ".join(dependencies.torch_install_command())
+
+
+def test_a_failed_torch_install_says_why(tmp_path, monkeypatch):
+    _fake_installer(tmp_path, monkeypatch, 1, "ERROR: No matching distribution found for torch")
+    monkeypatch.setattr(dependencies, "_pip", lambda requirements: None)
+    with pytest.raises(dependencies.DTCError, match="No matching distribution found for torch"):
+        dependencies._install_torch()
+
+
+def test_an_old_torch_is_replaced_through_the_installer(monkeypatch):
+    steps = []
+    monkeypatch.setattr(dependencies, "_pip", lambda r: steps.append(("pip", r)))
+    monkeypatch.setattr(dependencies, "_install_torch", lambda: steps.append(("torch",)))
     monkeypatch.setattr(dependencies, "torch_too_old", lambda: True)  # an old torch is installed
     monkeypatch.setattr(dependencies.importlib.util, "find_spec", lambda name: object())
-    dependencies.ensure_torch(lambda text: True)
-    assert calls == [{"askConfirmation": False, "torchVersionRequirement": ">=2.2"}] and pips == []
-
-
-def test_import_error_inside_install_torch_is_no_second_pip_install(monkeypatch):
-    def install(**kw):
-        raise ImportError("a broken wheel")
-
-    pips = []
-    _fake_pytorchutils(monkeypatch, install)
-    monkeypatch.setattr(dependencies, "_pip", pips.append)
-    monkeypatch.setattr(dependencies, "missing", lambda packages: [])
-    monkeypatch.setattr(dependencies.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(dependencies.DTCError, match="a broken wheel"):
-        dependencies.ensure_torch(lambda text: True)
-    assert pips == []
+    dependencies.ensure_torch(lambda text: "PyTorch" in text)
+    assert steps == [("torch",)]
 
 
 # ---------------------------------------------------------------------------------------------- catalog

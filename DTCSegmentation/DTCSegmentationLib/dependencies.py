@@ -1,14 +1,18 @@
 """Python packages the engine needs inside Slicer, installed on first use (never at import time).
 
-PyTorch comes from the PyTorch extension's ``PyTorchUtils`` when it is installed (it picks the CUDA
-build that matches the driver); otherwise, after the user agrees, from pip through
-``slicer.packaging.pip_ensure`` (Slicer >= 5.12) or ``slicer.util.pip_install``. The other packages
-(SimpleITK, scipy ... already in most Slicer builds) follow the same path.
+PyTorch is installed by light-the-torch, the installer the PyTorch extension (``PyTorchUtils``) uses,
+which picks the CUDA build that matches the GPU driver (the CPU build without one). It runs as a child
+process (``PythonSlicer -m light_the_torch install torch``), so torch is never imported into Slicer's
+own process, and only torch is installed (``installTorch`` of the extension imports torch and installs
+torchvision too). Installs go through ``slicer.packaging.pip_ensure`` where it exists (Slicer >= 5.12),
+else ``slicer.util.pip_install``, once the user has agreed. The other packages (SimpleITK, scipy ...
+already in most Slicer builds) follow the same path.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 from collections.abc import Callable
 
 from DTCCore.errors import DTCError
@@ -17,7 +21,9 @@ from DTCCore.errors import DTCError
 ENGINE_PACKAGES = {"SimpleITK": "SimpleITK>=2.2,<3", "scipy": "scipy>=1.10,<2", "tqdm": "tqdm>=4.60,<5"}
 TORCH_REQUIREMENT = "torch>=2.2,<3"
 MINIMUM_TORCH = (2, 2)
-TORCH_VERSION_SPEC = ">=2.2"  # PyTorchUtils' torchVersionRequirement: an older installed torch is replaced
+TORCH_INSTALLER = "light-the-torch>=0.5"  # what PyTorchUtils installs to install torch (SlicerPyTorch, 2024-04)
+TORCH_INSTALLER_MODULE = "light_the_torch"
+INSTALLER_OUTPUT_LINES = 5  # lines of the installer's output quoted when it fails
 
 
 def missing(packages: dict[str, str]) -> list[str]:
@@ -29,22 +35,31 @@ def _pip(requirements: list[str]) -> None:
 
     packaging = getattr(slicer, "packaging", None)
     if packaging is not None and hasattr(packaging, "pip_ensure"):
-        packaging.pip_ensure(requirements)
+        # the user has already agreed (ensure_torch asks once, naming everything): no second dialog
+        packaging.pip_ensure(requirements, prompt_install=False, requester="DTCSegmentation")
     else:
         slicer.util.pip_install(" ".join(f'"{r}"' for r in requirements))
 
 
+def torch_install_command() -> list[str]:
+    """``PythonSlicer -m light_the_torch install "torch>=2.2,<3"``: the build for this GPU driver, torch alone."""
+    from .jobs import python_executable
+
+    return [python_executable(), "-m", TORCH_INSTALLER_MODULE, "install", TORCH_REQUIREMENT]
+
+
 def _install_torch() -> None:
-    """PyTorch through the PyTorch extension (CUDA build for the driver) when present, else pip."""
-    try:
-        import PyTorchUtils  # the PyTorch extension's module
-    except ImportError:  # only a missing extension falls back on pip, never an error inside installTorch
-        _pip([TORCH_REQUIREMENT])
-        return
-    torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False,
-                                                          torchVersionRequirement=TORCH_VERSION_SPEC)
-    if torch is None:
-        raise DTCError("the PyTorch extension could not install PyTorch; see its module panel")
+    """PyTorch in a child process (never imported here); DTCError with the installer's last lines on failure."""
+    from .jobs import popen_options
+
+    if importlib.util.find_spec(TORCH_INSTALLER_MODULE) is None:
+        _pip([TORCH_INSTALLER])
+    done = subprocess.run(torch_install_command(), capture_output=True, text=True, encoding="utf-8",
+                          errors="replace", stdin=subprocess.DEVNULL, check=False, **popen_options())
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-INSTALLER_OUTPUT_LINES:])
+        raise DTCError(f"installing PyTorch failed ({tail or f'exit code {done.returncode}'}); check the internet "
+                       "connection or proxy, or install PyTorch from the PyTorch extension's panel")
 
 
 def torch_too_old() -> bool:
