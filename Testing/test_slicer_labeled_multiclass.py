@@ -241,3 +241,17 @@ def test_panel_adds_a_three_class_example_with_the_model_values(panel, three_cla
     assert len(shown) == 1 and w.ui.labeledTable.rowCount == 1, (shown, w.ui.datasetStatusLabel.text)
     label, _ = read_xyz(tmp_path / "dataset" / "labels" / "Case_A.nrrd")
     assert np.array_equal(label, _expected(masks).transpose(2, 1, 0))
+
+
+def test_training_from_scratch_builds_the_datasets_classes(slicer_scene, dtc_module, tmp_path):
+    """A 3-class dataset trained from scratch gets a 3-class network (read_label refuses values 2..C else)."""
+    volume, _ = make_volume("Case A")
+    masks = _boxes()
+    seg = _segmentation(slicer_scene, volume, [(e["name"], masks[e["name"]], "") for e in TABLE])
+    logic = dtc_module.DTCSegmentationLogic()
+    logic.addLabeledExample(tmp_path / "ds", volume, seg)
+    p = logic.getParameterNode()
+    p.datasetFolder, p.modelsFolder, p.startFrom = tmp_path / "ds", tmp_path / "models", "scratch"
+    request = logic.trainingRequest(p)
+    assert request.config["network"]["num_classes"] == 3 and request.init_from is None
+    assert [e["name"] for e in request.labels] == [e["name"] for e in TABLE]

@@ -196,6 +196,8 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         })
         labelsFile = Path(p.datasetFolder) / DATASET_LABELS
         table = json.loads(labelsFile.read_text(encoding="utf-8"))["labels"] if labelsFile.exists() else None
+        if initFrom is None and resumeRunDir is None and table:
+            config["network"]["num_classes"] = len(table)  # from scratch the dataset's classes make the network
         if resumeRunDir is not None:
             return TrainingRequest(folder.manifest_path, resumeRunDir, config, None, resume=True, labels=table)
         return TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom, labels=table,
