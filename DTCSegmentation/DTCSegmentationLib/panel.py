@@ -15,6 +15,7 @@ from pathlib import Path
 
 import qt
 import slicer
+from slicer.parameterNodeWrapper import SlicerParameterNamePropertyName  # "SlicerParameterName", 5.6 to 5.12
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
@@ -88,7 +89,12 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.removeObservers()
 
     def enter(self):
-        self.initializeParameterNode()
+        self.initializeParameterNode()  # connects the widgets only to a parameter node they are not connected to
+
+    def exit(self):
+        """Leaving the module keeps the widgets connected (Slicer's template disconnects here and reconnects on
+        enter(): before Slicer 5.10 the reconnect reset every choice combo box, see :meth:`setParameterNode`).
+        Connected, the panel also shows what a job writes into the parameter node while another module is shown."""
 
     def onSceneStartClose(self, caller, event):
         self.setParameterNode(None)
@@ -108,11 +114,25 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p.datasetFolder = Path.home() / "DTCSegmentation" / "dataset"
 
     def setParameterNode(self, parameterNode):
-        if self._parameterNode:
+        """Connect the widgets to ``parameterNode`` (a DTCSegmentationParameterNode, or None) once per MRML node.
+
+        The same node again (enter() after exit()) keeps the connection: a second one refills the choice combo
+        boxes, and before Slicer 5.10 the first one's connectors then write their first choice into the node
+        (quality balanced -> fast, mode dtc -> seg), because ``connectGui`` returns None there and
+        ``disconnectGui(None)`` disconnects nothing (Slicer #7547, fixed by PR #8667 in 5.10). So the panel
+        finds its bound widgets as ``connectGui`` does and calls ``connectParametersToGui``, which returns its
+        tag in Slicer 5.6 to 5.12: a new node (after a scene close) is connected after the old one is
+        disconnected for real."""
+        if (parameterNode is not None and self._parameterNode is not None
+                and parameterNode.parameterNode is self._parameterNode.parameterNode):
+            return
+        if self._parameterNode is not None:
             self._parameterNode.disconnectGui(self._guiTag)
-        self._parameterNode = parameterNode
-        if self._parameterNode:
-            self._guiTag = self._parameterNode.connectGui(self.ui)  # None before Slicer 5.10
+        self._parameterNode, self._guiTag = parameterNode, None
+        if parameterNode is not None:
+            widgets = {w.property(SlicerParameterNamePropertyName): w for w in self.ui.__dict__.values()
+                       if w.property(SlicerParameterNamePropertyName)}  # the .ui sets it on each bound widget
+            self._guiTag = parameterNode.connectParametersToGui(widgets)
 
     # ---- jobs ----
     def _startJob(self, kind, job, button=None, cancelText="Cancel"):
