@@ -97,6 +97,9 @@ def main() -> int:
                     "train_seconds": base_extra.get("train_seconds"), "mean": mean(base_rows, which),
                     "per_case": base_rows}
 
+    # evaluate() scores each prediction with and without the largest component itself, so the component is
+    # switched on only now, in the config that is shipped (before 2026-12-04 it was left off: issue 23 item 4)
+    config.infer.largest_component = lcc
     log = read_log(args.run)
     done = [r for r in log if r.get("event") == "done"]
     extra = dict(payload["extra"])

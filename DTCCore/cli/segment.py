@@ -43,7 +43,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-windows", type=int, metavar="B", help="windows per forward pass (default 4)")
     p.add_argument("--whole-volume", action="store_true",
                    help="one forward pass over the whole scan instead of windows (faster on a CPU; up to 8 M voxels)")
-    p.add_argument("--largest-component", action="store_true", help="keep only the largest connected component")
+    p.add_argument("--largest-component", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep only the largest connected component of each class (--no-largest-component: keep "
+                        "every component); default: the model's own setting (on for the bundled model, chosen "
+                        "on validation scans)")
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time mirroring: average over the flips the model was trained with, or over its "
                         "90-degree turns for a model trained with --augment no-mirror (up to 4x the time; no "
@@ -105,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
         config.infer.stride = tuple(args.stride)
     if args.batch_windows is not None:
         config.infer.batch_windows = args.batch_windows
-    if args.largest_component:
-        config.infer.largest_component = True
+    if getattr(args, "largest_component", None) is not None:
+        config.infer.largest_component = bool(args.largest_component)
     if args.whole_volume:
         config.infer.whole_volume = True
     if getattr(args, "mirror", None) is not None:
@@ -155,7 +158,8 @@ def describe_plan(config) -> str:
     grid = "each scan's own grid" if spacing is None else "grid " + "x".join(f"{v:g}" for v in spacing) + " mm"
     window = ("whole volume in one pass" if config.infer.whole_volume
               else "windows " + "x".join(str(p) for p in config.train.patch))
-    return f"{grid}, {window}" + (", test-time mirroring" if config.infer.mirror else "")
+    return (f"{grid}, {window}" + (", test-time mirroring" if config.infer.mirror else "")
+            + (", largest component kept" if config.infer.largest_component else ""))
 
 
 def _check_output_dir(out_dir: Path) -> None:
