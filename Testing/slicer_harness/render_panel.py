@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,11 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from slicer_harness import pythonqt, scene, scripted_module  # noqa: E402
 from slicer_harness.fixtures import MODULE_FILE, REPO  # noqa: E402
 
+# The home folder the picture shows (Model > Models folder is <home>/DTCSegmentation/models): a user's, not a
+# temporary folder. Nothing is written there: the panel only names the folder, Segment works in a temporary one.
+DISPLAY_HOME = Path("/home/clinician")
+
 
 def render(target: Path, width: int = 520, height: int = 900) -> Path:
-    home = Path(tempfile.mkdtemp(prefix="dtc-render-")) / "home" / "clinician"
-    home.mkdir(parents=True)
-    os.environ["HOME"] = str(home)
+    existed = (DISPLAY_HOME / "DTCSegmentation").exists()
+    os.environ["HOME"] = str(DISPLAY_HOME)
     import slicer
 
     scene.new_scene()
@@ -60,6 +62,8 @@ def render(target: Path, width: int = 520, height: int = 900) -> Path:
     if not pixmap.save(str(target)):
         raise RuntimeError(f"cannot write {target}")
     print(widget.ui.segmentStatusLabel.text)
+    if not existed and (DISPLAY_HOME / "DTCSegmentation").exists():
+        raise RuntimeError(f"rendering wrote into {DISPLAY_HOME}; it must only name that folder")
     return target
 
 
