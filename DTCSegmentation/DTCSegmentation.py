@@ -3,7 +3,7 @@
 Module, Widget, Logic and Test classes only; the work is done by DTCCore (the engine, run as
 ``PythonSlicer -m DTCCore ...`` subprocesses) and by the small helpers in DTCSegmentationLib (scene <->
 arrays, result nodes, dataset folder, jobs, models). Slicer's process never imports torch.
-Supports 3D Slicer 5.8 and newer (Python 3.9).
+Supports 3D Slicer 5.6 to 5.12 (5.6 and 5.8 embed Python 3.9).
 """
 
 from __future__ import annotations

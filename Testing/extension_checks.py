@@ -194,11 +194,15 @@ def _image_url_problems(root: Path, entry: dict, urls: list[str]) -> list[str]:
 
 
 def range_problems(root: Path) -> list[str]:
-    """README, s4ext and CMake state the supported range, and none an older or open-ended one."""
+    """README, s4ext, CMake, the module guide and the module's docstring state the supported range, and none an
+    older or open-ended one."""
     texts = {"README.md": (root / "README.md").read_text(encoding="utf-8"),
              f"{EXTENSION}.s4ext": read_s4ext(root).get("description", ""),
              "CMakeLists.txt": cmake_set((root / "CMakeLists.txt").read_text(encoding="utf-8"),
-                                         "EXTENSION_DESCRIPTION") or ""}
+                                         "EXTENSION_DESCRIPTION") or "",
+             "docs/slicer-module.md": (root / "docs" / "slicer-module.md").read_text(encoding="utf-8"),
+             f"{EXTENSION}/{EXTENSION}.py": ast.get_docstring(ast.parse(
+                 (root / EXTENSION / f"{EXTENSION}.py").read_text(encoding="utf-8"))) or ""}
     problems = []
     for name, text in texts.items():
         if f"Slicer {SUPPORTED_RANGE}" not in text:

@@ -16,7 +16,7 @@ import extension_checks as ec
 
 REPO = Path(__file__).resolve().parent.parent
 COPIED = ("LICENSE", "pyproject.toml", "README.md", "CMakeLists.txt", "DTCSegmentation.json", "DTCSegmentation.s4ext",
-          "DTCSegmentation", "DTCCore", "docs/screenshot.png")
+          "DTCSegmentation", "DTCCore", "docs/screenshot.png", "docs/slicer-module.md")
 
 
 @pytest.fixture
@@ -107,6 +107,8 @@ def test_pytorch_comes_through_the_pytorch_extension(copy):
     ("README.md", "Slicer 5.6 to 5.12", "Slicer 5.8 and newer"),
     ("DTCSegmentation.s4ext", "Slicer 5.6 to 5.12", "Slicer 5.8 or newer"),
     ("CMakeLists.txt", "Slicer 5.6 to 5.12", "Slicer 5.6 to 5.10"),
+    ("docs/slicer-module.md", "Slicer 5.6 to 5.12**", "Slicer 5.8 and newer**"),
+    ("DTCSegmentation/DTCSegmentation.py", "Slicer 5.6 to 5.12", "Slicer 5.8 and newer"),
 ])
 def test_supported_range_is_stated_the_same_everywhere(copy, file, old, new):
     assert ec.range_problems(REPO) == []
