@@ -120,6 +120,14 @@ def load_model(
 
     ``path=None`` loads the bundled default model, with a clear error when none is bundled.
     """
+    model, config, _ = load_model_with_extra(path, device)
+    return model, config
+
+
+def load_model_with_extra(
+    path: str | os.PathLike | None, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, DTCConfig, dict[str, Any]]:
+    """:func:`load_model` plus the checkpoint's metadata (``extra``) and ``"path"``, the file read."""
     from .network import build_network
 
     if path is None:
@@ -139,7 +147,7 @@ def load_model(
         raise DTCError(
             f"{path} holds weights of another architecture than its config describes; it cannot be used"
         ) from None
-    return model.to(device).eval(), config
+    return model.to(device).eval(), config, {**payload["extra"], "path": str(path)}
 
 
 def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> DTCConfig:

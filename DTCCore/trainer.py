@@ -27,6 +27,7 @@ from .checkpoint import checkpoint_path, find_latest_checkpoint, float32_state, 
 from .config import DTCConfig
 from .distributed import DistContext, current_context
 from .errors import CancelledError, DTCError
+from .extent import EXTENT_KEY, manifest_training_extent
 from .runlog import LOSS_NAMES, Listener, RunLog
 from .schedule import UNBOUNDED_ITERATIONS, TimeBudget, lr_at
 
@@ -183,7 +184,7 @@ def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, 
         log.message(note)
     on_main(ctx, lambda: config.save(run_dir / "config.json"))
     extra = {"labeled": len(labeled), "unlabeled": len(unlabeled), "manifest": str(manifest_path),
-             "world_size": ctx.world_size}
+             "world_size": ctx.world_size, EXTENT_KEY: manifest_training_extent(manifest_path)}
     return _Run(ctx, config, run_dir, model, ctx.wrap(model, config), optimizer, log, device, labeled, unlabeled,
                 start, began, iteration=start, last_saved=start if found is not None else -1, extra=extra)
 
@@ -305,7 +306,8 @@ def _loop(run: _Run, cancel: Callable[[], bool] | None) -> None:
                            num_iterations=UNBOUNDED_ITERATIONS if budget.active else max(0, t.iterations - run.start))
     loader = make_loader(dataset, t.num_workers, pin_memory=run.device.type == "cuda")
     run.log.emit("start", total=t.iterations, start_iteration=run.start, device=str(run.device),
-                 labeled=len(run.labeled), unlabeled=len(run.unlabeled), world_size=ctx.world_size)
+                 labeled=len(run.labeled), unlabeled=len(run.unlabeled), world_size=ctx.world_size,
+                 threads=torch.get_num_threads())
     t0 = last_saved_time = time.monotonic()
     with _CancelFlag(cancel) as flag:
         run.model.train()

@@ -46,7 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (train, segment, evaluate, info, rank):
         module.add_parser(sub)
+    for command in sub.choices.values():  # every command: the CPU threads it may use
+        command.add_argument("--threads", type=threads_argument, metavar="N",
+                             help="CPU threads for torch and SimpleITK (default: theirs, one per core); "
+                                  "give each of two jobs run at once its share of the cores")
     return parser
+
+
+def threads_argument(text: str) -> int:
+    """argparse type of ``--threads``: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number of threads, 1 or more")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     from .events import log  # a closed pipe (the panel is gone) must not turn a cancel into a crash
 
     try:
+        from ..threads import apply_threads, describe_threads
+
+        log(describe_threads(apply_threads(args.threads, getattr(args, "uses_torch", True))))  # first line
         return int(args.run(args) or 0)
     except CancelledError as exc:
         log(f"cancelled: {exc}")

@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", metavar="FILE", help="also write cases and summary as JSON")
     p.add_argument("--num-classes", type=int, default=None, metavar="C",
                    help="foreground classes 1..C (default: the nonzero values found in the labels and predictions)")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, uses_torch=False)  # NumPy/SciPy only: --threads sets SimpleITK's threads
 
 
 def _key(path: Path) -> str:

@@ -2,8 +2,9 @@
 
 One line per model: ``{"event": "model", "path", "title", "iteration", "created", "num_classes",
 "labels", "plan": {"patch", "spacing", "normalization", "overlap"}, "data", "validation_dice",
-"test_dice", "mode", "config"}``, or ``{"event": "model-error", "path", "error"}`` for an unreadable file (the
-command goes on with the next one). ``--device auto|cuda|cpu`` adds ``{"event": "device",
+"test_dice", "mode", "config", "training_extent_mm"}`` (the largest training scan's size, mm x y z; null
+when the model does not record it), or ``{"event": "model-error", "path", "error"}`` for an unreadable
+file (the command goes on with the next one). ``--device auto|cuda|cpu`` adds ``{"event": "device",
 "requested", "resolved", "description", "cuda_available", "why_no_gpu"}``. Without MODEL the bundled
 default model is described.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DTCError
+from ..extent import EXTENT_KEY, model_training_extent
 from ..pools import REFERENCE_POOLS
 from . import device_argument
 from .events import emit
@@ -53,6 +55,7 @@ def describe_model(path: Path) -> dict[str, Any]:
         "config": config,
     }
     out.update({k: extra[k] for k in CARD_KEYS if k in extra})
+    out[EXTENT_KEY] = model_training_extent(path, extra)  # mm x y z of its training scans; None: unknown
     return out
 
 

@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..checkpoint import load_model
     from ..inference import describe_device, predict_volume, resolve_device
     from ..io import read_image
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     config.infer.overlap = RANK_OVERLAP
     events.log(f"model: {args.model or 'the bundled default model'}; device: {describe_device(device)}")
     if args.jsonl:
-        events.emit("start", device=describe_device(device), total=len(args.images))
+        events.emit("start", device=describe_device(device), total=len(args.images), threads=torch.get_num_threads())
 
     def check(done: int, total: int) -> None:
         events.raise_if_cancelled(cancelled, "ranking")

@@ -24,8 +24,10 @@ input's size, spacing, origin and direction:
   <case>_levelset.nrrd      the level-set head: signed distance, negative inside, in [-1, 1]
                             (a model with C > 1 classes: <case>_levelset_<c>.nrrd, one per class)
   <case>_disagreement.nrrd  |p_seg - sigmoid(-k * levelset)|: where the two heads disagree
-Without --model the bundled default model is used.
+Without --model the bundled default model is used. A scan more than 2x larger along an axis than the
+model's training scans (dtc info: training_extent_mm) gets a one-line warning: use --roi to crop it.
 """
+ROI_HINT = "dtc segment --roi X0 Y0 Z0 X1 Y1 Z1, voxel indices"  # how to crop, named in the size warning
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="keep only the largest connected component of each class (--no-largest-component: keep "
                         "every component); default: the model's own setting (on for the bundled model, chosen "
                         "on validation scans)")
+    p.add_argument("--roi", type=int, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
+                   help="segment only this box of voxel indices (X1 Y1 Z1 excluded; outside: background); "
+                        "for a whole-field scan, a box around the structure the model was trained on")
     p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time mirroring: average over the flips the model was trained with, or over its "
                         "90-degree turns for a model trained with --augment no-mirror (up to 4x the time; no "
@@ -78,9 +83,11 @@ def result_arrays(pred) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
-    from ..checkpoint import load_model
+    from ..checkpoint import load_model_with_extra
+    from ..extent import model_training_extent
     from ..inference import describe_device, predict_volume, resolve_device
     from ..io import case_name, read_image, write_image
 
@@ -96,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
         raise DTCError("two inputs have the same case name; their results would overwrite each other")
 
     device = resolve_device(args.device)
-    model, config = load_model(args.model, device)
+    model, config, extra = load_model_with_extra(args.model, device)
+    model_mm = model_training_extent(extra["path"], extra)
+    roi = parse_roi(getattr(args, "roi", None))
     if not args.overwrite:
         existing = [p for n in names
                     for p in output_paths(out_dir, n, args.format, config.network.num_classes).values() if p.exists()]
@@ -119,11 +128,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {source}; {describe_plan(config)}; device: {describe_device(device)}", file=sys.stderr)
     jsonl, cancelled = getattr(args, "jsonl", False), events.cancel_check(getattr(args, "cancel_file", None))
     if jsonl:
-        events.emit("start", device=describe_device(device), total=len(images), num_classes=config.network.num_classes)
+        events.emit("start", device=describe_device(device), total=len(images), num_classes=config.network.num_classes,
+                    threads=torch.get_num_threads())
 
     for path, case in zip(images, names):
         t0 = time.perf_counter()
         image, geometry = read_image(path)
+        _warn_if_oversize(case, image.shape, geometry.spacing, roi, model_mm, jsonl)
         with tqdm(desc=case, unit="window", leave=False, dynamic_ncols=True, file=sys.stderr, disable=jsonl) as bar:
             def progress(done: int, total: int) -> None:
                 events.raise_if_cancelled(cancelled, "segment")
@@ -132,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            pred = predict_volume(model, image, config, device, progress=progress, log=bar.write,
+            pred = predict_volume(model, image, config, device, roi=roi, progress=progress, log=bar.write,
                                   spacing=geometry.spacing)
         arrays = result_arrays(pred)
         targets = output_paths(out_dir, case, args.format, config.network.num_classes)
@@ -150,6 +161,33 @@ def run(args: argparse.Namespace) -> int:
         print(f"{case}: {voxels} voxels ({ml:.1f} ml) segmented in {time.perf_counter() - t0:.1f} s -> "
               f"{targets['seg']}", file=sys.stderr)
     return 0
+
+
+def parse_roi(values: list[int] | None) -> tuple[slice, slice, slice] | None:
+    """``--roi X0 Y0 Z0 X1 Y1 Z1`` -> three (x, y, z) slices (None without the option)."""
+    if values is None:
+        return None
+    low, high = values[:3], values[3:]
+    if any(v < 0 for v in values) or any(b <= a for a, b in zip(low, high)):
+        raise DTCError(f"--roi {' '.join(map(str, values))}: give X0 Y0 Z0 X1 Y1 Z1 voxel indices with "
+                       "0 <= X0 < X1 (the same for Y and Z)")
+    return tuple(slice(a, b) for a, b in zip(low, high))  # type: ignore[return-value]
+
+
+def _warn_if_oversize(case: str, shape, spacing, roi, model_mm, jsonl: bool) -> None:
+    """One line (and an ``extent-warning`` event) when the segmented box is much larger than the model's
+    training scans (:mod:`DTCCore.extent`)."""
+    from ..extent import oversize_warning, physical_extent
+
+    size = [len(range(*s.indices(n))) for s, n in zip(roi, shape)] if roi is not None else list(shape)
+    scan_mm = physical_extent(size, spacing)
+    text = oversize_warning(scan_mm, model_mm, ROI_HINT)
+    if text is None:
+        return
+    events.log(f"warning: {case}: {text}")
+    if jsonl:
+        events.emit("extent-warning", case=case, text=text, scan_mm=[round(v, 1) for v in scan_mm],
+                    model_mm=list(model_mm))
 
 
 def describe_plan(config) -> str:
