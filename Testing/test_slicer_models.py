@@ -51,3 +51,6 @@ def test_describe_says_what_the_model_expects():
     thick = models.describe({"plan": {"patch": [128, 128, 8], "pools": [4, 4, 3]}})
     assert "thick-slice network (axes x/y/z halved 4/4/3 times)" in thick, thick
     assert models.describe({"error": "corrupt"}) == "Unreadable: corrupt"
+    assert "test Dice" not in text and "largest" not in text
+    shipped = models.describe({"test_dice": 0.88064, "config": {"infer": {"largest_component": True}}})
+    assert "test Dice 88.06% as Segment runs it" in shipped and "keeps the largest connected component" in shipped

@@ -69,6 +69,10 @@ def describe(info: dict) -> str:
         if isinstance(info.get(key), (int, float)):
             parts.append(f"validation Dice {100 * info[key]:.1f}%")
             break
+    if isinstance(info.get("test_dice"), (int, float)):
+        parts.append(f"test Dice {100 * info['test_dice']:.2f}% as Segment runs it")
+    if ((info.get("config") or {}).get("infer") or {}).get("largest_component"):
+        parts.append("keeps the largest connected component")
     if info.get("mode"):
         parts.append(f"mode {info['mode']}")
     return "; ".join(p for p in parts if p)
