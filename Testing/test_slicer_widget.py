@@ -1,15 +1,19 @@
 """The real DTCSegmentationWidget on the strict harness: clinician and annotator flows, clicked through.
 
 The panel runs offscreen on PySide6 through the PythonQt layer (Testing/slicer_harness/pythonqt.py),
-with Slicer v5.8.1's own parameterNodeWrapper; every engine job is a real ``python -m DTCCore``
-subprocess polled by the panel's QTimer while the Qt event loop runs.
+with Slicer's own parameterNodeWrapper at each supported tag (vendored, ``slicer_harness.wrapper_versions``):
+the flows under v5.8.1 and v5.10.0 (before and after Slicer #7547's fix), leaving and re-entering the
+module under all four. Every engine job is a real ``python -m DTCCore`` subprocess polled by the panel's
+QTimer while the Qt event loop runs.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,11 +21,14 @@ import slicer
 import vtk
 
 from DTCCore.labels import LEFT_ATRIUM, write_sidecar
-from slicer_harness import pythonqt, scripted_module
-from slicer_harness.fixtures import dtc_module, slicer_scene, tiny_model  # noqa: F401
+from slicer_harness import api_versions, pythonqt, scripted_module
+from slicer_harness.fixtures import slicer_scene, tiny_model  # noqa: F401
+from slicer_harness.wrapper_versions import dtc_module_at, slicer_tag  # noqa: F401
 
 SHAPE_KJI = (18, 20, 22)
 IJK_TO_RAS = np.array([[0.0, -0.9, 0.3, 12.0], [1.1, 0.0, 0.0, -30.0], [0.0, 0.35, 1.9, 7.5], [0, 0, 0, 1]])
+# The long flows run under these two wrappers: connectGui returns None before v5.10.0 (Slicer #7547, PR #8667).
+FLOW_TAGS = ("v5.8.1", "v5.10.0")
 
 
 def make_volume(name, seed=0):
@@ -52,10 +59,11 @@ def models_folder(tmp_path, tiny_model):
 
 
 @pytest.fixture
-def panel(slicer_scene, dtc_module, tmp_path, monkeypatch):
+def panel(slicer_scene, dtc_module_at, tmp_path, monkeypatch):
+    """The module's widget after setup(), built on ``slicer_tag``'s parameterNodeWrapper."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the panel's default folders
     parent = scripted_module.make_widget_parent()
-    widget = dtc_module.DTCSegmentationWidget(parent)
+    widget = dtc_module_at.DTCSegmentationWidget(parent)
     widget.setup()
     yield widget
     widget.cleanup()
@@ -73,10 +81,18 @@ def choose_model(widget, models_folder, name="tiny"):
     pump_until(lambda: "info" not in widget._jobs, what="device check")
 
 
+def with_model_and_dataset(widget, models_folder, dataset_folder):
+    """The tiny model chosen on the CPU and a new dataset folder; returns the parameter node."""
+    choose_model(widget, models_folder)
+    widget.ui.datasetFolderButton.directory = str(dataset_folder)
+    return widget._parameterNode
+
+
 def segment_array(seg_node, segment_id, volume):
     return slicer.util.arrayFromSegmentBinaryLabelmap(seg_node, segment_id, volume).copy()
 
 
+@pytest.mark.parametrize("slicer_tag", FLOW_TAGS, indirect=True)
 def test_clinician_flow_segment_never_overwrites_edits(panel, models_folder):
     w = panel
     choose_model(w, models_folder)
@@ -139,6 +155,7 @@ def _m(node):
     return matrix
 
 
+@pytest.mark.parametrize("slicer_tag", FLOW_TAGS, indirect=True)
 def test_new_folder_shows_its_table_and_device_label_follows(panel, tmp_path):
     """Defect 6: the widget's slots run after the parameter node has the new value."""
     w = panel
@@ -155,11 +172,9 @@ def test_new_folder_shows_its_table_and_device_label_follows(panel, tmp_path):
     assert w.ui.deviceInfoLabel.text == "Device: cpu (checking...)"
 
 
+@pytest.mark.parametrize("slicer_tag", FLOW_TAGS, indirect=True)
 def test_annotator_flow_finetune_cancel_resume_rank(panel, models_folder, tmp_path):
-    w = panel
-    choose_model(w, models_folder)
-    p = w._parameterNode
-    w.ui.datasetFolderButton.directory = str(tmp_path / "dataset")
+    w, p = panel, with_model_and_dataset(panel, models_folder, tmp_path / "dataset")
     volume, mask = make_volume("Case A")
     corrected = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Case A corrected")
     corrected.SetReferenceImageGeometryParameterFromVolumeNode(volume)
@@ -200,6 +215,15 @@ def test_annotator_flow_finetune_cancel_resume_rank(panel, models_folder, tmp_pa
     w.ui.segmentButton.click()
     w.ui.rankButton.click()
     assert {"segment", "rank", "train"} <= set(w._jobs)
+    # the cores are shared (DTCSegmentationLib/cores.py): the fine-tune keeps its share, the others the rest
+    from DTCCore.threads import available_cores
+    from DTCSegmentationLib.cores import train_threads
+
+    cores, threads = available_cores(), {k: w._jobs[k].args for k in ("train", "segment", "rank")}
+    trained = train_threads(cores)
+    assert threads["train"][threads["train"].index("--threads") + 1] == str(trained)
+    assert threads["segment"][threads["segment"].index("--threads") + 1] == str(max(1, cores - trained))
+    assert "--threads" in threads["rank"]
     pump_until(lambda: "segment" not in w._jobs and "rank" not in w._jobs, what="Segment and ranking")
     assert w.ui.segmentStatusLabel.text.startswith("Done in") and w.ui.rankingTable.rowCount == 1
     assert w.ui.rankStatusLabel.text.startswith("Ranked 1 volumes")
@@ -225,3 +249,178 @@ def test_annotator_flow_finetune_cancel_resume_rank(panel, models_folder, tmp_pa
     assert combo.itemText(combo.currentIndex) == run_dir.name
     pump_until(lambda: "info" not in w._jobs, what="model info")
     assert "classes: Left atrium" in w.ui.modelInfoLabel.text  # names from the training segmentation
+
+
+# ---- leaving and re-entering the module (issue 25, defect 1) ----
+
+def bound_widgets(widget) -> dict:
+    """{parameter name: widget} for every widget of the panel bound to the parameter node (as connectGui finds them)."""
+    return {w.property("SlicerParameterName"): w for w in widget.ui.__dict__.values()
+            if w.property("SlicerParameterName")}
+
+
+def widget_value(w):
+    """What a bound widget shows, in the parameter's type."""
+    kind = type(w).__name__
+    if kind == "QComboBox":
+        return w.currentText
+    if kind == "QCheckBox":
+        return w.checked
+    if kind in ("QSpinBox", "QDoubleSpinBox"):
+        return w.value
+    if kind == "ctkDirectoryButton":
+        return Path(w.directory)
+    if kind == "qMRMLNodeComboBox":
+        return w.currentNode()
+    raise AssertionError(f"the test does not know how to read a {kind}")
+
+
+def choose(w, value) -> None:
+    """Set a bound widget as the user does (its own signal then reaches the parameter node)."""
+    kind = type(w).__name__
+    if kind == "QComboBox":
+        w.currentIndex = [w.itemText(i) for i in range(w.count)].index(value)
+    elif kind == "QCheckBox":
+        w.checked = value
+    elif kind in ("QSpinBox", "QDoubleSpinBox"):
+        w.value = value
+    elif kind == "ctkDirectoryButton":
+        w.directory = str(value)
+    elif kind == "qMRMLNodeComboBox":
+        w.setCurrentNode(value)
+    else:
+        raise AssertionError(f"the test does not know how to set a {kind}")
+
+
+def user_choices(tmp_path, round_):
+    """A value other than the default for every bound parameter (new nodes and folders each round)."""
+    make_volume(f"first {round_}")
+    volume, _ = make_volume(f"chosen {round_}", seed=1)
+    roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", f"ROI {round_}")
+    output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"output {round_}")
+    corrected = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"corrected {round_}")
+    folders = {name: tmp_path / f"{name} {round_}" for name in ("models", "dataset")}
+    for folder in folders.values():
+        folder.mkdir()
+    return {"inputVolume": volume, "inputROI": roi, "outputSegmentation": output, "segmentation": corrected,
+            "modelsFolder": folders["models"], "datasetFolder": folders["dataset"],
+            "device": "cpu", "quality": "best", "largestComponent": True,  # defaults: auto, balanced, False
+            "startFrom": "scratch", "mode": "seg+lsf", "augment": "reference", "nnunetAugment": True,
+            "timeLimitMinutes": 35, "iterations": 2500, "learningRate": 0.002, "labeledBatch": 3,
+            "unlabeledBatch": 0, "patchX": 64, "patchY": 48, "patchZ": 8, "beta": 0.5, "k": 1000.0,
+            "consistencyRampup": 25.0}
+
+
+def enter_module(widget) -> None:
+    """What Slicer does when the user opens the module: qSlicerScriptedLoadableModuleWidget::enter()
+    marks it entered, then calls the Python widget's enter()."""
+    widget.parent.enter()
+    widget.enter()
+
+
+def exit_module(widget) -> None:
+    """qSlicerScriptedLoadableModuleWidget::exit(): unmarks it, then calls exit() if the Python widget has one
+    (PythonCppAPI calls a method only where the class defines it)."""
+    widget.parent.exit()
+    if hasattr(widget, "exit"):
+        widget.exit()
+
+
+def assert_shown(widget, expected: dict, when: str) -> None:
+    p = widget._parameterNode
+    widgets = bound_widgets(widget)
+    stored = {name: getattr(p, name) for name in expected}
+    shown = {name: widget_value(widgets[name]) for name in expected}
+    lost = {name: (value, stored[name], shown[name]) for name, value in expected.items()
+            if not (stored[name] == value and shown[name] == value)}
+    assert not lost, f"{when}: parameter -> (chosen, in the parameter node, in the widget): {lost}"
+
+
+def test_every_choice_survives_leaving_and_entering_the_module(panel, tmp_path, slicer_tag):
+    """Defect 1: before v5.10, a second connectGui on enter() reset the choice combo boxes (quality balanced ->
+    fast, mode dtc -> seg: a fine-tune then ran labeled-only). Under every tag's own wrapper, every choice
+    survives the first enter(), exit() + enter() (twice), and a scene close while the module is shown."""
+    w = panel
+    p = w._parameterNode
+    defaults = {name: getattr(p, name) for name in bound_widgets(w)}
+    assert (defaults["quality"], defaults["mode"]) == ("balanced", "dtc")
+    enter_module(w)
+    assert_shown(w, defaults, f"{slicer_tag}, first enter()")
+
+    chosen = user_choices(tmp_path, 1)
+    assert set(chosen) == set(bound_widgets(w)), "every bound widget must get a choice in this test"
+    for name, value in chosen.items():
+        choose(bound_widgets(w)[name], value)
+    assert_shown(w, chosen, f"{slicer_tag}, chosen")
+    for visit in (1, 2):
+        exit_module(w)
+        enter_module(w)
+        assert_shown(w, chosen, f"{slicer_tag}, exit() + enter() #{visit}")
+
+    slicer.mrmlScene.Clear(0)  # File / Close scene while the module is shown: a reset parameter node, reconnected
+    p = w._parameterNode
+    assert (p.quality, p.mode, bound_widgets(w)["quality"].currentText) == ("balanced", "dtc", "balanced")
+    chosen = user_choices(tmp_path, 2)
+    for name, value in chosen.items():
+        choose(bound_widgets(w)[name], value)
+    exit_module(w)
+    enter_module(w)
+    assert_shown(w, chosen, f"{slicer_tag}, after a scene close, exit() + enter()")
+
+
+# ---- Next case: "Load the top-ranked volume" (issue 25) ----
+
+def test_load_volume_has_each_supported_signature():
+    """The harness's slicer.util.loadVolume is slicer-core's real one (it reads files through the harness's
+    slicer.app.coreIOManager()); its signature, and loadNodeFromFile's, is the one of every supported tag."""
+    def shape(signature):  # the API records keep which parameters have a default, not the value
+        return [(q.name, q.kind, q.default is inspect.Parameter.empty) for q in signature.parameters.values()]
+
+    for name in ("loadVolume", "loadNodeFromFile"):
+        real = shape(inspect.signature(getattr(slicer.util, name)))
+        for tag in api_versions.SUPPORTED_TAGS:
+            record = api_versions.module_member(tag, "slicer.util", [name])
+            assert record is not None and shape(api_versions.member_signature(record)) == real, (name, tag)
+
+
+def write_nrrd(path, ijk_to_ras, seed):
+    """An NRRD written by MRML's volume storage node; the node is removed again. Returns its voxels (K, J, I)."""
+    kji = np.random.default_rng(seed).normal(100, 10, SHAPE_KJI).astype(np.float32)
+    node = slicer.util.addVolumeFromArray(kji, ijk_to_ras, "to write")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.WriteData(node)
+    slicer.mrmlScene.RemoveNode(node)
+    return kji
+
+
+@pytest.mark.parametrize("slicer_tag", FLOW_TAGS, indirect=True)
+def test_rank_then_load_the_top_ranked_volume(panel, models_folder, tmp_path):
+    w, p = panel, with_model_and_dataset(panel, models_folder, tmp_path / "dataset")
+    files = {}  # path -> (IJK-to-RAS, voxels)
+    for seed, shift in ((3, 0.0), (4, 25.0)):
+        matrix = IJK_TO_RAS.copy()
+        matrix[:3, 3] += shift
+        path = tmp_path / f"Case {seed}.seq.nrrd"
+        files[path] = (matrix, write_nrrd(path, matrix, seed))
+    w.ui.loadTopButton.click()  # nothing ranked yet: refused with a message, no node
+    assert slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 0
+    pythonqt.FILE_DIALOG_ANSWERS.append([str(path) for path in files])
+    w.ui.addUnlabeledFilesButton.click()
+    assert w.ui.unlabeledList.count == 2, w.ui.datasetStatusLabel.text
+
+    w.ui.rankButton.click()
+    pump_until(lambda: "rank" not in w._jobs, what="ranking")
+    assert w.ui.rankingTable.rowCount == 2, w.ui.rankStatusLabel.text
+    top = Path(w._ranking[0][0])
+    assert top.resolve() in {path.resolve() for path in files}
+    matrix, kji = files[next(path for path in files if path.resolve() == top.resolve())]
+
+    w.ui.loadTopButton.click()
+    node = p.inputVolume
+    assert node is not None and node.GetScene() is slicer.mrmlScene
+    assert w.ui.inputVolumeSelector.currentNode() is node
+    assert node.GetName() == top.name.split(".")[0]  # Slicer names it by the file's base name
+    assert Path(node.GetStorageNode().GetFileName()).resolve() == top.resolve()
+    assert np.allclose(slicer.util.arrayFromVTKMatrix(_m(node)), matrix, atol=1e-6)
+    assert np.array_equal(slicer.util.arrayFromVolume(node), kji)

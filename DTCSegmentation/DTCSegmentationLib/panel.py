@@ -130,7 +130,7 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.disconnectGui(self._guiTag)
         self._parameterNode, self._guiTag = parameterNode, None
         if parameterNode is not None:
-            widgets = {w.property(SlicerParameterNamePropertyName): w for w in self.ui.__dict__.values()
+            widgets = {w.property(SlicerParameterNamePropertyName): w for w in vars(self.ui).values()
                        if w.property(SlicerParameterNamePropertyName)}  # the .ui sets it on each bound widget
             self._guiTag = parameterNode.connectParametersToGui(widgets)
 

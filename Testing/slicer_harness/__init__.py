@@ -12,7 +12,9 @@ v5.6.2, v5.8.1, v5.10.0 and v5.12.3, and the stand-ins expose what all four have
   with the Slicer/CTK widgets of the module's .ui implemented in :mod:`mrml_widgets`;
 - ``slicer.app`` (:class:`app.FakeApplication`): testing mode on, no main window;
 - ``slicer.ScriptedLoadableModule`` (:mod:`scripted_module`): the four base classes;
-- ``slicer.parameterNodeWrapper``: Slicer v5.8.1's own package, vendored (``vendor/``).
+- ``slicer.parameterNodeWrapper``: Slicer's own package, vendored at each supported tag (``vendor/``; v5.8.1
+  by default, any tag through :mod:`wrapper_versions`);
+- ``slicer.app.coreIOManager()`` (:mod:`io_manager`): the volume reader behind ``slicer.util.loadVolume``.
 
 Usage in a test module::
 

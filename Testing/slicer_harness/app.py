@@ -53,6 +53,11 @@ class FakeApplication:
     def applicationLogic(self):
         return self._applicationLogic
 
+    def coreIOManager(self):
+        from .io_manager import core_io_manager  # slicer.util.loadVolume / loadNodeFromFile read files through it
+
+        return core_io_manager()
+
     def connect(self, signal: str, slot: Callable) -> bool:
         signature = pythonqt.normalize(signal)
         declared = {s for entry in pythonqt._api_chain("qSlicerApplication") for s in entry["signals"]}
