@@ -88,9 +88,10 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         return DTCSegmentationParameterNode(super().getParameterNode())
 
     # ---- model ----
-    def startModelInfo(self, modelPaths: list, device: str | None = None) -> ModelInfoJob:
-        """``dtc info`` on the models (and the device choice) in the background."""
-        job = ModelInfoJob(Path(tempfile.mkdtemp(prefix="DTCInfo-")), [str(p) for p in modelPaths], device)
+    def startModelInfo(self, modelPaths: list, device: str | None = None, threads: int | None = None) -> ModelInfoJob:
+        """``dtc info`` on the models (and the device choice) in the background (``threads``: see startSegment)."""
+        job = ModelInfoJob(Path(tempfile.mkdtemp(prefix="DTCInfo-")), [str(p) for p in modelPaths], device,
+                           threads=threads)
         job.start()
         return job
 
@@ -106,8 +107,13 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
     # ---- segment ----
     def startSegment(self, volume, roi=None, modelPath: str = "", device: str = "auto", quality: str = "balanced",
-                     largestComponent: bool = False) -> SegmentJob:
-        """Write the scan (cropped to the ROI) to a work folder and start ``dtc segment`` on it."""
+                     largestComponent: bool = False, threads: int | None = None) -> SegmentJob:
+        """Write the scan (cropped to the ROI) to a work folder and start ``dtc segment`` on it.
+
+        ``threads``: the job's CPU threads (``dtc segment --threads``; the panel's share, :mod:`.cores`);
+        None: every core. ``job.extent`` is set when the engine finds the scan much larger than the
+        model's training scans (:mod:`DTCCore.extent`).
+        """
         from DTCCore.io import write_image
 
         image, geometry = sceneio.volume_to_array(volume)
@@ -121,7 +127,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             cropGeometry = sceneio.geometry_from_ijk_to_ras(matrix)
         write_image(work / "input.nrrd", crop, cropGeometry, compress=False)
         job = SegmentJob(work, work / "input.nrrd", image.shape, region, modelPath or "", device,
-                         QUALITY_OVERLAP[quality], largestComponent, mirror=QUALITY_MIRROR[quality])
+                         QUALITY_OVERLAP[quality], largestComponent, mirror=QUALITY_MIRROR[quality], threads=threads)
         job.start()
         return job
 
@@ -158,10 +164,11 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
     # ---- fine-tune ----
     def trainingRequest(self, p: DTCSegmentationParameterNode, resumeRunDir: Path | None = None,
-                        initInfo: dict | None = None) -> TrainingRequest:
+                        initInfo: dict | None = None, threads: int | None = None) -> TrainingRequest:
         """The fine-tune request from the panel settings; DTCError when there is nothing to train on.
 
         ``initInfo``: ``dtc info`` of the starting model when already known (else read now, blocking).
+        ``threads``: ``dtc train --threads`` (the panel: :func:`.cores.train_threads`); None: every core.
         """
         folder = dataset.DatasetFolder(p.datasetFolder)
         folder.require_labeled()
@@ -199,9 +206,10 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         if initFrom is None and resumeRunDir is None and table:
             config["network"]["num_classes"] = len(table)  # from scratch the dataset's classes make the network
         if resumeRunDir is not None:
-            return TrainingRequest(folder.manifest_path, resumeRunDir, config, None, resume=True, labels=table)
+            return TrainingRequest(folder.manifest_path, resumeRunDir, config, None, resume=True, labels=table,
+                                   threads=threads)
         return TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom, labels=table,
-                               note=note)
+                               note=note, threads=threads)
 
     @staticmethod
     def scratchNetwork(manifestPath: Path, p: DTCSegmentationParameterNode
@@ -226,12 +234,14 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         return pools, patch, note
 
     # ---- next case ----
-    def startRanking(self, datasetFolder, modelPath: str = "", device: str = "auto") -> RankJob:
-        """``dtc rank`` over the dataset's unlabeled volumes, in the background."""
+    def startRanking(self, datasetFolder, modelPath: str = "", device: str = "auto",
+                     threads: int | None = None) -> RankJob:
+        """``dtc rank`` over the dataset's unlabeled volumes, in the background (``threads``: see startSegment)."""
         m = dataset.DatasetFolder(datasetFolder).load()
         if not m.unlabeled:
             raise DTCError("the dataset has no unlabeled volumes; add some in Training data first")
-        job = RankJob(Path(tempfile.mkdtemp(prefix="DTCRank-")), list(m.unlabeled), modelPath or "", device)
+        job = RankJob(Path(tempfile.mkdtemp(prefix="DTCRank-")), list(m.unlabeled), modelPath or "", device,
+                      threads=threads)
         job.start()
         return job
 

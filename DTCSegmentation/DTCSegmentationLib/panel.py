@@ -21,7 +21,8 @@ from slicer.util import VTKObservationMixin
 
 from DTCCore.errors import DTCError
 
-from . import dataset, models, sceneio
+from . import dataset, models, roihint, sceneio
+from .cores import job_threads
 from .logic import DTCSegmentationLogic, _folder
 from .training import TrainingJob
 
@@ -47,6 +48,7 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._lastCancelledRun = None
         self._ranking = []
         self._segmentTarget = None
+        self._roiSize = None  # mm x y z of the model's training scans, for the "Add ROI box" button
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
         self._timer.connect("timeout()", self.onTimer)
@@ -64,6 +66,8 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()  # connectGui first: the slots below then see updated values
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
+        self.ui.roiButton.connect("clicked(bool)", self.onAddRoi)
+        self.ui.roiButton.visible = False  # offered when a scan is much larger than the training scans (roihint)
         self.ui.refreshModelsButton.connect("clicked(bool)", self.refreshModels)
         self.ui.importModelButton.connect("clicked(bool)", self.onImportModel)
         self.ui.exportModelButton.connect("clicked(bool)", self.onExportModel)
@@ -161,13 +165,16 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ends[kind](job, event)
 
     def _onJobEvent(self, kind, job, event):
+        if event["event"] == "extent-warning":
+            self.ui.segmentStatusLabel.text += roihint.note(job)
+            self.ui.roiButton.visible, self._roiSize = True, job.extent["model_mm"]
         if event["event"] != "progress":
             return
         if kind == "segment":
             bar = self.ui.segmentProgressBar
             bar.maximum, bar.value = event["total"], event["done"]
             self.ui.segmentStatusLabel.text = (f"Running: window {event['done']}/{event['total']}, "
-                                               f"{job.elapsed_s:.0f} s elapsed")
+                                               f"{job.elapsed_s:.0f} s elapsed" + roihint.note(job))
         elif kind == "rank":
             self.ui.rankStatusLabel.text = (f"Ranking: {event['done']}/{event['total']} volumes, "
                                             f"{job.elapsed_s:.0f} s elapsed")
@@ -213,7 +220,8 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self._describedDevice = self._parameterNode.device
         with slicer.util.tryWithErrorDisplay("Could not read the models."):
-            self._startJob("info", self.logic.startModelInfo(paths, self._describedDevice))
+            self._startJob("info", self.logic.startModelInfo(paths, self._describedDevice,
+                                                             job_threads("info", self._jobs)))
 
     def _endInfo(self, job, event):
         self._modelInfo.update(job.models)
@@ -291,7 +299,8 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     return
             self._ensureEngine()
             job = self.logic.startSegment(p.inputVolume, p.inputROI, p.modelPath, p.device, p.quality,
-                                          p.largestComponent)
+                                          p.largestComponent, job_threads("segment", self._jobs))
+            self.ui.roiButton.visible = False
             self._segmentTarget = (p.inputVolume, output, p.modelPath)  # the table is read when results arrive
             self.ui.segmentStatusLabel.text = "Loading the model..."
             self._startJob("segment", job, self.ui.segmentButton)
@@ -313,7 +322,15 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay("Could not create the result nodes."):
                 nodes = self.logic.writeResults(volume, job.result, self._labelTable(modelPath), output)
                 self._parameterNode.segmentation = nodes.segmentation
-                label.text = f"Done in {job.elapsed_s:.1f} s on {job.device}: {nodes.segmentation.GetName()}"
+                label.text = (f"Done in {job.elapsed_s:.1f} s on {job.device}: {nodes.segmentation.GetName()}"
+                              + roihint.note(job))
+
+    def onAddRoi(self):
+        """The scan is much larger than the training scans: a box of their size, selected as the ROI."""
+        with slicer.util.tryWithErrorDisplay("Could not add the ROI box."):
+            self._parameterNode.inputROI = roihint.add_roi_box(self._parameterNode.inputVolume, self._roiSize)
+            self.ui.roiButton.visible = False
+            self.ui.segmentStatusLabel.text = "ROI box added at the scan's centre: move it onto the structure, Segment."
 
     # ---- training data ----
     def refreshDataset(self, *args):
@@ -402,7 +419,7 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             p = self._parameterNode
             entry = self._currentEntry()
             initInfo = self._modelInfo.get(str(entry.path)) if entry is not None else None
-            request = self.logic.trainingRequest(p, resumeRunDir, initInfo)
+            request = self.logic.trainingRequest(p, resumeRunDir, initInfo, job_threads("train", self._jobs))
             job = TrainingJob(request)
             from .curves import LossCurve
 
@@ -436,7 +453,7 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay("Ranking failed to start.", waitCursor=True):
             self._ensureEngine()
             p = self._parameterNode
-            job = self.logic.startRanking(p.datasetFolder, p.modelPath, p.device)
+            job = self.logic.startRanking(p.datasetFolder, p.modelPath, p.device, job_threads("rank", self._jobs))
             self.ui.rankStatusLabel.text = "Ranking..."
             self._startJob("rank", job, self.ui.rankButton)
 

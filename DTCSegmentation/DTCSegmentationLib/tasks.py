@@ -18,6 +18,11 @@ from .jobs import EngineJob, ProcessRunner
 OUTSIDE_LEVELSET = 1.0  # level set outside the ROI: "outside the structure", as DTCCore.inference writes it
 
 
+def threads_args(threads: int | None) -> list[str]:
+    """``--threads N`` for a job given its share of the cores (:mod:`.cores`); nothing for the default."""
+    return [] if threads is None else ["--threads", str(int(threads))]
+
+
 @dataclass
 class SegmentResult:
     """Engine results on the full (X, Y, Z) grid of the scan."""
@@ -35,9 +40,9 @@ class SegmentJob(EngineJob):
 
     def __init__(self, work_dir: Path, image_path: Path, shape: tuple, region: tuple | None, model_path: str = "",
                  device: str = "auto", overlap: float = 0.5, largest_component: bool = False,
-                 runner: ProcessRunner | None = None, mirror: bool | None = None) -> None:
+                 runner: ProcessRunner | None = None, mirror: bool | None = None, threads: int | None = None) -> None:
         args = ["segment", str(image_path), "-o", str(Path(work_dir) / "out"), "--device", device,
-                "--overlap", str(overlap), "--overwrite"]
+                "--overlap", str(overlap), "--overwrite", *threads_args(threads)]
         if model_path:
             args += ["--model", model_path]
         if largest_component:
@@ -46,8 +51,10 @@ class SegmentJob(EngineJob):
             args.append("--mirror" if mirror else "--no-mirror")
         super().__init__(args, work_dir, runner)
         self.shape, self.region = tuple(shape), region
+        self.threads = threads
         self.files: dict[str, str] = {}
         self.device = ""
+        self.extent: dict[str, Any] | None = None  # the engine's "extent-warning": scan_mm, model_mm
         self.result: SegmentResult | None = None
 
     def on_event(self, event: dict[str, Any]) -> None:
@@ -56,6 +63,8 @@ class SegmentJob(EngineJob):
             self.files = dict(event["files"])
         elif event["event"] == "start":
             self.device = str(event.get("device", ""))
+        elif event["event"] == "extent-warning":
+            self.extent = event
 
     def _full(self, array: np.ndarray, fill: float, dtype) -> np.ndarray:
         out = np.full(self.shape, fill, dtype)
@@ -82,9 +91,10 @@ class RankJob(EngineJob):
     temporary = True
 
     def __init__(self, work_dir: Path, images: list, model_path: str = "", device: str = "auto",
-                 runner: ProcessRunner | None = None) -> None:
+                 runner: ProcessRunner | None = None, threads: int | None = None) -> None:
         args = ["rank", *[str(p) for p in images], "--device", device] + (["--model", model_path] if model_path else [])
-        super().__init__(args, work_dir, runner)
+        super().__init__(args + threads_args(threads), work_dir, runner)
+        self.threads = threads
         self.ranking: list[tuple[str, float]] = []
 
     def on_event(self, event: dict[str, Any]) -> None:
@@ -100,9 +110,10 @@ class ModelInfoJob(EngineJob):
     temporary = True
 
     def __init__(self, work_dir: Path, models: list, device: str | None = None,
-                 runner: ProcessRunner | None = None) -> None:
+                 runner: ProcessRunner | None = None, threads: int | None = None) -> None:
         args = ["info", *[str(p) for p in models]] + (["--device", device] if device else [])
-        super().__init__(args, work_dir, runner)
+        super().__init__(args + threads_args(threads), work_dir, runner)
+        self.threads = threads
         self.models: dict[str, dict] = {}
         self.device: dict[str, Any] = {}
 

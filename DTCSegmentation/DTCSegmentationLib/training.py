@@ -22,6 +22,7 @@ from typing import Any
 from DTCCore.config import atomic_write_text
 
 from .jobs import EngineJob, ProcessRunner
+from .tasks import threads_args
 
 
 @dataclass
@@ -35,6 +36,7 @@ class TrainingRequest:
     resume: bool = False  # continue from the newest checkpoint in run_dir
     labels: list[dict[str, Any]] | None = None  # label table for the new model (names from the training data)
     note: str = ""  # what the panel planned (network pooling, patch fitted to the scans), shown on start
+    threads: int | None = None  # dtc train --threads (the panel's share of the cores, .cores); None: every core
 
     def args(self) -> list[str]:
         args = ["train", str(self.manifest), "-o", str(self.run_dir), "--config", str(self.config_path)]
@@ -42,7 +44,7 @@ class TrainingRequest:
             args += ["--init-from", str(self.init_from)]
         if self.resume:
             args.append("--resume")
-        return args
+        return args + threads_args(self.threads)
 
     @property
     def config_path(self) -> Path:
@@ -57,6 +59,7 @@ class TrainingJob(EngineJob):
     def __init__(self, request: TrainingRequest, runner: ProcessRunner | None = None) -> None:
         super().__init__(request.args(), Path(request.run_dir), runner)
         self.request = request
+        self.threads = request.threads
         self.model: Path | None = None
         self.checkpoint: Path | None = None
         self._first: tuple[int, float] | None = None  # (iteration, elapsed s) of the first progress event
