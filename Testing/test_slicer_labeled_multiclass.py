@@ -15,6 +15,7 @@ import slicer
 
 from DTCCore.labels import LEFT_ATRIUM, write_sidecar
 from slicer_harness.fixtures import dtc_module, slicer_scene  # noqa: F401
+from slicer_harness.wrapper_versions import dtc_module_at, slicer_tag  # noqa: F401
 from test_slicer_logic import IJK_TO_RAS, SHAPE_KJI, make_volume, node_ijk_to_ras, read_xyz
 from test_slicer_widget import choose_model, panel  # noqa: F401
 

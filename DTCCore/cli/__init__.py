@@ -7,6 +7,7 @@ status 2, never a traceback. A cancelled training run exits with status 3 after 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .. import __version__
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from ..threads import apply_threads, describe_threads
 
-        log(describe_threads(apply_threads(args.threads, getattr(args, "uses_torch", True))))  # first line
+        state = apply_threads(args.threads, getattr(args, "uses_torch", True))
+        if args.threads is not None and os.environ.get("RANK", "0") == "0":  # asked for: said on the first line
+            log(describe_threads(state))  # (rank 0 only: the other ranks of a multi-GPU run print nothing)
         return int(args.run(args) or 0)
     except CancelledError as exc:
         log(f"cancelled: {exc}")
