@@ -92,7 +92,7 @@ def oversize_warning(scan_mm: Sequence[float], model_mm: Sequence[float] | None,
     ``where``: how to draw the region of interest in the caller's interface (an option, a panel field).
     """
     axes = oversize_axes(scan_mm, model_mm)
-    if not axes:
+    if not axes or model_mm is None:  # no extent recorded: nothing to compare with
         return None
     along = ", ".join(f"{a} ({r:.1f}x)" for a, r in axes)
     return (f"this scan ({_mm(scan_mm)}) is over {OVERSIZE_FACTOR:g}x larger along {along} than the scans the "
