@@ -285,3 +285,25 @@ def test_catalog_entry_would_be_accepted():
         assert url in cmake
         path = url.split("/main/", 1)[1]
         assert (REPO / path).is_file(), f"{url} points at a missing file"
+
+
+def test_collapsible_button_keeps_a_child_the_module_hid():
+    """ctkCollapsibleButton: expanding shows what collapsing hid, never a child the module hid itself."""
+    from PySide6 import QtWidgets
+
+    from slicer_harness import mrml_widgets
+
+    pythonqt.process_events(0)  # the QApplication exists
+    box = mrml_widgets.ctkCollapsibleButton()
+    shown, hidden = QtWidgets.QPushButton(box), QtWidgets.QPushButton(box)
+    hidden.setVisible(False)  # as the panel hides "Add ROI box" in setup(), before the panel is shown
+    box.show()
+    assert shown.isVisible() and not hidden.isVisible()
+    box.collapsed = True
+    assert not shown.isVisible() and not hidden.isVisible()
+    box.collapsed = False
+    assert shown.isVisible() and not hidden.isVisible()
+    hidden.setVisible(True)  # the module shows it: it stays shown
+    box.collapsed, box.collapsed = True, False
+    assert hidden.isVisible()
+    box.close()

@@ -58,6 +58,7 @@ class ctkCollapsibleButton(QtWidgets.QGroupBox):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._collapsed = False
+        self._folded: set = set()  # children hidden by collapsing (shown again on expanding)
 
     def _get_text(self) -> str:
         return self.title()
@@ -75,9 +76,18 @@ class ctkCollapsibleButton(QtWidgets.QGroupBox):
             self.contentsCollapsed.emit(collapsed)
 
     def _apply_collapsed(self) -> None:
+        """Fold or unfold the contents; a child the module hid itself stays hidden (CTK keeps such a child's
+        "visibilityToParent" false: ctkCollapsibleButtonPrivate::setChildVisibility)."""
         for child in self.children():
-            if isinstance(child, QtWidgets.QWidget):
-                child.setVisible(not self._collapsed)
+            if not isinstance(child, QtWidgets.QWidget):
+                continue
+            if self._collapsed and not child.isHidden():
+                self._folded.add(child)
+                child.setVisible(False)
+            elif not self._collapsed and (child in self._folded or not child.isHidden()):
+                child.setVisible(True)
+        if not self._collapsed:
+            self._folded.clear()
 
     def showEvent(self, event) -> None:  # the .ui sets "collapsed" before the contents exist
         self._apply_collapsed()

@@ -55,7 +55,8 @@ def render(target: Path, width: int = 520, height: int = 900) -> Path:
     qwidget.resize(width, height)
     qwidget.show()
     pythonqt.process_events(0.3)
-    qwidget.resize(width, qwidget.sizeHint().height())  # the panel's own height: no empty space below
+    # the panel's own height (no empty space below), with wrapped labels given the lines they need at this width
+    qwidget.resize(width, max(qwidget.sizeHint().height(), qwidget.heightForWidth(width)))
     pythonqt.process_events(0.3)
     pixmap = qwidget.grab()
     target.parent.mkdir(parents=True, exist_ok=True)
