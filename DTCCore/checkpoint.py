@@ -16,7 +16,6 @@ import datetime as _dt
 import hashlib
 import io
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,10 @@ from . import __version__
 from .atomic import atomic_write_bytes
 from .config import DTCConfig
 from .errors import DTCError
+from .protocol import CHECKPOINT_DIR, CHECKPOINT_PATTERN, DEFAULT_MODEL
+from .protocol import MODEL_MAGIC as MAGIC  # format tag; bump the digit when the payload layout changes incompatibly
 
-MAGIC = b"DTCCKPT1\n"  # format tag; bump the digit when the payload layout changes incompatibly
 FORMAT_VERSION = 1
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_PATTERN = re.compile(r"^iter_(\d{6,})\.pt$")
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "default.pt"
 
 
 def checkpoint_path(run_dir: str | os.PathLike, iteration: int) -> Path:

@@ -7,8 +7,7 @@ and exits with :data:`EXIT_USER_ERROR`, without a traceback. Anything else is a 
 
 from __future__ import annotations
 
-EXIT_USER_ERROR = 2  # CLI exit status for a DTCError (argparse uses 2 for usage errors too)
-EXIT_CANCELLED = 3  # CLI exit status when a run was cancelled (SIGINT/SIGTERM) after saving a checkpoint
+from .protocol import EXIT_CANCELLED, EXIT_USER_ERROR  # noqa: F401  (the exit codes live in the protocol)
 
 
 class DTCError(Exception):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .runlog import LOSS_NAMES
+from .protocol import LOSS_NAMES
 
 SEGMENTATION_COLOR = "#ff3b30"  # our choice: red contour for the label
 LEVELSET_COLOR = "#00c8ff"  # our choice: cyan dashed line for the level set's zero crossing
@@ -103,7 +103,7 @@ def save_curves(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> P
 
     Args:
         path: output PNG.
-        records: dicts; those with ``"iteration"`` and ``"losses"`` (keys ``runlog.LOSS_NAMES``)
+        records: dicts; those with ``"iteration"`` and ``"losses"`` (keys ``protocol.LOSS_NAMES``)
             are plotted: the losses on a log axis, and ``"lambda"`` and ``"lr"`` (log axis) against iteration.
             Other records (start/end events) are ignored; with no progress events the figure says so.
     """

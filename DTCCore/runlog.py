@@ -1,15 +1,8 @@
 """The run folder's progress log: ``log.jsonl`` events, their listeners, and ``curves.png``.
 
 Every event is one JSON object per line, flushed at once, so a crash loses nothing written before it
-and a process reading the file (the Slicer module) sees progress as it happens. Events::
-
-    {"event": "start", "total": N, "start_iteration": i, "device": "...", "labeled": n, "unlabeled": m}
-    {"event": "progress", "iteration": i, "total": N, "losses": {name: f for name in LOSS_NAMES},
-     "lr": f, "lambda": f, "elapsed_s": s, "eta_s": s}
-    {"event": "checkpoint", "iteration": i, "path": "..."}
-    {"event": "message", "text": "..."}
-    {"event": "done", "iteration": N, "model": ".../model.pt", "elapsed_s": s}
-    {"event": "cancelled", "iteration": i, "checkpoint": "..."}
+and a process reading the file (the Slicer module) sees progress as it happens. The events and their
+fields (the same records ``dtc train --jsonl`` prints) are listed in :mod:`DTCCore.protocol`.
 """
 
 from __future__ import annotations
@@ -20,8 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import DTCError
+from .protocol import EVENT_KEY, Event
 
-LOSS_NAMES = ("total", "dice", "lsf", "consistency")  # keys of "losses" in progress events (from compute_losses)
 CURVES_EVERY_S = 30.0  # redraw curves.png at most this often (a redraw costs ~0.3 s of CPU; our measurement)
 
 Listener = Callable[[dict[str, Any]], None]
@@ -42,10 +35,10 @@ class RunLog:
             raise DTCError(f"cannot write {self.run_dir / 'log.jsonl'} ({exc.strerror}); "
                            "choose a writable run folder") from None
         if write:
-            self.records = [r for r in read_log(self.run_dir) if r.get("event") == "progress"]
+            self.records = [r for r in read_log(self.run_dir) if r.get(EVENT_KEY) == Event.PROGRESS]
 
     def emit(self, event: str, **fields: Any) -> None:
-        record = {"event": event, **fields}
+        record = {EVENT_KEY: event, **fields}
         if self._file is not None:
             try:
                 self._file.write(json.dumps(record) + "\n")
@@ -53,7 +46,7 @@ class RunLog:
             except OSError as exc:
                 self._file = None  # a full disk: stop logging, keep the error for the caller
                 raise DTCError(f"cannot write {self.run_dir / 'log.jsonl'} ({exc.strerror}); free disk space") from None
-        if event == "progress":
+        if event == Event.PROGRESS:
             self.records.append(record)
             if self.write and time.monotonic() - self._last_curves > CURVES_EVERY_S:
                 self.save_curves()
@@ -61,7 +54,7 @@ class RunLog:
             self.listener(record)
 
     def message(self, text: str) -> None:
-        self.emit("message", text=text)
+        self.emit(Event.MESSAGE, text=text)
 
     def save_curves(self) -> None:
         """Redraw ``curves.png`` from the progress so far (never fatal: a plot is not worth a run)."""

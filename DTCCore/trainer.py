@@ -28,7 +28,8 @@ from .config import DTCConfig
 from .distributed import DistContext, current_context
 from .errors import CancelledError, DTCError
 from .extent import EXTENT_KEY, manifest_training_extent
-from .runlog import LOSS_NAMES, Listener, RunLog
+from .protocol import LOSS_NAMES, Event
+from .runlog import Listener, RunLog
 from .schedule import UNBOUNDED_ITERATIONS, TimeBudget, lr_at
 
 # model.pt gets recomputed BatchNorm statistics only when training ended at a learning rate above this:
@@ -290,7 +291,7 @@ def _save(run: _Run, iteration: int) -> Path:
     path = checkpoint_path(run.run_dir, iteration)
     on_main(run.ctx, lambda: save_checkpoint(path, run.model, run.optimizer, iteration, run.config,
                                              {**run.extra, "iterations_done": iteration}))
-    run.log.emit("checkpoint", iteration=iteration, path=str(path))
+    run.log.emit(Event.CHECKPOINT, iteration=iteration, path=str(path))
     run.last_saved = iteration
     return path
 
@@ -305,7 +306,7 @@ def _loop(run: _Run, cancel: Callable[[], bool] | None) -> None:
                            start_iteration=run.start,
                            num_iterations=UNBOUNDED_ITERATIONS if budget.active else max(0, t.iterations - run.start))
     loader = make_loader(dataset, t.num_workers, pin_memory=run.device.type == "cuda")
-    run.log.emit("start", total=t.iterations, start_iteration=run.start, device=str(run.device),
+    run.log.emit(Event.START, total=t.iterations, start_iteration=run.start, device=str(run.device),
                  labeled=len(run.labeled), unlabeled=len(run.unlabeled), world_size=ctx.world_size,
                  threads=torch.get_num_threads())
     t0 = last_saved_time = time.monotonic()
@@ -336,7 +337,7 @@ def _loop(run: _Run, cancel: Callable[[], bool] | None) -> None:
 def _cancelled(run: _Run) -> None:
     """Checkpoint (unless this iteration already is one), log, and raise CancelledError."""
     path = checkpoint_path(run.run_dir, run.iteration) if run.last_saved == run.iteration else _save(run, run.iteration)
-    run.log.emit("cancelled", iteration=run.iteration, checkpoint=str(path))
+    run.log.emit(Event.CANCELLED, iteration=run.iteration, checkpoint=str(path))
     run.log.close()
     raise CancelledError(f"training cancelled at iteration {run.iteration}; resume with --resume ({path.name} kept)")
 
@@ -368,7 +369,7 @@ def _progress_event(run: _Run, losses: dict[str, torch.Tensor], lr: float, elaps
     t = run.config.train
     values = run.ctx.mean(torch.stack([losses[k].detach() for k in LOSS_NAMES]))
     done = run.iteration - run.start
-    run.log.emit("progress", iteration=run.iteration, total=t.iterations,
+    run.log.emit(Event.PROGRESS, iteration=run.iteration, total=t.iterations,
                  losses={k: float(v) for k, v in zip(LOSS_NAMES, values)}, lr=lr,
                  **{"lambda": float(losses["lambda"])}, elapsed_s=round(elapsed, 3),
                  eta_s=round(elapsed / done * (t.iterations - run.iteration), 1))
@@ -389,6 +390,6 @@ def _finish(run: _Run) -> Path:
     seconds = round(time.monotonic() - run.began, 1)
     on_main(run.ctx, lambda: save_checkpoint(model_path, final_model, None, run.iteration, run.config, {
         **run.extra, "iterations_done": run.iteration, "train_seconds": seconds}))
-    run.log.emit("done", iteration=run.iteration, model=str(model_path), checkpoint=str(final), elapsed_s=seconds)
+    run.log.emit(Event.DONE, iteration=run.iteration, model=str(model_path), checkpoint=str(final), elapsed_s=seconds)
     run.log.close()
     return model_path

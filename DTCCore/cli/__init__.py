@@ -11,7 +11,8 @@ import os
 import sys
 
 from .. import __version__
-from ..errors import EXIT_CANCELLED, EXIT_USER_ERROR, CancelledError, DTCError
+from ..errors import CancelledError, DTCError
+from ..protocol import EXIT_CANCELLED, EXIT_USER_ERROR
 
 DESCRIPTION = """\
 DTC: semi-supervised 3D segmentation through dual-task consistency (Luo et al., AAAI 2021).

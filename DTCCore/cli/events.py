@@ -1,6 +1,7 @@
 """JSON-lines events and the cancel file shared by the commands programs drive (the Slicer panel).
 
-``--jsonl`` prints one JSON object per line on stdout, flushed at once, each with an ``"event"`` key.
+``--jsonl`` prints one JSON object per line on stdout, flushed at once, each with an ``"event"`` key
+(the names, their fields and the commands that take these options: :mod:`DTCCore.protocol`).
 ``--cancel-file PATH``: the command stops at the next check (between windows or iterations) once PATH
 exists; it works on every OS, including where no signal reaches the process (a GUI without a console,
 a launcher that forwards no signal).
@@ -21,12 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CancelledError
+from ..protocol import CANCEL_FILE_OPTION, EVENT_KEY, EXIT_CANCELLED, JSONL_OPTION
+
+JSONL_HELP = "print progress and results as JSON lines (for programs)"
+CANCEL_HELP = (f"stop cleanly (exit status {EXIT_CANCELLED}) as soon as this file exists; "
+               "checked between windows/iterations")
 
 
-def add_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--jsonl", action="store_true", help="print progress and results as JSON lines (for programs)")
-    p.add_argument("--cancel-file", metavar="PATH",
-                   help="stop cleanly (exit status 3) as soon as this file exists; checked between windows/iterations")
+def add_options(p: argparse.ArgumentParser, jsonl_help: str = JSONL_HELP, cancel_help: str = CANCEL_HELP) -> None:
+    """``--jsonl`` and ``--cancel-file PATH``, the options of the commands a program drives."""
+    p.add_argument(JSONL_OPTION, action="store_true", help=jsonl_help)
+    p.add_argument(CANCEL_FILE_OPTION, metavar="PATH", help=cancel_help)
 
 
 _reader_gone = False  # set once a write found the pipe closed
@@ -59,7 +65,7 @@ def write_line(text: str, stream: Any = None) -> None:
 
 
 def emit(event: str, **fields: Any) -> None:
-    write_line(json.dumps({"event": event, **fields}))
+    write_line(json.dumps({EVENT_KEY: event, **fields}))
 
 
 def cancel_check(path: str | None) -> Callable[[], bool]:

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import DTCError
 from ..extent import EXTENT_KEY, model_training_extent
 from ..pools import REFERENCE_POOLS
+from ..protocol import Event
 from . import device_argument
 from .events import emit
 
@@ -59,11 +60,14 @@ def describe_model(path: Path) -> dict[str, Any]:
     return out
 
 
-def describe_device(requested: str) -> dict[str, Any]:
+def device_report(requested: str) -> dict[str, Any]:
+    """The ``device`` event's fields: what ``--device requested`` resolves to here, and why no GPU if none.
+
+    The one-line description is :func:`DTCCore.inference.describe_device`'s (as ``segment`` and ``rank``
+    print it)."""
     import torch
 
-    from ..inference import describe_device as describe
-    from ..inference import resolve_device
+    from ..inference import describe_device, resolve_device
 
     why = ""
     if not torch.cuda.is_available():
@@ -73,7 +77,7 @@ def describe_device(requested: str) -> dict[str, Any]:
     except DTCError as exc:
         return {"requested": requested, "resolved": None, "description": f"not available: {exc}",
                 "cuda_available": torch.cuda.is_available(), "why_no_gpu": why}
-    return {"requested": requested, "resolved": str(device), "description": describe(device),
+    return {"requested": requested, "resolved": str(device), "description": describe_device(device),
             "cuda_available": torch.cuda.is_available(), "why_no_gpu": why}
 
 
@@ -83,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     paths = [Path(p) for p in args.models] or [DEFAULT_MODEL]
     for path in paths:
         try:
-            emit("model", **json.loads(json.dumps(describe_model(path), default=str)))
+            emit(Event.MODEL, **json.loads(json.dumps(describe_model(path), default=str)))
         except DTCError as exc:
-            emit("model-error", path=str(path), error=str(exc))
+            emit(Event.MODEL_ERROR, path=str(path), error=str(exc))
     if args.device:
-        emit("device", **describe_device(args.device))
+        emit(Event.DEVICE, **device_report(args.device))
     return 0

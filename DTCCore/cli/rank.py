@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DTCError
+from ..protocol import Event
 from . import device_argument, events
 
 RANK_OVERLAP = 0.25  # our choice: half the windows of overlap 0.5; the mean disagreement barely moves
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     config.infer.overlap = RANK_OVERLAP
     events.log(f"model: {args.model or 'the bundled default model'}; device: {describe_device(device)}")
     if args.jsonl:
-        events.emit("start", device=describe_device(device), total=len(args.images), threads=torch.get_num_threads())
+        events.emit(Event.START, device=describe_device(device), total=len(args.images),
+                    threads=torch.get_num_threads())
 
     def check(done: int, total: int) -> None:
         events.raise_if_cancelled(cancelled, "ranking")
@@ -58,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
         prediction = predict_volume(model, image, config, device, progress=check, spacing=geometry.spacing)
         scores.append((str(path), float(np.mean(prediction.disagreement))))
         if args.jsonl:
-            events.emit("progress", done=i + 1, total=len(args.images), case=str(path))
+            events.emit(Event.PROGRESS, done=i + 1, total=len(args.images), case=str(path))
     ranking = sorted(scores, key=lambda s: s[1], reverse=True)
     if args.jsonl:
-        events.emit("ranked", ranking=[list(s) for s in ranking])
+        events.emit(Event.RANKED, ranking=[list(s) for s in ranking])
     else:
         for path, score in ranking:
             print(f"{score:.5f}\t{path}", file=sys.stdout)

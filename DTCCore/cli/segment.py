@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DTCError
+from ..protocol import OUTPUT_KINDS, Event
 from . import device_argument, events
 
 SAMPLE_IMAGE = Path(__file__).resolve().parent.parent / "sample" / "la_sample_image.nrrd"
-OUTPUT_KINDS = ("seg", "levelset", "disagreement")  # <case>_<kind>.<ext>
 
 HELP = """\
 Segment 3D scans. For each IMAGE (any format SimpleITK reads) OUT_DIR receives, with exactly the
@@ -128,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {source}; {describe_plan(config)}; device: {describe_device(device)}", file=sys.stderr)
     jsonl, cancelled = getattr(args, "jsonl", False), events.cancel_check(getattr(args, "cancel_file", None))
     if jsonl:
-        events.emit("start", device=describe_device(device), total=len(images), num_classes=config.network.num_classes,
+        events.emit(Event.START, device=describe_device(device), total=len(images),
+                    num_classes=config.network.num_classes,
                     threads=torch.get_num_threads())
 
     for path, case in zip(images, names):
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
             def progress(done: int, total: int) -> None:
                 events.raise_if_cancelled(cancelled, "segment")
                 if jsonl:
-                    events.emit("progress", case=case, done=done, total=total)
+                    events.emit(Event.PROGRESS, case=case, done=done, total=total)
                 bar.total = total
                 bar.update(done - bar.n)
 
@@ -154,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
             lsf = pred.levelset if pred.levelset.ndim == 3 else pred.levelset[0]
             save_preview(out_dir / f"{case}_preview.png", image, pred.label, lsf, geometry.spacing, title=case)
         if jsonl:
-            events.emit("case-done", case=case, files={k: str(v) for k, v in targets.items()},
+            events.emit(Event.CASE_DONE, case=case, files={k: str(v) for k, v in targets.items()},
                         seconds=round(time.perf_counter() - t0, 2))
         voxels = int(np.count_nonzero(pred.label))
         ml = voxels * float(np.prod(geometry.spacing)) / 1000.0
@@ -186,7 +187,7 @@ def _warn_if_oversize(case: str, shape, spacing, roi, model_mm, jsonl: bool) -> 
         return
     events.log(f"warning: {case}: {text}")
     if jsonl:
-        events.emit("extent-warning", case=case, text=text, scan_mm=[round(v, 1) for v in scan_mm],
+        events.emit(Event.EXTENT_WARNING, case=case, text=text, scan_mm=[round(v, 1) for v in scan_mm],
                     model_mm=list(model_mm))
 
 

@@ -12,7 +12,8 @@ from ..config import AUGMENT_CHOICES, MODES, DTCConfig
 from ..errors import DTCError
 from ..plan import manifest_auto_spacing, manifest_median_spacing, parse_spacing
 from ..pools import auto_pools, check_pools
-from . import device_argument
+from ..protocol import EVENT_KEY, EXIT_CANCELLED, Event
+from . import device_argument, events
 
 HELP = """\
 Train a dual-task VNet on the scans a manifest names. MANIFEST is JSON:
@@ -62,9 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, metavar="W", help="batch-loading processes (default 2)")
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun: synchronise BatchNorm statistics across processes (SyncBatchNorm)")
-    p.add_argument("--jsonl", action="store_true", help="print progress as JSON lines (for programs) instead of a bar")
-    p.add_argument("--cancel-file", metavar="PATH",
-                   help="save a checkpoint and stop (exit status 3) once this file exists; checked every iteration")
+    events.add_options(p, jsonl_help="print progress as JSON lines (for programs) instead of a bar",
+                       cancel_help=f"save a checkpoint and stop (exit status {EXIT_CANCELLED}) once this file exists; "
+                                   "checked every iteration")
     p.set_defaults(run=run)
 
 
@@ -135,23 +136,23 @@ class _Printer:
             detach_output()
 
     def _show(self, record: dict[str, Any]) -> None:
-        event = record["event"]
-        if event == "start":
+        event = record[EVENT_KEY]
+        if event == Event.START:
             from tqdm import tqdm
 
             print(f"training on {record['device']}: {record['labeled']} labeled, {record['unlabeled']} unlabeled scans",
                   file=sys.stderr)
             self.bar = tqdm(total=record["total"], initial=record["start_iteration"], unit="it", dynamic_ncols=True)
-        elif event == "progress" and self.bar is not None:
+        elif event == Event.PROGRESS and self.bar is not None:
             self.bar.update(record["iteration"] - self.bar.n)
             losses = record["losses"]
             self.bar.set_postfix(loss=f"{losses['total']:.3f}", dice=f"{losses['dice']:.3f}",
                                  lam=f"{record['lambda']:.2f}")
-        elif event == "message":
+        elif event == Event.MESSAGE:
             (self.bar.write if self.bar is not None else print)(record["text"])
-        elif event in ("done", "cancelled") and self.bar is not None:
+        elif event in (Event.DONE, Event.CANCELLED) and self.bar is not None:
             self.bar.close()
-            if event == "done":
+            if event == Event.DONE:
                 print(f"model written to {record['model']}", file=sys.stderr)
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import slicer
 import vtk
 
+from DTCCore.protocol import LOSS_NAMES
+
 TABLE_NAME = "DTC fine-tune losses"
 CHART_NAME = "DTC fine-tune loss curve"
-LOSS_COLUMNS = ("total", "dice", "lsf", "consistency")  # keys of the trainer's "losses" record
+LOSS_COLUMNS = LOSS_NAMES  # keys of the trainer's "losses" record, in the table's column order
 SERIES_COLORS = {"total": (0.0, 0.0, 0.0), "dice": (0.85, 0.2, 0.2), "lsf": (0.2, 0.4, 0.85),
                  "consistency": (0.2, 0.65, 0.3)}
 

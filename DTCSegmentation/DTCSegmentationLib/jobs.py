@@ -32,7 +32,17 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from DTCCore.errors import EXIT_CANCELLED, EXIT_USER_ERROR
+from DTCCore.protocol import (
+    ENGINE_MODULE,
+    EVENT_KEY,
+    EXIT_CANCELLED,
+    EXIT_OK,
+    EXIT_USER_ERROR,
+    Event,
+    JobEvent,
+    JobState,
+    driver_options,
+)
 
 CANCEL_SIGNAL_AFTER_S = 15.0  # our choice, the minimum: a window or a GPU iteration ends well within this
 CANCEL_GRACE_S = 90.0  # our choice, the minimum from cancel to kill (the signal at 15 s + 75 s to checkpoint)
@@ -181,12 +191,15 @@ class ProcessRunner:
 
 
 class EngineJob:
-    """``python -m DTCCore <args> --jsonl --cancel-file <work_dir>/cancel`` as events.
+    """``python -m DTCCore <command> <args...> --jsonl --cancel-file <work_dir>/cancel`` as events.
 
-    :meth:`poll` returns the engine's JSON events, then one final event: ``job-done``, ``job-cancelled``
-    or ``job-failed`` (``error``: the engine's one-line ``error:`` message, else its last output lines).
-    ``state``: "idle", "running", "done", "cancelled", "failed". Subclasses record what they need in
-    :meth:`on_event` and may refuse success in :meth:`done_event`.
+    ``args`` start with the command's name; the driver options are the ones that command takes
+    (:func:`DTCCore.protocol.driver_options`: ``dtc info`` takes neither). :meth:`poll` returns the
+    engine's JSON events, then one final :class:`~DTCCore.protocol.JobEvent`: ``job-done``,
+    ``job-cancelled`` or ``job-failed`` (``error``: the engine's one-line ``error:`` message, else its
+    last output lines). ``state``: a :class:`~DTCCore.protocol.JobState`. Subclasses record what they
+    need in :meth:`on_event` and may refuse success in :meth:`done_event`. Event names and fields:
+    :mod:`DTCCore.protocol`.
     """
 
     kind = "job"
@@ -196,7 +209,7 @@ class EngineJob:
         self.args = [str(a) for a in args]
         self.work_dir = Path(work_dir)
         self.runner = runner or ProcessRunner()
-        self.state = "idle"
+        self.state = JobState.IDLE
         self.error = ""
         self.progress: dict[str, Any] | None = None
         self.started_at = 0.0
@@ -208,8 +221,9 @@ class EngineJob:
         return self.work_dir / CANCEL_FILE_NAME
 
     def command(self, python: str | None = None) -> list[str]:
-        return [python or python_executable(), "-m", "DTCCore", *self.args,
-                "--jsonl", "--cancel-file", str(self.cancel_file)]
+        """``python -m DTCCore <command> <args...>`` and the driver options that command takes."""
+        return [python or python_executable(), "-m", ENGINE_MODULE, *self.args,
+                *driver_options(self.args[0], self.cancel_file)]
 
     def start(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -218,7 +232,7 @@ class EngineJob:
         env = dict(os.environ, PYTHONPATH=engine_pythonpath(), PYTHONUNBUFFERED="1")
         self.started_at = time.monotonic()
         self.runner.start(self.command(), env=env)
-        self.state = "running"
+        self.state = JobState.RUNNING
 
     @property
     def elapsed_s(self) -> float:
@@ -230,7 +244,7 @@ class EngineJob:
         return None
 
     def cancel(self) -> None:
-        if self.state != "running" or self._cancel_requested:
+        if self.state != JobState.RUNNING or self._cancel_requested:
             return
         self._cancel_requested = True
         try:
@@ -240,11 +254,11 @@ class EngineJob:
             self.runner.cancel(ask_first=False, step_s=self.step_s)
 
     def on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "progress":
+        if event.get(EVENT_KEY) == Event.PROGRESS:
             self.progress = event
 
     def done_event(self) -> dict[str, Any]:
-        return {"event": "job-done"}
+        return {EVENT_KEY: JobEvent.DONE}
 
     def poll(self) -> list[dict[str, Any]]:
         events = []
@@ -258,18 +272,18 @@ class EngineJob:
             except json.JSONDecodeError:
                 self._stderr.append(line)
                 continue
-            if isinstance(event, dict) and "event" in event:
+            if isinstance(event, dict) and EVENT_KEY in event:
                 self.on_event(event)
                 events.append(event)
         code = self.runner.returncode
-        if self.state == "running" and code is not None:
+        if self.state == JobState.RUNNING and code is not None:
             events.append(self._finish(code))
         return events
 
     def wait(self, timeout: float) -> list[dict[str, Any]]:
         """Block until the job ends (console, tests and the self-test only); all its events."""
         events, deadline = [], time.monotonic() + timeout
-        while self.state == "running" and time.monotonic() < deadline:
+        while self.state == JobState.RUNNING and time.monotonic() < deadline:
             events += self.poll()
             time.sleep(0.05)
         return events
@@ -282,20 +296,20 @@ class EngineJob:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def _end_event(self, code: int) -> dict[str, Any]:
-        if code == 0:
+        if code == EXIT_OK:
             try:
                 event = self.done_event()
-                self.state = "done"
+                self.state = JobState.DONE
                 return event
             except Exception as exc:  # results unreadable: a failure, said in one line
-                self.state, self.error = "failed", str(exc)
-                return {"event": "job-failed", "error": self.error, "returncode": code}
+                self.state, self.error = JobState.FAILED, str(exc)
+                return {EVENT_KEY: JobEvent.FAILED, "error": self.error, "returncode": code}
         if code == EXIT_CANCELLED or (self._cancel_requested and code != EXIT_USER_ERROR):
-            self.state = "cancelled"
-            return {"event": "job-cancelled"}
-        self.state = "failed"
+            self.state = JobState.CANCELLED
+            return {EVENT_KEY: JobEvent.CANCELLED}
+        self.state = JobState.FAILED
         errors = [line for line in self._stderr if line.startswith("error: ")]
         self.error = errors[-1][len("error: "):] if errors else (
             "\n".join(list(self._stderr)[-5:]) or f"the engine process stopped with exit code {code}"
         )
-        return {"event": "job-failed", "error": self.error, "returncode": code}
+        return {EVENT_KEY: JobEvent.FAILED, "error": self.error, "returncode": code}

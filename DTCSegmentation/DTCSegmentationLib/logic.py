@@ -25,6 +25,7 @@ from DTCCore.config import AUGMENT_CHOICES, DEVICE_CHOICES, MODES
 from DTCCore.errors import DTCError
 from DTCCore.plan import manifest_geometry, median_spacing  # torch-free: image headers only
 from DTCCore.pools import auto_pools, check_patch, fit_patch
+from DTCCore.protocol import JobState
 
 from . import dataset, models, results, sceneio
 from .tasks import ModelInfoJob, RankJob, SegmentJob
@@ -101,7 +102,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         job = self.startModelInfo([path])
         job.wait(JOB_TIMEOUT_S)
         info = job.models.get(path)
-        if job.state != "done" or info is None or "error" in info:
+        if job.state != JobState.DONE or info is None or "error" in info:
             raise DTCError((info or {}).get("error") or job.error or f"cannot read model {path}")
         return info
 
@@ -142,7 +143,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         table = table or self.modelInfo(modelPath)["labels"]
         job = self.startSegment(volume, roi, modelPath or "", device, quality, largestComponent)
         job.wait(JOB_TIMEOUT_S)
-        if job.state != "done":
+        if job.state != JobState.DONE:
             raise DTCError(f"Segment {job.state}: {job.error}" if job.error else f"Segment {job.state}")
         return self.writeResults(volume, job.result, table, output)
 

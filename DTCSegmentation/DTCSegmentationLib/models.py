@@ -10,18 +10,15 @@ Import copies a model file (with its label table) into the models folder; export
 from __future__ import annotations
 
 import datetime
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from DTCCore.pools import REFERENCE_POOLS  # torch-free
+from DTCCore.protocol import CHECKPOINT_DIR, CHECKPOINT_PATTERN, DEFAULT_MODEL, MODEL_MAGIC  # torch-free
 
 DEFAULT_LABEL = "Bundled default (left atrium MRI)"
 RUN_PREFIX = "finetune"  # run folders the panel creates: <models folder>/finetune-YYYYmmdd-HHMMSS
-# The trainer's checkpoint files, as DTCCore.checkpoint names them (that module imports torch: not here)
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_PATTERN = re.compile(r"^iter_(\d{6,})\.pt$")
 VALIDATION_KEYS = ("validation_dice", "val_dice", "dice")  # names the trainer may use in ``extra``
 
 
@@ -34,9 +31,7 @@ class ModelEntry:
 
 def bundled_model_path() -> Path:
     """The bundled default model (next to DTCCore; no torch import)."""
-    import DTCCore
-
-    return Path(DTCCore.__file__).resolve().parent / "models" / "default.pt"
+    return DEFAULT_MODEL
 
 
 def describe(info: dict) -> str:
@@ -98,7 +93,7 @@ def import_model(model_file: str | Path, models_folder: str | Path) -> Path:
     source = Path(model_file)
     if not source.is_file():
         raise DTCError(f"{source} is not a file; pick a model .pt file")
-    if source.read_bytes()[:9] != b"DTCCKPT1\n":
+    if source.read_bytes()[:len(MODEL_MAGIC)] != MODEL_MAGIC:
         raise DTCError(f"{source} is not a DTCSegmentation model; "
                        "pick a model.pt written by 'dtc train' or exported here")
     target = new_run_dir(models_folder, prefix=f"imported-{source.stem}") / "model.pt"

@@ -2,7 +2,8 @@
 
 Files are exchanged in a temporary work folder: the logic writes the scan (cropped to the ROI) there,
 ``dtc segment`` writes its results next to it, and :meth:`SegmentJob.done_event` reads them back onto
-the full grid of the scan (outside the ROI: label 0, level set +1, disagreement 0, as the engine does).
+the full grid of the scan (outside the ROI: label 0, level set +1 (``DTCCore.protocol.OUTSIDE_LEVELSET``),
+disagreement 0, as the engine does).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from DTCCore.protocol import EVENT_KEY, INFO, OUTPUT_KINDS, OUTSIDE_LEVELSET, RANK, SEGMENT, Event, JobEvent
+
 from .jobs import EngineJob, ProcessRunner
 
-OUTSIDE_LEVELSET = 1.0  # level set outside the ROI: "outside the structure", as DTCCore.inference writes it
+SEG, LEVELSET, DISAGREEMENT = OUTPUT_KINDS  # keys of the case-done event's "files"
 
 
 def threads_args(threads: int | None) -> list[str]:
@@ -41,7 +44,7 @@ class SegmentJob(EngineJob):
     def __init__(self, work_dir: Path, image_path: Path, shape: tuple, region: tuple | None, model_path: str = "",
                  device: str = "auto", overlap: float = 0.5, largest_component: bool = False,
                  runner: ProcessRunner | None = None, mirror: bool | None = None, threads: int | None = None) -> None:
-        args = ["segment", str(image_path), "-o", str(Path(work_dir) / "out"), "--device", device,
+        args = [SEGMENT, str(image_path), "-o", str(Path(work_dir) / "out"), "--device", device,
                 "--overlap", str(overlap), "--overwrite", *threads_args(threads)]
         if model_path:
             args += ["--model", model_path]
@@ -59,11 +62,11 @@ class SegmentJob(EngineJob):
 
     def on_event(self, event: dict[str, Any]) -> None:
         super().on_event(event)
-        if event["event"] == "case-done":
+        if event[EVENT_KEY] == Event.CASE_DONE:
             self.files = dict(event["files"])
-        elif event["event"] == "start":
+        elif event[EVENT_KEY] == Event.START:
             self.device = str(event.get("device", ""))
-        elif event["event"] == "extent-warning":
+        elif event[EVENT_KEY] == Event.EXTENT_WARNING:
             self.extent = event
 
     def _full(self, array: np.ndarray, fill: float, dtype) -> np.ndarray:
@@ -74,14 +77,14 @@ class SegmentJob(EngineJob):
     def done_event(self) -> dict[str, Any]:
         from DTCCore.io import read_image
 
-        if "seg" not in self.files:
+        if SEG not in self.files:
             raise RuntimeError("the engine finished without writing a segmentation")
-        label = self._full(read_image(self.files["seg"])[0], 0, np.uint8)
-        keys = sorted((k for k in self.files if k.startswith("levelset")), key=lambda k: (len(k), k))
+        label = self._full(read_image(self.files[SEG])[0], 0, np.uint8)
+        keys = sorted((k for k in self.files if k.startswith(LEVELSET)), key=lambda k: (len(k), k))
         levelsets = [self._full(read_image(self.files[k])[0], OUTSIDE_LEVELSET, np.float32) for k in keys]
-        disagreement = self._full(read_image(self.files["disagreement"])[0], 0.0, np.float32)
+        disagreement = self._full(read_image(self.files[DISAGREEMENT])[0], 0.0, np.float32)
         self.result = SegmentResult(label, levelsets, disagreement, self.device, self.elapsed_s)
-        return {"event": "job-done"}
+        return {EVENT_KEY: JobEvent.DONE}
 
 
 class RankJob(EngineJob):
@@ -92,39 +95,39 @@ class RankJob(EngineJob):
 
     def __init__(self, work_dir: Path, images: list, model_path: str = "", device: str = "auto",
                  runner: ProcessRunner | None = None, threads: int | None = None) -> None:
-        args = ["rank", *[str(p) for p in images], "--device", device] + (["--model", model_path] if model_path else [])
+        args = [RANK, *[str(p) for p in images], "--device", device] + (["--model", model_path] if model_path else [])
         super().__init__(args + threads_args(threads), work_dir, runner)
         self.threads = threads
         self.ranking: list[tuple[str, float]] = []
 
     def on_event(self, event: dict[str, Any]) -> None:
         super().on_event(event)
-        if event["event"] == "ranked":
+        if event[EVENT_KEY] == Event.RANKED:
             self.ranking = [(str(p), float(s)) for p, s in event["ranking"]]
 
 
 class ModelInfoJob(EngineJob):
-    """``dtc info``: ``models`` {path: description dict or {"error": ...}} and ``device`` (what the choice gives)."""
+    """``dtc info``: ``models`` {path: description dict or {"error": ...}} and ``device`` (what the choice gives).
+
+    ``dtc info`` always prints JSON lines and takes neither ``--jsonl`` nor ``--cancel-file``
+    (:func:`DTCCore.protocol.driver_options` leaves them out)."""
 
     kind = "info"
     temporary = True
 
     def __init__(self, work_dir: Path, models: list, device: str | None = None,
                  runner: ProcessRunner | None = None, threads: int | None = None) -> None:
-        args = ["info", *[str(p) for p in models]] + (["--device", device] if device else [])
+        args = [INFO, *[str(p) for p in models]] + (["--device", device] if device else [])
         super().__init__(args + threads_args(threads), work_dir, runner)
         self.threads = threads
         self.models: dict[str, dict] = {}
         self.device: dict[str, Any] = {}
 
-    def command(self, python: str | None = None) -> list[str]:
-        return super().command(python)[:-3]  # dtc info takes neither --jsonl nor --cancel-file (always JSON lines)
-
     def on_event(self, event: dict[str, Any]) -> None:
         super().on_event(event)
-        if event["event"] == "model":
+        if event[EVENT_KEY] == Event.MODEL:
             self.models[event["path"]] = event
-        elif event["event"] == "model-error":
+        elif event[EVENT_KEY] == Event.MODEL_ERROR:
             self.models[event["path"]] = {"error": event["error"]}
-        elif event["event"] == "device":
+        elif event[EVENT_KEY] == Event.DEVICE:
             self.device = event

@@ -4,8 +4,8 @@ Usage::
 
     job = TrainingJob(TrainingRequest(manifest, run_dir, {"train": {"iterations": 500}}))
     job.start()
-    while job.state == "running":      # in Slicer: from a qt.QTimer
-        for event in job.poll():      # the trainer's events, then job-done / job-cancelled / job-failed
+    while job.state == JobState.RUNNING:  # DTCCore.protocol.JobState; in Slicer: from a qt.QTimer
+        for event in job.poll():  # the trainer's events, then job-done / job-cancelled / job-failed
             print(event)
 
 Cancel writes the run's cancel file: the trainer saves a checkpoint and exits 3 (``job-cancelled`` with
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from DTCCore.config import atomic_write_text
+from DTCCore.protocol import EVENT_KEY, TRAIN, Event, JobEvent
 
 from .jobs import EngineJob, ProcessRunner
 from .tasks import threads_args
@@ -39,7 +40,7 @@ class TrainingRequest:
     threads: int | None = None  # dtc train --threads (the panel's share of the cores, .cores); None: every core
 
     def args(self) -> list[str]:
-        args = ["train", str(self.manifest), "-o", str(self.run_dir), "--config", str(self.config_path)]
+        args = [TRAIN, str(self.manifest), "-o", str(self.run_dir), "--config", str(self.config_path)]
         if self.init_from is not None and not self.resume:
             args += ["--init-from", str(self.init_from)]
         if self.resume:
@@ -79,12 +80,12 @@ class TrainingJob(EngineJob):
 
     def on_event(self, event: dict[str, Any]) -> None:
         super().on_event(event)
-        kind = event.get("event")
-        if kind == "progress" and self._first is None:
+        kind = event.get(EVENT_KEY)
+        if kind == Event.PROGRESS and self._first is None:
             self._first = (event["iteration"], event["elapsed_s"])
-        if kind == "done":
+        if kind == Event.DONE:
             self.model = Path(event["model"])
-        elif kind in ("cancelled", "checkpoint"):
+        elif kind in (Event.CANCELLED, Event.CHECKPOINT):
             self.checkpoint = Path(event.get("checkpoint") or event.get("path"))
 
     def done_event(self) -> dict[str, Any]:
@@ -94,10 +95,10 @@ class TrainingJob(EngineJob):
             from DTCCore.labels import write_sidecar
 
             write_sidecar(self.model, self.request.labels)
-        return {"event": "job-done", "model": str(self.model)}
+        return {EVENT_KEY: JobEvent.DONE, "model": str(self.model)}
 
     def _finish(self, code: int) -> dict[str, Any]:
         event = super()._finish(code)
-        if event["event"] == "job-cancelled":
+        if event[EVENT_KEY] == JobEvent.CANCELLED:
             event["checkpoint"] = str(self.checkpoint) if self.checkpoint else None
         return event
