@@ -415,8 +415,21 @@ def test_rank_then_load_the_top_ranked_volume(panel, models_folder, tmp_path):
     top = Path(w._ranking[0][0])
     assert top.resolve() in {path.resolve() for path in files}
     matrix, kji = files[next(path for path in files if path.resolve() == top.resolve())]
+    # The disagreement score beside each scan (3 significant digits, highest first), why each is there in the
+    # tooltips, and the status names the next case with its score (issue 24).
+    table = w.ui.rankingTable
+    shown = [(table.item(row, 0).text(), float(table.item(row, 1).text())) for row in range(2)]
+    assert shown == [(Path(path).name, float(f"{score:.3g}")) for path, score in w._ranking]
+    assert shown[0][1] >= shown[1][1]
+    header = table.horizontalHeaderItem(1)
+    assert header.text() == "Mean disagreement" and "level-set" in header.toolTip()
+    assert table.item(0, 1).toolTip() == header.toolTip() and table.item(0, 0).toolTip() == str(top)
+    top_score = table.item(0, 1).text()
+    assert f"Next case: {top.name}, mean disagreement {top_score} (median of the 2: " in w.ui.rankStatusLabel.text
 
     w.ui.loadTopButton.click()
+    loaded = w.ui.rankStatusLabel.text
+    assert loaded.startswith(f"Loaded {top.name}: mean disagreement {top_score}, the highest of the 2"), loaded
     node = p.inputVolume
     assert node is not None and node.GetScene() is slicer.mrmlScene
     assert w.ui.inputVolumeSelector.currentNode() is node

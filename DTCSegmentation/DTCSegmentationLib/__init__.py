@@ -8,6 +8,7 @@
 - :mod:`.tasks`: Segment, ranking and model information as engine jobs (``dtc segment / rank / info``)
 - :mod:`.training`: the fine-tune job (``dtc train``)
 - :mod:`.panel`: the module panel (the widget)
+- :mod:`.nextcase`: what Next case says about a ranking (each scan's disagreement score, why the top one)
 - :mod:`.models`: the model registry (bundled default + models trained here)
 - :mod:`.curves`: the loss-curve table and plot nodes
 - :mod:`.dependencies`: PyTorch installation on first use (never at import)

@@ -21,7 +21,7 @@ from slicer.util import VTKObservationMixin
 
 from DTCCore.errors import DTCError
 
-from . import dataset, models, roihint, sceneio
+from . import dataset, models, nextcase, roihint, sceneio
 from .cores import job_threads
 from .logic import DTCSegmentationLogic, _folder
 from .training import TrainingJob
@@ -62,6 +62,7 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = DTCSegmentationLogic()
         self.ui.labeledTable.setHorizontalHeaderLabels(["Image", "Label"])
         self.ui.rankingTable.setHorizontalHeaderLabels(["Volume", "Mean disagreement"])
+        self.ui.rankingTable.horizontalHeaderItem(1).setToolTip(nextcase.SCORE_TOOLTIP)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()  # connectGui first: the slots below then see updated values
@@ -463,9 +464,12 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._ranking = job.ranking
             self.ui.rankingTable.setRowCount(len(job.ranking))
             for row, (path, score) in enumerate(job.ranking):
-                self.ui.rankingTable.setItem(row, 0, qt.QTableWidgetItem(Path(path).name))
-                self.ui.rankingTable.setItem(row, 1, qt.QTableWidgetItem(f"{score:.4f}"))
-            label.text = f"Ranked {len(job.ranking)} volumes in {job.elapsed_s:.1f} s."
+                name, value = qt.QTableWidgetItem(Path(path).name), qt.QTableWidgetItem(nextcase.score_text(score))
+                name.setToolTip(str(path))
+                value.setToolTip(nextcase.SCORE_TOOLTIP)
+                self.ui.rankingTable.setItem(row, 0, name)
+                self.ui.rankingTable.setItem(row, 1, value)
+            label.text = nextcase.ranked_note(job.ranking, job.elapsed_s)
 
     def onLoadTop(self):
         with slicer.util.tryWithErrorDisplay("Could not load the volume."):
@@ -473,3 +477,4 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 raise DTCError("nothing is ranked yet; click 'Rank unlabeled volumes' first")
             node = slicer.util.loadVolume(self._ranking[0][0])
             self._parameterNode.inputVolume = node
+            self.ui.rankStatusLabel.text = nextcase.loaded_note(self._ranking)
