@@ -54,6 +54,7 @@ import few_label_la
 
 sys.path.insert(0, str(_common.REPO / "DTCSegmentation"))  # the panel's job classes (they never import slicer)
 
+from DTCCore.protocol import EVENT_KEY, Event, JobState  # noqa: E402
 from DTCCore.runlog import read_log  # noqa: E402
 from DTCSegmentationLib.tasks import RankJob  # noqa: E402
 
@@ -179,11 +180,11 @@ def rank_pool(model: Path, images: list[Path], timeout_s: float) -> tuple[list[t
     job = _RankJob(Path(tempfile.mkdtemp(prefix="dtc-loop-rank-")), images, str(model), "cpu", threads=1)
     job.start()
     job.wait(timeout_s)
-    if job.state == "running":
+    if job.state == JobState.RUNNING:
         job.cancel()
         job.wait(120)
         raise SystemExit(f"error: ranking with {model} took over {timeout_s:g} s; raise RANK_TIMEOUT_S")
-    if job.state != "done":
+    if job.state != JobState.DONE:
         raise SystemExit(f"error: ranking with {model} failed: {job.error}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -325,7 +326,7 @@ def train_all(out: Path, study: Study, entries: list[tuple[Arm | None, int]], pa
     arms = {(a.name if a else "initial", r): a for a, r in entries}
     for key, result in run_parallel(stages, parallel).items():
         run_dir = round_dir(out, arms[key], key[1]) / "run"
-        done = [e for e in read_log(run_dir) if e.get("event") == "done"][-1]
+        done = [e for e in read_log(run_dir) if e.get(EVENT_KEY) == Event.DONE][-1]
         update_timing(run_dir.parent, "train", {**result, "iterations": int(done["iteration"]),
                                                 "trainer_s": done["elapsed_s"]})
 
