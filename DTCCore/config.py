@@ -24,6 +24,10 @@ MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is th
 # "cpu", "cuda" (the current GPU) or "cuda:N" (GPU number N).
 DEVICE_CHOICES = ("auto", "cuda", "cpu")  # this order in the panel's device list
 _CUDA_INDEXED = re.compile(r"cuda:\d+")
+# Forward-pass precision (train.precision, infer.precision; precision.py): "auto" = bf16 where the hardware
+# runs it natively (CUDA with bf16, or a CPU with AVX512-BF16 / AMX), else fp32; "fp32"; "bf16" (forced).
+PRECISIONS = ("auto", "fp32", "bf16")
+LEGACY_AMP = "amp"  # train.amp of configs before --precision: false meant fp32 everywhere, true what "auto" means
 
 
 def check_device(name: str) -> str:
@@ -101,7 +105,7 @@ class TrainConfig:
     log_every: int = 10  # iterations between progress events in log.jsonl
     num_workers: int = 2  # background batch producers (0 = in the training process)
     device: str = "auto"  # DEVICE_CHOICES or cuda:N
-    amp: bool = True  # bf16 autocast on CUDA; always fp32 on the CPU
+    precision: str = "auto"  # one of PRECISIONS, for the training forward passes (see precision.py)
     deterministic: bool = False  # True: deterministic algorithms (slower; used by resume tests)
     sync_batchnorm: bool = False  # DDP only: SyncBatchNorm across processes
     # Batches over which model.pt's BatchNorm statistics are recomputed for the final weights when training
@@ -135,6 +139,7 @@ class InferConfig:
     # train.augment), nnU-Net's test-time mirroring; a "no-mirror" model averages over its in-plane
     # turns instead (tta.tta_turns), "none" over nothing. Up to 4x the time.
     mirror: bool = False
+    precision: str = "auto"  # one of PRECISIONS, for the inference forward passes (see precision.py)
 
 
 # The model plan: the grid a model works on. nnU-Net's "3d_lowres" idea: a coarser spacing than the scans
@@ -169,6 +174,7 @@ class DTCConfig:
         if not isinstance(d, dict):
             raise DTCError("config must be a JSON object with sections network/recipe/train/infer")
         out = cls()
+        d = _migrate_amp(d, out)
         for section, value in d.items():
             if section not in _SECTIONS:
                 raise DTCError(f"unknown config section {section!r}; expected one of {sorted(_SECTIONS)}")
@@ -206,6 +212,9 @@ class DTCConfig:
             raise DTCError("iterations must be >= 1")
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:
             raise DTCError("labeled_batch must be >= 1 and unlabeled_batch >= 0")
+        for where, value in (("train.precision", self.train.precision), ("infer.precision", self.infer.precision)):
+            if value not in PRECISIONS:
+                raise DTCError(f"{where} {value!r}: use one of {', '.join(PRECISIONS)}")
         augment_choice(self.train.augment)  # raises on an unknown name; old booleans are accepted
         check_device(self.train.device)
         if not 0.0 <= self.infer.overlap < 1.0:
@@ -233,6 +242,20 @@ class DTCConfig:
 
 
 _SECTIONS = {f.name for f in dataclasses.fields(DTCConfig)}
+
+
+def _migrate_amp(d: dict[str, Any], out: DTCConfig) -> dict[str, Any]:
+    """``d`` without an older config's ``train.amp``; ``amp: false`` sets both precisions to fp32 on ``out``
+    (unless ``d`` names them), ``amp: true`` keeps "auto" (bf16 on CUDA, as it was)."""
+    train = d.get("train")
+    if not isinstance(train, dict) or LEGACY_AMP not in train:
+        return d
+    amp = train[LEGACY_AMP]
+    if not isinstance(amp, bool):
+        raise DTCError(f"config train.{LEGACY_AMP} must be true or false, not {amp!r}")
+    if not amp:
+        out.train.precision = out.infer.precision = "fp32"
+    return {**d, "train": {k: v for k, v in train.items() if k != LEGACY_AMP}}
 
 
 def coerce_value(where: str, annotation: str, value: Any) -> Any:

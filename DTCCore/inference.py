@@ -24,6 +24,8 @@ from .intensity import normalize
 from .network import DualTaskVNet
 from .pools import size_multiples
 from .precise_bn import fold_batchnorm
+from .precision import autocast_dtype
+from .protocol import OUTSIDE_LEVELSET
 from .resample import needs_resampling, resize_linear, target_shape
 from .sliding_window import WHOLE_VOLUME_MAX_VOXELS, sliding_window, whole_volume_patch
 
@@ -33,7 +35,6 @@ __all__ = ["Prediction", "predict_volume", "resolve_device", "describe_device", 
 # tensors changed (their in-place version counters and identities): the copy costs ~0.1-0.6 s a call.
 _INFERENCE_COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-OUTSIDE_LEVELSET = 1.0  # level set outside an ROI: the far "outside" end of the normalised [-1, 1] range
 
 
 @dataclass
@@ -110,7 +111,8 @@ def predict_volume(
         model: a ``DualTaskVNet`` (or any module returning ``(seg_logits, lsf)``); moved to ``device``.
         image_xyz: (X, Y, Z) intensities, any real dtype (used as float32).
         config: the run's config: ``train.patch`` is the window, ``infer`` the sliding-window settings,
-            ``train.amp`` enables bf16 autocast on CUDA, ``recipe.k`` the inverse transform,
+            ``infer.precision`` the forward passes' precision (precision.py: "auto" is bf16 on CUDA and on
+            CPUs with native bf16), ``recipe.k`` the inverse transform,
             ``recipe.mode == "lsf"`` takes the label from the level set (that ablation has no seg head).
         device: where to run; on GPU out-of-memory the windows per pass are halved down to 1, then the
             CPU is used (each step reported through ``log``).
@@ -284,7 +286,7 @@ def _run_with_fallback(
         while True:
             try:
                 tensor = torch.from_numpy(image)[None, None].to(current)
-                amp_dtype = torch.bfloat16 if current.type == "cuda" and config.train.amp else None
+                amp_dtype = autocast_dtype(config.infer.precision, current)
                 seg, lsf = sliding_window(
                     model, tensor, patch, stride=stride, overlap=infer.overlap,
                     blend=infer.blend, batch_windows=batch, amp_dtype=amp_dtype, progress=progress,

@@ -28,6 +28,7 @@ from .config import DTCConfig
 from .distributed import DistContext, current_context
 from .errors import CancelledError, DTCError
 from .extent import EXTENT_KEY, manifest_training_extent
+from .precision import autocast, autocast_dtype, describe_precision
 from .protocol import LOSS_NAMES, Event
 from .runlog import Listener, RunLog
 from .schedule import UNBOUNDED_ITERATIONS, TimeBudget, lr_at
@@ -98,7 +99,7 @@ def _create_run_dir(run_dir: Path) -> None:
         raise DTCError(f"cannot write to run folder {run_dir} ({exc.strerror}); choose a writable folder") from None
 
 
-def _precise_bn(model: torch.nn.Module, batches, device: torch.device, amp: bool) -> torch.nn.Module:
+def _precise_bn(model: torch.nn.Module, batches, device: torch.device, amp: torch.dtype | None) -> torch.nn.Module:
     """A copy of ``model`` with BatchNorm statistics recomputed for its final weights (see precise_bn.py)."""
     import copy
 
@@ -106,7 +107,7 @@ def _precise_bn(model: torch.nn.Module, batches, device: torch.device, amp: bool
 
     final = copy.deepcopy(model)
     images = (batches[i]["image"].to(device) for i in batches.indices())
-    recompute_batchnorm_stats(final, images, torch.bfloat16 if amp else None)
+    recompute_batchnorm_stats(final, images, amp)
     return final
 
 
@@ -158,8 +159,9 @@ class _Run:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def amp(self) -> bool:
-        return bool(self.config.train.amp and self.device.type == "cuda")
+    def amp(self) -> torch.dtype | None:
+        """The forward passes' autocast dtype (train.precision on this device, precision.py), None for fp32."""
+        return autocast_dtype(self.config.train.precision, self.device)
 
 
 def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, resume: bool, init_from,
@@ -307,8 +309,8 @@ def _loop(run: _Run, cancel: Callable[[], bool] | None) -> None:
                            num_iterations=UNBOUNDED_ITERATIONS if budget.active else max(0, t.iterations - run.start))
     loader = make_loader(dataset, t.num_workers, pin_memory=run.device.type == "cuda")
     run.log.emit(Event.START, total=t.iterations, start_iteration=run.start, device=str(run.device),
-                 labeled=len(run.labeled), unlabeled=len(run.unlabeled), world_size=ctx.world_size,
-                 threads=torch.get_num_threads())
+                 precision=describe_precision(t.precision, run.device), labeled=len(run.labeled),
+                 unlabeled=len(run.unlabeled), world_size=ctx.world_size, threads=torch.get_num_threads())
     t0 = last_saved_time = time.monotonic()
     with _CancelFlag(cancel) as flag:
         run.model.train()
@@ -355,7 +357,7 @@ def _train_step(run: _Run, batch: dict[str, torch.Tensor], lr: float) -> dict[st
     sdf = batch["sdf"].to(run.device, non_blocking=True)
     if run.device.type == "cuda":
         image = image.contiguous(memory_format=torch.channels_last_3d)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
+    with autocast(run.device, run.amp):
         seg, lsf = run.train_model(image)
     losses = compute_losses(seg.float(), lsf.float(), label, sdf, t.labeled_batch, run.iteration, run.config.recipe)
     run.optimizer.zero_grad(set_to_none=True)

@@ -119,4 +119,4 @@ def test_shared_constants_have_one_owner():
 
     assert (checkpoint.CHECKPOINT_DIR, checkpoint.MAGIC, checkpoint.DEFAULT_MODEL) == (
         protocol.CHECKPOINT_DIR, protocol.MODEL_MAGIC, protocol.DEFAULT_MODEL)
-    assert inference.OUTSIDE_LEVELSET == protocol.OUTSIDE_LEVELSET  # the engine's fill outside --roi
+    assert inference.OUTSIDE_LEVELSET is protocol.OUTSIDE_LEVELSET  # one owner: the engine imports it

@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shape", type=int, nargs=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--io", choices=("file", "memory"), default="file")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    p.add_argument("--amp", action="store_true",
+                   help="bf16 autocast (else fp32; emulated, slow, on CPUs without native bf16)")
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--warmup", type=int, default=0)
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             from DTCCore.cli import main as dtc
 
             argv = ["segment", args.image, "-o", str(out_dir), "--model", args.model, "--device", args.device,
-                    "--overlap", str(args.overlap), "--overwrite"]
+                    "--overlap", str(args.overlap), "--overwrite", "--precision", "bf16" if args.amp else "fp32"]
             argv += ["--whole-volume"] if args.method == "ours-whole" else []
             argv += ["--no-mirror"] if args.method == "ours-no-mirror" else []
             if dtc(argv) != 0:
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             model, config = loaded if loaded is not None else load_model(args.model, device)
             config.infer.overlap = args.overlap
-            config.train.amp = args.amp
+            config.infer.precision = "bf16" if args.amp else "fp32"
             if args.io == "file":
                 img, geometry = read_image(args.image)
             else:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import PRECISIONS
 from ..errors import DTCError
 from ..protocol import OUTPUT_KINDS, Event
 from . import device_argument, events
@@ -57,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "90-degree turns for a model trained with --augment no-mirror (up to 4x the time; no "
                         "effect for --augment none); default: the "
                         "model's own setting (on for the bundled model, chosen on validation scans)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="forward-pass precision (default: the model's, auto: bf16 on a GPU or CPU with native bf16, "
+                        "AVX512-BF16 or AMX; else fp32, as bf16 is emulated and slower on other CPUs)")
     p.add_argument("--format", choices=("nrrd", "nii.gz"), default="nrrd", help="output file format")
     p.add_argument("--preview", action="store_true", help="also write <case>_preview.png (three slices)")
     p.add_argument("--overwrite", action="store_true", help="replace existing result files")
@@ -90,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from ..extent import model_training_extent
     from ..inference import describe_device, predict_volume, resolve_device
     from ..io import case_name, read_image, write_image
+    from ..precision import describe_precision
 
     images = [Path(p) for p in args.images]
     if args.sample:
@@ -123,14 +128,17 @@ def run(args: argparse.Namespace) -> int:
         config.infer.whole_volume = True
     if getattr(args, "mirror", None) is not None:
         config.infer.mirror = bool(args.mirror)
+    if getattr(args, "precision", None) is not None:
+        config.infer.precision = args.precision
     config.validate()
     source = args.model or "the bundled default model"
-    print(f"model: {source}; {describe_plan(config)}; device: {describe_device(device)}", file=sys.stderr)
+    precision = describe_precision(config.infer.precision, device)
+    print(f"model: {source}; {describe_plan(config)}; device: {describe_device(device)}; precision: {precision}",
+          file=sys.stderr)
     jsonl, cancelled = getattr(args, "jsonl", False), events.cancel_check(getattr(args, "cancel_file", None))
     if jsonl:
-        events.emit(Event.START, device=describe_device(device), total=len(images),
-                    num_classes=config.network.num_classes,
-                    threads=torch.get_num_threads())
+        events.emit(Event.START, device=describe_device(device), precision=precision, total=len(images),
+                    num_classes=config.network.num_classes, threads=torch.get_num_threads())
 
     for path, case in zip(images, names):
         t0 = time.perf_counter()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import AUGMENT_CHOICES, MODES, DTCConfig
+from ..config import AUGMENT_CHOICES, MODES, PRECISIONS, DTCConfig
 from ..errors import DTCError
 from ..plan import manifest_auto_spacing, manifest_median_spacing, parse_spacing
 from ..pools import auto_pools, check_pools
@@ -58,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nnunet-augment", action="store_true",
                    help="also nnU-Net's in-plane scaling, noise, brightness, contrast and gamma augmentations")
     p.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this model's weights")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="forward-pass precision (default auto: bf16 on a GPU or CPU with native bf16, AVX512-BF16 "
+                        "or AMX; else fp32, as bf16 is emulated and slower on other CPUs)")
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in RUN_DIR")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default 1337)")
     p.add_argument("--workers", type=int, metavar="W", help="batch-loading processes (default 2)")
@@ -81,6 +84,7 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         "seed": ("train", "seed", args.seed),
         "workers": ("train", "num_workers", args.workers),
         "augment": ("train", "augment", getattr(args, "augment", None)),
+        "precision": ("train", "precision", getattr(args, "precision", None)),
     }
     if getattr(args, "nnunet_augment", False):
         overrides["nnunet_augment"] = ("train", "nnunet_augment", True)
@@ -140,8 +144,8 @@ class _Printer:
         if event == Event.START:
             from tqdm import tqdm
 
-            print(f"training on {record['device']}: {record['labeled']} labeled, {record['unlabeled']} unlabeled scans",
-                  file=sys.stderr)
+            print(f"training on {record['device']}, {record['precision']}: {record['labeled']} labeled, "
+                  f"{record['unlabeled']} unlabeled scans", file=sys.stderr)
             self.bar = tqdm(total=record["total"], initial=record["start_iteration"], unit="it", dynamic_ncols=True)
         elif event == Event.PROGRESS and self.bar is not None:
             self.bar.update(record["iteration"] - self.bar.n)

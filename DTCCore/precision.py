@@ -1,0 +1,97 @@
+"""Numeric precision of the network's forward pass: ``auto``, ``fp32`` or ``bf16`` (bfloat16 autocast).
+
+``auto`` (the default of ``train.precision`` and ``infer.precision``) means bf16 where the hardware runs it
+natively, else fp32:
+
+- CUDA: bf16 when the GPU supports it (``torch.cuda.is_bf16_supported``: Ampere and newer), as before;
+- CPU: bf16 only on a CPU with native bf16 arithmetic, detected, not guessed: AVX512-BF16 or AMX
+  (Intel Cooper Lake / Sapphire Rapids and newer, AMD Zen 4 and newer), the instructions oneDNN's bf16
+  convolutions use. Other CPUs emulate bf16 through fp32 conversions; measured on an AVX2-only AMD EPYC
+  (Zen 3) that is slower than fp32, not faster (bench/RESULTS.md), so ``auto`` stays fp32 there.
+
+``bf16`` forces bf16 autocast even where it is emulated (slow; useful to check a model's bf16 agreement
+anywhere). Only the network runs under autocast: the losses, the level-set transform ``sigmoid(-k z)``,
+the window blending and the metrics stay fp32 (their callers cast the network's outputs to float32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+from .config import PRECISIONS
+from .errors import DTCError
+
+__all__ = ["PRECISIONS", "cpu_native_bf16", "resolve_precision", "describe_precision", "autocast_dtype", "autocast"]
+CPUINFO = "/proc/cpuinfo"  # Linux: the kernel's CPU flags, read when PyTorch's own checks are unavailable
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # Linux cpuinfo flag names of the instructions (kernel x86 cpufeatures)
+
+
+def cpu_native_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX).
+
+    Uses PyTorch's own CPU-feature checks (``torch.cpu._is_avx512_bf16_supported`` and
+    ``_is_amx_tile_supported``, present in PyTorch 2.1 and newer); falls back to the Linux cpuinfo flags
+    when those are missing. False on anything else (ARM, macOS without the checks): never a guess.
+    """
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(check) for check in checks):
+        return any(bool(check()) for check in checks)  # type: ignore[misc]
+    try:
+        with open(CPUINFO, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+    except OSError:
+        pass
+    return False
+
+
+def check_precision(choice: str) -> str:
+    """``choice`` normalised, or DTCError naming the valid ones."""
+    value = str(choice).strip().lower()
+    if value not in PRECISIONS:
+        raise DTCError(f"precision {choice!r}: use one of {', '.join(PRECISIONS)}")
+    return value
+
+
+def resolve_precision(choice: str, device: torch.device | str) -> str:
+    """``"bf16"`` or ``"fp32"``: what ``choice`` (one of PRECISIONS) means on ``device``."""
+    choice = check_precision(choice)
+    if choice != "auto":
+        return choice
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_native_bf16() else "fp32"
+    return "fp32"
+
+
+def describe_precision(choice: str, device: torch.device | str) -> str:
+    """One line part for a command's first line, e.g. ``fp32 (auto: this CPU has no native bf16)``."""
+    resolved = resolve_precision(choice, device)
+    device = torch.device(device)
+    where = "GPU" if device.type == "cuda" else "CPU"
+    if check_precision(choice) == "auto":
+        reason = f"this {where} has {'native' if resolved == 'bf16' else 'no native'} bf16"
+        return f"{resolved} (auto: {reason})"
+    if resolved == "bf16" and device.type == "cpu" and not cpu_native_bf16():
+        return "bf16 (emulated: this CPU has no native bf16, slower than fp32)"
+    return resolved
+
+
+def autocast_dtype(choice: str, device: torch.device | str) -> torch.dtype | None:
+    """``torch.bfloat16`` when ``choice`` resolves to bf16 on ``device``, else None (the model's fp32)."""
+    return torch.bfloat16 if resolve_precision(choice, device) == "bf16" else None
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> ContextManager:
+    """Autocast to ``dtype`` on ``device``'s type, or a no-op context for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
