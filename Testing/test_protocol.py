@@ -24,7 +24,7 @@ MODULE_DIR = REPO / "DTCSegmentation"
 ENGINE_FILES = sorted((REPO / "DTCCore" / "cli").glob("*.py")) + [REPO / "DTCCore" / f"{n}.py" for n in
                                                                   ("trainer", "runlog")]
 SLICER_FILES = [MODULE_DIR / "DTCSegmentationLib" / f"{n}.py" for n in
-                ("jobs", "tasks", "training", "logic", "models", "curves")]
+                ("jobs", "tasks", "training", "logic", "models", "curves", "panel", "nextcase")]
 
 
 def _names(namespace: type) -> set[str]:

@@ -20,6 +20,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
 from DTCCore.errors import DTCError
+from DTCCore.protocol import Event, JobEvent
 
 from . import dataset, models, nextcase, roihint, sceneio
 from .cores import job_threads
@@ -150,7 +151,7 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onTimer(self):
         for kind, job in list(self._jobs.items()):
             for event in job.poll():
-                if event["event"].startswith("job-"):
+                if event["event"].startswith(JobEvent.PREFIX):
                     self._finishJob(kind, job, event)
                 else:
                     self._onJobEvent(kind, job, event)
@@ -166,10 +167,10 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         ends[kind](job, event)
 
     def _onJobEvent(self, kind, job, event):
-        if event["event"] == "extent-warning":
+        if event["event"] == Event.EXTENT_WARNING:
             self.ui.segmentStatusLabel.text += roihint.note(job)
             self.ui.roiButton.visible, self._roiSize = True, job.extent["model_mm"]
-        if event["event"] != "progress":
+        if event["event"] != Event.PROGRESS:
             return
         if kind == "segment":
             bar = self.ui.segmentProgressBar
@@ -229,11 +230,11 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if job.device:
             why = f" (no GPU: {job.device['why_no_gpu']})" if job.device.get("why_no_gpu") else ""
             self.ui.deviceInfoLabel.text = f"Device: {job.device['description']}{why}"
-        elif event["event"] == "job-failed":
+        elif event["event"] == JobEvent.FAILED:
             self.ui.deviceInfoLabel.text = f"Could not start the engine: {job.error}"
         self.onModelSelected()
         missing = [e.path for e in self._models if str(e.path) not in self._modelInfo]  # listed while it ran
-        if event["event"] == "job-done" and (missing or self._describedDevice != self._parameterNode.device):
+        if event["event"] == JobEvent.DONE and (missing or self._describedDevice != self._parameterNode.device):
             self._startInfo(missing)
 
     @staticmethod
@@ -309,12 +310,12 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     @staticmethod
     def _succeeded(job, event, label, what) -> bool:
         """Say in ``label`` how a Segment / ranking job ended (failures also in a message box)."""
-        if event["event"] == "job-cancelled":
+        if event["event"] == JobEvent.CANCELLED:
             label.text = "Cancelled."
-        elif event["event"] == "job-failed":
+        elif event["event"] == JobEvent.FAILED:
             label.text = f"Failed: {job.error}"
             slicer.util.errorDisplay(f"{what} failed: {job.error}")
-        return event["event"] == "job-done"
+        return event["event"] == JobEvent.DONE
 
     def _endSegment(self, job, event):
         label = self.ui.segmentStatusLabel
@@ -433,11 +434,11 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._startJob("train", job, self.ui.trainButton)
 
     def _endTrain(self, job, event):
-        if event["event"] == "job-done":
+        if event["event"] == JobEvent.DONE:
             self._parameterNode.modelPath = event["model"]
             self.refreshModels()
             self.ui.trainStatusLabel.text = f"Done: new model {event['model']} is selected."
-        elif event["event"] == "job-cancelled":
+        elif event["event"] == JobEvent.CANCELLED:
             self._findResumableRun()
             self.ui.trainStatusLabel.text = (f"Cancelled; checkpoint kept: {event['checkpoint']}"
                                              if event.get("checkpoint") else "Cancelled before the first checkpoint.")
