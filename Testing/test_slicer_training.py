@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 import slicer
 
 from slicer_harness.fixtures import dtc_module, slicer_scene, tiny_model  # noqa: F401
@@ -151,6 +152,47 @@ def test_finetune_length_and_patch_come_from_the_panel_and_the_model(slicer_scen
     p.patchX, p.patchY, p.patchZ = 16, 32, 16  # already within the scans: kept as asked
     scratch = logic.trainingRequest(p)
     assert scratch.config["train"]["patch"] == [16, 32, 16] and scratch.note == "network halves x/y/z 4/4/4 times"
+
+
+def test_panel_iterations_keep_the_recipes_schedule_proportions(slicer_scene, dtc_module, tmp_path):
+    # A 1000-iteration run (the panel's default length) keeps the recipe's proportions: lr x0.1 at 5/12 and
+    # 10/12, lambda full at the end, from scratch (DTCConfig: 6000, 2500/5000, 150 x 40) and when fine-tuning
+    # the bundled model (scaled from its own schedule). Before, the request kept the 6000-iteration steps
+    # (never reached) and ramp (lambda 0.03 at iteration 1000).
+    from DTCCore.config import DTCConfig
+    from DTCCore.losses import ramp_weight
+    from DTCCore.schedule import fit_schedule, lr_at
+
+    logic = dtc_module.DTCSegmentationLogic()
+    p = logic.getParameterNode()
+    p.datasetFolder, p.modelsFolder = tmp_path / "ds", tmp_path / "models"
+    p.patchX, p.patchY, p.patchZ = 16, 16, 16
+    _add_labeled_example(slicer_scene, logic, p.datasetFolder)
+    p.iterations, p.timeLimitMinutes, p.startFrom = 1000, 0, "scratch"
+    config = DTCConfig.from_dict(logic.trainingRequest(p).config)  # what the trainer runs (defaults filled in)
+    assert config.train.iterations == 1000 and not config.train.schedule_fitted
+    assert config.train.lr_steps == (417, 833) and config.recipe.ramp_unit == 25
+    assert lr_at(999, config) == pytest.approx(config.train.lr * 0.01) and ramp_weight(999, config.recipe) > 0.99
+
+    p.modelPath, p.startFrom = "", "current model"  # the bundled model
+    bundled = logic.modelInfo(str(models.bundled_model_path()))["config"]
+    own = bundled["train"]["iterations"]
+    config = DTCConfig.from_dict(logic.trainingRequest(p, initInfo={"config": bundled}).config)
+    assert config.train.iterations == 1000 and own != 1000
+    assert config.train.lr_steps == tuple(round(s * 1000 / own) for s in bundled["train"]["lr_steps"])
+    assert config.recipe.ramp_unit == round(bundled["recipe"]["ramp_unit"] * 1000 / own)
+    assert lr_at(999, config) == pytest.approx(p.learningRate * 0.01) and ramp_weight(999, config.recipe) > 0.98
+
+    # With the time limit on (the panel's default) the budget fits this schedule to what fits: 700 iterations
+    # here end decayed and at full weight too (before: steps at 1750/3500, lambda 0.027).
+    p.timeLimitMinutes = 20
+    timed = DTCConfig.from_dict(logic.trainingRequest(p, initInfo={"config": bundled}).config)
+    assert not timed.train.schedule_fitted
+    fit_schedule(timed, 700)  # what schedule.TimeBudget does once it has timed the first iterations
+    assert timed.train.lr_steps[-1] < 700 and ramp_weight(699, timed.recipe) > 0.98
+    # A resume keeps its run's saved schedule.
+    resumed = logic.trainingRequest(p, resumeRunDir=tmp_path / "models" / "run").config
+    assert "lr_steps" not in resumed["train"] and "ramp_unit" not in resumed["recipe"]
 
 
 def test_scratch_training_plans_the_network_from_the_spacing_and_refuses_a_patch_that_does_not_fit(

@@ -13,6 +13,7 @@ from ..errors import DTCError
 from ..plan import manifest_auto_spacing, manifest_median_spacing, parse_spacing
 from ..pools import auto_pools, check_pools
 from ..protocol import EVENT_KEY, EXIT_CANCELLED, Event
+from ..schedule import fit_schedule
 from . import device_argument, events
 
 HELP = """\
@@ -34,7 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="run folder to create (or resume)")
     p.add_argument("--config", metavar="FILE",
                    help="JSON config (sections network/recipe/train/infer); options below override it")
-    p.add_argument("--iterations", type=int, metavar="N", help="total iterations (default 6000)")
+    p.add_argument("--iterations", type=int, metavar="N",
+                   help="total iterations (default 6000, or the --config file's); the schedule is scaled to N and "
+                        "keeps its proportions (the recipe's: lr x0.1 at 5/12 and 10/12 of the run, full "
+                        "consistency weight at the end)")
     p.add_argument("--time-limit", type=float, metavar="MINUTES",
                    help="train for about this long: the schedule (lr steps, consistency ramp) is scaled to the "
                         "iterations that fit, timed on the first iterations")
@@ -75,7 +79,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def build_config(args: argparse.Namespace) -> DTCConfig:
     config = DTCConfig.load(args.config) if args.config else DTCConfig()
     overrides: dict[str, tuple[str, str, Any]] = {
-        "iterations": ("train", "iterations", args.iterations),
         "time_limit": ("train", "time_limit_minutes", getattr(args, "time_limit", None)),
         "patch": ("train", "patch", tuple(args.patch) if args.patch else None),
         "base_filters": ("network", "base_filters", args.base_filters),
@@ -93,6 +96,8 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
     for section, key, value in overrides.values():
         if value is not None:
             setattr(getattr(config, section), key, value)
+    if args.iterations is not None:
+        fit_iterations(config, args.iterations)
     if getattr(args, "spacing", None):
         spacing = parse_spacing(args.spacing)
         if spacing == "auto":
@@ -102,6 +107,23 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         config.network.pools = parse_pools(args.pools, config.plan.spacing, Path(args.manifest))
     config.validate()
     return config
+
+
+def fit_iterations(config: DTCConfig, iterations: int) -> None:
+    """``--iterations N``: the run is N iterations long and its schedule (lr steps, consistency ramp) is scaled
+    from the config's own length to N (:func:`~DTCCore.schedule.fit_schedule`), so a short run still decays
+    its learning rate and reaches full consistency weight. With a time limit the scaled schedule is the
+    starting point that :class:`~DTCCore.schedule.TimeBudget` fits again to what fits in the time; it stays
+    unmarked as fitted so that the budget still runs."""
+    if iterations < 1:
+        raise DTCError(f"--iterations {iterations}: use a whole number of at least 1")
+    t = config.train
+    if iterations == t.iterations:
+        return
+    fitted_before = t.schedule_fitted
+    fit_schedule(config, iterations)
+    if t.time_limit_minutes is not None:
+        t.schedule_fitted = fitted_before
 
 
 def parse_pools(words: list[str], spacing, manifest: Path) -> tuple[int, int, int]:

@@ -21,11 +21,12 @@ from slicer import vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmen
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from DTCCore.config import AUGMENT_CHOICES, DEVICE_CHOICES, MODES
+from DTCCore.config import AUGMENT_CHOICES, DEVICE_CHOICES, MODES, DTCConfig
 from DTCCore.errors import DTCError
 from DTCCore.plan import manifest_geometry, median_spacing  # torch-free: image headers only
 from DTCCore.pools import auto_pools, check_patch, fit_patch
 from DTCCore.protocol import JobState
+from DTCCore.schedule import fit_schedule  # torch-free, as DTCCore.config
 
 from . import dataset, models, results, sceneio
 from .tasks import ModelInfoJob, RankJob, SegmentJob
@@ -77,6 +78,24 @@ class DTCSegmentationParameterNode:
 
 def _folder(path) -> Path | None:
     return Path(path) if path is not None and str(path) not in ("", ".") else None
+
+
+def fit_schedule_dict(config: dict, iterations: int) -> None:
+    """Scale the lr steps and consistency ramp of ``config`` (a config dict, possibly partial: DTCConfig's
+    defaults fill it) from its own length to ``iterations``, in place, as ``dtc train --iterations`` does
+    (:func:`DTCCore.schedule.fit_schedule`): lr x0.1 at 5/12 and 10/12 of the run and full consistency weight
+    at its end for the recipe's schedule. Without it a 1000-iteration run kept the 6000-iteration recipe's
+    steps (never reached) and ramp (lambda 0.03 at the end). A time limit fits the scaled schedule again to
+    the iterations that fit; ``train.schedule_fitted`` is left to the caller."""
+    schedule = DTCConfig()
+    train, recipe = config.setdefault("train", {}), config.setdefault("recipe", {})
+    schedule.train.iterations = int(train.get("iterations", schedule.train.iterations))
+    schedule.train.lr_steps = tuple(int(s) for s in train.get("lr_steps", schedule.train.lr_steps))
+    schedule.recipe.ramp_unit = int(recipe.get("ramp_unit", schedule.recipe.ramp_unit))
+    if int(iterations) != schedule.train.iterations:
+        fit_schedule(schedule, iterations)
+    train["lr_steps"] = list(schedule.train.lr_steps)
+    recipe["ramp_unit"] = schedule.recipe.ramp_unit
 
 
 class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
@@ -184,6 +203,8 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
                 raise DTCError(f"model {initFrom} does not exist; pick another model or start from scratch")
             info = initInfo or self.modelInfo(str(initFrom))
             config = json.loads(json.dumps(info["config"]))  # same network and inference settings
+        if resumeRunDir is None:  # a resume keeps its run's schedule
+            fit_schedule_dict(config, p.iterations)
         config.setdefault("train", {}).update({
             "iterations": p.iterations, "lr": p.learningRate, "labeled_batch": p.labeledBatch,
             "unlabeled_batch": p.unlabeledBatch, "device": p.device,
