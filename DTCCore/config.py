@@ -191,6 +191,17 @@ class DTCConfig:
         out.validate()
         return out
 
+    def override(self, values: dict[str, Any]) -> None:
+        """Set ``{"section.key": value}`` in place, skipping None (an option not given): the one way the
+        commands apply their options to a config. An unknown name is a programming error (KeyError)."""
+        for name, value in values.items():
+            section, key = name.split(".")
+            sub = getattr(self, section)
+            if key not in {f.name for f in dataclasses.fields(sub)}:
+                raise KeyError(f"no config field {name}")
+            if value is not None:
+                setattr(sub, key, value)
+
     def validate(self) -> None:
         """Raise DTCError on values that cannot work."""
         if self.plan.spacing is not None:

@@ -78,3 +78,12 @@ def test_cli_device_names(tmp_path):
     cmd = [sys.executable, "-m", "DTCCore", "segment", "--sample", "-o", str(tmp_path), "--device", "gpu"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "cuda:N" in out.stderr
+
+
+def test_override_sets_given_options_only():
+    config = DTCConfig()
+    config.override({"train.seed": 7, "infer.mirror": False, "train.patch": None, "recipe.mode": None})
+    assert (config.train.seed, config.infer.mirror) == (7, False)
+    assert config.train.patch == DTCConfig().train.patch and config.recipe.mode == "dtc"  # None: not given
+    with pytest.raises(KeyError, match="train.sede"):
+        config.override({"train.sede": 1})

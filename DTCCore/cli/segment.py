@@ -116,20 +116,15 @@ def run(args: argparse.Namespace) -> int:
                     for p in output_paths(out_dir, n, args.format, config.network.num_classes).values() if p.exists()]
         if existing:
             raise DTCError(f"{existing[0]} already exists; add --overwrite or choose another -o folder")
-    if args.overlap is not None:
-        config.infer.overlap = args.overlap
-    if args.stride is not None:
-        config.infer.stride = tuple(args.stride)
-    if args.batch_windows is not None:
-        config.infer.batch_windows = args.batch_windows
-    if getattr(args, "largest_component", None) is not None:
-        config.infer.largest_component = bool(args.largest_component)
-    if args.whole_volume:
-        config.infer.whole_volume = True
-    if getattr(args, "mirror", None) is not None:
-        config.infer.mirror = bool(args.mirror)
-    if getattr(args, "precision", None) is not None:
-        config.infer.precision = args.precision
+    config.override({
+        "infer.overlap": args.overlap,
+        "infer.stride": tuple(args.stride) if args.stride is not None else None,
+        "infer.batch_windows": args.batch_windows,
+        "infer.largest_component": getattr(args, "largest_component", None),
+        "infer.whole_volume": True if args.whole_volume else None,
+        "infer.mirror": getattr(args, "mirror", None),
+        "infer.precision": getattr(args, "precision", None),
+    })
     config.validate()
     source = args.model or "the bundled default model"
     precision = describe_precision(config.infer.precision, device)

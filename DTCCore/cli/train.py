@@ -78,24 +78,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace) -> DTCConfig:
     config = DTCConfig.load(args.config) if args.config else DTCConfig()
-    overrides: dict[str, tuple[str, str, Any]] = {
-        "time_limit": ("train", "time_limit_minutes", getattr(args, "time_limit", None)),
-        "patch": ("train", "patch", tuple(args.patch) if args.patch else None),
-        "base_filters": ("network", "base_filters", args.base_filters),
-        "mode": ("recipe", "mode", args.mode),
-        "device": ("train", "device", args.device),
-        "seed": ("train", "seed", args.seed),
-        "workers": ("train", "num_workers", args.workers),
-        "augment": ("train", "augment", getattr(args, "augment", None)),
-        "precision": ("train", "precision", getattr(args, "precision", None)),
-    }
-    if getattr(args, "nnunet_augment", False):
-        overrides["nnunet_augment"] = ("train", "nnunet_augment", True)
-    if getattr(args, "sync_bn", False):
-        overrides["sync_bn"] = ("train", "sync_batchnorm", True)
-    for section, key, value in overrides.values():
-        if value is not None:
-            setattr(getattr(config, section), key, value)
+    config.override({
+        "train.time_limit_minutes": getattr(args, "time_limit", None),
+        "train.patch": tuple(args.patch) if args.patch else None,
+        "network.base_filters": args.base_filters,
+        "recipe.mode": args.mode,
+        "train.device": args.device,
+        "train.seed": args.seed,
+        "train.num_workers": args.workers,
+        "train.augment": getattr(args, "augment", None),
+        "train.precision": getattr(args, "precision", None),
+        "train.nnunet_augment": True if getattr(args, "nnunet_augment", False) else None,
+        "train.sync_batchnorm": True if getattr(args, "sync_bn", False) else None,
+    })
     if args.iterations is not None:
         fit_iterations(config, args.iterations)
     if getattr(args, "spacing", None):
