@@ -173,9 +173,14 @@ def report(out: Path, regimes: list[int]) -> dict:
             cmp_lcc = (f"{vs_lcc['mean']:+.2f} (p = {vs_lcc['p']:.3f})" if vs_lcc else "")
             rows.append([arm, its, round(minutes, 1), summary[arm]["val_raw"], summary[arm]["test_raw"],
                          summary[arm]["test_lcc"], cmp, cmp_lcc])
+        dtc, eqit = load_scores(out, labeled, "dtc", "test"), load_scores(out, labeled, "seg_eqit", "test")
+        if dtc is not None and eqit is not None:  # the paper's protocol: DTC against labeled-only at equal iterations
+            summary["dtc_vs_seg_eqit_raw"] = eq = paired(dtc, eqit, "raw")
+            rows.append(["dtc - seg_eqit (equal iterations)", "", "", "", "", "",
+                         f"{eq['mean']:+.2f} ({eq['higher']}/{eq['lower']}, p = {eq['p']:.3f})", ""])
         print(f"\n{labeled} labeled + {80 - labeled} unlabeled\n")
         print(_common.markdown_table(["arm", "iterations", "wall min (shared CPU)", "val Dice %", "test Dice %",
-                                      "test, largest comp.", "vs seg (higher/lower, Wilcoxon p)",
+                                      "test, largest comp.", "arm - seg per case (higher/lower, Wilcoxon p)",
                                       "vs seg, largest comp."], rows))
         result[str(labeled)] = summary
     return result
