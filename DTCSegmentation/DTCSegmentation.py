@@ -93,7 +93,7 @@ class DTCSegmentationTest(ScriptedLoadableModuleTest):
     def test_results_and_dataset(self):
         self.delayDisplay("Result nodes from a stored prediction (no torch needed)")
         from DTCCore.labels import LEFT_ATRIUM
-        from DTCSegmentationLib.tasks import SegmentResult
+        from DTCSegmentationLib.segmentjob import SegmentResult
 
         volume, kji, ijkToRas = self.makeVolume()
         xyz = kji.shape[::-1]

@@ -184,7 +184,7 @@ def test_segment_job_leaves_no_temporary_files(slicer_scene, dtc_module, tiny_mo
 
 
 def test_one_segment_per_class_of_the_label_table(slicer_scene, dtc_module):
-    from DTCSegmentationLib.tasks import SegmentResult
+    from DTCSegmentationLib.segmentjob import SegmentResult
 
     volume, _ = make_volume("Heart")
     xyz = SHAPE_KJI[::-1]
@@ -208,7 +208,7 @@ def test_quality_sets_test_time_mirroring(slicer_scene, dtc_module, monkeypatch)
     # "best" = dense windows + the average over the flips the model was trained with (dtc segment --mirror);
     # "fast" switches it off (--no-mirror); "balanced" keeps the model's own setting (neither flag).
     from DTCSegmentationLib.logic import QUALITY_OVERLAP
-    from DTCSegmentationLib.tasks import SegmentJob
+    from DTCSegmentationLib.segmentjob import SegmentJob
 
     monkeypatch.setattr(SegmentJob, "start", lambda self: None)  # the command line is what is checked here
     volume, _ = make_volume()

@@ -4,9 +4,11 @@
 - :mod:`.results`: result nodes (segmentation, level-set and disagreement volumes) with the input's geometry
 - :mod:`.dataset`: the dataset folder (labeled pairs, unlabeled volumes, manifest, labels.json) written atomically
 - :mod:`.labelexport`: a segmentation as a label with a model's label values (segments matched by name/terminology)
-- :mod:`.jobs`: the engine subprocess runner (reader threads -> queue -> poll, cancel file, process group)
-- :mod:`.tasks`: Segment, ranking and model information as engine jobs (``dtc segment / rank / info``)
-- :mod:`.training`: the fine-tune job (``dtc train``)
+- :mod:`.enginejob`: the engine subprocess runner (reader threads -> queue -> poll, cancel file, process group)
+- :mod:`.segmentjob`: Segment as an engine job (``dtc segment``) and its result files
+- :mod:`.rankjob`: the Next case ranking as an engine job (``dtc rank``)
+- :mod:`.infojob`: a model's information as an engine job (``dtc info``)
+- :mod:`.trainjob`: the fine-tune job (``dtc train``)
 - :mod:`.panel`: the module panel (the widget)
 - :mod:`.nextcase`: what Next case says about a ranking (each scan's disagreement score, why the top one)
 - :mod:`.models`: the model registry (bundled default + models trained here)

@@ -6,7 +6,8 @@ Usable from Slicer's Python console::
     nodes = DTCSegmentationLogic().segment(getNode("MRHead"), device="cpu")
 
 torch is never imported in Slicer's process: Segment, ranking, model information and fine-tuning run
-as ``PythonSlicer -m DTCCore ...`` subprocesses (:mod:`.jobs`, :mod:`.tasks`, :mod:`.training`).
+as ``PythonSlicer -m DTCCore ...`` subprocesses (:mod:`.enginejob`, :mod:`.segmentjob`,
+:mod:`.rankjob`, :mod:`.infojob`, :mod:`.trainjob`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from DTCCore.protocol import JobState
 from DTCCore.schedule import fit_schedule  # torch-free, as DTCCore.config
 
 from . import dataset, models, results, sceneio
-from .tasks import ModelInfoJob, RankJob, SegmentJob
-from .training import TrainingRequest
+from .infojob import ModelInfoJob
+from .rankjob import RankJob
+from .segmentjob import SegmentJob
+from .trainjob import TrainingRequest
 
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
 DATASET_LABELS = dataset.LABELS_NAME  # label table of the dataset's segments, for models fine-tuned on it

@@ -1,6 +1,6 @@
 """The module panel: Model, Segment, Training data, Fine-tune, Next case (see docs/slicer-module.md).
 
-Every torch job is an engine subprocess (:mod:`.jobs`); the panel keeps one job per kind
+Every torch job is an engine subprocess (:mod:`.enginejob`); the panel keeps one job per kind
 ("info", "segment", "rank", "train") in ``self._jobs``, polls all of them from one ``qt.QTimer`` and
 stops the timer only when none is left, so Segment, ranking and fine-tuning can run side by side
 without hiding each other's progress. The widget's own slots are connected after ``connectGui``:
@@ -25,7 +25,7 @@ from DTCCore.protocol import Event, JobEvent
 from . import dataset, models, nextcase, roihint, sceneio
 from .cores import job_threads
 from .logic import DTCSegmentationLogic, _folder
-from .training import TrainingJob
+from .trainjob import TrainingJob
 
 POLL_INTERVAL_MS = 200  # UI refresh period while a job runs (our choice: smooth, negligible cost)
 MODEL_FILTER = "DTCSegmentation model (*.pt)"

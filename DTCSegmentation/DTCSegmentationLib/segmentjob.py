@@ -1,9 +1,8 @@
-"""Segment, Next-case ranking and model information as engine jobs (``dtc segment / rank / info``).
+"""The Segment job: ``dtc segment`` on a scan written to a temporary work folder.
 
-Files are exchanged in a temporary work folder: the logic writes the scan (cropped to the ROI) there,
-``dtc segment`` writes its results next to it, and :meth:`SegmentJob.done_event` reads them back onto
-the full grid of the scan (outside the ROI: label 0, level set +1 (``DTCCore.protocol.OUTSIDE_LEVELSET``),
-disagreement 0, as the engine does).
+The logic writes the scan (cropped to the ROI) to the work folder, ``dtc segment`` writes its results next
+to it, and :meth:`SegmentJob.done_event` reads them back onto the full grid of the scan (outside the ROI:
+label 0, level set +1 (``DTCCore.protocol.OUTSIDE_LEVELSET``), disagreement 0, as the engine does).
 """
 
 from __future__ import annotations
@@ -14,16 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from DTCCore.protocol import EVENT_KEY, INFO, OUTPUT_KINDS, OUTSIDE_LEVELSET, RANK, SEGMENT, Event, JobEvent
+from DTCCore.protocol import EVENT_KEY, OUTPUT_KINDS, OUTSIDE_LEVELSET, SEGMENT, Event, JobEvent
 
-from .jobs import EngineJob, ProcessRunner
+from .enginejob import EngineJob, ProcessRunner, threads_args
 
 SEG, LEVELSET, DISAGREEMENT = OUTPUT_KINDS  # keys of the case-done event's "files"
-
-
-def threads_args(threads: int | None) -> list[str]:
-    """``--threads N`` for a job given its share of the cores (:mod:`.cores`); nothing for the default."""
-    return [] if threads is None else ["--threads", str(int(threads))]
 
 
 @dataclass
@@ -85,49 +79,3 @@ class SegmentJob(EngineJob):
         disagreement = self._full(read_image(self.files[DISAGREEMENT])[0], 0.0, np.float32)
         self.result = SegmentResult(label, levelsets, disagreement, self.device, self.elapsed_s)
         return {EVENT_KEY: JobEvent.DONE}
-
-
-class RankJob(EngineJob):
-    """``dtc rank``: ``ranking`` = [(path, mean disagreement)] highest first."""
-
-    kind = "rank"
-    temporary = True
-
-    def __init__(self, work_dir: Path, images: list, model_path: str = "", device: str = "auto",
-                 runner: ProcessRunner | None = None, threads: int | None = None) -> None:
-        args = [RANK, *[str(p) for p in images], "--device", device] + (["--model", model_path] if model_path else [])
-        super().__init__(args + threads_args(threads), work_dir, runner)
-        self.threads = threads
-        self.ranking: list[tuple[str, float]] = []
-
-    def on_event(self, event: dict[str, Any]) -> None:
-        super().on_event(event)
-        if event[EVENT_KEY] == Event.RANKED:
-            self.ranking = [(str(p), float(s)) for p, s in event["ranking"]]
-
-
-class ModelInfoJob(EngineJob):
-    """``dtc info``: ``models`` {path: description dict or {"error": ...}} and ``device`` (what the choice gives).
-
-    ``dtc info`` always prints JSON lines and takes neither ``--jsonl`` nor ``--cancel-file``
-    (:func:`DTCCore.protocol.driver_options` leaves them out)."""
-
-    kind = "info"
-    temporary = True
-
-    def __init__(self, work_dir: Path, models: list, device: str | None = None,
-                 runner: ProcessRunner | None = None, threads: int | None = None) -> None:
-        args = [INFO, *[str(p) for p in models]] + (["--device", device] if device else [])
-        super().__init__(args + threads_args(threads), work_dir, runner)
-        self.threads = threads
-        self.models: dict[str, dict] = {}
-        self.device: dict[str, Any] = {}
-
-    def on_event(self, event: dict[str, Any]) -> None:
-        super().on_event(event)
-        if event[EVENT_KEY] == Event.MODEL:
-            self.models[event["path"]] = event
-        elif event[EVENT_KEY] == Event.MODEL_ERROR:
-            self.models[event["path"]] = {"error": event["error"]}
-        elif event[EVENT_KEY] == Event.DEVICE:
-            self.device = event

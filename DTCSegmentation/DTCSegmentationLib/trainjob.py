@@ -22,8 +22,7 @@ from typing import Any
 from DTCCore.config import atomic_write_text
 from DTCCore.protocol import EVENT_KEY, TRAIN, Event, JobEvent
 
-from .jobs import EngineJob, ProcessRunner
-from .tasks import threads_args
+from .enginejob import EngineJob, ProcessRunner, threads_args
 
 
 @dataclass

@@ -52,6 +52,11 @@ STDERR_TAIL_LINES = 40  # lines of stderr kept to explain a failure
 CANCEL_FILE_NAME = "cancel"
 
 
+def threads_args(threads: int | None) -> list[str]:
+    """``--threads N`` for a job given its share of the cores (:mod:`.cores`); nothing for the default."""
+    return [] if threads is None else ["--threads", str(int(threads))]
+
+
 def python_executable() -> str:
     """Python to run DTCCore with: Slicer's ``PythonSlicer`` launcher when present, else this interpreter."""
     return shutil.which("PythonSlicer") or sys.executable
