@@ -69,7 +69,7 @@ def test_job_command_lines_are_built_from_the_protocol(tmp_path):
 
     info = ModelInfoJob(tmp_path / "i", ["m.pt"], "cpu", threads=1)
     assert info.command("py") == ["py", "-m", "DTCCore", "info", "m.pt", "--device", "cpu", "--threads", "1"]
-    jobs = [SegmentJob(tmp_path / "s", tmp_path / "in.nrrd", (4, 4, 4), None, threads=2),
+    jobs = [SegmentJob(tmp_path / "s", tmp_path / "in.nrrd", (slice(1, 3), slice(0, 4), slice(2, 4)), threads=2),
             RankJob(tmp_path / "r", ["a.nrrd"], threads=2),
             TrainingJob(TrainingRequest(tmp_path / "m.json", tmp_path / "run", threads=2))]
     for job in jobs:
@@ -77,6 +77,7 @@ def test_job_command_lines_are_built_from_the_protocol(tmp_path):
         assert line[:4] == ["py", "-m", "DTCCore", job.args[0]] and job.args[0] in protocol.STREAMING_COMMANDS
         assert line[-3:] == ["--jsonl", "--cancel-file", str(job.cancel_file)]
         assert build_parser().parse_args(line[3:]).threads == 2  # the engine accepts the whole line
+    assert build_parser().parse_args(jobs[0].command("py")[3:]).roi == [1, 0, 2, 3, 4, 4]  # the ROI as --roi
 
 
 def _literal_uses(path: Path) -> list[str]:

@@ -13,6 +13,7 @@ import slicer
 import vtk
 
 from DTCCore.labels import LEFT_ATRIUM
+from DTCCore.protocol import OUTSIDE_LEVELSET
 from slicer_harness.fixtures import REPO, dtc_module, slicer_scene, tiny_model  # noqa: F401
 
 # Oblique IJK-to-RAS: rotated axes, non-unit anisotropic spacing (0.7, 1.3, 2.1 mm), non-zero origin.
@@ -109,6 +110,8 @@ def test_roi_restricts_output(slicer_scene, dtc_module, tiny_model):
     assert mask[region].any() and not mask[outside].any()
     disagreement = slicer.util.arrayFromVolume(nodes.disagreement).transpose(2, 1, 0)
     assert not disagreement[outside].any()
+    levelset = slicer.util.arrayFromVolume(nodes.levelset).transpose(2, 1, 0)
+    assert np.all(levelset[outside] == OUTSIDE_LEVELSET) and (levelset[region] != OUTSIDE_LEVELSET).any()  # engine fill
 
 
 def test_annotator_round_trip(slicer_scene, dtc_module, tmp_path):

@@ -131,7 +131,8 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     # ---- segment ----
     def startSegment(self, volume, roi=None, modelPath: str = "", device: str = "auto", quality: str = "balanced",
                      largestComponent: bool = False, threads: int | None = None) -> SegmentJob:
-        """Write the scan (cropped to the ROI) to a work folder and start ``dtc segment`` on it.
+        """Write the scan to a work folder and start ``dtc segment`` on it (the ROI's voxel box as ``--roi``:
+        the engine crops and pastes back, :mod:`.segmentjob`).
 
         ``threads``: the job's CPU threads (``dtc segment --threads``; the panel's share, :mod:`.cores`);
         None: every core. ``job.extent`` is set when the engine finds the scan much larger than the
@@ -142,15 +143,9 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         image, geometry = sceneio.volume_to_array(volume)
         region = sceneio.roi_to_slices(roi, volume)
         work = Path(tempfile.mkdtemp(prefix="DTCSegment-"))
-        crop, cropGeometry = image, geometry
-        if region is not None:
-            crop = image[region]
-            matrix = sceneio.ijk_to_ras_from_geometry(geometry)
-            matrix[:3, 3] = matrix[:3, :3] @ np.array([s.start for s in region], float) + matrix[:3, 3]
-            cropGeometry = sceneio.geometry_from_ijk_to_ras(matrix)
-        write_image(work / "input.nrrd", crop, cropGeometry, compress=False)
-        job = SegmentJob(work, work / "input.nrrd", image.shape, region, modelPath or "", device,
-                         QUALITY_OVERLAP[quality], largestComponent, mirror=QUALITY_MIRROR[quality], threads=threads)
+        write_image(work / "input.nrrd", image, geometry, compress=False)
+        job = SegmentJob(work, work / "input.nrrd", region, modelPath or "", device, QUALITY_OVERLAP[quality],
+                         largestComponent, mirror=QUALITY_MIRROR[quality], threads=threads)
         job.start()
         return job
 

@@ -37,15 +37,6 @@ def geometry_from_ijk_to_ras(matrix: np.ndarray) -> Geometry:
     )
 
 
-def ijk_to_ras_from_geometry(geometry: Geometry) -> np.ndarray:
-    """4x4 IJK-to-RAS matrix of a DTCCore Geometry (inverse of :func:`geometry_from_ijk_to_ras`)."""
-    direction_lps = np.asarray(geometry.direction, float).reshape(3, 3)
-    matrix = np.eye(4)
-    matrix[:3, :3] = (LPS_FROM_RAS @ direction_lps) * np.asarray(geometry.spacing, float)
-    matrix[:3, 3] = LPS_FROM_RAS @ np.asarray(geometry.origin, float)
-    return matrix
-
-
 def require_scalar_volume(volume_node, what: str = "input volume") -> None:
     """DTCError unless ``volume_node`` is a scalar volume with voxels."""
     if volume_node is None:

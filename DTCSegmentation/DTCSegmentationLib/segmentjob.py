@@ -1,8 +1,9 @@
 """The Segment job: ``dtc segment`` on a scan written to a temporary work folder.
 
-The logic writes the scan (cropped to the ROI) to the work folder, ``dtc segment`` writes its results next
-to it, and :meth:`SegmentJob.done_event` reads them back onto the full grid of the scan (outside the ROI:
-label 0, level set +1 (``DTCCore.protocol.OUTSIDE_LEVELSET``), disagreement 0, as the engine does).
+The logic writes the whole scan to the work folder; a region of interest goes to the engine as
+``dtc segment --roi``, which crops, predicts and pastes the box back onto the scan's grid (outside it:
+label 0, level set ``DTCCore.protocol.OUTSIDE_LEVELSET``, disagreement 0), so the crop has one owner
+(``DTCCore.inference.predict_volume``). :meth:`SegmentJob.done_event` reads the results back.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from DTCCore.protocol import EVENT_KEY, OUTPUT_KINDS, OUTSIDE_LEVELSET, SEGMENT, Event, JobEvent
+from DTCCore.protocol import EVENT_KEY, OUTPUT_KINDS, SEGMENT, Event, JobEvent
 
 from .enginejob import EngineJob, ProcessRunner, threads_args
 
@@ -35,11 +36,14 @@ class SegmentJob(EngineJob):
     kind = "segment"
     temporary = True  # the scan copy and the result files go once the results are read
 
-    def __init__(self, work_dir: Path, image_path: Path, shape: tuple, region: tuple | None, model_path: str = "",
+    def __init__(self, work_dir: Path, image_path: Path, region: tuple | None = None, model_path: str = "",
                  device: str = "auto", overlap: float = 0.5, largest_component: bool = False,
                  runner: ProcessRunner | None = None, mirror: bool | None = None, threads: int | None = None) -> None:
+        """``region``: (x, y, z) voxel slices of the scan to segment (``dtc segment --roi``), None: all of it."""
         args = [SEGMENT, str(image_path), "-o", str(Path(work_dir) / "out"), "--device", device,
                 "--overlap", str(overlap), "--overwrite", *threads_args(threads)]
+        if region is not None:
+            args += ["--roi", *(str(s.start) for s in region), *(str(s.stop) for s in region)]
         if model_path:
             args += ["--model", model_path]
         if largest_component:
@@ -47,7 +51,7 @@ class SegmentJob(EngineJob):
         if mirror is not None:  # None: the model's own setting
             args.append("--mirror" if mirror else "--no-mirror")
         super().__init__(args, work_dir, runner)
-        self.shape, self.region = tuple(shape), region
+        self.region = region
         self.threads = threads
         self.files: dict[str, str] = {}
         self.device = ""
@@ -63,19 +67,14 @@ class SegmentJob(EngineJob):
         elif event[EVENT_KEY] == Event.EXTENT_WARNING:
             self.extent = event
 
-    def _full(self, array: np.ndarray, fill: float, dtype) -> np.ndarray:
-        out = np.full(self.shape, fill, dtype)
-        out[self.region or tuple(slice(None) for _ in self.shape)] = array
-        return out
-
     def done_event(self) -> dict[str, Any]:
         from DTCCore.io import read_image
 
         if SEG not in self.files:
             raise RuntimeError("the engine finished without writing a segmentation")
-        label = self._full(read_image(self.files[SEG])[0], 0, np.uint8)
+        label = read_image(self.files[SEG])[0].astype(np.uint8, copy=False)
         keys = sorted((k for k in self.files if k.startswith(LEVELSET)), key=lambda k: (len(k), k))
-        levelsets = [self._full(read_image(self.files[k])[0], OUTSIDE_LEVELSET, np.float32) for k in keys]
-        disagreement = self._full(read_image(self.files[DISAGREEMENT])[0], 0.0, np.float32)
+        levelsets = [read_image(self.files[k])[0].astype(np.float32, copy=False) for k in keys]
+        disagreement = read_image(self.files[DISAGREEMENT])[0].astype(np.float32, copy=False)
         self.result = SegmentResult(label, levelsets, disagreement, self.device, self.elapsed_s)
         return {EVENT_KEY: JobEvent.DONE}
