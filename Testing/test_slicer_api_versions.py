@@ -207,3 +207,12 @@ def test_sample_data_stand_in_takes_only_the_real_signature():
     assert calls == [("SampleDataLogic.registerCustomSampleDataSource",
                       {"category": "x", "sampleName": "s", "uris": ["file:///a"], "loadFileType": "VolumeFile"})]
     assert sys.modules.get("SampleData") is not sample_data  # only installed by the tests that need it
+
+
+def test_vtk_command_events_come_from_its_event_macros():
+    """vtkCommand declares its EventIds enum through macros (vtkEventDeclarationMacro, vtkAllEventsMacro): the
+    extractor expands them, so vtk.vtkCommand.ModifiedEvent (Slicer's template observes it) is known, and a
+    made-up event is not."""
+    for tag in TAGS:
+        events = set(api_versions.load(tag)["vtk"]["vtkCommand"]["constants"])
+        assert {"NoEvent", "ModifiedEvent", "DeleteEvent", "UserEvent"} <= events and "ModifiedEvnt" not in events

@@ -69,7 +69,7 @@ VTK_CLASSES = (
     "vtkMRMLMarkupsROINode", "vtkMRMLScriptedModuleNode", "vtkMRMLLayoutNode", "vtkMRMLSelectionNode",
     "vtkSegment", "vtkSegmentation", "vtkSlicerSegmentationsModuleLogic",
     "vtkDoubleArray", "vtkStringArray", "vtkTable", "vtkImageData", "vtkColorTransferFunction", "vtkMatrix4x4",
-    "vtkVariant",
+    "vtkVariant", "vtkCommand",
 )
 # VTK's own headers: the VTK commits the tags pin (VTK 9.2.20230607 at 5.6.2 / 5.8.1, 9.5.2 at 5.10.0,
 # 9.6.2 at 5.12.3, SuperBuild/External_VTK.cmake) are not in the stored mirror of Slicer/VTK, whose

@@ -141,6 +141,21 @@ def _public_declarations(body: str, class_name: str, default: str = "private"):
             yield "method", fname
 
 
+# vtkCommand.h declares its public EventIds enum through macros: ``vtkEventDeclarationMacro(EventIds)`` expands to
+# ``enum EventIds { NoEvent = 0, vtkAllEventsMacro() UserEvent = 1000 }`` and vtkAllEventsMacro lists every
+# event as ``_vtk_add_event(ModifiedEvent)`` ... (VTK Common/Core/vtkCommand.h), so the enum parser sees none.
+EVENT_DECLARATION = re.compile(r"\bvtkEventDeclarationMacro\s*\(")
+EVENT_ITEM = re.compile(r"\b_vtk_add_event\s*\(\s*(\w+)\s*\)")
+EVENT_BOUNDS = ("NoEvent", "UserEvent")  # the enum's first and last items, written out in the macro
+
+
+def _declared_events(text: str, body: str) -> set[str]:
+    """The enumerators of a vtkEventDeclarationMacro enum in ``body`` (none without one)."""
+    if not EVENT_DECLARATION.search(body):
+        return set()
+    return set(EVENT_ITEM.findall(text)) | set(EVENT_BOUNDS)
+
+
 def parse(text: str, name: str) -> dict:
     """{"bases", "methods", "constants"} of class ``name`` in header ``text`` (own names, sorted)."""
     bases, body = _find_class(_strip(text), name)
@@ -148,6 +163,7 @@ def parse(text: str, name: str) -> dict:
     methods, constants = set(), set()
     for kind, value in _public_declarations(body, name, "public" if is_struct else "private"):
         (methods if kind == "method" else constants).add(value)
+    constants |= _declared_events(text, body)
     return {"bases": bases, "methods": sorted(methods), "constants": sorted(constants)}
 
 
