@@ -208,7 +208,8 @@ def test_annotator_flow_finetune_cancel_resume_rank(panel, models_folder, tmp_pa
     assert w.ui.trainButton.text == "Cancel" and "train" in w._jobs, w.ui.trainStatusLabel.text
     view = w.ui.lossPlotWidget.mrmlPlotViewNode()  # defect 1: the chart is shown through a plot view node
     assert view is not None and view.GetPlotChartNodeID() == w._curve.chart.GetID()
-    pump_until(lambda: w._curve.rows() >= 2, what="training progress")
+    pump_until(lambda: w._curve.rows() >= 2 or "train" not in w._jobs, what="training progress")
+    assert w._curve.rows() >= 2, w.ui.trainStatusLabel.text  # a failed start says why at once
     assert "ETA" in w.ui.trainStatusLabel.text and w.ui.trainProgressBar.maximum == 100000
 
     # Segment and Next-case ranking while training: each keeps its own job; training is still polled after
@@ -366,6 +367,33 @@ def test_every_choice_survives_leaving_and_entering_the_module(panel, tmp_path, 
     exit_module(w)
     enter_module(w)
     assert_shown(w, chosen, f"{slicer_tag}, after a scene close, exit() + enter()")
+
+
+@pytest.mark.parametrize("slicer_tag", ("v5.6.2", "v5.12.3"), indirect=True)
+def test_buttons_follow_the_selection_but_not_while_the_module_is_left(panel, dtc_module_at):
+    """Slicer's template conventions: _checkCanApply on every parameter node change (a disabled button's
+    tooltip says what is missing), no observation between exit() and enter(), which checks again."""
+    from DTCSegmentationLib import panel as panel_module
+
+    w, p = panel, panel._parameterNode
+    segment, add = w.ui.segmentButton, w.ui.addLabeledButton
+    own = {b: w._tips[b] for b in (segment, add)}
+    assert p.inputVolume is None  # an empty scene
+    assert (segment.enabled, segment.toolTip) == (False, panel_module.NEEDS_VOLUME)
+    assert (add.enabled, add.toolTip) == (False, panel_module.NEEDS_VOLUME_AND_SEGMENTATION)
+    p.inputVolume, _ = make_volume("scan")
+    assert (segment.enabled, segment.toolTip) == (True, own[segment])
+    assert not add.enabled
+    p.segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "corrected")
+    assert (add.enabled, add.toolTip) == (True, own[add])
+    enter_module(w)
+    exit_module(w)
+    corrected, p.segmentation = p.segmentation, None
+    assert add.enabled  # left: not observed
+    enter_module(w)
+    assert (add.enabled, add.toolTip) == (False, panel_module.NEEDS_VOLUME_AND_SEGMENTATION)
+    p.segmentation = corrected
+    assert add.enabled  # observed again
 
 
 # ---- Next case: "Load the top-ranked volume" (issue 25) ----

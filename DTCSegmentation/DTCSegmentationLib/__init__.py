@@ -9,11 +9,16 @@
 - :mod:`.rankjob`: the Next case ranking as an engine job (``dtc rank``)
 - :mod:`.infojob`: a model's information as an engine job (``dtc info``)
 - :mod:`.trainjob`: the fine-tune job (``dtc train``)
-- :mod:`.panel`: the module panel (the widget)
+- :mod:`.logic`: the parameter node and the Logic, the one way in for the panel and for headless use
+- :mod:`.panel`: the module panel (the widget): set-up, parameter node, enabled buttons, job polling;
+  its sections :mod:`.panel_model`, :mod:`.panel_segment`, :mod:`.panel_data`, :mod:`.panel_finetune`,
+  :mod:`.panel_nextcase`
 - :mod:`.nextcase`: what Next case says about a ranking (each scan's disagreement score, why the top one)
 - :mod:`.models`: the model registry (bundled default + models trained here)
 - :mod:`.curves`: the loss-curve table and plot nodes
 - :mod:`.dependencies`: PyTorch installation on first use (never at import)
+- :mod:`.cores`: how the panel shares the CPU cores between the jobs it runs at once
+- :mod:`.roihint`: the note on a scan much larger than the model's training scans, and the ROI box it offers
 
 Nothing here imports torch: all torch work runs in ``PythonSlicer -m DTCCore`` subprocesses.
 """

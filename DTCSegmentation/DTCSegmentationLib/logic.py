@@ -29,11 +29,11 @@ from DTCCore.pools import auto_pools, check_patch, fit_patch
 from DTCCore.protocol import JobState
 from DTCCore.schedule import fit_schedule  # torch-free, as DTCCore.config
 
-from . import dataset, models, results, sceneio
+from . import dataset, models, results, roihint, sceneio
 from .infojob import ModelInfoJob
 from .rankjob import RankJob
 from .segmentjob import SegmentJob
-from .trainjob import TrainingRequest
+from .trainjob import TrainingJob, TrainingRequest
 
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
 DATASET_LABELS = dataset.LABELS_NAME  # label table of the dataset's segments, for models fine-tuned on it
@@ -43,6 +43,11 @@ QUALITY_OVERLAP = {"fast": 0.25, "balanced": 0.5, "best": 0.75}  # window overla
 # True adds dtc segment --mirror, False --no-mirror, None keeps the model's own setting.
 QUALITY_MIRROR = {"fast": False, "balanced": None, "best": True}
 AUGMENT_FROM_MODEL = "model's own"  # fine-tune: keep the starting model's augmentation; from scratch: mirror
+# The training settings' defaults are the engine's (DTCCore.config, the reference's constants) so that they have
+# one owner; only the run's length is the panel's own: a laptop user asks for minutes, not the recipe's 6000.
+_RECIPE = DTCConfig()
+FINETUNE_MINUTES = 20  # our choice: a coffee break; the schedule is fitted to what fits (0 = off, use iterations)
+FINETUNE_ITERATIONS = 1000  # our choice, used when the time limit is off; the schedule is fitted to it
 
 
 @parameterNodeWrapper
@@ -58,25 +63,24 @@ class DTCSegmentationParameterNode:
     segmentation: vtkMRMLSegmentationNode
     outputSegmentation: vtkMRMLSegmentationNode  # None: each Segment creates a new node
     startFrom: Annotated[str, Choice(["current model", "scratch"])] = "current model"
-    # Fine-tune length: minutes (the schedule fitted to what fits; 0 = off, use ``iterations``). A laptop user
-    # asks for "20 minutes", not "1000 iterations".
-    timeLimitMinutes: Annotated[int, WithinRange(0, 1440)] = 20
-    iterations: Annotated[int, WithinRange(1, 100000)] = 1000
-    learningRate: Annotated[float, WithinRange(1e-6, 1.0)] = 0.01
-    labeledBatch: Annotated[int, WithinRange(1, 16)] = 2
-    unlabeledBatch: Annotated[int, WithinRange(0, 16)] = 2
-    patchX: Annotated[int, WithinRange(16, 256)] = 112
-    patchY: Annotated[int, WithinRange(16, 256)] = 112
+    # Fine-tune length: minutes (the schedule fitted to what fits; 0 = off, use ``iterations``).
+    timeLimitMinutes: Annotated[int, WithinRange(0, 1440)] = FINETUNE_MINUTES
+    iterations: Annotated[int, WithinRange(1, 100000)] = FINETUNE_ITERATIONS
+    learningRate: Annotated[float, WithinRange(1e-6, 1.0)] = _RECIPE.train.lr
+    labeledBatch: Annotated[int, WithinRange(1, 16)] = _RECIPE.train.labeled_batch
+    unlabeledBatch: Annotated[int, WithinRange(0, 16)] = _RECIPE.train.unlabeled_batch
+    patchX: Annotated[int, WithinRange(16, 256)] = _RECIPE.train.patch[0]
+    patchY: Annotated[int, WithinRange(16, 256)] = _RECIPE.train.patch[1]
     # Slice axis down to 4: a thick-slice network halves it fewer times (scratchNetwork), e.g. 128 x 128 x 8.
-    patchZ: Annotated[int, WithinRange(4, 256)] = 80
-    mode: Annotated[str, Choice(list(MODES))] = "dtc"
+    patchZ: Annotated[int, WithinRange(4, 256)] = _RECIPE.train.patch[2]
+    mode: Annotated[str, Choice(list(MODES))] = _RECIPE.recipe.mode
     # Training augmentation: a flip turns a left structure into a right one, so labels that depend on side need
     # no-mirror; nnU-Net's scaling/intensity augmentations paid on cardiac MRI (bench/RESULTS.md, ACDC stage 6).
     augment: Annotated[str, Choice([AUGMENT_FROM_MODEL, *AUGMENT_CHOICES])] = AUGMENT_FROM_MODEL
-    nnunetAugment: bool = False
-    beta: Annotated[float, WithinRange(0.0, 10.0)] = 0.3
-    k: Annotated[float, WithinRange(1.0, 10000.0)] = 1500.0
-    consistencyRampup: Annotated[float, WithinRange(0.0, 1000.0)] = 40.0
+    nnunetAugment: bool = _RECIPE.train.nnunet_augment
+    beta: Annotated[float, WithinRange(0.0, 10.0)] = _RECIPE.recipe.beta
+    k: Annotated[float, WithinRange(1.0, 10000.0)] = _RECIPE.recipe.k
+    consistencyRampup: Annotated[float, WithinRange(0.0, 1000.0)] = _RECIPE.recipe.consistency_rampup
 
 
 def _folder(path) -> Path | None:
@@ -111,6 +115,23 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         return DTCSegmentationParameterNode(super().getParameterNode())
 
     # ---- model ----
+    def listModels(self, modelsFolder) -> list[models.ModelEntry]:
+        """The bundled default, then the models trained or imported into ``modelsFolder`` (unset: none)."""
+        return models.list_models(_folder(modelsFolder))
+
+    @staticmethod
+    def modelFile(modelPath: str | None) -> Path:
+        """The file of a model choice ("" / None = the bundled default)."""
+        return Path(modelPath) if modelPath else models.bundled_model_path()
+
+    def importModel(self, modelFile, modelsFolder) -> Path:
+        """Copy a model file into the models folder (checked, atomic); returns the copy."""
+        return models.import_model(modelFile, modelsFolder)
+
+    def exportModel(self, modelFile, target) -> Path:
+        """Write a model to ``target`` (atomic)."""
+        return models.export_model(modelFile, target)
+
     def startModelInfo(self, modelPaths: list, device: str | None = None, threads: int | None = None) -> ModelInfoJob:
         """``dtc info`` on the models (and the device choice) in the background (``threads``: see startSegment)."""
         job = ModelInfoJob(Path(tempfile.mkdtemp(prefix="DTCInfo-")), [str(p) for p in modelPaths], device,
@@ -120,7 +141,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def modelInfo(self, modelPath: str | None) -> dict:
         """What ``dtc info`` says about one model ("" / None = bundled default); blocks (console use)."""
-        path = str(modelPath or models.bundled_model_path())
+        path = str(self.modelFile(modelPath))
         job = self.startModelInfo([path])
         job.wait(JOB_TIMEOUT_S)
         info = job.models.get(path)
@@ -129,6 +150,15 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         return info
 
     # ---- segment ----
+    @staticmethod
+    def checkInputVolume(volume) -> None:
+        """DTCError naming the fix unless ``volume`` is a grey-level scalar volume with voxels."""
+        sceneio.require_scalar_volume(volume)
+
+    def addRoiBox(self, volume, sizeMm):
+        """A new ROI node of ``sizeMm`` (x y z mm) at the centre of ``volume``, along its axes (:mod:`.roihint`)."""
+        return roihint.add_roi_box(volume, sizeMm)
+
     def startSegment(self, volume, roi=None, modelPath: str = "", device: str = "auto", quality: str = "balanced",
                      largestComponent: bool = False, threads: int | None = None) -> SegmentJob:
         """Write the scan to a work folder and start ``dtc segment`` on it (the ROI's voxel box as ``--roi``:
@@ -180,7 +210,31 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         folder = dataset.DatasetFolder(datasetFolder)
         return [folder.add_unlabeled_from_scene(v) for v in volumes]
 
+    def loadDataset(self, datasetFolder):
+        """The dataset folder's manifest (labeled pairs, unlabeled volumes); DTCError when it is unreadable."""
+        return dataset.DatasetFolder(datasetFolder).load()
+
+    def addLabeledFiles(self, datasetFolder, image, label) -> None:
+        """Copy an image file and its label file into the dataset as a labeled pair (checked first)."""
+        dataset.DatasetFolder(datasetFolder).add_labeled_files(image, label)
+
+    def addUnlabeledFiles(self, datasetFolder, images) -> None:
+        """Copy image files into the dataset as unlabeled volumes."""
+        folder = dataset.DatasetFolder(datasetFolder)
+        for path in images:
+            folder.add_unlabeled_file(path)
+
     # ---- fine-tune ----
+    def resumableRun(self, modelsFolder) -> tuple[Path, int] | None:
+        """(run folder, checkpoint iteration) of the newest stopped fine-tune in ``modelsFolder``, or None."""
+        return models.resumable_run(_folder(modelsFolder))
+
+    def startTraining(self, request: TrainingRequest) -> TrainingJob:
+        """Start ``dtc train`` for ``request`` (:meth:`trainingRequest`) in the background."""
+        job = TrainingJob(request)
+        job.start()
+        return job
+
     def trainingRequest(self, p: DTCSegmentationParameterNode, resumeRunDir: Path | None = None,
                         initInfo: dict | None = None, threads: int | None = None) -> TrainingRequest:
         """The fine-tune request from the panel settings; DTCError when there is nothing to train on.
@@ -196,7 +250,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         initFrom = None
         config: dict = {}
         if p.startFrom == "current model" and resumeRunDir is None:
-            initFrom = Path(p.modelPath) if p.modelPath else models.bundled_model_path()
+            initFrom = self.modelFile(p.modelPath)
             if not initFrom.exists():
                 raise DTCError(f"model {initFrom} does not exist; pick another model or start from scratch")
             info = initInfo or self.modelInfo(str(initFrom))
