@@ -135,9 +135,11 @@ class InferConfig:
     # voxels (else, or on out-of-memory, the windows). ~4-8x faster on a CPU for an LA case; the output
     # differs from the 50%-overlap windows near window borders (bench/RESULTS.md). Off: the paper's windows.
     whole_volume: bool = False
-    # True: average the outputs over the flips the model was trained with (AUGMENT_FLIP_AXES of its
-    # train.augment), nnU-Net's test-time mirroring; a "no-mirror" model averages over its in-plane
-    # turns instead (tta.tta_turns), "none" over nothing. Up to 4x the time.
+    # True: test-time augmentation (tta.py): average the probabilities and level sets over the flips the
+    # model was trained with (AUGMENT_FLIP_AXES of its train.augment), nnU-Net's test-time mirroring; a
+    # "no-mirror" model averages over its in-plane turns instead (tta.tta_turns), "none" over nothing. Up
+    # to 4x the time. Set by dtc segment --tta (old name --mirror). The key keeps its old name "mirror":
+    # saved models (the bundled one included) store it, and scripts and tests read config.infer.mirror.
     mirror: bool = False
     precision: str = "auto"  # one of PRECISIONS, for the inference forward passes (see precision.py)
 

@@ -3,7 +3,9 @@
 ``predict_volume`` is what the CLI ``segment`` command and the Slicer module call. It runs
 :func:`DTCCore.sliding_window.sliding_window` with the run's inference settings, falls back to fewer
 windows per pass and then to the CPU when the GPU runs out of memory, and returns every output on the
-input grid (x, y, z).
+input grid (x, y, z). The sliding window blends what its model returns; here that model is the network
+wrapped in :class:`ProbabilityOutputs` (the segmentation activation per window, so probabilities are
+blended) and, with ``infer.mirror``, in :class:`DTCCore.tta.FlipTurnAverage` around that.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 from .config import DTCConfig
 from .errors import DTCError
 from .intensity import normalize
+from .losses import seg_probability
 from .network import DualTaskVNet
 from .pools import size_multiples
 from .precise_bn import fold_batchnorm
@@ -29,7 +32,8 @@ from .protocol import OUTSIDE_LEVELSET
 from .resample import needs_resampling, resize_linear, target_shape
 from .sliding_window import WHOLE_VOLUME_MAX_VOXELS, sliding_window, whole_volume_patch
 
-__all__ = ["Prediction", "predict_volume", "resolve_device", "describe_device", "sliding_window", "fold_batchnorm"]
+__all__ = ["Prediction", "ProbabilityOutputs", "predict_volume", "resolve_device", "describe_device", "sliding_window",
+           "fold_batchnorm"]
 
 # Inference copies (BatchNorm folded, channels-last) per caller's model, reused while none of the model's
 # tensors changed (their in-place version counters and identities): the copy costs ~0.1-0.6 s a call.
@@ -55,6 +59,26 @@ class Prediction:
     disagreement: np.ndarray
     label: np.ndarray
     device: str = ""
+
+
+class ProbabilityOutputs(nn.Module):
+    """Wrap a model returning ``(seg_logits (B, Cs, X, Y, Z), lsf (B, Cl, X, Y, Z))``; return
+    ``(seg_probability(seg_logits) (B, Cs, X, Y, Z), lsf (B, Cl, X, Y, Z))``, both cast to float32 first.
+
+    The activation (:func:`DTCCore.losses.seg_probability`: sigmoid for one channel, softmax over the
+    channels otherwise) taken per window, so that the sliding window blends probabilities and test-time
+    augmentation averages them. The wrapper takes the wrapped model's train/eval mode, so
+    ``sliding_window``'s restoring of the mode leaves that model as it was.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.training = model.training
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seg, lsf = self.model(image)
+        return seg_probability(seg.float()), lsf.float()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -198,7 +222,8 @@ def _check_roi(roi: tuple[slice, slice, slice] | None, shape: tuple[int, ...]) -
 
 
 def _crop_outputs(seg: np.ndarray, lsf: np.ndarray, config: DTCConfig) -> dict[str, np.ndarray]:
-    """Turn blended network outputs (Cs, ...), (Cl, ...) into probability, level set, disagreement, label."""
+    """Turn blended probabilities (Cs, ...) and level sets (Cl, ...) into probability, level set, disagreement,
+    label."""
     from .levelset import inverse_transform
 
     num_classes = config.network.num_classes
@@ -262,7 +287,8 @@ def _run_with_fallback(
     progress: Callable[[int, int], None] | None,
     log: Callable[[str], None] | None,
 ) -> tuple[np.ndarray, np.ndarray, torch.device]:
-    """Sliding window over ``image`` (X, Y, Z); returns (seg (Cs, X, Y, Z), lsf (Cl, X, Y, Z), device used)."""
+    """Sliding window over ``image`` (X, Y, Z); returns (seg probability (Cs, X, Y, Z), lsf (Cl, X, Y, Z),
+    device used)."""
     infer = config.infer
     batch = max(1, int(infer.batch_windows))
     patch, stride = tuple(config.train.patch), infer.stride
@@ -276,12 +302,13 @@ def _run_with_fallback(
     model.to(device)
     if isinstance(model, DualTaskVNet):
         model = inference_copy(model)
+    model = ProbabilityOutputs(model)  # the windows' probabilities are blended (and averaged below)
     if infer.mirror:  # test-time augmentation over the flips or turns the model was trained with (tta.py)
-        from .tta import MirroredModel, mirror_axes, tta_turns
+        from .tta import FlipTurnAverage, mirror_axes, tta_turns
 
         augment = config.train.augment
-        model = MirroredModel(model, mirror_axes(augment),
-                              tta_turns(augment, config.train.patch, config.network.pools))
+        model = FlipTurnAverage(model, mirror_axes(augment),
+                                tta_turns(augment, config.train.patch, config.network.pools))
     try:
         while True:
             try:

@@ -76,11 +76,22 @@ def ramp_weight(iteration: int, recipe: RecipeConfig) -> float:
     return float(recipe.consistency) * math.exp(-RAMP_SHARPNESS * phase * phase)
 
 
-def foreground_probability(seg_logits: torch.Tensor) -> torch.Tensor:
-    """(N, Cs, ...) logits -> (N, C, ...) foreground probabilities (sigmoid if Cs == 1, else softmax[:, 1:])."""
+def seg_probability(seg_logits: torch.Tensor) -> torch.Tensor:
+    """The segmentation head's activation, written once: (N, Cs, ...) logits -> (N, Cs, ...) probabilities.
+
+    Sigmoid for one channel (the reference's binary head), else softmax over the channels (background and
+    C classes, network.py). Training (:func:`foreground_probability`) and inference
+    (:class:`DTCCore.inference.ProbabilityOutputs`) both use it.
+    """
     if seg_logits.shape[1] == 1:
         return torch.sigmoid(seg_logits)
-    return torch.softmax(seg_logits, dim=1)[:, 1:]
+    return torch.softmax(seg_logits, dim=1)
+
+
+def foreground_probability(seg_logits: torch.Tensor) -> torch.Tensor:
+    """(N, Cs, ...) logits -> (N, C, ...) foreground probabilities (sigmoid if Cs == 1, else softmax[:, 1:])."""
+    prob = seg_probability(seg_logits)
+    return prob if prob.shape[1] == 1 else prob[:, 1:]
 
 
 def _no_autocast(device_type: str):

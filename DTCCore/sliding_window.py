@@ -5,6 +5,12 @@ along each axis ``n = ceil((dim - patch) / stride) + 1`` windows start at ``min(
 so the last window is flush with the far edge; volumes smaller than the patch are zero-padded
 symmetrically and cropped back. Overlapping windows are blended with a Gaussian importance map
 (MONAI / nnU-Net) or uniformly (the reference's plain average).
+
+What is blended is whatever the model returns, as in MONAI's ``sliding_window_inference``: no activation
+is applied here. The caller chooses the space: :func:`DTCCore.inference.predict_volume` runs the network
+wrapped in :class:`DTCCore.inference.ProbabilityOutputs`, so the sigmoid / softmax is taken per window and
+the probabilities are blended. The three steps are separate functions: :func:`place_windows` (padding and
+window corners), :func:`blend_windows` (the forward passes and the weighted sums) and :func:`crop_to_image`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +65,114 @@ def importance_map(patch: Sequence[int], blend: str, device: torch.device | str 
     return (w / w.max()).clamp_(min=GAUSSIAN_FLOOR)
 
 
+@dataclass(frozen=True)
+class WindowGrid:
+    """Where the windows of one volume go, in voxels.
+
+    size: the image's spatial shape (X, Y, Z) before padding.
+    lo: zeros added before each axis (an axis smaller than the patch is padded to it, the odd voxel after).
+    padded: the spatial shape after padding (each axis >= patch).
+    patch: the window shape (px, py, pz).
+    corners: the windows' lowest corners (x, y, z) in the padded volume, x slowest, z fastest.
+    """
+
+    size: tuple[int, int, int]
+    lo: tuple[int, int, int]
+    padded: tuple[int, int, int]
+    patch: tuple[int, int, int]
+    corners: tuple[tuple[int, int, int], ...]
+
+
+def place_windows(image: torch.Tensor, patch: Sequence[int], stride: Sequence[int]) -> tuple[torch.Tensor, WindowGrid]:
+    """Zero-pad ``image`` (N, C, X, Y, Z) to at least ``patch`` per axis and lay the window grid on it.
+
+    Axes smaller than the patch get ``(patch - dim) // 2`` zeros before and the rest after (the reference
+    code's ``w_pad // 2``); window starts follow :func:`window_starts` with ``stride`` (voxels per axis).
+    Returns the padded image (N, C, *padded), unchanged when no axis needs padding, and its grid.
+    """
+    size = tuple(int(d) for d in image.shape[2:])
+    pads = [max(p - d, 0) for d, p in zip(size, patch)]
+    lo = [p // 2 for p in pads]
+    if any(pads):
+        # F.pad takes (z_lo, z_hi, y_lo, y_hi, x_lo, x_hi).
+        image = F.pad(image, [v for a in (2, 1, 0) for v in (lo[a], pads[a] - lo[a])])
+    padded = tuple(int(d) for d in image.shape[2:])
+    starts = [window_starts(d, p, s) for d, p, s in zip(padded, patch, stride)]
+    corners = tuple((x, y, z) for x in starts[0] for y in starts[1] for z in starts[2])
+    grid = WindowGrid(size, tuple(lo), padded, tuple(int(p) for p in patch), corners)  # type: ignore[arg-type]
+    return image, grid
+
+
+def blend_windows(
+    model: nn.Module,
+    image: torch.Tensor,
+    grid: WindowGrid,
+    weight: torch.Tensor,
+    batch_windows: int,
+    amp_dtype: torch.dtype | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` on every window of ``grid`` and blend its two outputs with ``weight``.
+
+    Args:
+        model: returns ``(seg (B, Cs, *patch), lsf (B, Cl, *patch))`` for ``(B, C_in, *patch)``, on
+            ``image.device``; called as it is (in the caller's train/eval mode) under ``torch.inference_mode``.
+        image: the padded ``(N, C_in, *grid.padded)`` float tensor from :func:`place_windows`.
+        weight: ``(*patch)`` float32 blending weights (:func:`importance_map`), positive.
+        batch_windows: windows per forward pass (>= 1), taken from one batch item at a time.
+        amp_dtype: autocast dtype for the forward passes; ``None`` runs in the model's dtype.
+        progress: ``progress(done, total)`` after each forward pass (windows over all N).
+
+    Returns:
+        ``(seg (N, Cs, *grid.padded), lsf (N, Cl, *grid.padded))`` float32: per voxel the weighted mean
+        ``sum_w w * out / sum_w w`` over the windows covering it, of the outputs exactly as returned.
+    """
+    patch = grid.patch
+    n_batch = image.shape[0]
+    total = len(grid.corners) * n_batch
+    device = image.device
+    seg_sum: torch.Tensor | None = None
+    lsf_sum: torch.Tensor | None = None
+    count = torch.zeros((1, 1) + grid.padded, dtype=torch.float32, device=device)
+    for x, y, z in grid.corners:
+        count[..., x : x + patch[0], y : y + patch[1], z : z + patch[2]] += weight
+    # Windows go in as channels_last_3d: 20-25% faster 3D convolutions on the CPU (oneDNN) and with bf16 on
+    # CUDA (our measurement, bench/RESULTS.md), the same result up to float rounding. The caller's model is
+    # never changed (predict_volume gives a channels-last inference copy).
+    done = 0
+    with torch.inference_mode():
+        for n in range(n_batch):
+            for first in range(0, len(grid.corners), batch_windows):
+                chunk = grid.corners[first : first + batch_windows]
+                windows = torch.cat(
+                    [image[n : n + 1, :, x : x + patch[0], y : y + patch[1], z : z + patch[2]] for x, y, z in chunk]
+                ).contiguous(memory_format=torch.channels_last_3d)
+                amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+                with amp:
+                    seg, lsf = model(windows)
+                seg, lsf = seg.float(), lsf.float()  # blended in float32, also after a bf16 forward pass
+                if seg_sum is None or lsf_sum is None:
+                    seg_sum = torch.zeros((n_batch, seg.shape[1]) + grid.padded, dtype=torch.float32, device=device)
+                    lsf_sum = torch.zeros((n_batch, lsf.shape[1]) + grid.padded, dtype=torch.float32, device=device)
+                for i, (x, y, z) in enumerate(chunk):
+                    box = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
+                    seg_sum[(n, slice(None)) + box] += seg[i] * weight
+                    lsf_sum[(n, slice(None)) + box] += lsf[i] * weight
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+        assert seg_sum is not None and lsf_sum is not None
+        seg_sum /= count
+        lsf_sum /= count
+    return seg_sum, lsf_sum
+
+
+def crop_to_image(blended: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
+    """``(N, C, *grid.padded)`` -> ``(N, C, *grid.size)``: the padding of :func:`place_windows` removed (a view)."""
+    crop = (slice(None), slice(None)) + tuple(slice(start, start + d) for start, d in zip(grid.lo, grid.size))
+    return blended[crop]
+
+
 def sliding_window(
     model: nn.Module,
     image: torch.Tensor,
@@ -69,11 +184,13 @@ def sliding_window(
     amp_dtype: torch.dtype | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run a dual-task network over ``image`` window by window and blend the outputs.
+    """Run a dual-task network over ``image`` window by window and blend its raw outputs.
 
     Args:
-        model: returns ``(seg_logits (B, Cs, *patch), lsf (B, Cl, *patch))`` for input ``(B, C_in, *patch)``;
+        model: returns ``(seg (B, Cs, *patch), lsf (B, Cl, *patch))`` for input ``(B, C_in, *patch)``;
             it must already be on ``image.device``. It is put in eval mode for the call (and restored).
+            Whatever it returns is blended: logits for a bare network (wrap it in
+            :class:`DTCCore.inference.ProbabilityOutputs` to blend probabilities, as ``predict_volume`` does).
         image: ``(N, C_in, X, Y, Z)`` float tensor; any size (smaller than ``patch`` is zero-padded).
         patch: window size ``(px, py, pz)`` in voxels.
         stride: window step per axis in voxels; ``None`` derives it from ``overlap``.
@@ -85,8 +202,8 @@ def sliding_window(
         progress: called as ``progress(done, total)`` after each forward pass (windows over all N).
 
     Returns:
-        ``seg_prob (N, Cs, X, Y, Z)``: blended probability (sigmoid if Cs == 1, else softmax over channels);
-        ``lsf (N, Cl, X, Y, Z)``: blended level set. Both float32 on ``image.device``.
+        ``seg (N, Cs, X, Y, Z)`` and ``lsf (N, Cl, X, Y, Z)``: the model's two outputs blended over the
+        windows (no activation applied). Both float32 on ``image.device``.
     """
     if image.ndim != 5:
         raise ValueError(f"image must be (N, C, X, Y, Z), got shape {tuple(image.shape)}")
@@ -101,62 +218,14 @@ def sliding_window(
     if not image.is_floating_point():
         image = image.float()
 
-    # Zero-pad axes smaller than the patch, symmetrically (reference: w_pad // 2 before, rest after).
-    size = tuple(image.shape[2:])
-    pads = [max(p - d, 0) for d, p in zip(size, patch)]
-    lo = [p // 2 for p in pads]
-    if any(pads):
-        # F.pad takes (z_lo, z_hi, y_lo, y_hi, x_lo, x_hi).
-        image = F.pad(image, [v for a in (2, 1, 0) for v in (lo[a], pads[a] - lo[a])])
-    padded = tuple(image.shape[2:])
-
-    starts = [window_starts(d, p, s) for d, p, s in zip(padded, patch, stride)]
-    corners = [(x, y, z) for x in starts[0] for y in starts[1] for z in starts[2]]
-    n_batch = image.shape[0]
-    total = len(corners) * n_batch
+    image, grid = place_windows(image, patch, stride)
     device = image.device
     weight = importance_map(patch, blend, device)
-    seg_sum: torch.Tensor | None = None
-    lsf_sum: torch.Tensor | None = None
-    count = torch.zeros((1, 1) + padded, dtype=torch.float32, device=device)
-    for x, y, z in corners:
-        count[..., x : x + patch[0], y : y + patch[1], z : z + patch[2]] += weight
-
+    # Only the train/eval mode of the caller's model is switched for the call, and restored.
     was_training = model.training
     model.eval()
-    # Windows go in as channels_last_3d: 20-25% faster 3D convolutions on the CPU (oneDNN) and with bf16 on
-    # CUDA (our measurement, bench/RESULTS.md), the same result up to float rounding. The caller's model is
-    # never changed (predict_volume gives a channels-last inference copy); only its train/eval mode is
-    # switched for the call and restored.
-    done = 0
     try:
-        with torch.inference_mode():
-            for n in range(n_batch):
-                for first in range(0, len(corners), batch_windows):
-                    chunk = corners[first : first + batch_windows]
-                    windows = torch.cat(
-                        [image[n : n + 1, :, x : x + patch[0], y : y + patch[1], z : z + patch[2]] for x, y, z in chunk]
-                    ).contiguous(memory_format=torch.channels_last_3d)
-                    amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-                    with amp:
-                        seg, lsf = model(windows)
-                    seg = seg.float()
-                    seg = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, dim=1)
-                    lsf = lsf.float()
-                    if seg_sum is None or lsf_sum is None:
-                        seg_sum = torch.zeros((n_batch, seg.shape[1]) + padded, dtype=torch.float32, device=device)
-                        lsf_sum = torch.zeros((n_batch, lsf.shape[1]) + padded, dtype=torch.float32, device=device)
-                    for i, (x, y, z) in enumerate(chunk):
-                        box = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
-                        seg_sum[(n, slice(None)) + box] += seg[i] * weight
-                        lsf_sum[(n, slice(None)) + box] += lsf[i] * weight
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-            assert seg_sum is not None and lsf_sum is not None
-            seg_sum /= count
-            lsf_sum /= count
+        seg, lsf = blend_windows(model, image, grid, weight, batch_windows, amp_dtype, progress)
     finally:
         model.train(was_training)
-    crop = (slice(None), slice(None)) + tuple(slice(start, start + d) for start, d in zip(lo, size))
-    return seg_sum[crop], lsf_sum[crop]
+    return crop_to_image(seg, grid), crop_to_image(lsf, grid)

@@ -1,19 +1,25 @@
 """Test-time augmentation: average a dual-task network's outputs over transformed copies of its input.
 
-nnU-Net's test-time mirroring: the input window is flipped along a set of axes, the network run on
-each flipped copy, each output flipped back, and the outputs averaged. Only transforms the model was
-trained with are used. A model trained with flips (``config.AUGMENT_FLIP_AXES`` of its ``train.augment``:
-"mirror", "reference") averages over its flips: no flip, x, y, x and y. A model trained without
-mirroring ("no-mirror") was never shown a mirror image, and for side-dependent labels a flipped copy
-would vote for the wrong side; it averages over the in-plane turns it was trained with instead
-(:func:`tta_turns`: 0/90/180/270 degrees on a square patch, 0/180 otherwise), which keep a left
-structure left. "none" averages over nothing. At most 4 copies: up to 4x the time.
+Each copy of the input window is flipped along a set of axes or turned in the x-y plane, the network
+run on it, its outputs transformed back, and the outputs averaged. Only transforms the model was trained
+with are used. A model trained with flips (``config.AUGMENT_FLIP_AXES`` of its ``train.augment``:
+"mirror", "reference") averages over its flips: no flip, x, y, x and y (nnU-Net's test-time mirroring).
+A model trained without mirroring ("no-mirror") was never shown a mirror image, and for side-dependent
+labels a flipped copy would vote for the wrong side; it averages over the in-plane turns it was trained
+with instead (:func:`tta_turns`: 0/90/180/270 degrees on a square patch, 0/180 otherwise), which keep a
+left structure left. "none" averages over nothing. At most 4 copies: up to 4x the time. The config key
+(``infer.mirror``) and ``dtc segment --mirror`` keep their old names; ``--tta`` is the new one.
 
-Averaging space. :func:`DTCCore.sliding_window.sliding_window` applies a sigmoid (1 channel) or softmax
-(several) to the segmentation output of the model it runs. The average that matters is that of the
-probabilities (nnU-Net averages softmax outputs), so :class:`MirroredModel` averages probabilities and
-returns them as logits whose sigmoid / softmax gives back exactly that mean: ``logit(mean p)`` for one
-channel, ``log(mean p)`` for a softmax. The level sets (tanh outputs) are averaged directly.
+Averaging space. :class:`FlipTurnAverage` averages whatever the model it wraps returns, in float32.
+nnU-Net v2 averages the network's raw outputs, the logits
+(``nnUNetPredictor._internal_maybe_mirror_and_predict`` in ``nnunetv2/inference/predict_from_raw_data.py``,
+github.com/MIC-DKFZ/nnUNet: it sums ``self.network(...)`` over the flips, then divides by their number,
+and blends the windows' logits too). Here :func:`DTCCore.inference.predict_volume` wraps the network in
+:class:`DTCCore.inference.ProbabilityOutputs` before this class, so the average is that of the
+probabilities (the mean of the sigmoids / softmaxes of the copies), and of the level sets (tanh outputs)
+directly. That is what this engine averaged before its sliding window stopped applying the activation;
+averaging logits instead would change its segmentations (the bundled model's too: it has test-time
+augmentation on).
 """
 
 from __future__ import annotations
@@ -54,34 +60,26 @@ def flip_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [s for n in range(len(axes) + 1) for s in itertools.combinations(axes, n)]
 
 
-def probabilities_to_logits(prob: torch.Tensor) -> torch.Tensor:
-    """Inverse of sliding_window's activation: (B, 1, ...) -> ``logit(p)``; (B, C>1, ...) -> ``log(p)``.
-
-    ``sigmoid(logit(p)) == p`` and ``softmax(log(p)) == p`` when the channels sum to 1 (up to rounding);
-    p = 0 or 1 give -inf / +inf, which the activations map back to 0 / 1.
-    """
-    if prob.shape[1] == 1:
-        return torch.logit(prob)
-    return torch.log(prob)
-
-
-class MirroredModel(nn.Module):
-    """Wrap a model returning ``(seg_logits (B, Cs, X, Y, Z), lsf (B, Cl, X, Y, Z))``; return the same pair
+class FlipTurnAverage(nn.Module):
+    """Wrap a model returning ``(seg (B, Cs, X, Y, Z), lsf (B, Cl, X, Y, Z))``; return the same pair
     averaged over the input flipped along every subset of ``axes`` (spatial: 0 = x, 1 = y, 2 = z), each
     turned in-plane by each ``k`` of ``turns`` (rot90 by k x 90 degrees, x towards y, before the flips).
 
-    The segmentation output is the mean probability (sigmoid if Cs == 1, softmax otherwise) expressed as
-    logits (see the module docstring); the level set is the plain mean. With no axes and no turn but 0
-    the wrapped model's outputs are returned unchanged.
+    Each copy's outputs are flipped and turned back, cast to float32, summed and divided by the number of
+    copies: the mean in the space the wrapped model returns (probabilities when it is a
+    :class:`DTCCore.inference.ProbabilityOutputs`; see the module docstring). With no axes and no turn
+    but 0 the wrapped model's outputs are returned unchanged. The wrapper takes the wrapped model's
+    train/eval mode, so ``sliding_window``'s restoring of the mode leaves that model as it was.
     """
 
     def __init__(self, model: nn.Module, axes: Sequence[int], turns: Sequence[int] = (0,)) -> None:
         super().__init__()
         self.model = model
+        self.training = model.training
         self.axes = tuple(int(a) for a in axes)
         self.turns = tuple(int(k) for k in turns)
         if any(a not in (0, 1, 2) for a in self.axes) or len(set(self.axes)) != len(self.axes):
-            raise ValueError(f"mirror axes must be distinct spatial axes 0, 1, 2; got {self.axes}")
+            raise ValueError(f"flip axes must be distinct spatial axes 0, 1, 2; got {self.axes}")
         if not self.turns or any(k not in (0, 1, 2, 3) for k in self.turns) or len(set(self.turns)) != len(self.turns):
             raise ValueError(f"turns must be distinct quarter turns 0..3; got {self.turns}")
 
@@ -89,7 +87,7 @@ class MirroredModel(nn.Module):
         if not self.axes and self.turns == (0,):
             return self.model(image)
         plane = (SPATIAL_OFFSET, SPATIAL_OFFSET + 1)
-        prob_sum: torch.Tensor | None = None
+        seg_sum: torch.Tensor | None = None
         lsf_sum: torch.Tensor | None = None
         copies = [(k, flips) for k in self.turns for flips in flip_sets(self.axes)]
         for k, flips in copies:
@@ -101,9 +99,8 @@ class MirroredModel(nn.Module):
                 seg, lsf = torch.flip(seg, dims), torch.flip(lsf, dims)
             if k:
                 seg, lsf = torch.rot90(seg, -k, plane), torch.rot90(lsf, -k, plane)
-            prob = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, dim=1)
-            prob_sum = prob if prob_sum is None else prob_sum + prob
+            seg_sum = seg if seg_sum is None else seg_sum + seg
             lsf_sum = lsf if lsf_sum is None else lsf_sum + lsf
-        assert prob_sum is not None and lsf_sum is not None
+        assert seg_sum is not None and lsf_sum is not None
         n = float(len(copies))
-        return probabilities_to_logits(prob_sum / n), lsf_sum / n
+        return seg_sum / n, lsf_sum / n

@@ -1,4 +1,7 @@
-"""Sliding-window inference against an independent naive loop, the reference window formula and MONAI's map."""
+"""Sliding-window inference against an independent naive loop, the reference window formula and MONAI's map.
+
+``sliding_window`` blends the model's raw outputs (as MONAI's does); ``predict_volume`` gets probabilities
+by wrapping the network in ``ProbabilityOutputs`` (the activation per window). Both are checked here."""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from DTCCore.sliding_window import importance_map, sliding_window, window_starts
+from DTCCore.inference import ProbabilityOutputs
+from DTCCore.losses import foreground_probability, seg_probability
+from DTCCore.sliding_window import crop_to_image, importance_map, place_windows, sliding_window, window_starts
 
 
 class ConvDual(nn.Module):
@@ -29,9 +34,10 @@ class ConvDual(nn.Module):
         return out[:, : self.seg_channels], torch.tanh(out[:, self.seg_channels :])
 
 
-def naive_sliding_window(model, image, patch, stride, weight=None):
-    """Oracle: pad, run each window alone, average probabilities with counts (or with ``weight``, an array of
-    the patch shape, per window voxel), crop. Written independently."""
+def naive_sliding_window(model, image, patch, stride, weight=None, activation=True):
+    """Oracle: pad, run each window alone, average probabilities (``activation``: sigmoid for one channel,
+    else softmax; else the raw outputs) with counts (or with ``weight``, an array of the patch shape, per
+    window voxel), crop. Written independently."""
     weight = np.ones(tuple(patch)) if weight is None else np.asarray(weight, dtype=np.float64)
     n, _, *size = image.shape
     pad_before, pad_after = [], []
@@ -55,13 +61,14 @@ def naive_sliding_window(model, image, patch, stride, weight=None):
                     for z in starts[2]:
                         win = torch.from_numpy(img[b : b + 1, :, x : x + patch[0], y : y + patch[1], z : z + patch[2]])
                         seg, lsf = model(win)
-                        prob = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, 1)
+                        if activation:
+                            seg = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, 1)
                         if seg_sum is None:
                             seg_sum = np.zeros((n, seg.shape[1]) + padded)
                             lsf_sum = np.zeros((n, lsf.shape[1]) + padded)
                             seg_cnt = np.zeros((n, 1) + padded)
                         box = (b, slice(None), slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
-                        seg_sum[box] += prob[0].numpy() * weight
+                        seg_sum[box] += seg[0].numpy() * weight
                         lsf_sum[box] += lsf[0].numpy() * weight
                         seg_cnt[box] += weight
     crop = (slice(None), slice(None)) + tuple(slice(a, a + d) for a, d in zip(pad_before, size))
@@ -84,13 +91,20 @@ def test_uniform_blend_equals_naive_loop(size, patch, stride, n, c_in, cs, cl):
     model = ConvDual(c_in, cs, cl, seed=len(size) + cs)
     expected_stride = stride or tuple(max(1, int(p * 0.5)) for p in patch)
     want_seg, want_lsf = naive_sliding_window(model, image, patch, expected_stride)
-    seg, lsf = sliding_window(model, image, patch, stride=stride, overlap=0.5, blend="uniform", batch_windows=3)
+    seg, lsf = sliding_window(ProbabilityOutputs(model), image, patch, stride=stride, overlap=0.5, blend="uniform",
+                              batch_windows=3)
     assert seg.shape == (n, cs) + size and lsf.shape == (n, cl) + size
     assert seg.dtype == torch.float32 and lsf.dtype == torch.float32
     np.testing.assert_allclose(seg.numpy(), want_seg, atol=1e-5)
     np.testing.assert_allclose(lsf.numpy(), want_lsf, atol=1e-5)
     if cs > 1:
         np.testing.assert_allclose(seg.sum(1).numpy(), 1.0, atol=1e-5)
+    # The bare model: its raw outputs (logits) are blended, no activation.
+    raw_seg, raw_lsf = naive_sliding_window(model, image, patch, expected_stride, activation=False)
+    seg, lsf = sliding_window(model, image, patch, stride=stride, overlap=0.5, blend="uniform", batch_windows=3)
+    np.testing.assert_allclose(seg.numpy(), raw_seg, atol=1e-5)
+    np.testing.assert_allclose(lsf.numpy(), raw_lsf, atol=1e-5)
+    assert np.abs(raw_seg - want_seg).max() > 0.1  # the two spaces really differ
 
 
 def gaussian_weights(patch):
@@ -134,9 +148,13 @@ def test_gaussian_blend_equals_naive_gaussian_loop(size, patch, stride, cs, kind
     weight = gaussian_weights(patch)
     np.testing.assert_allclose(importance_map(patch, "gaussian").numpy(), weight, rtol=1e-5)
     want_seg, want_lsf = naive_sliding_window(model, image, patch, stride, weight)
-    seg, lsf = sliding_window(model, image, patch, stride=stride, blend="gaussian", batch_windows=2)
+    seg, lsf = sliding_window(ProbabilityOutputs(model), image, patch, stride=stride, blend="gaussian", batch_windows=2)
     np.testing.assert_allclose(seg.numpy(), want_seg, atol=1e-5)
     np.testing.assert_allclose(lsf.numpy(), want_lsf, atol=1e-5)
+    raw_seg, raw_lsf = naive_sliding_window(model, image, patch, stride, weight, activation=False)
+    seg, lsf = sliding_window(model, image, patch, stride=stride, blend="gaussian", batch_windows=2)
+    np.testing.assert_allclose(seg.numpy(), raw_seg, atol=1e-5)
+    np.testing.assert_allclose(lsf.numpy(), raw_lsf, atol=1e-5)
     # The case is sensitive to the weights: the plain average differs from the Gaussian blend.
     flat_seg, flat_lsf = naive_sliding_window(model, image, patch, stride)
     assert np.abs(flat_seg - want_seg).max() > 1e-2 and np.abs(flat_lsf - want_lsf).max() > 1e-2
@@ -167,6 +185,10 @@ class ConstantDual(nn.Module):
 def test_gaussian_blend_of_constant_output_is_that_constant(size):
     image = torch.randn((1, 1) + size)
     seg, lsf = sliding_window(ConstantDual(0.7, -0.25), image, (8, 8, 8), overlap=0.6, blend="gaussian")
+    np.testing.assert_allclose(seg.numpy(), 0.7, rtol=1e-6)  # the raw output, no activation
+    np.testing.assert_allclose(lsf.numpy(), -0.25, rtol=1e-6)
+    seg, lsf = sliding_window(ProbabilityOutputs(ConstantDual(0.7, -0.25)), image, (8, 8, 8), overlap=0.6,
+                              blend="gaussian")
     np.testing.assert_allclose(seg.numpy(), 1.0 / (1.0 + math.exp(-0.7)), rtol=1e-6)
     np.testing.assert_allclose(lsf.numpy(), -0.25, rtol=1e-6)
 
@@ -247,3 +269,108 @@ def test_sliding_window_leaves_the_callers_model_unchanged():
         assert torch.equal(value, before[name])
         if value.dim() == 5:
             assert value.is_contiguous(), name  # not turned channels-last
+
+
+class RampDual(nn.Module):
+    """Voxel-wise outputs plus a fixed ramp over the window's own coordinates: overlapping windows disagree
+    on every voxel they share (so the blend shows), and each output voxel depends on one input voxel and its
+    place in the window only, so batching and memory layout cannot change a bit of it."""
+
+    def __init__(self, patch, seg_channels: int = 1) -> None:
+        super().__init__()
+        coords = torch.meshgrid(*[torch.arange(p, dtype=torch.float32) for p in patch], indexing="ij")
+        self.ramp = 0.3 * coords[0] - 0.2 * coords[1] + 0.1 * coords[2]
+        self.seg_channels = seg_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        v = x[:, :1]
+        seg = torch.cat([(c + 1.0) * v + (c - 1.0) * self.ramp for c in range(self.seg_channels)], dim=1)
+        return seg, torch.tanh(v - self.ramp)
+
+
+def naive_float32_probability_loop(model, image, patch, stride, weight):
+    """A second oracle, in float32 and in the order the blend adds (windows x slowest, z fastest): pad with
+    NumPy, each window alone, sigmoid / softmax per window, ``sum += p * w`` and ``count += w`` per window,
+    then ``sum / count``, crop. Written independently of sliding_window.py."""
+    n, _, *size = image.shape
+    before = [max(p - d, 0) // 2 for d, p in zip(size, patch)]
+    after = [max(p - d, 0) - b for d, p, b in zip(size, patch, before)]
+    img = torch.from_numpy(np.pad(image.numpy(), [(0, 0), (0, 0)] + list(zip(before, after))))
+    padded = tuple(img.shape[2:])
+    starts = [list(range(0, d - p, s)) + [d - p] for d, p, s in zip(padded, patch, stride)]
+    corners = [(x, y, z) for x in starts[0] for y in starts[1] for z in starts[2]]
+    count = torch.zeros(padded)
+    for x, y, z in corners:
+        count[x : x + patch[0], y : y + patch[1], z : z + patch[2]] += weight
+    seg_sum = lsf_sum = None
+    with torch.no_grad():
+        for b in range(n):
+            for x, y, z in corners:
+                box = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
+                seg, lsf = model(img[(slice(b, b + 1), slice(None)) + box].clone())
+                prob = torch.sigmoid(seg) if seg.shape[1] == 1 else torch.softmax(seg, 1)
+                if seg_sum is None:
+                    seg_sum = torch.zeros((n, seg.shape[1]) + padded)
+                    lsf_sum = torch.zeros((n, lsf.shape[1]) + padded)
+                seg_sum[(b, slice(None)) + box] += prob[0] * weight
+                lsf_sum[(b, slice(None)) + box] += lsf[0] * weight
+    crop = (slice(None), slice(None)) + tuple(slice(a, a + d) for a, d in zip(before, size))
+    return (seg_sum / count)[crop], (lsf_sum / count)[crop]
+
+
+@pytest.mark.parametrize("size,patch,stride,cs,blend", [
+    ((20, 17, 9), (8, 8, 8), (4, 4, 4), 1, "gaussian"),
+    ((5, 12, 14), (8, 8, 6), (4, 3, 5), 3, "gaussian"),  # padded along x, softmax
+    ((13, 11, 10), (8, 8, 4), (3, 5, 2), 1, "uniform"),
+])
+def test_probability_blend_is_bitwise_the_naive_float32_loop(size, patch, stride, cs, blend):
+    """The refactored window placement, blend loop and crop, with the activation per window
+    (ProbabilityOutputs, as predict_volume runs them), give bit for bit the probabilities and level sets of
+    a plain float32 loop: the refactoring changed no result."""
+    image = torch.randn((2, 1) + size, generator=torch.Generator().manual_seed(sum(size) + cs))
+    model = RampDual(patch, cs)
+    weight = importance_map(patch, blend)
+    want_seg, want_lsf = naive_float32_probability_loop(model, image, patch, stride, weight)
+    seg, lsf = sliding_window(ProbabilityOutputs(model), image, patch, stride=stride, blend=blend, batch_windows=3)
+    assert torch.equal(seg, want_seg) and torch.equal(lsf, want_lsf)
+    raw, _ = sliding_window(model, image, patch, stride=stride, blend=blend, batch_windows=3)
+    assert (raw - seg).abs().max() > 0.1  # the bare model's blend is of logits, not probabilities
+
+
+def test_windows_are_placed_and_cropped_back():
+    image = torch.randn(1, 2, 5, 12, 7)
+    padded, grid = place_windows(image, (8, 8, 8), (4, 4, 4))
+    assert padded.shape == (1, 2, 8, 12, 8) and grid.lo == (1, 0, 0) and grid.size == (5, 12, 7)
+    assert grid.corners == tuple((0, y, 0) for y in (0, 4))
+    assert torch.equal(crop_to_image(padded, grid), image)  # the zeros are around the image, cropped off
+    assert float(padded.abs().sum()) == pytest.approx(float(image.abs().sum()))
+
+
+def test_one_owner_of_the_segmentation_activation():
+    """seg_probability is the activation training and inference share: sigmoid for one channel, softmax
+    over the channels otherwise; the losses' foreground probability is it without the background; and
+    under bf16 autocast (where predict_volume now calls it) a float32 input gives the same bits."""
+    logits = 6.0 * torch.randn(2, 3, 4, 5, 6, generator=torch.Generator().manual_seed(8))
+    one = logits[:, :1]
+    # the formulas written out in float64: equal up to float32 rounding (a few units of 6e-8 below 1)
+    d, d1 = logits.double(), one.double()
+    sigmoid = 1.0 / (1.0 + torch.exp(-d1))
+    e = torch.exp(d - d.amax(1, keepdim=True))
+    softmax = e / e.sum(1, keepdim=True)
+    np.testing.assert_allclose(seg_probability(one).numpy(), sigmoid.numpy(), rtol=0, atol=2.5e-7)
+    np.testing.assert_allclose(seg_probability(logits).numpy(), softmax.numpy(), rtol=0, atol=2.5e-7)
+    assert torch.equal(foreground_probability(logits), seg_probability(logits)[:, 1:])
+    assert torch.equal(foreground_probability(one), seg_probability(one))
+    for x in (one, logits, logits.contiguous(memory_format=torch.channels_last_3d)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            inside = seg_probability(x)
+        assert inside.dtype == torch.float32 and torch.equal(inside, seg_probability(x))
+
+
+def test_probability_wrapper_keeps_the_callers_mode():
+    model = ConvDual(seed=1).eval()
+    sliding_window(ProbabilityOutputs(model), torch.randn(1, 1, 9, 9, 9), (8, 8, 8))
+    assert not model.training  # not switched to training when the wrapper's mode is restored
+    model.train()
+    sliding_window(ProbabilityOutputs(model), torch.randn(1, 1, 9, 9, 9), (8, 8, 8))
+    assert model.training

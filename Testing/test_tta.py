@@ -1,4 +1,4 @@
-"""Test-time mirroring and turns (DTCCore.tta, infer.mirror, dtc segment --mirror)."""
+"""Test-time augmentation: flips and turns (DTCCore.tta, infer.mirror, dtc segment --tta / its old name --mirror)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 from conftest import blob_volume, tiny_config, write_volume
-from DTCCore.inference import predict_volume
+from DTCCore.inference import ProbabilityOutputs, predict_volume
 from DTCCore.network import build_network
 from DTCCore.sliding_window import sliding_window
-from DTCCore.tta import MirroredModel, flip_sets, mirror_axes, probabilities_to_logits, tta_turns
+from DTCCore.tta import FlipTurnAverage, flip_sets, mirror_axes, tta_turns
 
 PATCH = (32, 32, 16)  # = the image in the exactness tests: one window, so flips commute with the windowing
 
@@ -34,10 +34,10 @@ def test_axes_follow_the_training_augmentation():
     assert mirror_axes("no-mirror") == () and mirror_axes("none") == () and mirror_axes(False) == ()
     assert flip_sets((0, 1)) == [(), (0,), (1,), (0, 1)]
     with pytest.raises(ValueError):
-        MirroredModel(Pointwise(1, 1), (0, 3))
+        FlipTurnAverage(Pointwise(1, 1), (0, 3))
     for turns in [(), (0, 4), (1, 1)]:
         with pytest.raises(ValueError, match="quarter turns"):
-            MirroredModel(Pointwise(1, 1), (), turns)
+            FlipTurnAverage(Pointwise(1, 1), (), turns)
 
 
 def test_turns_follow_the_training_augmentation():
@@ -51,19 +51,77 @@ def test_turns_follow_the_training_augmentation():
 
 
 @pytest.mark.parametrize("channels", [(1, 1), (3, 2)])
-def test_equivariant_model_is_unchanged_and_logits_round_trip(channels):
-    model = Pointwise(*channels).eval()
+def test_equivariant_model_is_unchanged(channels):
+    model = ProbabilityOutputs(Pointwise(*channels).eval())
     image = torch.randn(1, 1, 20, 18, 12)
     plain = sliding_window(model, image, (16, 16, 8))
-    mirrored = sliding_window(MirroredModel(model, (0, 1, 2)), image, (16, 16, 8))
-    turned = sliding_window(MirroredModel(model, (), (0, 1, 2, 3)), image, (16, 16, 8))
+    mirrored = sliding_window(FlipTurnAverage(model, (0, 1, 2)), image, (16, 16, 8))
+    turned = sliding_window(FlipTurnAverage(model, (), (0, 1, 2, 3)), image, (16, 16, 8))
     for a, b, c in zip(plain, mirrored, turned):
         torch.testing.assert_close(b, a, rtol=0, atol=2e-6)
         torch.testing.assert_close(c, a, rtol=0, atol=2e-6)
-    prob = torch.softmax(torch.randn(2, channels[0], 4, 4, 4), dim=1) if channels[0] > 1 else torch.rand(2, 1, 4, 4, 4)
-    back = probabilities_to_logits(prob)
-    again = torch.sigmoid(back) if channels[0] == 1 else torch.softmax(back, dim=1)
-    torch.testing.assert_close(again, prob, rtol=0, atol=1e-6)
+
+
+class Mixing(nn.Module):
+    """Neither flip- nor turn-equivariant: a 3x3x3 convolution with random weights, and logits large enough
+    that the mean of the probabilities and the probability of the mean logit differ clearly."""
+
+    def __init__(self, seg_channels: int) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = nn.Conv3d(1, seg_channels + 1, 3, padding=1)
+        self.seg_channels = seg_channels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = 20.0 * self.conv(x)
+        return out[:, : self.seg_channels], torch.tanh(out[:, self.seg_channels :])
+
+
+def _copies_back(model: nn.Module, image: np.ndarray, axes, turns, activation: bool):
+    """Oracle in NumPy: each (turn, flips) copy of ``image`` (B, 1, X, Y, Z) through ``model``, its outputs
+    flipped and turned back, the seg output through sigmoid / softmax when ``activation``."""
+    segs, lsfs = [], []
+    for k in turns:
+        for flips in flip_sets(axes):
+            dims = tuple(a + 2 for a in flips)
+            x = np.rot90(image, k, (2, 3))
+            x = np.flip(x, dims) if dims else x
+            with torch.no_grad():
+                seg, lsf = model(torch.from_numpy(x.copy()))
+            seg, lsf = seg.double().numpy(), lsf.double().numpy()
+            if activation:
+                e = np.exp(seg)
+                seg = 1.0 / (1.0 + np.exp(-seg)) if seg.shape[1] == 1 else e / e.sum(1, keepdims=True)
+            if dims:
+                seg, lsf = np.flip(seg, dims), np.flip(lsf, dims)
+            segs.append(np.rot90(seg, -k, (2, 3)))
+            lsfs.append(np.rot90(lsf, -k, (2, 3)))
+    return np.mean(segs, axis=0), np.mean(lsfs, axis=0)
+
+
+@pytest.mark.parametrize("seg_channels", [1, 3])
+@pytest.mark.parametrize("axes,turns", [((0, 1), (0,)), ((), (0, 1, 2, 3)), ((2,), (0, 2))])
+def test_average_is_the_mean_of_the_copies_transformed_back(seg_channels, axes, turns):
+    """FlipTurnAverage averages in the space its model gives: around ProbabilityOutputs (as predict_volume
+    runs it) the mean of the probabilities of the copies, transformed back; around the bare network the
+    mean of its logits (nnU-Net's space). The level sets are averaged directly in both."""
+    net = Mixing(seg_channels).eval()
+    image = np.random.default_rng(3).standard_normal((2, 1, 8, 8, 6)).astype(np.float32)
+    tensor = torch.from_numpy(image)
+    with torch.no_grad():
+        prob, lsf = FlipTurnAverage(ProbabilityOutputs(net), axes, turns)(tensor)
+        logit, lsf_raw = FlipTurnAverage(net, axes, turns)(tensor)
+    want_prob, want_lsf = _copies_back(net, image, axes, turns, activation=True)
+    want_logit, _ = _copies_back(net, image, axes, turns, activation=False)
+    assert prob.dtype == torch.float32 and prob.shape == (2, seg_channels) + image.shape[2:]
+    np.testing.assert_allclose(prob.numpy(), want_prob, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(lsf.numpy(), want_lsf, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(logit.numpy(), want_logit, rtol=0, atol=2e-5)  # logits up to ~60: float32 rounding
+    np.testing.assert_allclose(lsf_raw.numpy(), want_lsf, rtol=0, atol=1e-6)
+    # the spaces differ: the probability of the mean logit is not the mean probability
+    probability_of_mean = 1.0 / (1.0 + np.exp(-want_logit)) if seg_channels == 1 else (
+        np.exp(want_logit) / np.exp(want_logit).sum(1, keepdims=True))
+    assert np.abs(probability_of_mean - want_prob).max() > 0.05
 
 
 def _tiny_model(num_classes: int) -> tuple[nn.Module, object]:
@@ -104,7 +162,7 @@ def test_mirrored_prediction_is_the_mean_of_flipped_predictions(num_classes):
 @pytest.mark.parametrize("num_classes", [1, 2])
 def test_no_mirror_model_averages_over_its_turns(num_classes):
     """A model trained with "no-mirror" (turns, never a flip) averages over its four quarter turns: the
-    mean of the predictions of the turned scans, turned back (an oracle outside MirroredModel)."""
+    mean of the predictions of the turned scans, turned back (an oracle outside FlipTurnAverage)."""
     model, config = _tiny_model(num_classes)
     config.train.augment = "no-mirror"
     image, _ = blob_volume(np.random.default_rng(5), PATCH)
@@ -178,3 +236,28 @@ def test_segment_cli_no_mirror_overrides_a_model_that_mirrors(tmp_path, tiny_mod
     np.testing.assert_allclose(outputs[""], mirrored, rtol=0, atol=1e-6)  # the model's own setting
     np.testing.assert_allclose(outputs["--no-mirror"], plain, rtol=0, atol=1e-6)
     assert np.abs(mirrored - plain).max() > 1e-4
+
+
+def test_tta_option_and_its_old_name_mirror_set_the_same():
+    """dtc segment --tta / --no-tta, and the old names --mirror / --no-mirror (the Slicer module passes
+    them), all set the same option; neither leaves the model's own setting (None)."""
+    from DTCCore.cli import build_parser
+
+    parser = build_parser()
+    base = ["segment", "scan.nrrd", "-o", "out"]
+    parsed = {flag: parser.parse_args(base + ([flag] if flag else [])).tta
+              for flag in ("", "--tta", "--mirror", "--no-tta", "--no-mirror")}
+    assert parsed == {"": None, "--tta": True, "--mirror": True, "--no-tta": False, "--no-mirror": False}
+
+
+def test_first_line_names_flips_or_turns():
+    from DTCCore.cli.segment import describe_plan
+
+    config = tiny_config(augment="mirror", patch=PATCH)
+    assert "test-time" not in describe_plan(config)
+    config.infer.mirror = True
+    assert describe_plan(config).endswith(", test-time augmentation (flips)")
+    config.train.augment = "no-mirror"
+    assert describe_plan(config).endswith(", test-time augmentation (turns)")
+    config.train.augment = "none"  # nothing to average over: not announced
+    assert "test-time" not in describe_plan(config)

@@ -53,11 +53,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--roi", type=int, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
                    help="segment only this box of voxel indices (X1 Y1 Z1 excluded; outside: background); "
                         "for a whole-field scan, a box around the structure the model was trained on")
-    p.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time mirroring: average over the flips the model was trained with, or over its "
+    # --mirror / --no-mirror: the options' old names, still accepted (the Slicer module passes them).
+    p.add_argument("--tta", "--mirror", dest="tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average over the flips the model was trained with, or over its "
                         "90-degree turns for a model trained with --augment no-mirror (up to 4x the time; no "
-                        "effect for --augment none); default: the "
-                        "model's own setting (on for the bundled model, chosen on validation scans)")
+                        "effect for --augment none); default: the model's own setting (on for the bundled "
+                        "model, chosen on validation scans). --mirror/--no-mirror are the old names")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="forward-pass precision (default: the model's, auto: bf16 on a GPU or CPU with native bf16, "
                         "AVX512-BF16 or AMX; else fp32, as bf16 is emulated and slower on other CPUs)")
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         "infer.batch_windows": args.batch_windows,
         "infer.largest_component": getattr(args, "largest_component", None),
         "infer.whole_volume": True if args.whole_volume else None,
-        "infer.mirror": getattr(args, "mirror", None),
+        "infer.mirror": getattr(args, "tta", None),  # the config key keeps its old name (config.InferConfig)
         "infer.precision": getattr(args, "precision", None),
     })
     config.validate()
@@ -200,8 +201,21 @@ def describe_plan(config) -> str:
     grid = "each scan's own grid" if spacing is None else "grid " + "x".join(f"{v:g}" for v in spacing) + " mm"
     window = ("whole volume in one pass" if config.infer.whole_volume
               else "windows " + "x".join(str(p) for p in config.train.patch))
-    return (f"{grid}, {window}" + (", test-time mirroring" if config.infer.mirror else "")
+    return (f"{grid}, {window}" + _describe_tta(config)
             + (", largest component kept" if config.infer.largest_component else ""))
+
+
+def _describe_tta(config) -> str:
+    """``", test-time augmentation (flips)"`` or ``(turns)``: what ``infer.mirror`` averages over for this
+    model (tta.py); ``""`` when it is off or the model has nothing to average over (``--augment none``)."""
+    if not config.infer.mirror:
+        return ""
+    from ..tta import mirror_axes, tta_turns
+
+    augment = config.train.augment
+    kinds = (["flips"] if mirror_axes(augment) else []) + (
+        ["turns"] if tta_turns(augment, config.train.patch, config.network.pools) != (0,) else [])
+    return f", test-time augmentation ({' and '.join(kinds)})" if kinds else ""
 
 
 def _check_output_dir(out_dir: Path) -> None:
