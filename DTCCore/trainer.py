@@ -28,7 +28,7 @@ from .config import DTCConfig
 from .distributed import DistContext, current_context
 from .errors import CancelledError, DTCError
 from .extent import EXTENT_KEY, manifest_training_extent
-from .precision import autocast, autocast_dtype, describe_precision
+from .precision import CPU_BF16_TRAINING_NOTE, autocast, autocast_dtype, describe_precision
 from .protocol import LOSS_NAMES, Event
 from .runlog import Listener, RunLog
 from .schedule import UNBOUNDED_ITERATIONS, TimeBudget, lr_at
@@ -161,7 +161,7 @@ class _Run:
     @property
     def amp(self) -> torch.dtype | None:
         """The forward passes' autocast dtype (train.precision on this device, precision.py), None for fp32."""
-        return autocast_dtype(self.config.train.precision, self.device)
+        return autocast_dtype(self.config.train.precision, self.device, training=True)
 
 
 def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, resume: bool, init_from,
@@ -309,7 +309,7 @@ def _loop(run: _Run, cancel: Callable[[], bool] | None) -> None:
                            num_iterations=UNBOUNDED_ITERATIONS if budget.active else max(0, t.iterations - run.start))
     loader = make_loader(dataset, t.num_workers, pin_memory=run.device.type == "cuda")
     run.log.emit(Event.START, total=t.iterations, start_iteration=run.start, device=str(run.device),
-                 precision=describe_precision(t.precision, run.device), labeled=len(run.labeled),
+                 precision=describe_precision(t.precision, run.device, training=True), labeled=len(run.labeled),
                  unlabeled=len(run.unlabeled), world_size=ctx.world_size, threads=torch.get_num_threads())
     t0 = last_saved_time = time.monotonic()
     with _CancelFlag(cancel) as flag:
@@ -324,8 +324,10 @@ def _loop(run: _Run, cancel: Callable[[], bool] | None) -> None:
             if ctx.any(not bool(torch.isfinite(losses["total"]))):
                 # No checkpoint of the diverged weights: the newest checkpoint stays the last good one.
                 run.log.close()
+                fix = ("train with --precision fp32 (" + CPU_BF16_TRAINING_NOTE + ")"
+                       if run.amp is not None and run.device.type == "cpu" else "lower the learning rate")
                 raise DTCError(f"the loss became {losses['total'].item()} at iteration {run.iteration}; "
-                               "lower the learning rate (the last good checkpoint is kept)")
+                               f"{fix} (the last good checkpoint is kept)")
             if run.iteration % t.log_every == 0 or run.iteration == t.iterations:
                 _progress_event(run, losses, lr, time.monotonic() - t0)
             due = time.monotonic() - last_saved_time > t.checkpoint_minutes * 60.0
