@@ -30,6 +30,14 @@ PRECISIONS = ("auto", "fp32", "bf16")
 LEGACY_AMP = "amp"  # train.amp of configs before --precision: false meant fp32 everywhere, true what "auto" means
 
 
+def check_precision(name: str, where: str = "precision") -> str:
+    """``name`` normalised if it is one of PRECISIONS, else DTCError naming ``where`` and the choices."""
+    value = str(name).strip().lower()
+    if value not in PRECISIONS:
+        raise DTCError(f"{where} {name!r}: use one of {', '.join(PRECISIONS)}")
+    return value
+
+
 def check_device(name: str) -> str:
     """``name`` if it is a device name (DEVICE_CHOICES or cuda:N), else DTCError naming the choices."""
     if isinstance(name, str) and (name in DEVICE_CHOICES or _CUDA_INDEXED.fullmatch(name)):
@@ -226,8 +234,8 @@ class DTCConfig:
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:
             raise DTCError("labeled_batch must be >= 1 and unlabeled_batch >= 0")
         for where, value in (("train.precision", self.train.precision), ("infer.precision", self.infer.precision)):
-            if value not in PRECISIONS:
-                raise DTCError(f"{where} {value!r}: use one of {', '.join(PRECISIONS)}")
+            if check_precision(value, where) != value:  # a saved config holds the normalised name
+                raise DTCError(f"{where} {value!r}: use one of {', '.join(PRECISIONS)} (lower case)")
         augment_choice(self.train.augment)  # raises on an unknown name; old booleans are accepted
         check_device(self.train.device)
         if not 0.0 <= self.infer.overlap < 1.0:

@@ -32,8 +32,7 @@ from .protocol import OUTSIDE_LEVELSET
 from .resample import needs_resampling, resize_linear, target_shape
 from .sliding_window import WHOLE_VOLUME_MAX_VOXELS, sliding_window, whole_volume_patch
 
-__all__ = ["Prediction", "ProbabilityOutputs", "predict_volume", "resolve_device", "describe_device", "sliding_window",
-           "fold_batchnorm"]
+__all__ = ["Prediction", "ProbabilityOutputs", "predict_volume", "sliding_window", "fold_batchnorm"]
 
 # Inference copies (BatchNorm folded, channels-last) per caller's model, reused while none of the model's
 # tensors changed (their in-place version counters and identities): the copy costs ~0.1-0.6 s a call.
@@ -79,44 +78,6 @@ class ProbabilityOutputs(nn.Module):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         seg, lsf = self.model(image)
         return seg_probability(seg.float()), lsf.float()
-
-
-def resolve_device(name: str) -> torch.device:
-    """Map a user's device choice ("auto", "cpu", "cuda", "cuda:N") to a torch device; DTCError if unusable."""
-    name = str(name).strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise DTCError(
-                "no CUDA GPU was found (or this PyTorch build has no CUDA support); use --device cpu "
-                "or install a CUDA build of PyTorch"
-            )
-        try:
-            device = torch.device(name)
-        except RuntimeError:
-            raise DTCError(f"device {name!r} is not valid; use auto, cpu, cuda or cuda:N") from None
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise DTCError(
-                f"device {name} does not exist ({torch.cuda.device_count()} CUDA GPU(s) found); "
-                "use cuda:0 or --device cpu"
-            )
-        return device
-    raise DTCError(f"device {name!r} is not valid; use auto, cpu, cuda or cuda:N")
-
-
-def describe_device(device: torch.device | str) -> str:
-    """One line for logs and the UI: GPU name and memory, or ``CPU (N threads)``."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        props = torch.cuda.get_device_properties(index)
-        return f"{props.name} ({props.total_memory / 2**30:.1f} GiB)"
-    if device.type == "cpu":
-        return f"CPU ({torch.get_num_threads()} threads)"
-    return str(device)
 
 
 def predict_volume(

@@ -27,11 +27,10 @@ from typing import ContextManager
 
 import torch
 
-from .config import PRECISIONS
-from .errors import DTCError
+from .config import PRECISIONS, check_precision
 
-__all__ = ["PRECISIONS", "CPU_BF16_TRAINING_NOTE", "cpu_native_bf16", "resolve_precision", "describe_precision",
-           "autocast_dtype", "autocast"]
+__all__ = ["PRECISIONS", "check_precision", "CPU_BF16_TRAINING_NOTE", "cpu_native_bf16", "resolve_precision",
+           "describe_precision", "autocast_dtype", "autocast"]
 CPUINFO = "/proc/cpuinfo"  # Linux: the kernel's CPU flags, read when PyTorch's own checks are unavailable
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # Linux cpuinfo flag names of the instructions (kernel x86 cpufeatures)
 
@@ -56,14 +55,6 @@ def cpu_native_bf16() -> bool:
     except OSError:
         pass
     return False
-
-
-def check_precision(choice: str) -> str:
-    """``choice`` normalised, or DTCError naming the valid ones."""
-    value = str(choice).strip().lower()
-    if value not in PRECISIONS:
-        raise DTCError(f"precision {choice!r}: use one of {', '.join(PRECISIONS)}")
-    return value
 
 
 CPU_BF16_TRAINING_NOTE = "bf16 training on the CPU can give NaN weight gradients"  # measured, module docstring

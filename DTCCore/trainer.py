@@ -250,7 +250,7 @@ def _patch_notes(config: DTCConfig, shapes: list[tuple[int, ...]]) -> list[str]:
 
 def _backend(ctx: DistContext, config: DTCConfig) -> torch.device:
     """The device, and the determinism / cuDNN / TF32 settings for it."""
-    from .inference import resolve_device
+    from .devices import resolve_device
 
     device = ctx.device if ctx.device is not None else resolve_device(config.train.device)
     if config.train.deterministic:

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from DTCCore.config import DTCConfig
+from DTCCore.devices import describe_device, resolve_device
 from DTCCore.errors import DTCError
-from DTCCore.inference import Prediction, describe_device, predict_volume, resolve_device
+from DTCCore.inference import Prediction, predict_volume
 
 PATCH = (16, 16, 16)
 K = 1500.0  # paper: inverse transform sigmoid(-k z)
@@ -230,7 +231,7 @@ def test_resolve_and_describe_device(monkeypatch):
     assert resolve_device("auto") == torch.device("cpu")
     with pytest.raises(DTCError, match="no CUDA GPU was found.*--device cpu"):
         resolve_device("cuda")
-    with pytest.raises(DTCError, match="not valid"):
+    with pytest.raises(DTCError, match="device .gpu.: use auto, cpu, cuda or cuda:N"):
         resolve_device("gpu")
 
 

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from DTCCore.checkpoint import load_model
-    from DTCCore.inference import resolve_device
+    from DTCCore.devices import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

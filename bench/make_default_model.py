@@ -55,7 +55,7 @@ def main() -> int:
     from DTCCore.atomic import atomic_write_text
     from DTCCore.checkpoint import load_checkpoint, load_model, save_checkpoint
     from DTCCore.config import AUGMENT_FLIP_AXES, augment_choice
-    from DTCCore.inference import resolve_device
+    from DTCCore.devices import resolve_device
     from DTCCore.runlog import read_log
 
     data = args.data or _common.DEFAULT_DATA

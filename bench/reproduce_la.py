@@ -85,7 +85,8 @@ def evaluate(model_path: Path, data: Path, args) -> dict:
     import torch
 
     from DTCCore.checkpoint import load_model
-    from DTCCore.inference import predict_volume, resolve_device
+    from DTCCore.devices import resolve_device
+    from DTCCore.inference import predict_volume
     from DTCCore.io import read_image, read_label
     from DTCCore.metrics import evaluate_case
     from DTCCore.postprocess import largest_component
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
         model, result["training"] = train_model(args, data)
         result["labeled"], result["unlabeled"] = result["training"]["labeled"], result["training"]["unlabeled"]
     result["model"] = str(model)
-    from DTCCore.inference import resolve_device
+    from DTCCore.devices import resolve_device
 
     result["device"] = _common.device_name(str(resolve_device(args.device)))
     if not args.no_eval:

@@ -135,7 +135,7 @@ def assess(model_path: Path, data: Path, args) -> dict:
     kept only if it raises the mean Dice there), then score ``test.list`` once with that choice.
     Returns ``{"validation": ..., "test": chosen, "test_raw": raw}`` to merge into a result."""
     from DTCCore.checkpoint import load_model
-    from DTCCore.inference import resolve_device
+    from DTCCore.devices import resolve_device
 
     torch_device = resolve_device(args.device)
     model, config = load_model(model_path, torch_device)

@@ -60,27 +60,6 @@ def describe_model(path: Path) -> dict[str, Any]:
     return out
 
 
-def device_report(requested: str) -> dict[str, Any]:
-    """The ``device`` event's fields: what ``--device requested`` resolves to here, and why no GPU if none.
-
-    The one-line description is :func:`DTCCore.inference.describe_device`'s (as ``segment`` and ``rank``
-    print it)."""
-    import torch
-
-    from ..inference import describe_device, resolve_device
-
-    why = ""
-    if not torch.cuda.is_available():
-        why = "this PyTorch has no CUDA support" if torch.version.cuda is None else "no NVIDIA GPU/driver found"
-    try:
-        device = resolve_device(requested)
-    except DTCError as exc:
-        return {"requested": requested, "resolved": None, "description": f"not available: {exc}",
-                "cuda_available": torch.cuda.is_available(), "why_no_gpu": why}
-    return {"requested": requested, "resolved": str(device), "description": describe_device(device),
-            "cuda_available": torch.cuda.is_available(), "why_no_gpu": why}
-
-
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import DEFAULT_MODEL
 
@@ -91,5 +70,7 @@ def run(args: argparse.Namespace) -> int:
         except DTCError as exc:
             emit(Event.MODEL_ERROR, path=str(path), error=str(exc))
     if args.device:
+        from ..devices import device_report  # torch: only when asked
+
         emit(Event.DEVICE, **device_report(args.device))
     return 0

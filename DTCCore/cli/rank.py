@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..checkpoint import load_model
-    from ..inference import describe_device, predict_volume, resolve_device
+    from ..devices import describe_device, resolve_device
+    from ..inference import predict_volume
     from ..io import read_image
 
     cancelled = events.cancel_check(args.cancel_file)

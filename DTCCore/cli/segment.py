@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..checkpoint import load_model_with_extra
+    from ..devices import describe_device, resolve_device
     from ..extent import model_training_extent
-    from ..inference import describe_device, predict_volume, resolve_device
+    from ..inference import predict_volume
     from ..io import case_name, read_image, write_image
     from ..precision import describe_precision
 
