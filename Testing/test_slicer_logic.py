@@ -218,6 +218,6 @@ def test_quality_sets_test_time_mirroring(slicer_scene, dtc_module, monkeypatch)
     logic = dtc_module.DTCSegmentationLogic()
     for quality, overlap in QUALITY_OVERLAP.items():
         job = logic.startSegment(volume, quality=quality)
-        assert ("--mirror" in job.args) == (quality == "best")
-        assert ("--no-mirror" in job.args) == (quality == "fast")
+        assert ("--tta" in job.args) == (quality == "best")
+        assert ("--no-tta" in job.args) == (quality == "fast")
         assert job.args[job.args.index("--overlap") + 1] == str(overlap)

@@ -38,10 +38,9 @@ from .trainjob import TrainingJob, TrainingRequest
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
 DATASET_LABELS = dataset.LABELS_NAME  # label table of the dataset's segments, for models fine-tuned on it
 QUALITY_OVERLAP = {"fast": 0.25, "balanced": 0.5, "best": 0.75}  # window overlap; 0.5 = MONAI's usual choice
-# Test-time mirroring per quality (average over the flips the model was trained with, or the turns of a
-# no-mirror model; up to 4x the time):
-# True adds dtc segment --mirror, False --no-mirror, None keeps the model's own setting.
-QUALITY_MIRROR = {"fast": False, "balanced": None, "best": True}
+# Test-time augmentation per quality (average over the flips the model was trained with, or the turns of a
+# no-mirror model; up to 4x the time): True adds dtc segment --tta, False --no-tta, None keeps the model's own.
+QUALITY_TTA = {"fast": False, "balanced": None, "best": True}
 AUGMENT_FROM_MODEL = "model's own"  # fine-tune: keep the starting model's augmentation; from scratch: mirror
 # The training settings' defaults are the engine's (DTCCore.config, the reference's constants) so that they have
 # one owner; only the run's length is the panel's own: a laptop user asks for minutes, not the recipe's 6000.
@@ -175,7 +174,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         work = Path(tempfile.mkdtemp(prefix="DTCSegment-"))
         write_image(work / "input.nrrd", image, geometry, compress=False)
         job = SegmentJob(work, work / "input.nrrd", region, modelPath or "", device, QUALITY_OVERLAP[quality],
-                         largestComponent, mirror=QUALITY_MIRROR[quality], threads=threads)
+                         largestComponent, tta=QUALITY_TTA[quality], threads=threads)
         job.start()
         return job
 

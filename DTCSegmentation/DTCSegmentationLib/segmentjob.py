@@ -38,7 +38,7 @@ class SegmentJob(EngineJob):
 
     def __init__(self, work_dir: Path, image_path: Path, region: tuple | None = None, model_path: str = "",
                  device: str = "auto", overlap: float = 0.5, largest_component: bool = False,
-                 runner: ProcessRunner | None = None, mirror: bool | None = None, threads: int | None = None) -> None:
+                 runner: ProcessRunner | None = None, tta: bool | None = None, threads: int | None = None) -> None:
         """``region``: (x, y, z) voxel slices of the scan to segment (``dtc segment --roi``), None: all of it."""
         args = [SEGMENT, str(image_path), "-o", str(Path(work_dir) / "out"), "--device", device,
                 "--overlap", str(overlap), "--overwrite", *threads_args(threads)]
@@ -48,8 +48,8 @@ class SegmentJob(EngineJob):
             args += ["--model", model_path]
         if largest_component:
             args.append("--largest-component")
-        if mirror is not None:  # None: the model's own setting
-            args.append("--mirror" if mirror else "--no-mirror")
+        if tta is not None:  # test-time augmentation; None: the model's own setting
+            args.append("--tta" if tta else "--no-tta")
         super().__init__(args, work_dir, runner)
         self.region = region
         self.threads = threads
