@@ -28,7 +28,7 @@ from .config import DTCConfig
 from .distributed import DistContext, current_context
 from .errors import CancelledError, DTCError
 from .extent import EXTENT_KEY, manifest_training_extent
-from .precision import CPU_BF16_TRAINING_NOTE, autocast, autocast_dtype, describe_precision
+from .precision import autocast, autocast_dtype, describe_precision
 from .protocol import LOSS_NAMES, Event
 from .runlog import Listener, RunLog
 from .schedule import UNBOUNDED_ITERATIONS, TimeBudget, lr_at
@@ -40,6 +40,8 @@ from .schedule import UNBOUNDED_ITERATIONS, TimeBudget, lr_at
 PRECISE_BN_ABOVE_LR = 1e-3
 SEED_STRIDE = 1_000_003  # a prime: per-iteration seeds seed*stride + rank*7919 + i never collide in practice
 RANK_SEED_STRIDE = 7919  # a prime: each rank's dropout stream differs
+BF16_REDONE_KEY = "bf16_steps_redone_in_fp32"  # metadata key: bf16 steps with non-finite gradients, redone
+REDO_REPORT_EVERY = 100  # our choice: a log line for the 1st, 100th, 200th... redone step, not one per step
 
 
 def on_main(ctx: DistContext, fn: Callable[[], Any]) -> None:
@@ -324,10 +326,9 @@ def _loop(run: _Run, cancel: Callable[[], bool] | None) -> None:
             if ctx.any(not bool(torch.isfinite(losses["total"]))):
                 # No checkpoint of the diverged weights: the newest checkpoint stays the last good one.
                 run.log.close()
-                fix = ("train with --precision fp32 (" + CPU_BF16_TRAINING_NOTE + ")"
-                       if run.amp is not None and run.device.type == "cpu" else "lower the learning rate")
+                # A bf16 step with non-finite gradients was redone in fp32 (_train_step): this diverged in fp32.
                 raise DTCError(f"the loss became {losses['total'].item()} at iteration {run.iteration}; "
-                               f"{fix} (the last good checkpoint is kept)")
+                               "lower the learning rate (the last good checkpoint is kept)")
             if run.iteration % t.log_every == 0 or run.iteration == t.iterations:
                 _progress_event(run, losses, lr, time.monotonic() - t0)
             due = time.monotonic() - last_saved_time > t.checkpoint_minutes * 60.0
@@ -347,25 +348,59 @@ def _cancelled(run: _Run) -> None:
 
 
 def _train_step(run: _Run, batch: dict[str, torch.Tensor], lr: float) -> dict[str, torch.Tensor]:
-    """One SGD step at learning rate ``lr`` on ``batch``; returns the losses (see losses.compute_losses)."""
-    from .losses import compute_losses
+    """One SGD step at learning rate ``lr`` on ``batch``; returns the losses (see losses.compute_losses).
 
+    Under bf16 autocast a step whose weight gradients are not all finite is redone in fp32 from the same
+    batch, dropout masks and BatchNorm statistics before the weights move (``_redo_in_fp32``): bf16 weight
+    gradients of the VNet's deepest convolutions came out NaN on an AVX512-BF16 CPU (precision.py)."""
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    t = run.config.train
-    torch.manual_seed(t.seed * SEED_STRIDE + run.ctx.rank * RANK_SEED_STRIDE + run.iteration)  # dropout, resumable
     image = batch["image"].to(run.device, non_blocking=True)
     label = batch["label"].to(run.device, non_blocking=True)
     sdf = batch["sdf"].to(run.device, non_blocking=True)
     if run.device.type == "cuda":
         image = image.contiguous(memory_format=torch.channels_last_3d)
-    with autocast(run.device, run.amp):
+    buffers = [b.clone() for b in run.model.buffers()] if run.amp is not None else []  # BatchNorm statistics
+    losses = _forward_backward(run, image, label, sdf, run.amp)
+    if run.amp is not None and not finite_gradients(run.model):
+        _redo_in_fp32(run)
+        for buffer, before in zip(run.model.buffers(), buffers):
+            buffer.copy_(before)  # the redo updates the running statistics once, as the step would have
+        losses = _forward_backward(run, image, label, sdf, None)
+    run.optimizer.step()
+    return losses
+
+
+def _forward_backward(run: _Run, image: torch.Tensor, label: torch.Tensor, sdf: torch.Tensor,
+                      amp: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Forward under ``amp`` (None: fp32), the losses in fp32, fresh gradients; the dropout RNG is seeded from
+    ``(seed, rank, iteration)`` first, so a redo draws the same masks."""
+    from .losses import compute_losses
+
+    t = run.config.train
+    torch.manual_seed(t.seed * SEED_STRIDE + run.ctx.rank * RANK_SEED_STRIDE + run.iteration)  # dropout, resumable
+    with autocast(run.device, amp):
         seg, lsf = run.train_model(image)
     losses = compute_losses(seg.float(), lsf.float(), label, sdf, t.labeled_batch, run.iteration, run.config.recipe)
     run.optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
-    run.optimizer.step()
     return losses
+
+
+def finite_gradients(model: torch.nn.Module) -> bool:
+    """True when every parameter gradient of ``model`` is finite (no NaN or inf); True with no gradients."""
+    grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
+
+
+def _redo_in_fp32(run: _Run) -> None:
+    """Count a bf16 step redone in fp32 (``run.extra[BF16_REDONE_KEY]``, saved with checkpoints and model.pt);
+    say so the first time and every REDO_REPORT_EVERY-th time."""
+    done = int(run.extra.get(BF16_REDONE_KEY, 0)) + 1
+    run.extra[BF16_REDONE_KEY] = done
+    if done == 1 or done % REDO_REPORT_EVERY == 0:
+        run.log.message(f"iteration {run.iteration + 1}: bf16 gave non-finite weight gradients; step redone in "
+                        f"fp32 ({done} so far)")
 
 
 def _progress_event(run: _Run, losses: dict[str, torch.Tensor], lr: float, elapsed: float) -> None:
@@ -392,6 +427,9 @@ def _finish(run: _Run) -> Path:
             run.labeled, run.unlabeled, t, run.config.recipe, seed=t.seed, rank=run.ctx.rank,
             start_iteration=run.iteration, num_iterations=t.precise_bn_batches), run.device, run.amp)
     seconds = round(time.monotonic() - run.began, 1)
+    if run.extra.get(BF16_REDONE_KEY):
+        run.log.message(f"{run.extra[BF16_REDONE_KEY]} of {run.iteration - run.start} bf16 steps had non-finite "
+                        "weight gradients and were redone in fp32")
     on_main(run.ctx, lambda: save_checkpoint(model_path, final_model, None, run.iteration, run.config, {
         **run.extra, "iterations_done": run.iteration, "train_seconds": seconds}))
     run.log.emit(Event.DONE, iteration=run.iteration, model=str(model_path), checkpoint=str(final), elapsed_s=seconds)

@@ -146,3 +146,56 @@ def test_commands_say_which_precision_they_use(tmp_path, capsys, monkeypatch, ti
     assert used == [torch.bfloat16, torch.bfloat16]
     losses = [e["losses"]["total"] for e in events if e["event"] == "progress"]
     assert len(losses) == 2 and np.all(np.isfinite(losses))
+
+
+def test_a_bf16_step_with_non_finite_gradients_is_redone_in_fp32(tmp_path, monkeypatch):
+    """The NaN guard: a bf16 step whose weight gradients are not all finite is redone in fp32 from the same batch
+    and dropout masks, before the weights move. Oracle: a plain fp32 run of the same config, bit for bit."""
+    from DTCCore import losses, trainer
+    from DTCCore.checkpoint import checkpoint_path, load_checkpoint
+    from DTCCore.runlog import read_log
+
+    manifest = make_blob_dataset(tmp_path / "data", n_labeled=2, n_unlabeled=1)
+    used: list = []  # the autocast dtype of every forward pass
+    poison_at = {2}  # iterations (0-based) whose bf16 forward gets NaN gradients
+
+    def spy(device, dtype):
+        used.append(dtype)  # runs in fp32 either way: what is tested is the guard, not the CPU's bf16 kernels
+        return precision.autocast(device, None)
+
+    real_losses = losses.compute_losses
+
+    def poisoned(seg, lsf, label, sdf, labeled_batch, iteration, recipe):
+        if used[-1] is torch.bfloat16 and iteration in poison_at:
+            seg.register_hook(lambda g: torch.full_like(g, float("nan")))  # NaN weight gradients, finite loss
+        return real_losses(seg, lsf, label, sdf, labeled_batch, iteration, recipe)
+
+    monkeypatch.setattr(trainer, "autocast", spy)
+    monkeypatch.setattr(losses, "compute_losses", poisoned)
+    guarded = trainer.train(tiny_config(iterations=4, precision="bf16"), manifest, tmp_path / "bf16")
+    assert used == [torch.bfloat16] * 3 + [None] + [torch.bfloat16]  # step 3: bf16, then its fp32 redo
+    used.clear()
+    plain = trainer.train(tiny_config(iterations=4, precision="fp32"), manifest, tmp_path / "fp32")
+    assert used == [None] * 4
+    assert load_checkpoint(guarded)["extra"][trainer.BF16_REDONE_KEY] == 1
+    assert trainer.BF16_REDONE_KEY not in load_checkpoint(plain)["extra"]
+    # the last checkpoints, not model.pt: its BatchNorm statistics are recomputed in each run's own precision
+    a, b = (load_checkpoint(checkpoint_path(tmp_path / run, 4)) for run in ("bf16", "fp32"))
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name  # the redo is exactly the fp32 step
+    said = [e.get("text", "") for e in read_log(tmp_path / "bf16") if e.get("event") == "message"]
+    assert any("iteration 3: bf16 gave non-finite weight gradients; step redone in fp32 (1 so far)" in t
+               for t in said), said
+    assert any("1 of 4 bf16 steps" in t for t in said), said
+
+
+def test_finite_gradients():
+    from DTCCore.trainer import finite_gradients
+
+    layer = torch.nn.Linear(3, 2)
+    assert finite_gradients(layer)  # no gradients yet
+    layer(torch.ones(1, 3)).sum().backward()
+    assert finite_gradients(layer)
+    for bad in (float("inf"), float("nan")):
+        layer.bias.grad[0] = bad
+        assert not finite_gradients(layer)
