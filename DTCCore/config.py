@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
+from .dims import check_dims
 from .errors import DTCError
 from .pools import check_patch
 
@@ -81,6 +82,10 @@ class NetworkConfig:
     # How many of the 4 downsamplings halve axis x, y, z (network.py). (4, 4, 4) is the reference VNet;
     # thick-slice scans pool the slice axis fewer times, later (nnU-Net's anisotropic plans; pools.auto_pools).
     pools: tuple[int, int, int] = (4, 4, 4)
+    # 3: the paper's VNet (3x3x3 convolutions); 2: the same network with in-plane (3x3) convolutions, trained on
+    # and run over the slices of the third axis, for thick-slice scans (dims.py; nnU-Net's 2d configuration).
+    # A 2-D network never pools z: its pools are (PX, PY, 0).
+    dims: int = 3
 
 
 @dataclass
@@ -229,6 +234,13 @@ class DTCConfig:
         if self.network.num_classes < 1 or self.network.in_channels < 1 or self.network.base_filters < 1:
             raise DTCError("network.num_classes, in_channels and base_filters must be >= 1")
         check_patch(self.train.patch, self.network.pools)
+        if check_dims(self.network.dims) == 2:
+            if int(self.network.pools[2]) != 0:
+                raise DTCError(f"network pools {tuple(self.network.pools)}: a 2-D network does not pool the slice "
+                               "axis; use pools PX PY 0 (dtc train --dims 2 sets it)")
+            if self.recipe.sdf_normalization != "volume":
+                raise DTCError("recipe.sdf_normalization 'patch' (the reference's 3-D per-patch level set) has no 2-D "
+                               "form; use 'volume' with a 2-D network (each slice normalised on its own)")
         if self.train.iterations < 1:
             raise DTCError("iterations must be >= 1")
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:

@@ -21,6 +21,7 @@ import torch
 
 from . import augment_nnunet
 from .config import AUGMENT_MIRROR, AUGMENT_NO_MIRROR, AUGMENT_NONE, AUGMENT_REFERENCE, augment_choice
+from .dims import model_grid
 from .errors import DTCError
 from .intensity import normalize
 from .io import case_name, read_image, read_label
@@ -58,18 +59,20 @@ class UnlabeledCase:
     image: np.ndarray
 
 
-def volume_sdf(label: np.ndarray, num_classes: int) -> np.ndarray:
-    """Signed distance of a label map, float32 (C, X, Y, Z), per-volume normalisation (voxel units)."""
-    from .levelset import signed_distance, signed_distance_multiclass
+def volume_sdf(label: np.ndarray, num_classes: int, dims: int = 3,
+               spacing: tuple[float, float, float] | None = None) -> np.ndarray:
+    """Signed distance of a label map, float32 (C, X, Y, Z): per-volume normalisation in voxel units (3-D), or
+    each z-slice's in-plane signed distance normalised per slice, in ``spacing``'s x/y units (``dims=2``)."""
+    from .levelset import signed_distance_multiclass
 
-    if num_classes == 1:
-        return np.asarray(signed_distance(label > 0), dtype=np.float32)[None]
-    return np.asarray(signed_distance_multiclass(label, num_classes), dtype=np.float32)
+    classes = np.asarray(label > 0) if num_classes == 1 else label
+    return np.asarray(signed_distance_multiclass(classes, num_classes, spacing if dims == 2 else None, dims=dims),
+                      dtype=np.float32)
 
 
 def load_cases(
     manifest: Manifest, num_classes: int, progress: Progress | None = None,
-    spacing: tuple[float, float, float] | None = None,
+    spacing: tuple[float, float, float] | None = None, dims: int = 3,
 ) -> tuple[list[LabeledCase], list[UnlabeledCase]]:
     """Read, check and normalise every volume of ``manifest``; compute each label's signed distance once.
 
@@ -77,7 +80,9 @@ def load_cases(
     foreground voxel (DTCError otherwise). Unlabeled volumes may have any size. ``progress(done, total,
     name)`` is called after each volume. With ``spacing`` (the model plan, mm) each volume is first
     resampled once to that spacing (images linearly, labels through their signed distances, see
-    resample.py) and the level-set target is computed on that grid.
+    resample.py) and the level-set target is computed on that grid. ``dims=2`` (a 2-D model): the target
+    is each slice's in-plane signed distance (:func:`volume_sdf`), and the scans keep their own slices (only
+    the plane is resampled, :func:`~DTCCore.dims.model_grid`).
     """
     total = len(manifest.labeled) + len(manifest.unlabeled)
     labeled: list[LabeledCase] = []
@@ -91,22 +96,25 @@ def load_cases(
                 "draw the structure or move the image to 'unlabeled'"
             )
         name = case_name(pair.image)
-        if needs_resampling(geometry.spacing, spacing):
-            shape = target_shape(image.shape, geometry.spacing, spacing)  # type: ignore[arg-type]
+        grid = model_grid(spacing, geometry.spacing, dims)
+        if needs_resampling(geometry.spacing, grid):
+            shape = target_shape(image.shape, geometry.spacing, grid)  # type: ignore[arg-type]
             image = resize_linear(image, shape)
             label = resample_label(label, geometry.spacing, shape, num_classes)
             if not label.any():
                 raise DTCError(f"label {pair.label} vanishes at the model spacing {spacing} mm: the structure is "
                                "smaller than a voxel there; train with a finer --spacing")
-        labeled.append(LabeledCase(name, normalize(image), label, volume_sdf(label, num_classes)))
+        sdf = volume_sdf(label, num_classes, dims, grid or geometry.spacing)
+        labeled.append(LabeledCase(name, normalize(image), label, sdf))
         del image
         if progress is not None:
             progress(len(labeled), total, name)
     for path in manifest.unlabeled:
         image, geometry = read_image(path)
         name = case_name(path)
-        if needs_resampling(geometry.spacing, spacing):
-            image = resize_linear(image, target_shape(image.shape, geometry.spacing, spacing))  # type: ignore[arg-type]
+        grid = model_grid(spacing, geometry.spacing, dims)
+        if needs_resampling(geometry.spacing, grid):
+            image = resize_linear(image, target_shape(image.shape, geometry.spacing, grid))  # type: ignore[arg-type]
         unlabeled.append(UnlabeledCase(name, normalize(image)))
         del image
         if progress is not None:

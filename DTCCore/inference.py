@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .config import DTCConfig
+from .dims import check_slice_axis, model_grid
 from .errors import DTCError
 from .intensity import normalize
 from .losses import seg_probability
@@ -30,7 +31,7 @@ from .precise_bn import fold_batchnorm
 from .precision import autocast_dtype
 from .protocol import OUTSIDE_LEVELSET
 from .resample import needs_resampling, resize_linear, target_shape
-from .sliding_window import WHOLE_VOLUME_MAX_VOXELS, sliding_window, whole_volume_patch
+from .sliding_window import WHOLE_VOLUME_MAX_VOXELS, sliding_window, strides_from_overlap, whole_volume_patch
 
 __all__ = ["Prediction", "ProbabilityOutputs", "predict_volume", "sliding_window", "fold_batchnorm"]
 
@@ -124,6 +125,10 @@ def predict_volume(
     plan_spacing = config.plan.spacing
     if plan_spacing is not None and spacing is None:
         raise DTCError(f"this model works at {_mm(plan_spacing)}: give the scan's spacing to resample it")
+    dims = int(config.network.dims)
+    if dims == 2 and spacing is not None:
+        check_slice_axis(spacing)  # a 2-D model's slices must be the scan's slices
+        plan_spacing = model_grid(plan_spacing, spacing, dims)  # in-plane only: the scan keeps its slices
     resample = spacing is not None and needs_resampling(spacing, plan_spacing)
     if resample:
         crop = resize_linear(crop, target_shape(crop.shape, spacing, plan_spacing))  # type: ignore[arg-type]
@@ -229,9 +234,21 @@ def inference_copy(model: DualTaskVNet) -> nn.Module:
     if cached is not None and cached[0] == state:
         return cached[1]
     # Module.to takes memory_format at run time; torch's type overloads leave it out
-    folded = fold_batchnorm(model).to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+    layout = torch.channels_last if getattr(model, "dims", 3) == 2 else torch.channels_last_3d
+    folded = fold_batchnorm(model).to(memory_format=layout)  # type: ignore[call-overload]
     _INFERENCE_COPIES[model] = (state, folded)
     return folded
+
+
+def window_stride(config: DTCConfig) -> tuple[int, int, int] | None:
+    """The sliding window's stride (voxels, x y z): ``infer.stride``, or None (from ``infer.overlap``). A 2-D
+    model's slices are independent, so its windows overlap in the plane only: z stride = patch z."""
+    if config.infer.stride is not None:
+        return tuple(int(s) for s in config.infer.stride)  # type: ignore[return-value]
+    if int(config.network.dims) != 2:
+        return None
+    patch = tuple(int(p) for p in config.train.patch)
+    return strides_from_overlap(patch, config.infer.overlap)[:2] + (patch[2],)  # type: ignore[return-value]
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -252,7 +269,7 @@ def _run_with_fallback(
     device used)."""
     infer = config.infer
     batch = max(1, int(infer.batch_windows))
-    patch, stride = tuple(config.train.patch), infer.stride
+    patch, stride = tuple(config.train.patch), window_stride(config)
     if infer.whole_volume:
         whole = whole_volume_patch(image.shape, patch, size_multiples(config.network.pools))
         if math.prod(whole) <= WHOLE_VOLUME_MAX_VOXELS:
@@ -289,7 +306,7 @@ def _run_with_fallback(
             where = "CPU" if current.type == "cpu" else "GPU"
             if patch != tuple(config.train.patch):
                 _say(log, f"{where} out of memory in one whole-volume pass; retrying with windows")
-                patch, stride = tuple(config.train.patch), infer.stride
+                patch, stride = tuple(config.train.patch), window_stride(config)
             elif batch > 1:
                 _say(log, f"{where} out of memory with {batch} windows per pass; retrying with {batch // 2}")
                 batch //= 2

@@ -44,6 +44,7 @@ from .errors import DTCError
 
 K_DEFAULT = 1500.0  # paper and reference: T^-1(z) = sigmoid(-1500 z)
 _FACE_STRUCTURE = ndi.generate_binary_structure(3, 1)  # 6-connectivity = skimage find_boundaries default
+_FACE_STRUCTURE_2D = ndi.generate_binary_structure(2, 1)  # 4-connectivity: the same rule in a slice
 
 
 def _as_mask(mask: np.ndarray) -> np.ndarray:
@@ -67,32 +68,64 @@ def signed_distance(mask: np.ndarray, spacing: Sequence[float] | None = None) ->
     its maximum over this volume. Empty mask -> all +1, full mask -> all -1 (see module docstring).
     """
     mask = _as_mask(mask)
+    sampling = None if spacing is None else tuple(float(s) for s in spacing)
+    if sampling is not None and (len(sampling) != 3 or any(s <= 0 for s in sampling)):
+        raise DTCError(f"spacing {spacing} must be 3 positive voxel sizes")
+    return _normalised_signed_distance(mask, sampling, _FACE_STRUCTURE)
+
+
+def _normalised_signed_distance(mask: np.ndarray, sampling: tuple[float, ...] | None,
+                                face: np.ndarray) -> np.ndarray:
+    """T of a bool mask of any dimension (``face``: its face-neighbour structure); see :func:`signed_distance`."""
     if not mask.any():
         return np.ones(mask.shape, dtype=np.float32)
     if mask.all():
         return -np.ones(mask.shape, dtype=np.float32)
-    sampling = None if spacing is None else tuple(float(s) for s in spacing)
-    if sampling is not None and (len(sampling) != 3 or any(s <= 0 for s in sampling)):
-        raise DTCError(f"spacing {spacing} must be 3 positive voxel sizes")
     posdis = ndi.distance_transform_edt(mask, sampling=sampling)
     negdis = ndi.distance_transform_edt(~mask, sampling=sampling)
     sdf = negdis / negdis.max() - posdis / posdis.max()
-    sdf[inner_boundary(mask)] = 0.0
+    sdf[mask & ~ndi.binary_erosion(mask, structure=face, border_value=1)] = 0.0  # inner boundary
     return sdf.astype(np.float32)
 
 
-def signed_distance_multiclass(label: np.ndarray, num_classes: int,
-                               spacing: Sequence[float] | None = None) -> np.ndarray:
-    """One :func:`signed_distance` channel per foreground class 1..C: float32 (C, X, Y, Z).
+def signed_distance_slices(mask: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
+    """T of each z-slice on its own, the level-set target of a 2-D model (dims.py): float32 (X, Y, Z) in [-1, 1].
+
+    Slice ``[:, :, k]`` is the 2-D signed distance of that slice's mask: in-plane Euclidean distances (in
+    ``spacing``'s x and y units, e.g. mm; the z spacing is not used), the inner boundary with 4-connectivity
+    in the plane, each side divided by its maximum over that slice; a slice without object is all +1, one
+    without background all -1 (as :func:`signed_distance` for a volume).
+
+    Why in-plane and per slice: a 2-D network sees one slice, and this target is a function of that slice's
+    mask alone. The 3-D distance sampled on the slice depends on the neighbouring slices, which the network
+    never sees (with slices 5-10 mm apart, the nearest boundary of a voxel is often across a slice), and a
+    per-volume scale would too.
+    """
+    mask = _as_mask(mask)
+    sampling = None if spacing is None else tuple(float(s) for s in spacing)
+    if sampling is not None and (len(sampling) != 3 or any(s <= 0 for s in sampling)):
+        raise DTCError(f"spacing {spacing} must be 3 positive voxel sizes")
+    out = np.empty(mask.shape, dtype=np.float32)
+    for k in range(mask.shape[2]):
+        out[:, :, k] = _normalised_signed_distance(mask[:, :, k], None if sampling is None else sampling[:2],
+                                                   _FACE_STRUCTURE_2D)
+    return out
+
+
+def signed_distance_multiclass(label: np.ndarray, num_classes: int, spacing: Sequence[float] | None = None,
+                               dims: int = 3) -> np.ndarray:
+    """One :func:`signed_distance` channel per foreground class 1..C: float32 (C, X, Y, Z); ``dims=2``: one
+    :func:`signed_distance_slices` channel per class.
 
     label: integer array (X, Y, Z) with values 0 (background) .. num_classes.
     """
     label = np.asarray(label)
     if num_classes < 1:
         raise DTCError(f"num_classes {num_classes} must be >= 1")
+    transform = signed_distance_slices if dims == 2 else signed_distance
     out = np.empty((num_classes, *label.shape), dtype=np.float32)
     for c in range(1, num_classes + 1):
-        out[c - 1] = signed_distance(label == c, spacing)
+        out[c - 1] = transform(label == c, spacing)
     return out
 
 

@@ -19,6 +19,11 @@ downsamplings halve each axis; an axis with fewer than 4 is halved only in the *
 kernel are 1 in the first ``4 - p``), as nnU-Net plans anisotropic data: a thick-slice axis waits until
 the in-plane resolution has coarsened to its level. ``(4, 4, 4)`` is the reference network.
 
+2-D (our extension, ``NetworkConfig.dims == 2``, dims.py): the same layers in 2-D (Conv2d 3x3, 2x2 stride-2
+resampling in x and y, BatchNorm2d, Dropout2d), pools ``(px, py, 0)``. It still takes and returns 5-D
+tensors: the Z slices of each item are run as one batch of 2-D images, so a slice's outputs depend on that
+slice alone, and the sliding window, the losses and test-time augmentation are the same as in 3-D.
+
 Shapes: input ``(N, in_channels, X, Y, Z)`` with each size a multiple of ``2**p`` of its axis (16 for the
 reference's four 2x downsamplings);
 outputs ``seg_logits (N, n_seg, X, Y, Z)`` and ``lsf (N, n_lsf, X, Y, Z)``. With ``num_classes == 1``
@@ -32,21 +37,30 @@ import torch
 from torch import nn
 
 from .config import NetworkConfig
+from .dims import check_dims
 from .errors import DTCError
 from .pools import REFERENCE_POOLS, SIZE_MULTIPLE, describe_multiples, size_multiples, stage_strides
 
 DROPOUT_P = 0.5  # reference: nn.Dropout3d(p=0.5) on x5 and x9
 
 
-class ConvBlock(nn.Sequential):
-    """``n_stages`` x [Conv3d 3x3x3 pad 1 + BatchNorm3d + ReLU]; (N, c_in, ...) -> (N, c_out, ...)."""
+# The layers of a 3-D network and of a 2-D one (dims.py): convolution, transposed convolution, BatchNorm, dropout.
+LAYERS: dict[int, tuple[type[nn.Module], type[nn.Module], type[nn.Module], type[nn.Module]]] = {
+    3: (nn.Conv3d, nn.ConvTranspose3d, nn.BatchNorm3d, nn.Dropout3d),
+    2: (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.Dropout2d),
+}
 
-    def __init__(self, n_stages: int, c_in: int, c_out: int) -> None:
+
+class ConvBlock(nn.Sequential):
+    """``n_stages`` x [Conv 3x3x3 (dims 2: 3x3) pad 1 + BatchNorm + ReLU]; (N, c_in, ...) -> (N, c_out, ...)."""
+
+    def __init__(self, n_stages: int, c_in: int, c_out: int, dims: int = 3) -> None:
+        conv, _, norm, _ = LAYERS[dims]
         layers: list[nn.Module] = []
         for i in range(n_stages):
             layers += [
-                nn.Conv3d(c_in if i == 0 else c_out, c_out, kernel_size=3, padding=1),
-                nn.BatchNorm3d(c_out),
+                conv(c_in if i == 0 else c_out, c_out, kernel_size=3, padding=1),
+                norm(c_out),
                 nn.ReLU(inplace=True),
             ]
         super().__init__(*layers)
@@ -55,13 +69,17 @@ class ConvBlock(nn.Sequential):
 class ResampleBlock(nn.Sequential):
     """Strided conv + BN + ReLU, kernel = stride (reference: 2x2x2 stride 2, Downsampling/
     UpsamplingDeconvBlock). ``up=False``: Conv3d, (N, c_in, X, Y, Z) -> (N, c_out, X/sx, Y/sy, Z/sz);
-    ``up=True``: ConvTranspose3d, -> (N, c_out, sx X, sy Y, sz Z)."""
+    ``up=True``: ConvTranspose3d, -> (N, c_out, sx X, sy Y, sz Z). ``dims=2``: the 2-D layers with the
+    stride's (sx, sy), on (N, c, X, Y)."""
 
-    def __init__(self, c_in: int, c_out: int, up: bool = False, stride: tuple[int, int, int] = (2, 2, 2)) -> None:
-        conv = nn.ConvTranspose3d if up else nn.Conv3d
+    def __init__(self, c_in: int, c_out: int, up: bool = False, stride: tuple[int, int, int] = (2, 2, 2),
+                 dims: int = 3) -> None:
+        down, transposed, norm, _ = LAYERS[dims]
+        conv = transposed if up else down
+        kernel = tuple(stride[:dims])
         super().__init__(
-            conv(c_in, c_out, kernel_size=stride, stride=stride, padding=0),
-            nn.BatchNorm3d(c_out),
+            conv(c_in, c_out, kernel_size=kernel, stride=kernel, padding=0),
+            norm(c_out),
             nn.ReLU(inplace=True),
         )
 
@@ -96,10 +114,14 @@ class DualTaskVNet(nn.Module):
     """The reference DTC VNet with a segmentation head and a tanh level-set head (see module doc)."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 1, base_filters: int = 16,
-                 dropout: bool = True, pools: tuple[int, int, int] = REFERENCE_POOLS) -> None:
+                 dropout: bool = True, pools: tuple[int, int, int] = REFERENCE_POOLS, dims: int = 3) -> None:
         super().__init__()
         if in_channels < 1 or base_filters < 1:
             raise DTCError("in_channels and base_filters must be >= 1")
+        self.dims = check_dims(dims)
+        if self.dims == 2 and int(pools[2]) != 0:
+            raise DTCError(f"pools {tuple(pools)}: a 2-D network does not pool the slice axis; use PX PY 0")
+        conv, _, _, drop = LAYERS[self.dims]
         nf = base_filters
         n_seg, n_lsf = head_channels(num_classes)
         self.in_channels = in_channels
@@ -110,34 +132,45 @@ class DualTaskVNet(nn.Module):
         self.size_multiples = size_multiples(self.pools)
         s1, s2, s3, s4 = stage_strides(self.pools)
 
-        self.block_one = ConvBlock(1, in_channels, nf)
-        self.block_one_dw = ResampleBlock(nf, 2 * nf, stride=s1)
-        self.block_two = ConvBlock(2, 2 * nf, 2 * nf)
-        self.block_two_dw = ResampleBlock(2 * nf, 4 * nf, stride=s2)
-        self.block_three = ConvBlock(3, 4 * nf, 4 * nf)
-        self.block_three_dw = ResampleBlock(4 * nf, 8 * nf, stride=s3)
-        self.block_four = ConvBlock(3, 8 * nf, 8 * nf)
-        self.block_four_dw = ResampleBlock(8 * nf, 16 * nf, stride=s4)
-        self.block_five = ConvBlock(3, 16 * nf, 16 * nf)
+        self.block_one = ConvBlock(1, in_channels, nf, dims=self.dims)
+        self.block_one_dw = ResampleBlock(nf, 2 * nf, stride=s1, dims=self.dims)
+        self.block_two = ConvBlock(2, 2 * nf, 2 * nf, dims=self.dims)
+        self.block_two_dw = ResampleBlock(2 * nf, 4 * nf, stride=s2, dims=self.dims)
+        self.block_three = ConvBlock(3, 4 * nf, 4 * nf, dims=self.dims)
+        self.block_three_dw = ResampleBlock(4 * nf, 8 * nf, stride=s3, dims=self.dims)
+        self.block_four = ConvBlock(3, 8 * nf, 8 * nf, dims=self.dims)
+        self.block_four_dw = ResampleBlock(8 * nf, 16 * nf, stride=s4, dims=self.dims)
+        self.block_five = ConvBlock(3, 16 * nf, 16 * nf, dims=self.dims)
 
-        self.block_five_up = ResampleBlock(16 * nf, 8 * nf, up=True, stride=s4)
-        self.block_six = ConvBlock(3, 8 * nf, 8 * nf)
-        self.block_six_up = ResampleBlock(8 * nf, 4 * nf, up=True, stride=s3)
-        self.block_seven = ConvBlock(3, 4 * nf, 4 * nf)
-        self.block_seven_up = ResampleBlock(4 * nf, 2 * nf, up=True, stride=s2)
-        self.block_eight = ConvBlock(2, 2 * nf, 2 * nf)
-        self.block_eight_up = ResampleBlock(2 * nf, nf, up=True, stride=s1)
-        self.block_nine = ConvBlock(1, nf, nf)
+        self.block_five_up = ResampleBlock(16 * nf, 8 * nf, up=True, stride=s4, dims=self.dims)
+        self.block_six = ConvBlock(3, 8 * nf, 8 * nf, dims=self.dims)
+        self.block_six_up = ResampleBlock(8 * nf, 4 * nf, up=True, stride=s3, dims=self.dims)
+        self.block_seven = ConvBlock(3, 4 * nf, 4 * nf, dims=self.dims)
+        self.block_seven_up = ResampleBlock(4 * nf, 2 * nf, up=True, stride=s2, dims=self.dims)
+        self.block_eight = ConvBlock(2, 2 * nf, 2 * nf, dims=self.dims)
+        self.block_eight_up = ResampleBlock(2 * nf, nf, up=True, stride=s1, dims=self.dims)
+        self.block_nine = ConvBlock(1, nf, nf, dims=self.dims)
 
         # Identity when dropout is off keeps forward free of Python branches (torch.compile friendly).
-        self.dropout: nn.Module = nn.Dropout3d(p=DROPOUT_P) if dropout else nn.Identity()
-        self.out_conv = nn.Conv3d(nf, n_seg, kernel_size=1)  # segmentation logits
-        self.out_conv2 = nn.Conv3d(nf, n_lsf, kernel_size=1)  # level set (before tanh)
+        self.dropout: nn.Module = drop(p=DROPOUT_P) if dropout else nn.Identity()
+        self.out_conv = conv(nf, n_seg, kernel_size=1)  # segmentation logits
+        self.out_conv2 = conv(nf, n_lsf, kernel_size=1)  # level set (before tanh)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (N, in_channels, X, Y, Z) -> (seg_logits (N, n_seg, X, Y, Z), lsf (N, n_lsf, X, Y, Z))."""
+        """x (N, in_channels, X, Y, Z) -> (seg_logits (N, n_seg, X, Y, Z), lsf (N, n_lsf, X, Y, Z)).
+        A 2-D network runs the N x Z slices (N Z, in_channels, X, Y) as one batch and stacks them back."""
         if not torch.compiler.is_compiling():
             check_input_shape(x.shape, self.in_channels, self.size_multiples)
+        if self.dims == 2:
+            n, _, sx, sy, sz = x.shape
+            slices = x.permute(0, 4, 1, 2, 3).reshape(n * sz, x.shape[1], sx, sy)
+            seg, lsf = self._forward(slices)
+            return tuple(o.reshape(n, sz, o.shape[1], sx, sy).permute(0, 2, 3, 4, 1)  # type: ignore[return-value]
+                         for o in (seg, lsf))
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VNet on (N, C, X, Y, Z) (dims 3) or (N, C, X, Y) (dims 2)."""
         x1 = self.block_one(x)
         x2 = self.block_two(self.block_one_dw(x1))
         x3 = self.block_three(self.block_two_dw(x2))
@@ -152,13 +185,14 @@ class DualTaskVNet(nn.Module):
 
 
 def build_network(cfg: NetworkConfig) -> DualTaskVNet:
-    """The network described by ``cfg`` (in_channels, num_classes, base_filters, dropout, pools)."""
+    """The network described by ``cfg`` (in_channels, num_classes, base_filters, dropout, pools, dims)."""
     return DualTaskVNet(
         in_channels=int(cfg.in_channels),
         num_classes=int(cfg.num_classes),
         base_filters=int(cfg.base_filters),
         dropout=bool(cfg.dropout),
         pools=tuple(int(p) for p in cfg.pools),  # type: ignore[arg-type]
+        dims=int(cfg.dims),
     )
 
 

@@ -73,8 +73,17 @@ def recompute_batchnorm_stats(
     return used
 
 
+# Convolutions whose following BatchNorm can be folded into them (3-D networks, and the 2-D ones of dims.py).
+_FOLDABLE = (nn.Conv3d, nn.ConvTranspose3d, nn.Conv2d, nn.ConvTranspose2d)
+
+
+def bn_dims(bn: nn.Module) -> int:
+    """The weight rank of the convolutions a BatchNorm follows: 5 for BatchNorm3d, 4 for BatchNorm2d."""
+    return 5 if isinstance(bn, nn.BatchNorm3d) else 4
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with every BatchNorm3d that follows a (transposed) convolution in an
+    """An eval-mode copy of ``model`` with every BatchNorm (3-D or 2-D) that follows a (transposed) convolution in an
     ``nn.Sequential`` folded into that convolution's weights and bias (replaced by Identity).
 
     Eval-mode BatchNorm is a per-channel affine map, so the result is the same up to float rounding
@@ -90,18 +99,20 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 continue
             items = list(seq._modules.items())
             for (_, conv), (name, bn) in zip(items, items[1:]):
-                if not (isinstance(conv, (nn.Conv3d, nn.ConvTranspose3d)) and isinstance(bn, nn.BatchNorm3d)
-                        and bn.track_running_stats and conv.bias is not None):
+                if not (isinstance(conv, _FOLDABLE) and isinstance(bn, (nn.BatchNorm2d, nn.BatchNorm3d))
+                        and bn.track_running_stats and conv.bias is not None and conv.weight.dim() == bn_dims(bn)):
                     continue
                 running_mean, running_var, _ = _running_stats(bn)
                 gamma = bn.weight if bn.affine else torch.ones_like(running_var)
                 beta = bn.bias if bn.affine else torch.zeros_like(running_mean)
                 scale = gamma / torch.sqrt(running_var + bn.eps)
-                # Conv3d weight (out, in, k, k, k); ConvTranspose3d weight (in, out / groups, k, k, k).
-                shape = (-1, 1, 1, 1, 1) if isinstance(conv, nn.Conv3d) else (1, -1, 1, 1, 1)
-                if isinstance(conv, nn.ConvTranspose3d) and conv.groups != 1:
+                # Conv weight (out, in, k...); transposed conv weight (in, out / groups, k...).
+                transposed = isinstance(conv, (nn.ConvTranspose2d, nn.ConvTranspose3d))
+                shape = [1] * conv.weight.dim()
+                shape[1 if transposed else 0] = -1
+                if transposed and conv.groups != 1:
                     continue
-                conv.weight.mul_(scale.view(shape))
+                conv.weight.mul_(scale.view(*shape))
                 conv.bias.copy_((conv.bias - running_mean) * scale + beta)
                 seq._modules[name] = nn.Identity()
     return folded

@@ -179,6 +179,9 @@ def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, 
         config, start = _resumed_config(found[1]["config"], config), int(found[1]["iteration"])
     labeled, unlabeled = _read_data(ctx, config, manifest_path)
     notes += _patch_notes(config, [c.image.shape for c in labeled + unlabeled])
+    if config.network.dims == 2:
+        notes.append(f"2-D network: in-plane convolutions, {config.train.patch[2]} slices per crop "
+                     f"({config.train.patch[0]}x{config.train.patch[1]}), each slice's own level set")
     device = _backend(ctx, config)
     model, optimizer = _model_and_optimizer(ctx, config, device, found, init_from, notes)
     on_main(ctx, lambda: _create_run_dir(run_dir))
@@ -226,7 +229,8 @@ def _read_data(ctx: DistContext, config: DTCConfig, manifest_path) -> tuple[list
     from .manifest import load_manifest
 
     labeled, unlabeled = ctx.check(lambda: load_cases(load_manifest(manifest_path), config.network.num_classes,
-                                                      progress=None, spacing=config.plan.spacing))
+                                                      progress=None, spacing=config.plan.spacing,
+                                                      dims=config.network.dims))
     if config.recipe.mode != "dtc":  # the ablations without consistency never look at unlabeled data
         unlabeled = []
     return labeled, unlabeled

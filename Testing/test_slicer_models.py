@@ -50,6 +50,8 @@ def test_describe_says_what_the_model_expects():
     assert "thick-slice" not in text
     thick = models.describe({"plan": {"patch": [128, 128, 8], "pools": [4, 4, 3]}})
     assert "thick-slice network (axes x/y/z halved 4/4/3 times)" in thick, thick
+    flat = models.describe({"plan": {"patch": [128, 128, 4], "pools": [4, 4, 0], "dims": 2}})
+    assert "2-D network (segments slice by slice along the scan's third axis)" in flat and "halved" not in flat, flat
     assert models.describe({"error": "corrupt"}) == "Unreadable: corrupt"
     assert "test Dice" not in text and "largest" not in text
     shipped = models.describe({"test_dice": 0.88064, "config": {"infer": {"largest_component": True}}})

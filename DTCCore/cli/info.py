@@ -51,7 +51,8 @@ def describe_model(path: Path) -> dict[str, Any]:
         "plan": {"patch": list(config["train"]["patch"]), "spacing": (config.get("plan") or {}).get("spacing"),
                  "normalization": "z-score over the scan (or the region of interest)",
                  "overlap": config.get("infer", {}).get("overlap"),
-                 "pools": list(config["network"].get("pools", REFERENCE_POOLS))},
+                 "pools": list(config["network"].get("pools", REFERENCE_POOLS)),
+                 "dims": int(config["network"].get("dims", 3))},
         "mode": config.get("recipe", {}).get("mode"), "base_filters": config["network"]["base_filters"],
         "config": config,
     }

@@ -9,12 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AUGMENT_CHOICES, MODES, PRECISIONS, DTCConfig
+from ..dims import SLICE_ANISOTROPY, auto_dims, parse_dims
 from ..errors import DTCError
 from ..plan import manifest_auto_spacing, manifest_median_spacing, parse_spacing
 from ..pools import auto_pools, check_pools
 from ..protocol import EVENT_KEY, EXIT_CANCELLED, Event
 from ..schedule import fit_schedule
 from . import device_argument, events
+
+# Slices a 2-D model crops from each scan when --patch is not given: 4 crops a step (2 labeled + 2 unlabeled)
+# x 4 slices = 16 slices, nnU-Net's order of 2-D batch size (its 2d plans take a dozen or more slices). Ours.
+SLICES_PER_CROP_2D = 4
 
 HELP = """\
 Train a dual-task VNet on the scans a manifest names. MANIFEST is JSON:
@@ -24,7 +29,8 @@ checkpoints/iter_*.pt and, at the end, model.pt (use it with 'dtc segment --mode
 Ctrl-C (or SIGTERM) saves a checkpoint and stops; --resume continues from it.
 Defaults are the paper's left-atrium recipe: 6000 iterations, batch 2 labeled + 2 unlabeled,
 112x112x80 patches, SGD lr 0.01 (x0.1 at 2500 and 5000). For thick-slice scans (slices several times
-farther apart than the pixels), add --pools auto and a thin patch, e.g. --patch 128 128 8.
+farther apart than the pixels), add --pools auto and a thin patch, e.g. --patch 128 128 8, or train a
+2-D model (--dims 2 or auto): in-plane convolutions, slice by slice.
 """
 
 
@@ -51,6 +57,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="how many of the network's 4 downsamplings halve axis x, y, z: PX PY PZ (default 4 4 4, "
                         "the paper's VNet) or auto (nnU-Net's rule from the model grid's spacing: a thick-slice "
                         "axis is pooled fewer times, last); the patch must divide by 2**P per axis")
+    p.add_argument("--dims", metavar="2|3|auto",
+                   help="3 (default): the paper's 3-D VNet; 2: the same network with in-plane convolutions, "
+                        "trained on and run over the slices (thick-slice scans; patch X Y N crops N slices); "
+                        f"auto: 2 when the model grid's slices are more than {SLICE_ANISOTROPY:g}x farther apart "
+                        "than its pixels (nnU-Net's rule), else 3")
     p.add_argument("--base-filters", type=int, metavar="F", help="VNet width (default 16: 9.45 M parameters)")
     p.add_argument("--mode", choices=MODES, help="ablation of the paper's Table 1 (default dtc)")
     p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N",
@@ -98,10 +109,32 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         if spacing == "auto":
             spacing = manifest_auto_spacing(Path(args.manifest))
         config.plan.spacing = spacing  # type: ignore[assignment]
+    if getattr(args, "dims", None):
+        set_dims(config, args, Path(args.manifest))
     if getattr(args, "pools", None):
         config.network.pools = parse_pools(args.pools, config.plan.spacing, Path(args.manifest))
+        if config.network.dims == 2 and config.network.pools[2] != 0:
+            raise DTCError(f"--pools {' '.join(args.pools)} with a 2-D network: it never pools the slice axis; "
+                           "give PX PY 0 or leave --pools out")
     config.validate()
     return config
+
+
+def set_dims(config: DTCConfig, args: argparse.Namespace, manifest: Path) -> None:
+    """``--dims``: the network's dimensionality (``auto`` from the model grid: ``config.plan.spacing``, or the
+    manifest's median spacing for a native-grid model). A 2-D network pools only in the plane (pools PX PY 0)
+    and, without ``--patch``, crops ``SLICES_PER_CROP_2D`` slices."""
+    dims = parse_dims(args.dims)
+    if dims == "auto":
+        spacing = config.plan.spacing if config.plan.spacing is not None else manifest_median_spacing(manifest)
+        dims = auto_dims(spacing)
+    config.network.dims = int(dims)
+    if dims == 2:
+        px, py, _ = config.network.pools
+        config.network.pools = (px, py, 0)
+        if not args.patch:
+            x, y, _ = config.train.patch
+            config.train.patch = (x, y, SLICES_PER_CROP_2D)
 
 
 def fit_iterations(config: DTCConfig, iterations: int) -> None:

@@ -53,7 +53,9 @@ def describe(info: dict) -> str:
     spacing = plan.get("spacing")
     parts.append(f"spacing {spacing} mm" if spacing else "spacing: the scan's own")
     pools = plan.get("pools")
-    if pools and tuple(pools) != REFERENCE_POOLS:  # the paper's network halves every axis 4 times
+    if plan.get("dims") == 2:  # dtc train --dims 2: in-plane convolutions, slice by slice
+        parts.append("2-D network (segments slice by slice along the scan's third axis)")
+    elif pools and tuple(pools) != REFERENCE_POOLS:  # the paper's network halves every axis 4 times
         parts.append("thick-slice network (axes x/y/z halved " + "/".join(str(v) for v in pools) + " times)")
     data = info.get("data")
     if isinstance(data, dict):
