@@ -223,3 +223,16 @@ def test_ship_fp16_falls_back_to_the_newest_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / "out" / "m.pt")["extra"]["source"] == "iter_001000.pt"
     with pytest.raises(SystemExit, match="no model.pt and no checkpoint"):
         ship_fp16.ship(tmp_path / "empty", tmp_path / "out" / "n.pt")
+
+
+def test_train_acdc_tiny_2d_plan(tmp_path):
+    """--dims 2: the 2-D plan trains multi-class on the thick-slice set, scores every class, and the table says so."""
+    train_acdc = bench_module("train_acdc")
+    data = _acdc_like(tmp_path / "acdc")
+    result = train_acdc.main(["--data", str(data), "--out", str(tmp_path / "runs"), "--mode", "dtc", "--tiny",
+                              "--dims", "2", "--json", str(tmp_path / "dtc2.json")])
+    network = result["config"]["network"]
+    assert network["dims"] == 2 and list(network["pools"]) == [4, 4, 0]
+    assert len(result["test"]["rows"]) == 6 and result["test"]["cases"] == 2
+    text = train_acdc.main(["--table", str(tmp_path / "dtc2.json")])
+    assert "2-D (patch 32x32x16, base 2)" in text and "slice axis pooled" not in text  # --tiny's patch and width

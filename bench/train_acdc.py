@@ -26,7 +26,8 @@ earlier stage's result (the same arguments otherwise; a new --out), with a fresh
 from a seg result (semi-supervised fine-tuning of a labeled-only model; its level-set head starts
 untrained there, so keep the ramp). Each stage ramps the
 consistency weight up from 0 again unless ``--no-ramp`` (full weight from the start: the weights were
-already trained with it). ``--no-assess`` only trains (``bench/device_acdc.sh``: the device machine
+already trained with it). ``--dims 2`` trains the 2-D plan (``dtc train --dims 2``).
+``--no-assess`` only trains (``bench/device_acdc.sh``: the device machine
 has no MedPy); the result is scored later with ``--assess``. ``--tiny`` is a seconds-long smoke run.
 """
 
@@ -76,6 +77,9 @@ def make_config(args):
     config.network.num_classes = len(CLASSES)
     config.network.base_filters = args.base_filters
     config.network.pools = tuple(args.pools)
+    config.network.dims = getattr(args, "dims", 3)
+    if config.network.dims == 2:  # a 2-D network pools the plane only (dims.py)
+        config.network.pools = (args.pools[0], args.pools[1], 0)
     config.recipe.mode = args.mode
     config.train.patch = tuple(args.patch)
     config.train.time_limit_minutes = args.minutes or None
@@ -207,7 +211,10 @@ def table(results: list[dict]) -> str:
         label = (f"DTC, {r['labeled']} labeled + {r['unlabeled']} unlabeled" if r["mode"] == "dtc"
                  else f"labeled only ({r['labeled']})")
         pools = r["config"]["network"].get("pools", [4, 4, 4])
-        if list(pools) != [4, 4, 4]:
+        if r["config"]["network"].get("dims", 3) == 2:
+            patch = "x".join(str(v) for v in r["config"]["train"]["patch"])
+            label += f", 2-D (patch {patch}, base {r['config']['network']['base_filters']})"
+        elif list(pools) != [4, 4, 4]:
             patch = "x".join(str(v) for v in r["config"]["train"]["patch"])
             label += f", slice axis pooled {pools[2]}x (patch {patch})"
         if r["config"]["train"].get("nnunet_augment"):
@@ -296,6 +303,9 @@ def main(argv: list[str] | None = None) -> dict | str:
     p.add_argument("--pools", type=int, nargs=3, default=[4, 4, 4], metavar=("PX", "PY", "PZ"),
                    help="downsamplings per axis (network.pools): ACDC slices are 5-10 mm apart against "
                         "about 1.5 mm pixels, which the headers do not say (all 1 x 1 x 1)")
+    p.add_argument("--dims", type=int, choices=(2, 3), default=3,
+                   help="2: the 2-D plan (in-plane network over the slices; --patch X Y N crops N slices, "
+                        "pools PX PY 0)")
     p.add_argument("--augment", default="no-mirror", help="the right ventricle lies on one side of the left")
     p.add_argument("--nnunet-augment", action="store_true", help="also nnU-Net's scaling/intensity augmentations")
     p.add_argument("--no-ramp", action="store_true",
