@@ -156,7 +156,8 @@ def load_weights_into(model: torch.nn.Module, path: str | os.PathLike) -> DTCCon
         net = payload["config"].network
         raise DTCError(
             f"{path} is a model of another architecture (base_filters={net.base_filters}, "
-            f"num_classes={net.num_classes}, in_channels={net.in_channels}); use the same network settings"
+            f"num_classes={net.num_classes}, in_channels={net.in_channels}, pools={tuple(net.pools)}, "
+            f"dims={net.dims}); use the same network settings"
         ) from None
     return payload["config"]
 

@@ -190,6 +190,7 @@ def test_a_thick_slice_volume_trains_and_segments_in_2d_with_its_geometry(tmp_pa
     scan = data / "c2.nrrd"
     out = tmp_path / "out"
     assert main(["segment", str(scan), "-o", str(out), "--model", str(model), "--device", "cpu"]) == 0
+    assert "2-D model, slice by slice; each scan's own grid, windows 32x32x2" in capsys.readouterr().err
     ref = sitk.ReadImage(str(scan))
     for kind in ("seg", "levelset", "disagreement"):
         result = sitk.ReadImage(str(out / f"c2_{kind}.nrrd"))

@@ -199,10 +199,16 @@ def _warn_if_oversize(case: str, shape, spacing, roi, model_mm, jsonl: bool) -> 
 def describe_plan(config) -> str:
     """One line on the grid and window a model works on, e.g. ``grid 1.5x1.5x1.5 mm, whole volume``."""
     spacing = config.plan.spacing
-    grid = "each scan's own grid" if spacing is None else "grid " + "x".join(f"{v:g}" for v in spacing) + " mm"
+    flat = int(config.network.dims) == 2
+    if spacing is None:
+        grid = "each scan's own grid"
+    elif flat:  # a 2-D model resamples the plane only (dims.model_grid)
+        grid = "grid " + "x".join(f"{v:g}" for v in spacing[:2]) + " mm in-plane, the scan's own slices"
+    else:
+        grid = "grid " + "x".join(f"{v:g}" for v in spacing) + " mm"
     window = ("whole volume in one pass" if config.infer.whole_volume
               else "windows " + "x".join(str(p) for p in config.train.patch))
-    return (f"{grid}, {window}" + _describe_tta(config)
+    return (("2-D model, slice by slice; " if flat else "") + f"{grid}, {window}" + _describe_tta(config)
             + (", largest component kept" if config.infer.largest_component else ""))
 
 
