@@ -176,7 +176,7 @@ def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, 
     found = _resume_state(ctx, run_dir, resume, notes)
     start = 0
     if found is not None:
-        config, start = _resumed_config(found[1]["config"], config), int(found[1]["iteration"])
+        config, start = _resumed_config(found[1]["config"], config, notes), int(found[1]["iteration"])
     labeled, unlabeled = _read_data(ctx, config, manifest_path)
     notes += _patch_notes(config, [c.image.shape for c in labeled + unlabeled])
     if config.network.dims == 2:
@@ -213,11 +213,16 @@ def _resume_state(
     return ctx.broadcast(ctx.check(find))
 
 
-def _resumed_config(saved: DTCConfig, asked: DTCConfig) -> DTCConfig:
+def _resumed_config(saved: DTCConfig, asked: DTCConfig, notes: list[str]) -> DTCConfig:
     """The run's own config, with what belongs to this launch (device, workers, SyncBatchNorm) taken from
-    ``asked``; ``iterations`` too (extending a run), unless the run's schedule was fitted to a time limit."""
+    ``asked``; ``iterations`` too (extending a run), unless the run's schedule was fitted (to a time limit
+    or to ``--iterations``): then a note says that an asked, differently fitted length is not applied."""
     if not saved.train.schedule_fitted:
         saved.train.iterations = asked.train.iterations
+    elif asked.train.schedule_fitted and asked.train.iterations != saved.train.iterations:
+        notes.append(f"this run's schedule is fitted to {saved.train.iterations} iterations (lr steps at "
+                     f"{', '.join(map(str, saved.train.lr_steps))}); --iterations {asked.train.iterations} is not "
+                     "applied on --resume: to train longer, start a new run with --init-from its model")
     for launch_setting in ("device", "num_workers", "sync_batchnorm"):
         setattr(saved.train, launch_setting, getattr(asked.train, launch_setting))
     return saved

@@ -10,7 +10,7 @@ from conftest import make_blob_dataset, tiny_config
 from DTCCore.cli import build_parser, main
 from DTCCore.cli.train import build_config
 from DTCCore.config import DTCConfig
-from DTCCore.errors import DTCError
+from DTCCore.errors import CancelledError, DTCError
 from DTCCore.losses import ramp_weight
 from DTCCore.schedule import TimeBudget, lr_at
 
@@ -66,3 +66,29 @@ def test_train_with_iterations_ends_at_full_consistency_and_decayed_lr(tmp_path,
     saved = json.loads((run / "config.json").read_text())
     assert saved["train"]["iterations"] == 16 and saved["train"]["lr_steps"] == [7, 13]
     assert saved["recipe"]["ramp_unit"] == 2  # 2 x 8 ramp units = 16
+
+
+def test_resume_says_when_it_keeps_a_fitted_length(tmp_path):
+    """A run fitted to 4 iterations, resumed with --iterations 8: it finishes its own 4 and says why."""
+    from DTCCore.runlog import read_log
+    from DTCCore.schedule import fit_schedule
+    from DTCCore.trainer import train
+
+    manifest = make_blob_dataset(tmp_path / "data", n_labeled=2, n_unlabeled=1)
+    first = tiny_config(iterations=6000)
+    fit_schedule(first, 4)
+    calls = {"n": 0}
+
+    def cancel_after_two() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    with pytest.raises(CancelledError):
+        train(first, manifest, tmp_path / "run", cancel=cancel_after_two)
+    longer = tiny_config(iterations=6000)
+    fit_schedule(longer, 8)
+    train(longer, manifest, tmp_path / "run", resume=True)
+    records = read_log(tmp_path / "run")
+    assert [r["iteration"] for r in records if r.get("event") == "done"] == [4]
+    said = [r.get("text", "") for r in records if r.get("event") == "message"]
+    assert any("fitted to 4 iterations" in t and "--iterations 8 is not applied on --resume" in t for t in said), said
