@@ -24,6 +24,10 @@ DIMS_CHOICES = ("2", "3", "auto")
 # nnU-Net's anisotropy threshold (nnunet/configuration.py, RESAMPLING_SEPARATE_Z_ANISO_THRESHOLD = 3): an
 # axis more than 3x coarser than the others is a thick-slice axis (the rule for --dims auto).
 SLICE_ANISOTROPY = 3.0
+# Slices a 2-D model crops from each scan unless told otherwise (dtc train --dims without --patch, the panel's
+# plan from scratch): 4 crops a step (2 labeled + 2 unlabeled) x 4 slices = 16 slices a batch, the order of
+# nnU-Net's 2-D batch sizes (a dozen or more slices). Our choice.
+SLICES_PER_CROP_2D = 4
 
 
 def _spacing(spacing: Sequence[float]) -> tuple[float, float, float]:

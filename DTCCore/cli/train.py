@@ -9,17 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AUGMENT_CHOICES, MODES, PRECISIONS, DTCConfig
-from ..dims import SLICE_ANISOTROPY, auto_dims, parse_dims
+from ..dims import SLICE_ANISOTROPY, SLICES_PER_CROP_2D, auto_dims, parse_dims
 from ..errors import DTCError
 from ..plan import manifest_auto_spacing, manifest_median_spacing, parse_spacing
 from ..pools import auto_pools, check_pools
 from ..protocol import EVENT_KEY, EXIT_CANCELLED, Event
 from ..schedule import fit_schedule
 from . import device_argument, events
-
-# Slices a 2-D model crops from each scan when --patch is not given: 4 crops a step (2 labeled + 2 unlabeled)
-# x 4 slices = 16 slices, nnU-Net's order of 2-D batch size (its 2d plans take a dozen or more slices). Ours.
-SLICES_PER_CROP_2D = 4
 
 HELP = """\
 Train a dual-task VNet on the scans a manifest names. MANIFEST is JSON:
