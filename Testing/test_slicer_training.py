@@ -202,21 +202,29 @@ def test_scratch_training_plans_the_network_from_the_spacing_and_refuses_a_patch
     p = logic.getParameterNode()
     p.modelsFolder, p.startFrom = tmp_path / "models", "scratch"
     p.datasetFolder = tmp_path / "thick"
-    _add_labeled_example(slicer_scene, logic, p.datasetFolder, spacing=(0.9, 0.9, 5.0))  # cardiac-cine-like
+    _add_labeled_example(slicer_scene, logic, p.datasetFolder, spacing=(0.9, 0.9, 2.5))  # slices 2.8x the pixels
     p.patchX, p.patchY, p.patchZ = 16, 16, 8  # 8 slices: too thin for the paper's network, fine for this one
     request = logic.trainingRequest(p)
-    assert request.config["network"]["pools"] == [4, 4, 2] and request.config["train"]["patch"] == [16, 16, 8]
-    p.patchX, p.patchY, p.patchZ = 112, 112, 80  # the panel's default: z cut to 20 (18 slices, a multiple of 4)
-    assert logic.trainingRequest(p).config["train"]["patch"] == [32, 32, 20]
+    assert request.config["network"]["pools"] == [4, 4, 3] and request.config["train"]["patch"] == [16, 16, 8]
+    assert request.config["network"]["dims"] == 3  # not more than 3x: the 3-D network, z pooled 3 times
+    p.patchX, p.patchY, p.patchZ = 112, 112, 80  # the panel's default: z cut to 24 (18 slices, a multiple of 8)
+    assert logic.trainingRequest(p).config["train"]["patch"] == [32, 32, 24]
     p.patchZ = 10
     try:
         logic.trainingRequest(p)
     except DTCError as e:
         message = str(e)
     else:
-        raise AssertionError("a patch depth of 10 was accepted for a network that halves z twice")
-    assert "0.9 x 0.9 x 5 mm" in message and "Patch size" in message and message.endswith("z 10: use 8 or 12")
+        raise AssertionError("a patch depth of 10 was accepted for a network that halves z three times")
+    assert "0.9 x 0.9 x 2.5 mm" in message and "Patch size" in message and message.endswith("z 10: use 8 or 16")
     assert not list((tmp_path / "models").glob("*")) and not (p.datasetFolder / "requested_config.json").exists()
+
+    p.datasetFolder = tmp_path / "cine"  # cardiac-cine-like: slices 5.6x the pixels -> the 2-D plan
+    _add_labeled_example(slicer_scene, logic, p.datasetFolder, spacing=(0.9, 0.9, 5.0))
+    cine = logic.trainingRequest(p)  # patch depth 10 asked: a 2-D network crops at most 4 slices
+    assert cine.config["network"]["dims"] == 2 and cine.config["network"]["pools"] == [4, 4, 0]
+    assert cine.config["train"]["patch"] == [32, 32, 4]
+    assert cine.note == "2-D network (slices 5 mm apart, pixels 0.9 mm), 4 slices a crop"
 
     p.datasetFolder = tmp_path / "iso"
     _add_labeled_example(slicer_scene, logic, p.datasetFolder)

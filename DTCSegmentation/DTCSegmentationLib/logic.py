@@ -23,6 +23,7 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from DTCCore.config import AUGMENT_CHOICES, DEVICE_CHOICES, MODES, DTCConfig
+from DTCCore.dims import SLICES_PER_CROP_2D, auto_dims  # torch-free
 from DTCCore.errors import DTCError
 from DTCCore.plan import manifest_geometry, median_spacing  # torch-free: image headers only
 from DTCCore.pools import auto_pools, check_patch, fit_patch
@@ -268,9 +269,9 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         if initFrom is None and resumeRunDir is None:
             # From scratch the panel's patch applies (fitted to the scans); a fine-tune keeps the model's patch
             # and grid (its plan), which its weights were trained for; a resume keeps its run's settings.
-            pools, patch, note = self.scratchNetwork(folder.manifest_path, p)
+            dims, pools, patch, note = self.scratchNetwork(folder.manifest_path, p)
             config["train"]["patch"] = list(patch)
-            config.setdefault("network", {})["pools"] = list(pools)
+            config.setdefault("network", {}).update({"pools": list(pools), "dims": dims})
         config.setdefault("recipe", {}).update({
             "mode": p.mode, "beta": p.beta, "k": p.k, "consistency_rampup": p.consistencyRampup,
         })
@@ -286,25 +287,35 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def scratchNetwork(manifestPath: Path, p: DTCSegmentationParameterNode
-                       ) -> tuple[tuple[int, int, int], tuple[int, int, int], str]:
-        """(pools, patch, note) for a network trained from scratch. Pools: nnU-Net's rule on the training
-        scans' median spacing (the paper's network on near-isotropic scans; a thick-slice axis pooled fewer
-        times, last). Patch: the panel's, each axis cut to the largest scan rounded up to the axis's size
-        multiple; the note says what was planned. DTCError, before anything starts, when the panel's patch
+                       ) -> tuple[int, tuple[int, int, int], tuple[int, int, int], str]:
+        """(dims, pools, patch, note) for a network trained from scratch, planned from the training scans'
+        median spacing as ``dtc train --dims auto --pools auto`` plans it: a 2-D network (in-plane
+        convolutions, slice by slice) when the slices are more than 3x farther apart than the pixels, at most
+        ``SLICES_PER_CROP_2D`` slices a crop; else the paper's 3-D network, a thick-slice axis pooled fewer times,
+        last (nnU-Net's rule). Patch: the panel's, each axis cut to the largest scan rounded up to the axis's
+        size multiple; the note says what was planned. DTCError, before anything starts, when the panel's patch
         does not fit the network."""
         spacings, shapes = manifest_geometry(manifestPath)  # one read of the headers
         spacing = median_spacing(spacings)
+        dims = auto_dims(spacing)
         pools = auto_pools(spacing)
         requested = (p.patchX, p.patchY, p.patchZ)
+        if dims == 2:
+            pools = (pools[0], pools[1], 0)
+            requested = (p.patchX, p.patchY, min(p.patchZ, SLICES_PER_CROP_2D))
         check_patch(requested, pools, "planned from the training scans' median spacing "
                     + " x ".join(f"{v:g}" for v in spacing) + " mm; change Fine-tune > Patch size")
         largest = np.asarray(shapes).max(axis=0)
         patch = fit_patch(requested, pools, largest)
+        if dims == 2:
+            note = (f"2-D network (slices {spacing[2]:g} mm apart, pixels {max(spacing[:2]):g} mm), "
+                    f"{patch[2]} slices a crop")
+            return dims, pools, patch, note
         note = "network halves x/y/z " + "/".join(str(v) for v in pools) + " times"
         if patch != requested:
             note += (", patch " + " x ".join(str(v) for v in patch) + " (the largest scan is "
                      + " x ".join(str(int(v)) for v in largest) + " voxels)")
-        return pools, patch, note
+        return dims, pools, patch, note
 
     # ---- next case ----
     def startRanking(self, datasetFolder, modelPath: str = "", device: str = "auto",
