@@ -9,14 +9,13 @@ natively, else fp32:
   convolutions use. Other CPUs emulate bf16 through fp32 conversions; measured on an AVX2-only AMD EPYC
   (Zen 3) that is slower than fp32, not faster (bench/RESULTS.md), so ``auto`` stays fp32 there.
 
-Training follows the same rule. On an AVX512-BF16 AMD EPYC (Zen 4) with PyTorch 2.13, bf16 weight gradients
-of the VNet's deepest convolutions can come out NaN (our measurement: the test suite's 2-filter network,
-within 1-20 SGD steps; its forward passes and inference stayed finite and agree with fp32,
-Testing/test_precision.py), so the trainer redoes in fp32 any bf16 step whose weight gradients are not all
-finite (same batch, dropout masks and BatchNorm statistics; 4-13 of 60 steps of that network, none in 1600
-steps of the 16-filter one) and counts them in the log and the model. With that guard, bf16 training cost
-no measurable Dice on LA (two seeds, 16 seed x case pairs: -0.05 points, p = 0.74) and 1.46-1.50x less CPU
-(bench/RESULTS.md, "bf16 training with the NaN guard"), so ``auto`` trains in bf16 where it is native.
+Training on the CPU stays fp32 under ``auto``, native bf16 or not: with PyTorch 2.13 on an AVX512-BF16 AMD
+EPYC (Zen 4) the bf16 weight gradients of the VNet's deepest convolutions came out NaN (our measurement:
+the test suite's 2-filter network, within 1-20 SGD steps, with and without deterministic algorithms; its
+forward passes and inference stayed finite and agree with fp32, Testing/test_precision.py). A forced
+``bf16`` still trains there, and its first line says so; the trainer redoes in fp32 any bf16 step whose
+weight gradients are not all finite (same batch, dropout masks and BatchNorm statistics; 4-13 of 60 steps
+of that network, none in 800 steps of the 16-filter one) and counts them in the log and the model.
 
 ``bf16`` forces bf16 autocast even where it is emulated (slow; useful to check a model's bf16 agreement
 anywhere). Only the network runs under autocast: the losses, the level-set transform ``sigmoid(-k z)``,
@@ -60,12 +59,12 @@ def cpu_native_bf16() -> bool:
     return False
 
 
-CPU_BF16_TRAINING_NOTE = "a step with non-finite gradients is redone in fp32"  # the trainer's guard, module docstring
+CPU_BF16_TRAINING_NOTE = "bf16 training on the CPU can give NaN weight gradients"  # measured, module docstring
 
 
 def resolve_precision(choice: str, device: torch.device | str, training: bool = False) -> str:
     """``"bf16"`` or ``"fp32"``: what ``choice`` (one of PRECISIONS) means on ``device``; ``training``: for the
-    training steps (the same rule; the trainer guards bf16 steps, see the module docstring), else inference."""
+    training steps (``auto`` is fp32 on every CPU, see the module docstring), else for inference."""
     choice = check_precision(choice)
     if choice != "auto":
         return choice
@@ -73,7 +72,7 @@ def resolve_precision(choice: str, device: torch.device | str, training: bool = 
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     if device.type == "cpu":
-        return "bf16" if cpu_native_bf16() else "fp32"
+        return "bf16" if cpu_native_bf16() and not training else "fp32"
     return "fp32"
 
 
@@ -84,14 +83,15 @@ def describe_precision(choice: str, device: torch.device | str, training: bool =
     where = "GPU" if device.type == "cuda" else "CPU"
     cpu_training = training and device.type == "cpu"
     if check_precision(choice) == "auto":
+        if cpu_training and cpu_native_bf16():
+            return f"fp32 (auto: {CPU_BF16_TRAINING_NOTE})"
         reason = f"this {where} has {'native' if resolved == 'bf16' else 'no native'} bf16"
-        return f"{resolved} (auto: {reason}" + (f"; {CPU_BF16_TRAINING_NOTE})" if cpu_training and resolved == "bf16"
-                                                else ")")
+        return f"{resolved} (auto: {reason})"
     if resolved == "bf16" and device.type == "cpu" and not cpu_native_bf16():
         return "bf16 (emulated: this CPU has no native bf16, slower than fp32)" + (
             f"; {CPU_BF16_TRAINING_NOTE}" if cpu_training else "")
     if resolved == "bf16" and cpu_training:
-        return f"bf16 (forced; {CPU_BF16_TRAINING_NOTE})"
+        return f"bf16 (forced; {CPU_BF16_TRAINING_NOTE}: such steps are redone in fp32)"
     return resolved
 
 

@@ -70,9 +70,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also nnU-Net's in-plane scaling, noise, brightness, contrast and gamma augmentations")
     p.add_argument("--init-from", metavar="MODEL", help="fine-tune: start from this model's weights")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="forward-pass precision (default auto: bf16 on a GPU with bf16 and on a CPU with native "
-                        "bf16, AVX512-BF16 or AMX; fp32 elsewhere; a bf16 step with non-finite gradients is "
-                        "redone in fp32)")
+                   help="forward-pass precision (default auto: bf16 on a GPU with bf16, fp32 on every CPU: "
+                        "bf16 training on the CPU can give NaN weight gradients, measured on AVX512-BF16)")
     p.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint in RUN_DIR")
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default 1337)")
     p.add_argument("--workers", type=int, metavar="W", help="batch-loading processes (default 2)")
