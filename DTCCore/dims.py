@@ -72,6 +72,11 @@ def check_slice_axis(spacing: Sequence[float]) -> None:
                 "slices lie along the third axis, or use a 3-D model")
 
 
+def plane_pools(pools: Sequence[int]) -> tuple[int, int, int]:
+    """The pools of a 2-D network planned from (px, py, pz): the plane's, never the slice axis: (px, py, 0)."""
+    return (int(pools[0]), int(pools[1]), 0)
+
+
 def model_grid(plan: Sequence[float] | None, scan: Sequence[float], dims: int) -> tuple[float, float, float] | None:
     """The spacing (mm) a model of plan spacing ``plan`` (None: the scan's own grid) works at on a scan of
     spacing ``scan``. A 2-D model resamples in the plane only and keeps the scan's own slices (its z spacing):

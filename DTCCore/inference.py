@@ -234,7 +234,7 @@ def inference_copy(model: DualTaskVNet) -> nn.Module:
     if cached is not None and cached[0] == state:
         return cached[1]
     # Module.to takes memory_format at run time; torch's type overloads leave it out
-    layout = torch.channels_last if getattr(model, "dims", 3) == 2 else torch.channels_last_3d
+    layout = torch.channels_last if model.dims == 2 else torch.channels_last_3d
     folded = fold_batchnorm(model).to(memory_format=layout)  # type: ignore[call-overload]
     _INFERENCE_COPIES[model] = (state, folded)
     return folded

@@ -56,8 +56,12 @@ def _as_mask(mask: np.ndarray) -> np.ndarray:
 
 def inner_boundary(mask: np.ndarray) -> np.ndarray:
     """Object voxels with a background face-neighbour; bool (X, Y, Z). Image border is not background."""
-    mask = _as_mask(mask)
-    return mask & ~ndi.binary_erosion(mask, structure=_FACE_STRUCTURE, border_value=1)
+    return _inner_boundary(_as_mask(mask), _FACE_STRUCTURE)
+
+
+def _inner_boundary(mask: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """``mask``'s pixels or voxels with a background neighbour across a face of ``face``; the border is not."""
+    return mask & ~ndi.binary_erosion(mask, structure=face, border_value=1)
 
 
 def signed_distance(mask: np.ndarray, spacing: Sequence[float] | None = None) -> np.ndarray:
@@ -67,11 +71,15 @@ def signed_distance(mask: np.ndarray, spacing: Sequence[float] | None = None) ->
     None means 1 voxel. Negative inside, positive outside, 0 on the inner boundary; each side divided by
     its maximum over this volume. Empty mask -> all +1, full mask -> all -1 (see module docstring).
     """
-    mask = _as_mask(mask)
+    return _normalised_signed_distance(_as_mask(mask), _sampling(spacing), _FACE_STRUCTURE)
+
+
+def _sampling(spacing: Sequence[float] | None) -> tuple[float, ...] | None:
+    """``spacing`` as 3 positive floats for SciPy's EDT (None: 1 voxel); DTCError otherwise."""
     sampling = None if spacing is None else tuple(float(s) for s in spacing)
     if sampling is not None and (len(sampling) != 3 or any(s <= 0 for s in sampling)):
         raise DTCError(f"spacing {spacing} must be 3 positive voxel sizes")
-    return _normalised_signed_distance(mask, sampling, _FACE_STRUCTURE)
+    return sampling
 
 
 def _normalised_signed_distance(mask: np.ndarray, sampling: tuple[float, ...] | None,
@@ -84,7 +92,7 @@ def _normalised_signed_distance(mask: np.ndarray, sampling: tuple[float, ...] | 
     posdis = ndi.distance_transform_edt(mask, sampling=sampling)
     negdis = ndi.distance_transform_edt(~mask, sampling=sampling)
     sdf = negdis / negdis.max() - posdis / posdis.max()
-    sdf[mask & ~ndi.binary_erosion(mask, structure=face, border_value=1)] = 0.0  # inner boundary
+    sdf[_inner_boundary(mask, face)] = 0.0
     return sdf.astype(np.float32)
 
 
@@ -102,9 +110,7 @@ def signed_distance_slices(mask: np.ndarray, spacing: Sequence[float] | None = N
     per-volume scale would too.
     """
     mask = _as_mask(mask)
-    sampling = None if spacing is None else tuple(float(s) for s in spacing)
-    if sampling is not None and (len(sampling) != 3 or any(s <= 0 for s in sampling)):
-        raise DTCError(f"spacing {spacing} must be 3 positive voxel sizes")
+    sampling = _sampling(spacing)
     out = np.empty(mask.shape, dtype=np.float32)
     for k in range(mask.shape[2]):
         out[:, :, k] = _normalised_signed_distance(mask[:, :, k], None if sampling is None else sampling[:2],

@@ -77,7 +77,7 @@ def recompute_batchnorm_stats(
 _FOLDABLE = (nn.Conv3d, nn.ConvTranspose3d, nn.Conv2d, nn.ConvTranspose2d)
 
 
-def bn_dims(bn: nn.Module) -> int:
+def _weight_rank(bn: nn.Module) -> int:
     """The weight rank of the convolutions a BatchNorm follows: 5 for BatchNorm3d, 4 for BatchNorm2d."""
     return 5 if isinstance(bn, nn.BatchNorm3d) else 4
 
@@ -100,7 +100,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             items = list(seq._modules.items())
             for (_, conv), (name, bn) in zip(items, items[1:]):
                 if not (isinstance(conv, _FOLDABLE) and isinstance(bn, (nn.BatchNorm2d, nn.BatchNorm3d))
-                        and bn.track_running_stats and conv.bias is not None and conv.weight.dim() == bn_dims(bn)):
+                        and bn.track_running_stats and conv.bias is not None and conv.weight.dim() == _weight_rank(bn)):
                     continue
                 running_mean, running_var, _ = _running_stats(bn)
                 gamma = bn.weight if bn.affine else torch.ones_like(running_var)

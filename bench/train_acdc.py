@@ -71,6 +71,7 @@ def model_of(result_json: Path, result: dict) -> Path:
 
 def make_config(args):
     from DTCCore.config import DTCConfig
+    from DTCCore.dims import plane_pools
     from DTCCore.schedule import fit_schedule
 
     config = DTCConfig()
@@ -79,7 +80,7 @@ def make_config(args):
     config.network.pools = tuple(args.pools)
     config.network.dims = getattr(args, "dims", 3)
     if config.network.dims == 2:  # a 2-D network pools the plane only (dims.py)
-        config.network.pools = (args.pools[0], args.pools[1], 0)
+        config.network.pools = plane_pools(args.pools)
     config.recipe.mode = args.mode
     config.train.patch = tuple(args.patch)
     config.train.time_limit_minutes = args.minutes or None

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AUGMENT_CHOICES, MODES, PRECISIONS, DTCConfig
-from ..dims import SLICE_ANISOTROPY, SLICES_PER_CROP_2D, auto_dims, parse_dims
+from ..dims import SLICE_ANISOTROPY, SLICES_PER_CROP_2D, auto_dims, parse_dims, plane_pools
 from ..errors import DTCError
 from ..plan import manifest_auto_spacing, manifest_median_spacing, parse_spacing
 from ..pools import auto_pools, check_pools
@@ -109,9 +109,6 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         set_dims(config, args, Path(args.manifest))
     if getattr(args, "pools", None):
         config.network.pools = parse_pools(args.pools, config.plan.spacing, Path(args.manifest))
-        if config.network.dims == 2 and config.network.pools[2] != 0:
-            raise DTCError(f"--pools {' '.join(args.pools)} with a 2-D network: it never pools the slice axis; "
-                           "give PX PY 0 or leave --pools out")
     config.validate()
     return config
 
@@ -126,8 +123,7 @@ def set_dims(config: DTCConfig, args: argparse.Namespace, manifest: Path) -> Non
         dims = auto_dims(spacing)
     config.network.dims = int(dims)
     if dims == 2:
-        px, py, _ = config.network.pools
-        config.network.pools = (px, py, 0)
+        config.network.pools = plane_pools(config.network.pools)
         if not args.patch:
             x, y, _ = config.train.patch
             config.train.patch = (x, y, SLICES_PER_CROP_2D)

@@ -23,7 +23,7 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from DTCCore.config import AUGMENT_CHOICES, DEVICE_CHOICES, MODES, DTCConfig
-from DTCCore.dims import SLICES_PER_CROP_2D, auto_dims  # torch-free
+from DTCCore.dims import SLICES_PER_CROP_2D, auto_dims, plane_pools  # torch-free
 from DTCCore.errors import DTCError
 from DTCCore.plan import manifest_geometry, median_spacing  # torch-free: image headers only
 from DTCCore.pools import auto_pools, check_patch, fit_patch
@@ -301,7 +301,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         pools = auto_pools(spacing)
         requested = (p.patchX, p.patchY, p.patchZ)
         if dims == 2:
-            pools = (pools[0], pools[1], 0)
+            pools = plane_pools(pools)
             requested = (p.patchX, p.patchY, min(p.patchZ, SLICES_PER_CROP_2D))
         check_patch(requested, pools, "planned from the training scans' median spacing "
                     + " x ".join(f"{v:g}" for v in spacing) + " mm; change Fine-tune > Patch size")
