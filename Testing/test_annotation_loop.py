@@ -21,6 +21,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ARMS = ["disagreement", "random-s1", "random-s2", "labeled-only"]  # bench/annotation_loop.study_arms([1, 2])
 K, ROUNDS, INITIAL = 2, 2, 4  # the smoke: k, rounds, labeled at the start
+SMOKE_FINETUNE = 4  # bench/annotation_loop.SMOKE_FINETUNE: iterations of a DTC fine-tune in the smoke
+EQUAL_TIME_RATIO = 1.9  # bench/few_label_la.EQUAL_TIME_RATIO (measured): labeled-only iterations per DTC iteration
 # One thread per process: on a busy 2-core machine OpenMP threads of several tiny processes spin-wait for each
 # other (see test_bench_smoke.ONE_THREAD).
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -84,6 +86,9 @@ def test_each_round_reveals_k_hidden_cases_and_fine_tunes_from_the_previous_mode
             assert hidden == ([] if arm == "labeled-only" else p["unlabeled"])  # labeled-only: no unlabeled scans
             log = (out / arm / f"round_{r}" / "run" / "log.jsonl").read_text()
             assert f"fine-tuning from {model(out, arm, r - 1)}" in log, (arm, r)
+            # equal CPU time: a labeled-only step has half the crops, so it gets EQUAL_TIME_RATIO x the iterations
+            total = [json.loads(e)["total"] for e in log.splitlines() if '"event": "start"' in e][-1]
+            assert total == (round(EQUAL_TIME_RATIO * SMOKE_FINETUNE) if arm == "labeled-only" else SMOKE_FINETUNE)
             labeled = p["labeled"]
         if arm == "labeled-only":  # the disagreement arm's picks, fine-tuned without the unlabeled scans
             assert [picks(out, arm, r)["revealed"] for r in (1, 2)] == [

@@ -23,7 +23,8 @@ Every training runs as ``nice 5 python -m DTCCore train`` on the 2.0 mm plan of 
 (``--parallel``, default all), so give the run one free core per arm. Budgets are minutes (``--time-limit``,
 what the panel's *Train for* does) or, with ``--initial-iterations`` / ``--finetune-iterations``, iterations
 with the recipe's schedule fitted to them (``few_label_la.fitted_config``): the same result whatever else
-loads the machine. Resumable: every stage writes its
+loads the machine; a labeled-only fine-tune then gets ``few_label_la.EQUAL_TIME_RATIO`` x the iterations (its
+step has half the crops: equal CPU time). Resumable: every stage writes its
 output under ``--out`` (``<arm>/round_<r>/``: ``picks.json``, ``manifest.json``, ``run/model.pt``,
 ``score_test.json``, ``timing.json``); a stage whose output exists is skipped, a training with
 checkpoints continues with ``--resume`` (SIGTERM to this script reaches the trainers, which checkpoint).
@@ -265,6 +266,8 @@ def train_stage(out: Path, study: Study, arm: Arm | None, r: int) -> tuple | Non
     else:
         picks = json.loads((folder / "picks.json").read_text())
         labeled, mode, budget, init = picks["labeled"], arm.mode, study.finetune_budget, model_path(out, arm, r - 1)
+        if arm.mode == "seg" and "iterations" in budget:  # equal CPU time: a labeled-only step has half the crops
+            budget = {"iterations": round(few_label_la.EQUAL_TIME_RATIO * int(budget["iterations"]))}
         unlabeled = picks["unlabeled"] if arm.mode == "dtc" else []
     folder.mkdir(parents=True, exist_ok=True)
     manifest = write_manifest(folder, data, labeled, unlabeled)
@@ -376,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--initial-minutes", type=float, default=INITIAL_MINUTES, help="first model: --time-limit")
     p.add_argument("--finetune-minutes", type=float, default=FINETUNE_MINUTES, help="each fine-tune: --time-limit")
     p.add_argument("--initial-iterations", type=int, help="first model: this many iterations instead of minutes")
-    p.add_argument("--finetune-iterations", type=int, help="each fine-tune: this many iterations instead")
+    p.add_argument("--finetune-iterations", type=int,
+                   help="each DTC fine-tune: this many iterations instead (labeled-only: x EQUAL_TIME_RATIO)")
     p.add_argument("--train-arg", action="append", default=[], help="extra dtc train argument (repeat)")
     p.add_argument("--parallel", type=int, default=0, help="processes at once (default: one per arm)")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic study (2 rounds, seconds of training)")
