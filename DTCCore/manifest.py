@@ -160,13 +160,23 @@ def _existing(p: str | os.PathLike, what: str) -> Path:
     return p
 
 
-def add_labeled(manifest_path: str | os.PathLike, image: str | os.PathLike, label: str | os.PathLike) -> Manifest:
+def add_labeled(manifest_path: str | os.PathLike, image: str | os.PathLike, label: str | os.PathLike,
+                replaces: str | os.PathLike | None = None) -> Manifest:
     """Append a labeled pair to the manifest (created if missing) and save it atomically.
 
-    Raises DTCError when a file does not exist or the image/label is already in the manifest.
+    ``replaces``: an unlabeled entry that the pair labels (the annotator corrected that scan); it leaves the
+    unlabeled list in the same write, so the scan is never both, nor ranked again. Raises DTCError when a
+    file does not exist, the image/label is already in the manifest, or ``replaces`` is not unlabeled in it.
     """
     manifest_path = Path(os.path.abspath(Path(manifest_path).expanduser()))
     m = _load_or_new(manifest_path)
+    if replaces is not None:
+        target = Path(os.path.abspath(Path(replaces).expanduser())).resolve()
+        kept = [p for p in m.unlabeled if p.resolve() != target]
+        if len(kept) == len(m.unlabeled):
+            raise DTCError(f"{replaces} is not an unlabeled volume of manifest {manifest_path}; "
+                           "add the labeled pair without it")
+        m.unlabeled = kept
     pair = LabeledPair(_existing(image, "image"), _existing(label, "label"))
     m.labeled.append(pair)
     try:

@@ -157,6 +157,28 @@ def test_add_labeled_and_unlabeled(tmp_path):
     assert json.loads(manifest_path.read_text()) == raw  # failed adds change nothing
 
 
+def test_a_labeled_pair_replaces_the_unlabeled_scan_it_labels(tmp_path):
+    """The annotation loop: a ranked unlabeled scan, corrected, becomes labeled and leaves the unlabeled list in
+    the same write (never both, never ranked again); the pair may reuse the unlabeled image file itself."""
+    ds = tmp_path / "ds"
+    manifest_path = ds / "manifest.json"
+    for name in ("u1", "u2", "u3"):
+        add_unlabeled(manifest_path, _touch(ds / "images" / f"{name}.nrrd"))
+    m = add_labeled(manifest_path, ds / "images" / "u2.nrrd", _touch(ds / "labels" / "u2.nrrd"),
+                    replaces=ds / "images" / ".." / "images" / "u2.nrrd")  # matched on the resolved path
+    assert m.unlabeled == [ds / "images" / "u1.nrrd", ds / "images" / "u3.nrrd"]
+    assert m.labeled == [LabeledPair(ds / "images" / "u2.nrrd", ds / "labels" / "u2.nrrd")]
+    m = add_labeled(manifest_path, _touch(ds / "new" / "image.nrrd"), _touch(ds / "new" / "label.nrrd"),
+                    replaces=ds / "images" / "u3.nrrd")  # written as a new case: the old file is left alone
+    assert m.unlabeled == [ds / "images" / "u1.nrrd"] and (ds / "images" / "u3.nrrd").is_file()
+    raw = manifest_path.read_text()
+    with pytest.raises(DTCError, match=r"u3\.nrrd is not an unlabeled volume of manifest"):
+        add_labeled(manifest_path, _touch(ds / "c.nrrd"), _touch(ds / "c_label.nrrd"),
+                    replaces=ds / "images" / "u3.nrrd")
+    assert manifest_path.read_text() == raw
+    assert load_manifest(manifest_path).unlabeled == [ds / "images" / "u1.nrrd"]
+
+
 def test_manifest_defaults():
     m = Manifest()
     assert m.labeled == [] and m.unlabeled == [] and m.path is None

@@ -114,14 +114,20 @@ def test_roi_restricts_output(slicer_scene, dtc_module, tiny_model):
     assert np.all(levelset[outside] == OUTSIDE_LEVELSET) and (levelset[region] != OUTSIDE_LEVELSET).any()  # engine fill
 
 
-def test_annotator_round_trip(slicer_scene, dtc_module, tmp_path):
-    volume, kji = make_volume("Case A")
-    seg = slicer_scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "corrected")
+def corrected_segmentation(scene, volume):
+    """An annotator's corrected segmentation of ``volume`` (one segment) and its mask (K, J, I)."""
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "corrected")
     seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
     segment_id = seg.GetSegmentation().AddEmptySegment("", "Left atrium", [1, 0, 0])
     truth = np.zeros(SHAPE_KJI, np.uint8)
     truth[5:12, 8:20, 10:25] = 1
     slicer.util.updateSegmentBinaryLabelmapFromArray(truth, seg, segment_id, volume)
+    return seg, truth
+
+
+def test_annotator_round_trip(slicer_scene, dtc_module, tmp_path):
+    volume, kji = make_volume("Case A")
+    seg, truth = corrected_segmentation(slicer_scene, volume)
     logic = dtc_module.DTCSegmentationLogic()
     image_path, label_path = logic.addLabeledExample(tmp_path / "ds", volume, seg)
 
@@ -145,6 +151,39 @@ def test_annotator_round_trip(slicer_scene, dtc_module, tmp_path):
     other, _ = make_volume("Case B", seed=1)
     logic.addUnlabeledVolumes(tmp_path / "ds", [other])
     assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["unlabeled"] == ["images/Case_B.nrrd"]
+
+
+def test_a_ranked_unlabeled_scan_once_corrected_becomes_its_labeled_pair(slicer_scene, dtc_module, tmp_path):
+    """The annotation loop: an unlabeled scan of the dataset is loaded (Next case), corrected and added as
+    labeled. The pair keeps the dataset's own image file (not rewritten), the scan leaves the unlabeled list in
+    the same manifest write, and a scan changed in the scene since loading is refused with nothing written."""
+    logic, ds = dtc_module.DTCSegmentationLogic(), tmp_path / "ds"
+    scans = [make_volume(name, seed)[0] for seed, name in enumerate(("Case B", "Case C", "Case D"))]
+    logic.addUnlabeledVolumes(ds, scans)
+    for node in scans:
+        slicer_scene.RemoveNode(node)
+    image = ds / "images" / "Case_B.nrrd"
+    stamp = image.stat().st_mtime_ns
+    loaded = slicer.util.loadVolume(str(image))  # what "Load the top-ranked volume" does
+    seg, truth = corrected_segmentation(slicer_scene, loaded)
+    assert logic.addLabeledExample(ds, loaded, seg) == (image, ds / "labels" / "Case_B.nrrd")
+    assert image.stat().st_mtime_ns == stamp  # the scan's file is kept as it was
+    assert np.array_equal(read_xyz(ds / "labels" / "Case_B.nrrd")[0], truth.transpose(2, 1, 0))
+    manifest = json.loads((ds / "manifest.json").read_text())
+    assert manifest == {"labeled": [{"image": "images/Case_B.nrrd", "label": "labels/Case_B.nrrd"}],
+                        "unlabeled": ["images/Case_C.nrrd", "images/Case_D.nrrd"]}
+
+    changed = slicer.util.loadVolume(str(ds / "images" / "Case_C.nrrd"))
+    slicer.util.updateVolumeFromArray(changed, slicer.util.arrayFromVolume(changed) + 1)
+    with pytest.raises(dtc_module.DTCError, match=r"differs from the file it was loaded from .*Case_C\.nrrd"):
+        logic.addLabeledExample(ds, changed, seg)
+    assert json.loads((ds / "manifest.json").read_text()) == manifest
+    assert not (ds / "labels" / "Case_C.nrrd").exists()
+
+    changed.SetName("Case C edited")  # the fix the message names: a new case; the scan still leaves the pool
+    image_c, _ = logic.addLabeledExample(ds, changed, seg)
+    assert image_c == ds / "images" / "Case_C_edited.nrrd" and (ds / "images" / "Case_C.nrrd").is_file()
+    assert json.loads((ds / "manifest.json").read_text())["unlabeled"] == ["images/Case_D.nrrd"]
 
 
 def test_clear_messages(slicer_scene, dtc_module, tmp_path):

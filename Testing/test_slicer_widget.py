@@ -454,6 +454,8 @@ def test_rank_then_load_the_top_ranked_volume(panel, models_folder, tmp_path):
     assert table.item(0, 1).toolTip() == header.toolTip() and table.item(0, 0).toolTip() == str(top)
     top_score = table.item(0, 1).text()
     assert f"Next case: {top.name}, mean disagreement {top_score} (median of the 2: " in w.ui.rankStatusLabel.text
+    assert w.ui.rankStatusLabel.text.endswith(" Correct the top 2, add each as a labeled example, then fine-tune "
+                                              "and rank again.")
 
     w.ui.loadTopButton.click()
     loaded = w.ui.rankStatusLabel.text
@@ -465,3 +467,46 @@ def test_rank_then_load_the_top_ranked_volume(panel, models_folder, tmp_path):
     assert Path(node.GetStorageNode().GetFileName()).resolve() == top.resolve()
     assert np.allclose(slicer.util.arrayFromVTKMatrix(_m(node)), matrix, atol=1e-6)
     assert np.array_equal(slicer.util.arrayFromVolume(node), kji)
+
+    # Corrected and added as labeled: the scan leaves the unlabeled list and the ranking, the next one moves up
+    corrected = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "corrected")
+    corrected.SetReferenceImageGeometryParameterFromVolumeNode(node)
+    sid = corrected.GetSegmentation().AddEmptySegment("", "Left atrium", [0.9, 0.1, 0.1])
+    mask = np.zeros(SHAPE_KJI, np.uint8)
+    mask[5:13, 6:14, 7:16] = 1
+    slicer.util.updateSegmentBinaryLabelmapFromArray(mask, corrected, sid, node)
+    w.ui.segmentationSelector.setCurrentNode(corrected)
+    second = w._ranking[1]
+    w.ui.addLabeledButton.click()
+    assert w.ui.labeledTable.rowCount == 1 and w.ui.unlabeledList.count == 1, w.ui.datasetStatusLabel.text
+    assert w._ranking == [second] and w.ui.rankingTable.rowCount == 1
+    assert w.ui.rankingTable.item(0, 0).text() == Path(second[0]).name
+    assert w.ui.rankStatusLabel.text == (f"1 ranked scan labeled since the ranking. Next case: {Path(second[0]).name}, "
+                                         f"mean disagreement {float(second[1]):.3g}.")
+    manifest = json.loads((Path(p.datasetFolder) / "manifest.json").read_text())
+    assert [Path(u).resolve() for u in manifest["unlabeled"]] == [Path(second[0]).resolve()]
+    assert top.is_file()  # the annotator's file outside the dataset is left alone
+    w.ui.loadTopButton.click()
+    assert Path(p.inputVolume.GetStorageNode().GetFileName()).resolve() == Path(second[0]).resolve()
+
+
+def test_next_case_says_when_to_fine_tune(tmp_path):
+    """After each ranked scan is labeled the status names the next one, until SUGGESTED_PER_ROUND (the
+    annotation-loop study's k) are labeled or none is left: then it says to fine-tune and rank again."""
+    from DTCSegmentationLib import nextcase
+
+    paths = [tmp_path / f"s{i}.nrrd" for i in range(3)]
+    for path in paths:
+        path.touch()
+    ranking = [(str(p), 0.05 - 0.01 * i) for i, p in enumerate(paths)]
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path)
+    kept = nextcase.still_unlabeled(ranking, [link / "s1.nrrd", paths[2]])  # matched on resolved paths
+    assert kept == ranking[1:]
+    assert nextcase.pruned_note(kept, 1) == "1 ranked scan labeled since the ranking. Next case: s1.nrrd, " \
+                                            "mean disagreement 0.04."
+    assert nextcase.SUGGESTED_PER_ROUND == 2
+    after_k = nextcase.pruned_note(ranking[2:], 2)
+    assert after_k.startswith("2 ranked scans labeled since the ranking. Fine-tune now, then rank again")
+    assert nextcase.pruned_note([], 1).startswith("1 ranked scan labeled since the ranking. Fine-tune now")
+    assert "Correct the top" not in nextcase.ranked_note(ranking[:1], 1.0)  # one scan: nothing to choose from

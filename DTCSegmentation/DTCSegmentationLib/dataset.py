@@ -3,7 +3,10 @@
 The manifest is the one ``dtc train`` reads (DTCCore.manifest). Adding a case writes the image and
 the label with ``DTCCore.io.write_image`` (temp file + rename), then appends to the manifest with
 ``DTCCore.manifest.add_labeled`` (also atomic), so a crash never leaves a half-written file or a
-manifest naming a missing one. A case already present is refused, never overwritten.
+manifest naming a missing one. A case already present is refused, never overwritten. A scan loaded from one
+of the dataset's unlabeled entries (the annotation loop's Next case) becomes that entry's labeled pair: it
+leaves the unlabeled list in the same manifest write, and a file inside the dataset is kept as the pair's
+image (refused if the scene's copy has changed since it was loaded).
 
 ``labels.json`` is the dataset's label table (DTCCore.labels entries), the one a model fine-tuned on
 the dataset carries. The first labeled example writes it: the model's table when the segmentation
@@ -70,18 +73,20 @@ class DatasetFolder:
             )
         return m
 
-    def _new_paths(self, case: str, labeled: bool) -> tuple[Path, Path]:
+    def _new_paths(self, case: str, labeled: bool, replacing: Path | None = None) -> tuple[Path, Path]:
+        """Image and label paths of a new case; ``replacing``: the unlabeled entry it labels (may be the image)."""
         image = self.folder / IMAGE_DIR / f"{case}{FILE_EXTENSION}"
         label = self.folder / LABEL_DIR / f"{case}{FILE_EXTENSION}"
         m = self.load()
-        known = {p.image for p in m.labeled} | {p.label for p in m.labeled} | set(m.unlabeled)
+        known = ({p.image for p in m.labeled} | {p.label for p in m.labeled}
+                 | {p for p in m.unlabeled if p != replacing})
         if image in known or (labeled and label in known):
             raise DTCError(
                 f"case {case} is already in the dataset {self.folder}; rename the volume to add it as a new case "
                 "or remove the old entry from manifest.json"
             )
         for p in (image, label) if labeled else (image,):
-            if p.exists():
+            if p.exists() and p != replacing:
                 raise DTCError(f"{p} already exists (not in the manifest); move it away or rename the volume")
         return image, label
 
@@ -138,22 +143,41 @@ class DatasetFolder:
         require_scalar_volume(volume)
         target, source, new_table = self._target_table(label_node, table)
         label = labelexport.label_array(label_node, volume, target, source)
-        image_path, label_path = self._new_paths(case_name_from_node(volume), labeled=True)
+        unlabeled = self.unlabeled_source(volume)
+        image_path, label_path = self._new_paths(case_name_from_node(volume), labeled=True, replacing=unlabeled)
         image, geometry = _native_array(volume)
+        files = [(label_path, label)]
+        if image_path != unlabeled:
+            files.insert(0, (image_path, image))
+        else:  # the scan is the dataset's own unlabeled file: kept as the pair's image (never rewritten)
+            _require_unchanged(image_path, image, geometry)
         written: list[Path] = []
         try:
-            for path, array in ((image_path, image), (label_path, label)):
+            for path, array in files:
                 write_image(path, array, geometry)  # the label on the image's exact grid
                 written.append(path)
             if new_table is not None:
                 atomic_write_text(self.labels_path, json.dumps({"labels": new_table}, indent=1) + "\n")
                 written.append(self.labels_path)
-            dtc_manifest.add_labeled(self.manifest_path, image_path, label_path)
+            dtc_manifest.add_labeled(self.manifest_path, image_path, label_path, replaces=unlabeled)
         except BaseException:
             for p in written:
                 p.unlink(missing_ok=True)
             raise
         return image_path, label_path
+
+    def unlabeled_source(self, volume) -> Path | None:
+        """The dataset's unlabeled entry ``volume`` was loaded from (its storage node's file), or None.
+
+        The annotation loop loads a ranked unlabeled scan (Next case), corrects it and adds it as labeled:
+        that scan then leaves the unlabeled list (:meth:`add_labeled_from_scene`), so it is not ranked again.
+        """
+        storage = volume.GetStorageNode()
+        name = storage.GetFileName() if storage is not None else None
+        if not name:
+            return None
+        loaded = Path(name).resolve()
+        return next((p for p in self.load().unlabeled if p.resolve() == loaded), None)
 
     def add_unlabeled_from_scene(self, volume) -> Path:
         """Write the volume as a new unlabeled case."""
@@ -179,6 +203,18 @@ class DatasetFolder:
     def add_unlabeled_file(self, image: str | os.PathLike) -> None:
         read_image(image)  # refuses unreadable / non-3D files with a clear message
         dtc_manifest.add_unlabeled(self.manifest_path, image)
+
+
+def _require_unchanged(path: Path, image: np.ndarray, geometry: Geometry) -> None:
+    """DTCError unless the file at ``path`` holds ``image`` (X, Y, Z) with ``geometry`` (the scene's copy)."""
+    on_disk, disk_geometry = read_image(path)
+    same = (on_disk.shape == image.shape and np.array_equal(on_disk, image.astype(on_disk.dtype))
+            and all(np.allclose(getattr(disk_geometry, k), getattr(geometry, k), rtol=0, atol=1e-5)
+                    for k in ("spacing", "origin", "direction")))
+    if not same:
+        raise DTCError(f"the volume differs from the file it was loaded from ({path}, an unlabeled scan of the "
+                       "dataset): its voxels or geometry changed in the scene; rename the volume to add it as a "
+                       "new labeled case, or reload the file")
 
 
 def _native_array(volume) -> tuple[np.ndarray, Geometry]:

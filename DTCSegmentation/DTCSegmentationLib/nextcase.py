@@ -21,6 +21,11 @@ SCORE_TOOLTIP = ("Mean disagreement between the segmentation and the level-set h
                  "Higher: the model is less sure of this scan, so correcting it teaches the model more.")
 
 
+# Scans to correct before the next fine-tune: the annotation-loop study's k (bench/annotation_loop.py, issue 24;
+# bench/RESULTS.md, "The annotation loop"), where each round of 2 corrections and a short fine-tune gained.
+SUGGESTED_PER_ROUND = 2
+
+
 def score_text(score: float) -> str:
     """A disagreement score as shown in the table: :data:`SCORE_DIGITS` significant digits."""
     return f"{float(score):.{SCORE_DIGITS}g}"
@@ -36,11 +41,29 @@ def ranked_note(ranking: list, seconds: float) -> str:
             median = statistics.median(s for _, s in ranking)
             text += f" (median of the {len(ranking)}: {score_text(median)})"
         text += "."
+    if len(ranking) > 1:
+        text += (f" Correct the top {min(SUGGESTED_PER_ROUND, len(ranking))}, add each as a labeled example, "
+                 "then fine-tune and rank again.")
     return text
+
+
+def still_unlabeled(ranking: list, unlabeled: list) -> list:
+    """The ranking ([(path, score)] highest first) without the scans no longer in ``unlabeled`` (paths)."""
+    keep = {Path(p).resolve() for p in unlabeled}
+    return [(path, score) for path, score in ranking if Path(path).resolve() in keep]
+
+
+def pruned_note(ranking: list, labeled_since_rank: int) -> str:
+    """The status after a ranked scan was added as labeled: what comes next (``ranking``: what is left)."""
+    text = f"{labeled_since_rank} ranked scan{'s' if labeled_since_rank != 1 else ''} labeled since the ranking."
+    if labeled_since_rank >= SUGGESTED_PER_ROUND or not ranking:
+        return text + " Fine-tune now, then rank again: the model has not learned from them yet."
+    path, score = ranking[0]
+    return text + f" Next case: {Path(path).name}, mean disagreement {score_text(score)}."
 
 
 def loaded_note(ranking: list) -> str:
     """The status after loading the top-ranked scan: which one and why it was suggested."""
     path, score = ranking[0]
     return (f"Loaded {Path(path).name}: mean disagreement {score_text(score)}, the highest of the "
-            f"{len(ranking)} ranked. Segment it, correct it, then add it as a labeled example.")
+            f"{len(ranking)} ranked and still unlabeled. Segment it, correct it, then add it as a labeled example.")

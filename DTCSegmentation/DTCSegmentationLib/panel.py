@@ -59,7 +59,8 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._curve = None
         self._plotView = None
         self._lastCancelledRun = None
-        self._ranking = []
+        self._ranking = []  # [(path, mean disagreement)] highest first, the scans still unlabeled
+        self._rankedCount = 0  # scans in the last ranking
         self._segmentTarget = None
         self._roiSize = None  # mm x y z of the model's training scans, for the "Add ROI box" button
         self._timer = qt.QTimer()

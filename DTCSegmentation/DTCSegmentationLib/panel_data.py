@@ -36,6 +36,7 @@ class DataSection:
             image, _ = self.logic.addLabeledExample(p.datasetFolder, p.inputVolume, p.segmentation, table)
             self.refreshDataset()
             self.ui.datasetStatusLabel.text += f" (saved {image.name})"
+            self._pruneRanking(self.logic.loadDataset(p.datasetFolder).unlabeled)  # a ranked scan, now labeled
 
     def onAddLabeledFiles(self):
         image = qt.QFileDialog.getOpenFileName(None, "Image", "", VOLUME_FILTER)

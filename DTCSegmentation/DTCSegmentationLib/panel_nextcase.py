@@ -34,20 +34,32 @@ class NextCaseSection:
     def _endRank(self, job, event):
         label = self.ui.rankStatusLabel
         if self._succeeded(job, event, label, "Ranking"):
-            self._ranking = job.ranking
-            self.ui.rankingTable.setRowCount(len(job.ranking))
-            for row, (path, score) in enumerate(job.ranking):
-                name, value = qt.QTableWidgetItem(Path(path).name), qt.QTableWidgetItem(nextcase.score_text(score))
-                name.setToolTip(str(path))
-                value.setToolTip(nextcase.SCORE_TOOLTIP)
-                self.ui.rankingTable.setItem(row, 0, name)
-                self.ui.rankingTable.setItem(row, 1, value)
+            self._ranking, self._rankedCount = list(job.ranking), len(job.ranking)
+            self._showRanking()
             label.text = nextcase.ranked_note(job.ranking, job.elapsed_s)
+
+    def _showRanking(self):
+        self.ui.rankingTable.setRowCount(len(self._ranking))
+        for row, (path, score) in enumerate(self._ranking):
+            name, value = qt.QTableWidgetItem(Path(path).name), qt.QTableWidgetItem(nextcase.score_text(score))
+            name.setToolTip(str(path))
+            value.setToolTip(nextcase.SCORE_TOOLTIP)
+            self.ui.rankingTable.setItem(row, 0, name)
+            self.ui.rankingTable.setItem(row, 1, value)
+
+    def _pruneRanking(self, unlabeled):
+        """Drop ranked scans no longer unlabeled (added as labeled examples): the next one moves to the top."""
+        kept = nextcase.still_unlabeled(self._ranking, unlabeled)
+        if len(kept) != len(self._ranking):
+            self._ranking = kept
+            self._showRanking()
+            self.ui.rankStatusLabel.text = nextcase.pruned_note(kept, self._rankedCount - len(kept))
 
     def onLoadTop(self):
         with slicer.util.tryWithErrorDisplay("Could not load the volume."):
             if not self._ranking:
-                raise DTCError("nothing is ranked yet; click 'Rank unlabeled volumes' first")
+                raise DTCError("nothing is ranked (or every ranked scan is labeled now); click 'Rank unlabeled "
+                               "volumes' first")
             node = slicer.util.loadVolume(self._ranking[0][0])
             self._parameterNode.inputVolume = node
             self.ui.rankStatusLabel.text = nextcase.loaded_note(self._ranking)
