@@ -1,11 +1,12 @@
 """Which per-scan score best finds the scans a model segments worst? (issue 24: the Next case signal)
 
     python bench/rank_signals.py MODEL [--data ../shared/data/la2018] [--list train.list] [--skip 4]
-        [--k 2 10] [--json F]
+        [--picks DIR/round_R/picks.json] [--k 2 10] [--json F]
 
 For every case of the list (after the first ``--skip``: by default the 76 scans the annotation-loop study
-starts with unlabeled), the model segments the scan as ``dtc rank`` does (windows, overlap
-``RANK_OVERLAP``) and each candidate score is computed from that one prediction:
+starts with unlabeled; with ``--picks``, the unlabeled scans after that round of the study), the model
+segments the scan as ``dtc rank`` does (windows, overlap ``RANK_OVERLAP``) and each candidate score is
+computed from that one prediction:
 
 - ``mean``: mean |p_seg - p_levelset| over the scan, what ``dtc rank`` and the panel's Next case use;
 - ``frac50``: fraction of voxels where the two heads disagree by more than 0.5 (they call opposite labels);
@@ -22,6 +23,7 @@ score next to the pool's mean (the scans a round would reveal: lower means the s
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data", type=Path, default=_common.DEFAULT_DATA)
     p.add_argument("--list", default="train.list")
     p.add_argument("--skip", type=int, default=4, help="leave out the list's first N cases (the labeled ones)")
+    p.add_argument("--picks", type=Path, help="an annotation-loop picks.json: its unlabeled scans are the pool")
     p.add_argument("--k", type=int, nargs="+", default=[2, 10], help="top-k sizes to report")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     model, config = load_model(str(args.model), device)
     config.infer.overlap = RANK_OVERLAP
     rows = []
-    cases = _common.read_list(args.data, args.list)[args.skip:]
+    cases = (json.loads(args.picks.read_text())["unlabeled"] if args.picks
+             else _common.read_list(args.data, args.list)[args.skip:])
     for i, case in enumerate(cases):
         image_path, label_path = _common.case_files(args.data, case)
         image, geometry = read_image(image_path)
