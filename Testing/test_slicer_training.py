@@ -121,7 +121,7 @@ def test_failed_job_reports_the_error_line(tmp_path):
 
 
 def test_finetune_length_and_patch_come_from_the_panel_and_the_model(slicer_scene, dtc_module, tiny_model, tmp_path):
-    # "Train for 20 min" reaches the trainer as a time limit (0 = off: the iterations count); a fine-tune keeps
+    # "Train for 10 min" reaches the trainer as a time limit (0 = off: the iterations count); a fine-tune keeps
     # the model's patch and grid (its plan), a training from scratch takes the panel's patch.
     logic = dtc_module.DTCSegmentationLogic()
     p = logic.getParameterNode()
@@ -130,9 +130,9 @@ def test_finetune_length_and_patch_come_from_the_panel_and_the_model(slicer_scen
     p.patchX, p.patchY, p.patchZ = 64, 64, 48
     _add_labeled_example(slicer_scene, logic, p.datasetFolder)
 
-    assert p.timeLimitMinutes == 20  # the panel's default
+    assert p.timeLimitMinutes == 10  # the panel's default (the annotation-loop study's fine-tune, with margin)
     request = logic.trainingRequest(p)
-    assert request.config["train"]["time_limit_minutes"] == 20.0
+    assert request.config["train"]["time_limit_minutes"] == 10.0
     assert request.config["train"]["patch"] == [16, 16, 16]  # the tiny model's own patch
     p.timeLimitMinutes = 0
     assert logic.trainingRequest(p).config["train"]["time_limit_minutes"] is None

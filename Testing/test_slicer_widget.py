@@ -201,7 +201,7 @@ def test_annotator_flow_finetune_cancel_resume_rank(panel, models_folder, tmp_pa
     p.patchX = p.patchY = p.patchZ = 16  # parameter node -> widgets through connectGui
     assert w.ui.patchXSpinBox.value == 16
     p.labeledBatch, p.unlabeledBatch, p.iterations = 1, 1, 100000
-    assert w.ui.timeLimitSpinBox.value == 20  # "Train for: 20 min" by default
+    assert w.ui.timeLimitSpinBox.value == 10  # "Train for: 10 min" by default
     w.ui.timeLimitSpinBox.value = 0  # off: the iterations count (widget -> parameter node)
     assert p.timeLimitMinutes == 0
     w.ui.trainButton.click()

@@ -3,9 +3,10 @@
 Dice is the mean over the 20 ``test.list`` scans with the largest connected component (the bundled
 model's post-processing; without it in brackets). CPU minutes of a round are its ranking and its
 fine-tune (user + system time of their process trees); scoring is the study's own cost and is not
-counted. Cumulative minutes include the shared first model. The noise of a round's Dice change is the
-standard error of the paired per-case change (SE); a round is worse "beyond the noise" when its change
-is below ``-NOISE_SE x SE``. A partial study reports the rounds finished so far.
+counted. Cumulative minutes include the shared first model. A round's Dice change has two sources of noise:
+which test cases (the standard error SE of the paired per-case change) and the fine-tune's own randomness
+(:data:`SEED_NOISE`, measured); a round is worse "beyond the noise" when its change is below
+``-NOISE_SE x sqrt(SE^2 + SEED_NOISE^2)``. A partial study reports the rounds finished so far.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ import numpy as np
 import _common
 import few_label_la
 
-NOISE_SE = 2.0  # our threshold: a change beyond 2 standard errors (~95 %) is more than case-to-case noise
+NOISE_SE = 2.0  # our threshold: a change beyond 2 standard errors (~95 %) is more than noise
+# Points between two training seeds of one fine-tune on the same data and model (the study's round 6 of the
+# disagreement arm, seeds 1337 and 2: 86.58 and 87.30 %, bench/RESULTS.md): one pair, a rough standard deviation
+# of a round's change from the fine-tune's randomness alone, which the per-case SE does not see.
+SEED_NOISE = 0.72
 BUNDLED = (16, 134.0, 88.06)  # the bundled model: labeled scans, CPU minutes, test Dice % (bench/RESULTS.md)
 GOAL_GAIN, GOAL_DICE = 1.0, 87.0  # issue 24: disagreement beats random by >= 1 point; >= 87 % at 16 labeled
 
@@ -103,15 +108,20 @@ def goals(study, data: dict, n: int) -> str:
     lines = ["Goals (issue 24):\n"]
     worse = [f"{a} round {row['round']} ({row['change']['mean']:+.2f} ± {row['change']['se']:.2f})"
              for a, rows in data.items() for row in rows[1:n]
-             if row["change"]["mean"] < -NOISE_SE * row["change"]["se"]]
-    lines.append(f"- no round worse than the one before beyond {NOISE_SE:g} SE: "
+             if row["change"]["mean"] < -NOISE_SE * float(np.hypot(row["change"]["se"], SEED_NOISE))]
+    lines.append(f"- no round worse than the one before beyond the noise ({NOISE_SE:g} x sqrt(SE^2 + "
+                 f"{SEED_NOISE:g}^2): SE of the cases and {SEED_NOISE:g} points of training-seed noise): "
                  + ("yes" if not worse else "no: " + ", ".join(worse)))
     randoms = _random_names(study)
     if n > 1 and randoms and "disagreement" in data:
         gain = np.mean([data["disagreement"][i]["dice"] - np.mean([data[a][i]["dice"] for a in randoms])
                         for i in range(1, n)])
+        per_seed = ", ".join(
+            f"{a} {np.mean([data['disagreement'][i]['dice'] - data[a][i]['dice'] for i in range(1, n)]):+.2f}"
+            for a in randoms)
         lines.append(f"- disagreement minus random (mean of the seeds), averaged over rounds 1-{n - 1}: "
-                     f"{gain:+.2f} points (goal >= {GOAL_GAIN:+g}: {'met' if gain >= GOAL_GAIN else 'not met'})")
+                     f"{gain:+.2f} points (goal >= {GOAL_GAIN:+g}: {'met' if gain >= GOAL_GAIN else 'not met'}; "
+                     f"against each seed: {per_seed})")
     last = data.get("disagreement", [])[n - 1] if data else None
     if last is not None:
         lines.append(f"- disagreement arm at {last['labeled']} labeled: {last['dice']:.2f} % after "
