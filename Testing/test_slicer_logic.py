@@ -166,7 +166,7 @@ def test_a_ranked_unlabeled_scan_once_corrected_becomes_its_labeled_pair(slicer_
     stamp = image.stat().st_mtime_ns
     loaded = slicer.util.loadVolume(str(image))  # what "Load the top-ranked volume" does
     seg, truth = corrected_segmentation(slicer_scene, loaded)
-    assert logic.addLabeledExample(ds, loaded, seg) == (image, ds / "labels" / "Case_B.nrrd")
+    assert logic.addLabeledExample(ds, loaded, seg, loadedFrom=str(image)) == (image, ds / "labels" / "Case_B.nrrd")
     assert image.stat().st_mtime_ns == stamp  # the scan's file is kept as it was
     assert np.array_equal(read_xyz(ds / "labels" / "Case_B.nrrd")[0], truth.transpose(2, 1, 0))
     manifest = json.loads((ds / "manifest.json").read_text())
@@ -176,12 +176,12 @@ def test_a_ranked_unlabeled_scan_once_corrected_becomes_its_labeled_pair(slicer_
     changed = slicer.util.loadVolume(str(ds / "images" / "Case_C.nrrd"))
     slicer.util.updateVolumeFromArray(changed, slicer.util.arrayFromVolume(changed) + 1)
     with pytest.raises(dtc_module.DTCError, match=r"differs from the file it was loaded from .*Case_C\.nrrd"):
-        logic.addLabeledExample(ds, changed, seg)
+        logic.addLabeledExample(ds, changed, seg, loadedFrom=str(ds / "images" / "Case_C.nrrd"))
     assert json.loads((ds / "manifest.json").read_text()) == manifest
     assert not (ds / "labels" / "Case_C.nrrd").exists()
 
     changed.SetName("Case C edited")  # the fix the message names: a new case; the scan still leaves the pool
-    image_c, _ = logic.addLabeledExample(ds, changed, seg)
+    image_c, _ = logic.addLabeledExample(ds, changed, seg, loadedFrom=str(ds / "images" / "Case_C.nrrd"))
     assert image_c == ds / "images" / "Case_C_edited.nrrd" and (ds / "images" / "Case_C.nrrd").is_file()
     assert json.loads((ds / "manifest.json").read_text())["unlabeled"] == ["images/Case_D.nrrd"]
 

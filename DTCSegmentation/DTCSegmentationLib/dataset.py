@@ -4,7 +4,7 @@ The manifest is the one ``dtc train`` reads (DTCCore.manifest). Adding a case wr
 the label with ``DTCCore.io.write_image`` (temp file + rename), then appends to the manifest with
 ``DTCCore.manifest.add_labeled`` (also atomic), so a crash never leaves a half-written file or a
 manifest naming a missing one. A case already present is refused, never overwritten. A scan loaded from one
-of the dataset's unlabeled entries (the annotation loop's Next case) becomes that entry's labeled pair: it
+of the dataset's unlabeled entries by the annotation loop's Next case becomes that entry's labeled pair: it
 leaves the unlabeled list in the same manifest write, and a file inside the dataset is kept as the pair's
 image (refused if the scene's copy has changed since it was loaded).
 
@@ -132,9 +132,13 @@ class DatasetFolder:
             return table, source, own[:1] if len(own) == 1 else None
         return table, source, table
 
-    def add_labeled_from_scene(self, volume, label_node, table: list[dict[str, Any]] | None = None
-                               ) -> tuple[Path, Path]:
+    def add_labeled_from_scene(self, volume, label_node, table: list[dict[str, Any]] | None = None,
+                               loaded_from: str | os.PathLike | None = None) -> tuple[Path, Path]:
         """Write the volume and its label (on the volume's exact grid) as a new labeled case.
+
+        ``loaded_from``: the file the volume was loaded from (the panel's Load the top-ranked volume); when it is
+        one of the dataset's unlabeled scans, the pair replaces that entry (``manifest.add_labeled(replaces=)``)
+        and a file inside the dataset is kept as the pair's image.
 
         ``table``: the label table (DTCCore.labels) of the model the example is for; the label file holds
         its values, segments matched by name or terminology (:mod:`.labelexport`). None: the dataset's
@@ -143,7 +147,7 @@ class DatasetFolder:
         require_scalar_volume(volume)
         target, source, new_table = self._target_table(label_node, table)
         label = labelexport.label_array(label_node, volume, target, source)
-        unlabeled = self.unlabeled_source(volume)
+        unlabeled = self.unlabeled_entry(loaded_from)
         image_path, label_path = self._new_paths(case_name_from_node(volume), labeled=True, replacing=unlabeled)
         image, geometry = _native_array(volume)
         files = [(label_path, label)]
@@ -166,17 +170,11 @@ class DatasetFolder:
             raise
         return image_path, label_path
 
-    def unlabeled_source(self, volume) -> Path | None:
-        """The dataset's unlabeled entry ``volume`` was loaded from (its storage node's file), or None.
-
-        The annotation loop loads a ranked unlabeled scan (Next case), corrects it and adds it as labeled:
-        that scan then leaves the unlabeled list (:meth:`add_labeled_from_scene`), so it is not ranked again.
-        """
-        storage = volume.GetStorageNode()
-        name = storage.GetFileName() if storage is not None else None
-        if not name:
+    def unlabeled_entry(self, path: str | os.PathLike | None) -> Path | None:
+        """The manifest's unlabeled entry that is the file ``path`` (resolved paths), or None."""
+        if not path:
             return None
-        loaded = Path(name).resolve()
+        loaded = Path(path).resolve()
         return next((p for p in self.load().unlabeled if p.resolve() == loaded), None)
 
     def add_unlabeled_from_scene(self, volume) -> Path:

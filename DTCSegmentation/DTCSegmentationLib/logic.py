@@ -199,16 +199,19 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         return self.writeResults(volume, job.result, table, output)
 
     # ---- training data ----
-    def addLabeledExample(self, datasetFolder, volume, segmentationNode, table: list | None = None
-                          ) -> tuple[Path, Path]:
+    def addLabeledExample(self, datasetFolder, volume, segmentationNode, table: list | None = None,
+                          loadedFrom: str | None = None) -> tuple[Path, Path]:
         """Write the scan and its label as a new labeled case; returns (image path, label path).
 
         ``table``: the label table of the model the example is for (``dtc info``'s ``labels``): the label
         file holds its values, each segment matched by name or terminology, and a segmentation that does
         not fit it is refused (:mod:`.labelexport`). None: the dataset's ``labels.json``, else the segments
         in their order. The dataset's ``labels.json`` is written by the first example (:mod:`.dataset`).
+        ``loadedFrom``: the file the volume was loaded from by Next case; an unlabeled scan of the dataset then
+        becomes this labeled pair (it leaves the unlabeled list).
         """
-        return dataset.DatasetFolder(datasetFolder).add_labeled_from_scene(volume, segmentationNode, table)
+        return dataset.DatasetFolder(datasetFolder).add_labeled_from_scene(volume, segmentationNode, table,
+                                                                           loadedFrom)
 
     def addUnlabeledVolumes(self, datasetFolder, volumes) -> list[Path]:
         folder = dataset.DatasetFolder(datasetFolder)

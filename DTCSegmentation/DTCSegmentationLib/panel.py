@@ -61,6 +61,7 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._lastCancelledRun = None
         self._ranking = []  # [(path, mean disagreement)] highest first, the scans still unlabeled
         self._rankedCount = 0  # scans in the last ranking
+        self._rankedSource = {}  # volume node ID -> the ranked unlabeled file Load the top-ranked volume read
         self._segmentTarget = None
         self._roiSize = None  # mm x y z of the model's training scans, for the "Add ROI box" button
         self._timer = qt.QTimer()

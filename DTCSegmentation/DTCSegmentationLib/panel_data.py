@@ -33,7 +33,8 @@ class DataSection:
             p = self._parameterNode
             # fine-tuning the current model: the label holds its label values; from scratch the dataset's own
             table = self._labelTable(p.modelPath) if p.startFrom == "current model" else None
-            image, _ = self.logic.addLabeledExample(p.datasetFolder, p.inputVolume, p.segmentation, table)
+            loaded = self._rankedSource.get(p.inputVolume.GetID()) if p.inputVolume is not None else None
+            image, _ = self.logic.addLabeledExample(p.datasetFolder, p.inputVolume, p.segmentation, table, loaded)
             self.refreshDataset()
             self.ui.datasetStatusLabel.text += f" (saved {image.name})"
             self._pruneRanking(self.logic.loadDataset(p.datasetFolder).unlabeled)  # a ranked scan, now labeled

@@ -61,5 +61,6 @@ class NextCaseSection:
                 raise DTCError("nothing is ranked (or every ranked scan is labeled now); click 'Rank unlabeled "
                                "volumes' first")
             node = slicer.util.loadVolume(self._ranking[0][0])
+            self._rankedSource[node.GetID()] = self._ranking[0][0]  # adding it as labeled moves this entry
             self._parameterNode.inputVolume = node
             self.ui.rankStatusLabel.text = nextcase.loaded_note(self._ranking)
