@@ -14,11 +14,12 @@ VOLUME_FILTER = "Volumes (*.nrrd *.nii *.nii.gz *.mha)"
 
 class DataSection:
     def refreshDataset(self, *args):
+        """Show the dataset folder's manifest; returns it (None when unreadable: the status says why)."""
         try:
             m = self.logic.loadDataset(self._parameterNode.datasetFolder)
         except DTCError as exc:
             self.ui.datasetStatusLabel.text = str(exc)
-            return
+            return None
         self.ui.labeledTable.setRowCount(len(m.labeled))
         for row, pair in enumerate(m.labeled):
             self.ui.labeledTable.setItem(row, 0, qt.QTableWidgetItem(pair.image.name))
@@ -27,6 +28,7 @@ class DataSection:
         for path in m.unlabeled:
             self.ui.unlabeledList.addItem(path.name)
         self.ui.datasetStatusLabel.text = f"{len(m.labeled)} labeled, {len(m.unlabeled)} unlabeled"
+        return m
 
     def onAddLabeled(self):
         with slicer.util.tryWithErrorDisplay("Could not add the labeled example.", waitCursor=True):
@@ -35,9 +37,10 @@ class DataSection:
             table = self._labelTable(p.modelPath) if p.startFrom == "current model" else None
             loaded = self._rankedSource.get(p.inputVolume.GetID()) if p.inputVolume is not None else None
             image, _ = self.logic.addLabeledExample(p.datasetFolder, p.inputVolume, p.segmentation, table, loaded)
-            self.refreshDataset()
+            m = self.refreshDataset()
             self.ui.datasetStatusLabel.text += f" (saved {image.name})"
-            self._pruneRanking(self.logic.loadDataset(p.datasetFolder).unlabeled)  # a ranked scan, now labeled
+            if m is not None:
+                self._pruneRanking(m.unlabeled)  # a ranked scan, now labeled, leaves the ranking
 
     def onAddLabeledFiles(self):
         image = qt.QFileDialog.getOpenFileName(None, "Image", "", VOLUME_FILTER)
