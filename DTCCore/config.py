@@ -16,18 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
-from .dims import check_dims
 from .errors import DTCError
-from .pools import check_patch
+from .planning.dims import check_dims
+from .planning.pools import check_patch
 
 MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is the full method
 # Device names, the same in the config, every CLI command and the Slicer panel: "auto" (CUDA when present),
 # "cpu", "cuda" (the current GPU) or "cuda:N" (GPU number N).
 DEVICE_CHOICES = ("auto", "cuda", "cpu")  # this order in the panel's device list
 _CUDA_INDEXED = re.compile(r"cuda:\d+")
-# Forward-pass precision (train.precision, infer.precision; precision.py): "auto" = bf16 where the hardware
+# Forward-pass precision (train.precision, infer.precision; runtime/precision.py): "auto" = bf16 where the hardware
 # runs it natively (CUDA with bf16, or a CPU with AVX512-BF16 / AMX), else fp32; "fp32"; "bf16" (forced).
 PRECISIONS = ("auto", "fp32", "bf16")
+LEGACY_TTA = "mirror"  # infer.mirror of configs before test-time augmentation was named "tta" (same meaning)
 LEGACY_AMP = "amp"  # train.amp of configs before --precision: false meant fp32 everywhere, true what "auto" means
 
 
@@ -79,11 +80,11 @@ class NetworkConfig:
     num_classes: int = 1  # foreground classes; 1 -> single sigmoid channel as in the reference
     base_filters: int = 16  # reference VNet n_filters=16 -> 9,448,866 parameters (paper: 9.44 M)
     dropout: bool = True  # reference has_dropout=True: Dropout3d(0.5) on bottleneck and last features
-    # How many of the 4 downsamplings halve axis x, y, z (network.py). (4, 4, 4) is the reference VNet;
+    # How many of the 4 downsamplings halve axis x, y, z (model/network.py). (4, 4, 4) is the reference VNet;
     # thick-slice scans pool the slice axis fewer times, later (nnU-Net's anisotropic plans; pools.auto_pools).
     pools: tuple[int, int, int] = (4, 4, 4)
     # 3: the paper's VNet (3x3x3 convolutions); 2: the same network with in-plane (3x3) convolutions, trained on
-    # and run over the slices of the third axis, for thick-slice scans (dims.py; nnU-Net's 2d configuration).
+    # and run over the slices of the third axis, for thick-slice scans (planning/dims.py; nnU-Net's 2d configuration).
     # A 2-D network never pools z: its pools are (PX, PY, 0).
     dims: int = 3
 
@@ -97,7 +98,7 @@ class RecipeConfig:
     consistency_rampup: float = 40.0  # reference --consistency_rampup 40.0 (in ramp units)
     ramp_unit: int = 150  # reference: sigmoid_rampup(iter_num // 150, 40) -> full weight at 6000
     # How T is normalised: "volume" = each side of the signed distance divided by its maximum over the
-    # whole volume, computed once per labeled volume (our default; see levelset.py for why);
+    # whole volume, computed once per labeled volume (our default; see model/levelset.py for why);
     # "patch" = the reference's per-patch min-max (recomputed per batch; for comparison only).
     sdf_normalization: str = "volume"
 
@@ -118,11 +119,11 @@ class TrainConfig:
     log_every: int = 10  # iterations between progress events in log.jsonl
     num_workers: int = 2  # background batch producers (0 = in the training process)
     device: str = "auto"  # DEVICE_CHOICES or cuda:N
-    precision: str = "auto"  # one of PRECISIONS, for the training forward passes (see precision.py)
+    precision: str = "auto"  # one of PRECISIONS, for the training forward passes (see runtime/precision.py)
     deterministic: bool = False  # True: deterministic algorithms (slower; used by resume tests)
     sync_batchnorm: bool = False  # DDP only: SyncBatchNorm across processes
     # Batches over which model.pt's BatchNorm statistics are recomputed for the final weights when training
-    # ends at a high learning rate (trainer.PRECISE_BN_ABOVE_LR; 0: never, as the reference). See precise_bn.py.
+    # ends at a high learning rate (trainer.PRECISE_BN_ABOVE_LR; 0: never, as the reference). See model/batchnorm.py.
     precise_bn_batches: int = 25
     # Wall-clock budget (minutes) for the whole run: the schedule (iterations, lr steps, consistency ramp) is
     # scaled to the iterations that fit, measured on the first iterations (schedule.TimeBudget) and stored
@@ -131,7 +132,7 @@ class TrainConfig:
     schedule_fitted: bool = False  # set by the trainer once the schedule is scaled to the time limit
     checkpoint_minutes: float = 10.0  # our choice: also checkpoint this often, so a slow CPU loses little
     augment: str = AUGMENT_MIRROR  # one of AUGMENT_CHOICES (above); old configs' True/False also load
-    # True: also nnU-Net's in-plane scaling, noise, brightness, contrast and gamma (augment_nnunet.py).
+    # True: also nnU-Net's in-plane scaling, noise, brightness, contrast and gamma (training/augment.py).
     nnunet_augment: bool = False
 
 
@@ -148,13 +149,13 @@ class InferConfig:
     # voxels (else, or on out-of-memory, the windows). ~4-8x faster on a CPU for an LA case; the output
     # differs from the 50%-overlap windows near window borders (bench/RESULTS.md). Off: the paper's windows.
     whole_volume: bool = False
-    # True: test-time augmentation (tta.py): average the probabilities and level sets over the flips the
-    # model was trained with (AUGMENT_FLIP_AXES of its train.augment), nnU-Net's test-time mirroring; a
+    # True: test-time augmentation (inference/tta.py): average the probabilities and level sets over the flips
+    # the model was trained with (AUGMENT_FLIP_AXES of its train.augment), nnU-Net's test-time mirroring; a
     # "no-mirror" model averages over its in-plane turns instead (tta.tta_turns), "none" over nothing. Up
-    # to 4x the time. Set by dtc segment --tta (old name --mirror). The key keeps its old name "mirror":
-    # saved models (the bundled one included) store it, and scripts and tests read config.infer.mirror.
-    mirror: bool = False
-    precision: str = "auto"  # one of PRECISIONS, for the inference forward passes (see precision.py)
+    # to 4x the time. Set by dtc segment --tta (old name --mirror). Configs saved before the name was
+    # "tta" (the bundled model's among them) store it as infer.mirror: from_dict reads that (LEGACY_TTA).
+    tta: bool = False
+    precision: str = "auto"  # one of PRECISIONS, for the inference forward passes (see runtime/precision.py)
 
 
 # The model plan: the grid a model works on. nnU-Net's "3d_lowres" idea: a coarser spacing than the scans
@@ -167,7 +168,7 @@ NORMALIZATIONS = ("zscore",)  # per-volume z-score (the reference LA preprocessi
 @dataclass
 class PlanConfig:
     # Spacing (mm per axis x, y, z) of the grid the model trains and predicts on; None = each scan's own
-    # grid, unresampled (the paper's protocol). Set by ``dtc train --spacing`` (see plan.py for "auto").
+    # grid, unresampled (the paper's protocol). Set by ``dtc train --spacing`` (see planning/spacing.py for "auto").
     spacing: tuple[float, float, float] | None = None
     normalization: str = "zscore"
 
@@ -189,7 +190,7 @@ class DTCConfig:
         if not isinstance(d, dict):
             raise DTCError("config must be a JSON object with sections network/recipe/train/infer")
         out = cls()
-        d = _migrate_amp(d, out)
+        d = _migrate_tta(_migrate_amp(d, out))
         for section, value in d.items():
             if section not in _SECTIONS:
                 raise DTCError(f"unknown config section {section!r}; expected one of {sorted(_SECTIONS)}")
@@ -275,6 +276,16 @@ class DTCConfig:
 
 
 _SECTIONS = {f.name for f in dataclasses.fields(DTCConfig)}
+
+
+def _migrate_tta(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with an older config's ``infer.mirror`` renamed ``infer.tta`` (both given: an error naming them)."""
+    infer = d.get("infer")
+    if not isinstance(infer, dict) or LEGACY_TTA not in infer:
+        return d
+    if "tta" in infer:
+        raise DTCError(f"config infer.{LEGACY_TTA} is the old name of infer.tta; give only infer.tta")
+    return {**d, "infer": {("tta" if k == LEGACY_TTA else k): v for k, v in infer.items()}}
 
 
 def _migrate_amp(d: dict[str, Any], out: DTCConfig) -> dict[str, Any]:

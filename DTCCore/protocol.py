@@ -38,7 +38,7 @@ One JSON object per line on stdout, flushed at once, the name under the key ``"e
     config, the model card's keys and training_extent_mm (one per model); ``model-error``: path, error
     (an unreadable model; the command goes on); ``device`` (with ``--device``): requested, resolved,
     description, cuda_available, why_no_gpu.
-``dtc train --jsonl`` (the same records go to the run folder's ``log.jsonl``, :mod:`DTCCore.runlog`)
+``dtc train --jsonl`` (the same records go to the run folder's ``log.jsonl``, :mod:`DTCCore.training.runlog`)
     ``start``: total, start_iteration, device, precision, labeled, unlabeled, world_size, threads;
     ``progress``: iteration, total, losses ({name: value for name in :data:`LOSS_NAMES`}), lr, lambda,
     elapsed_s, eta_s; ``checkpoint``: iteration, path; ``message``: text;
@@ -127,7 +127,7 @@ class JobState:
     FAILED = "failed"
 
 
-# Keys of a training progress event's "losses" (the names DTCCore.losses.compute_losses returns them under)
+# Keys of a training progress event's "losses" (the names DTCCore.model.losses.compute_losses returns them under)
 LOSS_NAMES = ("total", "dice", "lsf", "consistency")
 
 # ---- files ------------------------------------------------------------------------------------------

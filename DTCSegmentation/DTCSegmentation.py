@@ -92,7 +92,7 @@ class DTCSegmentationTest(ScriptedLoadableModuleTest):
 
     def test_results_and_dataset(self):
         self.delayDisplay("Result nodes from a stored prediction (no torch needed)")
-        from DTCCore.labels import LEFT_ATRIUM
+        from DTCCore.data.labels import LEFT_ATRIUM
         from DTCSegmentationLib.segmentjob import SegmentResult
 
         volume, kji, ijkToRas = self.makeVolume()
@@ -119,7 +119,7 @@ class DTCSegmentationTest(ScriptedLoadableModuleTest):
         self.delayDisplay("Add the segmentation as a labeled example, twice")
         tmp = Path(tempfile.mkdtemp(prefix="DTCSegmentationTest-"))
         imagePath, labelPath = logic.addLabeledExample(tmp / "dataset", volume, nodes.segmentation)
-        from DTCCore.io import read_image
+        from DTCCore.data.images import read_image
 
         image, geometry = read_image(imagePath)
         self.assertTrue(np.array_equal(image, kji.transpose(2, 1, 0)))

@@ -45,7 +45,7 @@ def blob_volume(rng: np.random.Generator, shape=BLOB_SHAPE) -> tuple[np.ndarray,
 def write_volume(
     path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=None
 ) -> Path:
-    """Write an (x, y, z) array with SimpleITK (independent of DTCCore.io)."""
+    """Write an (x, y, z) array with SimpleITK (independent of DTCCore.data.images)."""
     import SimpleITK as sitk
 
     img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
@@ -106,8 +106,8 @@ def tiny_model_file(tmp_path: Path) -> Path:
     """A randomly initialised tiny model saved as a checkpoint."""
     import torch
 
-    from DTCCore.checkpoint import save_checkpoint
-    from DTCCore.network import build_network
+    from DTCCore.model.checkpoint import save_checkpoint
+    from DTCCore.model.network import build_network
 
     config = tiny_config()
     torch.manual_seed(0)

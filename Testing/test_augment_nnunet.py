@@ -1,4 +1,4 @@
-"""nnU-Net's scaling and intensity augmentations (DTCCore/augment_nnunet.py) and their use in TrainBatches."""
+"""nnU-Net's scaling and intensity augmentations (DTCCore/training/augment.py) and their use in TrainBatches."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from DTCCore import augment_nnunet as aug
-from DTCCore.data import LabeledCase, TrainBatches, random_crop, volume_sdf
+from DTCCore.training import augment as aug
+from DTCCore.training.batches import LabeledCase, TrainBatches, random_crop, volume_sdf
 
 
 def _seed_where(predicate, limit: int = 5000) -> int:

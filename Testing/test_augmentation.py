@@ -22,8 +22,9 @@ from DTCCore.config import (
     DTCConfig,
     augment_choice,
 )
-from DTCCore.data import LabeledCase, TrainBatches, augment
 from DTCCore.errors import DTCError
+from DTCCore.training.augment import flips_and_turns as augment
+from DTCCore.training.batches import LabeledCase, TrainBatches
 
 DRAWS = 200  # per mode: P(a given one of 8 transforms never drawn) = (7/8)^200 ~ 3e-12
 
@@ -242,10 +243,10 @@ def test_the_side_rule_is_the_truth_in_the_scans_own_orientation():
 
 def _side_dice(tmp_path: Path, mode: str) -> list[float]:
     """Train a tiny 2-class model with augmentation ``mode``; per-class Dice on 2 new scans, own orientation."""
-    from DTCCore.checkpoint import load_model
-    from DTCCore.inference import predict_volume
-    from DTCCore.metrics import evaluate_case
-    from DTCCore.trainer import train
+    from DTCCore.evaluation.metrics import evaluate_case
+    from DTCCore.inference.predict import predict_volume
+    from DTCCore.model.checkpoint import load_model
+    from DTCCore.training.trainer import train
 
     rng = np.random.default_rng(0)
     data = tmp_path / "data"

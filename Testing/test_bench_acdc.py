@@ -96,12 +96,12 @@ def test_train_acdc_tiny_reports_every_class(tmp_path, capsys):
 def _check_mirror_assessment(train_acdc, data: Path, tmp_path: Path) -> None:
     """--assess --mirror --json: scores of test-time augmentation (here the no-mirror model's four turns)
     written to a new file; the scored result is untouched. Oracle: DTCCore's predict_volume with
-    infer.mirror on, scored with MedPy's dc directly."""
+    infer.tta on, scored with MedPy's dc directly."""
     from medpy.metric.binary import dc
 
-    from DTCCore.checkpoint import load_model
-    from DTCCore.inference import predict_volume
-    from DTCCore.io import read_image, read_label
+    from DTCCore.data.images import read_image, read_label
+    from DTCCore.inference.predict import predict_volume
+    from DTCCore.model.checkpoint import load_model
 
     before = (tmp_path / "dtc.json").read_text()
     tta = train_acdc.main(["--data", str(data), "--assess", str(tmp_path / "dtc.json"), "--mirror",
@@ -114,7 +114,7 @@ def _check_mirror_assessment(train_acdc, data: Path, tmp_path: Path) -> None:
     truth = read_label(data / "patient004" / "label.nrrd", geometry, image.shape, 3)
     config.infer.largest_component = False
     plain = predict_volume(model, image, config, spacing=geometry.spacing)
-    config.infer.mirror = True
+    config.infer.tta = True
     turned = predict_volume(model, image, config, spacing=geometry.spacing)
     assert np.abs(turned.probability - plain.probability).max() > 1e-4  # the turns changed the output
     for row in (r for r in tta["test_raw"]["rows"] if r["case"] == "patient004"):
@@ -186,7 +186,7 @@ def test_device_acdc_script_ships_both_models_scored_back_here(tmp_path):
     train_acdc = bench_module("train_acdc")
     import torch
 
-    from DTCCore.checkpoint import load_checkpoint
+    from DTCCore.model.checkpoint import load_checkpoint
 
     for mode in ("dtc", "seg"):
         parts = sorted(out.glob(f"acdc_{mode}.pt.part-*"))
@@ -209,9 +209,9 @@ def test_device_acdc_script_ships_both_models_scored_back_here(tmp_path):
 def test_ship_fp16_falls_back_to_the_newest_checkpoint(tmp_path):
     """A run stopped by the device script's timeout has checkpoints but no model.pt: the newest one ships."""
     ship_fp16 = bench_module("ship_fp16")
-    from DTCCore.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
     from DTCCore.config import DTCConfig
-    from DTCCore.network import build_network
+    from DTCCore.model.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+    from DTCCore.model.network import build_network
 
     config = DTCConfig()
     config.network.base_filters = 2

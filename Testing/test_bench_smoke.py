@@ -91,7 +91,7 @@ def test_device_run_script_ships_a_loadable_fp16_model(tmp_path):
     model = tmp_path / "model.pt"
     model.write_bytes(b"".join(p.read_bytes() for p in parts))
     sys.path.insert(0, str(REPO))
-    from DTCCore.checkpoint import load_checkpoint, load_model
+    from DTCCore.model.checkpoint import load_checkpoint, load_model
 
     payload = load_checkpoint(model)
     assert all(v.dtype != __import__("torch").float32 for v in payload["model"].values() if v.is_floating_point())
@@ -107,8 +107,8 @@ def test_fold_batchnorm_keeps_the_eval_output_and_the_callers_model():
     import torch
 
     sys.path.insert(0, str(REPO))
-    from DTCCore.network import DualTaskVNet
-    from DTCCore.precise_bn import fold_batchnorm
+    from DTCCore.model.batchnorm import fold_batchnorm
+    from DTCCore.model.network import DualTaskVNet
 
     torch.manual_seed(0)
     net = DualTaskVNet(base_filters=2)

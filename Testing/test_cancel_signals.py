@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, make_blob_dataset, tiny_config
-from DTCCore.checkpoint import find_latest_checkpoint, load_checkpoint
 from DTCCore.errors import EXIT_CANCELLED
-from DTCCore.runlog import read_log
+from DTCCore.model.checkpoint import find_latest_checkpoint, load_checkpoint
+from DTCCore.training.runlog import read_log
 
 ITERATIONS = 100_000  # never reached: every run here is cancelled after its first progress events
 TIMEOUT_S = 120  # generous: a loaded 2-core CI machine

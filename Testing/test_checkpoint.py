@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from DTCCore.checkpoint import (
+from DTCCore.errors import DTCError
+from DTCCore.model.checkpoint import (
     checkpoint_path,
     find_latest_checkpoint,
     load_checkpoint,
@@ -14,8 +15,7 @@ from DTCCore.checkpoint import (
     read_model_info,
     save_checkpoint,
 )
-from DTCCore.errors import DTCError
-from DTCCore.network import build_network
+from DTCCore.model.network import build_network
 
 
 def _model(filters: int = 2):

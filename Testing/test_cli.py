@@ -42,8 +42,8 @@ def test_help_is_available_for_every_command(capsys):
 
 
 def test_segment_keeps_geometry_and_equals_the_api(tmp_path, tiny_model_file):
-    from DTCCore.checkpoint import load_model
-    from DTCCore.inference import predict_volume
+    from DTCCore.inference.predict import predict_volume
+    from DTCCore.model.checkpoint import load_model
 
     image, _ = blob_volume(np.random.default_rng(5))
     src = write_volume(tmp_path / "scan one.nrrd", image, SPACING, ORIGIN, OBLIQUE)
@@ -87,7 +87,7 @@ def test_segment_errors_are_one_line_and_leave_nothing(tmp_path, tiny_model_file
 
 
 def test_segment_without_bundled_model_says_so(tmp_path, monkeypatch, capsys):
-    import DTCCore.checkpoint as ckpt
+    import DTCCore.model.checkpoint as ckpt
 
     monkeypatch.setattr(ckpt, "DEFAULT_MODEL", tmp_path / "none.pt")
     assert main(["segment", "--sample", "-o", str(tmp_path / "o")]) == 2
@@ -140,8 +140,8 @@ def test_train_command_jsonl_and_errors(tmp_path, capsys):
 def test_segment_multiclass_writes_one_level_set_per_class(tmp_path):
     import torch
 
-    from DTCCore.checkpoint import save_checkpoint
-    from DTCCore.network import build_network
+    from DTCCore.model.checkpoint import save_checkpoint
+    from DTCCore.model.network import build_network
 
     cfg = tiny_config()
     cfg.network.num_classes = 2
@@ -159,7 +159,7 @@ def test_segment_multiclass_writes_one_level_set_per_class(tmp_path):
 def test_bundled_default_model_segments_the_bundled_sample(tmp_path, capsys):
     """The README's main job: the bundled model on the bundled case, checked against the bundled label."""
     from conftest import SAMPLE_LABEL
-    from DTCCore.checkpoint import DEFAULT_MODEL, read_model_info
+    from DTCCore.model.checkpoint import DEFAULT_MODEL, read_model_info
 
     info = read_model_info(DEFAULT_MODEL)
     assert info["config"]["network"]["num_classes"] == 1

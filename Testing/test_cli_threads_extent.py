@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from conftest import REPO, SAMPLE_IMAGE, make_blob_dataset, tiny_config
 from DTCCore.cli import build_parser
-from DTCCore.extent import OVERSIZE_FACTOR, model_training_extent, oversize_axes, training_extent
+from DTCCore.planning.extent import OVERSIZE_FACTOR, model_training_extent, oversize_axes, training_extent
 
 PAD_FACTOR = 3  # the sample padded to 3x its size along x (issue 25's test)
 

@@ -82,8 +82,32 @@ def test_cli_device_names(tmp_path):
 
 def test_override_sets_given_options_only():
     config = DTCConfig()
-    config.override({"train.seed": 7, "infer.mirror": False, "train.patch": None, "recipe.mode": None})
-    assert (config.train.seed, config.infer.mirror) == (7, False)
+    config.override({"train.seed": 7, "infer.tta": False, "train.patch": None, "recipe.mode": None})
+    assert (config.train.seed, config.infer.tta) == (7, False)
     assert config.train.patch == DTCConfig().train.patch and config.recipe.mode == "dtc"  # None: not given
     with pytest.raises(KeyError, match="train.sede"):
         config.override({"train.sede": 1})
+
+
+def test_old_name_of_test_time_augmentation_is_read_as_tta():
+    """Configs saved before the rename store infer.mirror; they load with the same meaning as infer.tta."""
+    for value in (True, False):
+        old = DTCConfig().to_dict()
+        del old["infer"]["tta"]
+        old["infer"]["mirror"] = value
+        assert DTCConfig.from_dict(old).infer.tta is value
+    both = DTCConfig().to_dict()
+    both["infer"]["mirror"] = True
+    with pytest.raises(DTCError, match="infer.mirror is the old name of infer.tta"):
+        DTCConfig.from_dict(both)
+
+
+def test_the_bundled_model_loads_with_its_stored_test_time_augmentation():
+    """The bundled model predates the name tta: its checkpoint stores infer.mirror, and its card (default.json,
+    written by bench/make_default_model.py) says test-time mirroring is on. Loaded, the setting survives."""
+    from DTCCore.model.checkpoint import load_checkpoint
+    from DTCCore.protocol import DEFAULT_MODEL
+
+    card = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text(encoding="utf-8"))
+    assert card["validation"]["mirror"] is True and card["config"]["infer"]["mirror"] is True
+    assert load_checkpoint(DEFAULT_MODEL)["config"].infer.tta is True

@@ -1,4 +1,4 @@
-"""Tests of DTCCore.data: normalisation, crops, augmentation, loading, deterministic batches."""
+"""Tests of DTCCore.training.batches: normalisation, crops, augmentation, loading, deterministic batches."""
 
 from __future__ import annotations
 
@@ -11,19 +11,19 @@ import torch
 from scipy import ndimage
 
 from DTCCore.config import RecipeConfig, TrainConfig
-from DTCCore.data import (
+from DTCCore.data.images import Geometry, write_image
+from DTCCore.data.intensity import normalize
+from DTCCore.data.manifest import load_manifest
+from DTCCore.errors import DTCError
+from DTCCore.training.augment import flips_and_turns as augment
+from DTCCore.training.batches import (
     LabeledCase,
     TrainBatches,
     UnlabeledCase,
-    augment,
     load_cases,
     make_loader,
     random_crop,
 )
-from DTCCore.errors import DTCError
-from DTCCore.intensity import normalize
-from DTCCore.io import Geometry, write_image
-from DTCCore.manifest import load_manifest
 
 
 def _coords(shape) -> np.ndarray:
@@ -227,7 +227,7 @@ def test_loader_workers_do_not_change_batches():
 
 
 def test_patch_normalisation_uses_reference_formula():
-    from DTCCore.levelset import signed_distance_reference
+    from DTCCore.model.levelset import signed_distance_reference
 
     labeled, unlabeled = _cases(classes=2)
     ds = TrainBatches(labeled, unlabeled, _cfg(), RecipeConfig(sdf_normalization="patch"), seed=1)
@@ -235,7 +235,7 @@ def test_patch_normalisation_uses_reference_formula():
     label = b["label"].numpy()
     for c in (1, 2):
         np.testing.assert_allclose(b["sdf"][:, c - 1].numpy(), signed_distance_reference(label == c), atol=0)
-    # sanity, independent of levelset.py: negative deep inside, +1 at the farthest outside voxel per item
+    # sanity, independent of model/levelset.py: negative deep inside, +1 at the farthest outside voxel per item
     for n in range(2):
         for c in (1, 2):
             mask = label[n] == c

@@ -13,10 +13,10 @@ import torch
 from conftest import write_volume
 from DTCCore.cli import main
 from DTCCore.config import DTCConfig
-from DTCCore.dims import SLICE_ANISOTROPY, auto_dims, check_slice_axis, model_grid
 from DTCCore.errors import DTCError
-from DTCCore.levelset import signed_distance_slices
-from DTCCore.network import DualTaskVNet, build_network
+from DTCCore.model.levelset import signed_distance_slices
+from DTCCore.model.network import DualTaskVNet, build_network
+from DTCCore.planning.dims import SLICE_ANISOTROPY, auto_dims, check_slice_axis, model_grid
 
 THICK = (1.5, 1.5, 8.0)  # mm: a short-axis cardiac cine grid (pixels 1.3-1.9 mm, slices 5-10 mm apart)
 _C, _S = math.cos(0.4), math.sin(0.4)
@@ -58,7 +58,7 @@ def test_a_2d_network_sees_each_slice_alone_and_equals_a_per_slice_loop():
 
 
 def test_folded_batchnorm_of_a_2d_network_gives_the_same_outputs():
-    from DTCCore.precise_bn import fold_batchnorm
+    from DTCCore.model.batchnorm import fold_batchnorm
 
     torch.manual_seed(1)
     net = DualTaskVNet(base_filters=4, pools=(4, 4, 0), dims=2)
@@ -182,7 +182,7 @@ def test_a_thick_slice_volume_trains_and_segments_in_2d_with_its_geometry(tmp_pa
     info = json.loads(capsys.readouterr().out.splitlines()[0])
     assert info["plan"]["dims"] == 2 and info["plan"]["pools"] == [4, 4, 0]
 
-    from DTCCore.checkpoint import load_model
+    from DTCCore.model.checkpoint import load_model
 
     net, _ = load_model(model)
     assert isinstance(net, DualTaskVNet) and net.dims == 2
@@ -210,7 +210,7 @@ def test_a_thick_slice_volume_trains_and_segments_in_2d_with_its_geometry(tmp_pa
 def test_a_2d_model_with_a_plan_spacing_resamples_the_plane_only(tmp_path):
     """On a scan of 12 slices 8 mm apart, a 2-D model of plan 2 x 2 x 2 mm predicts 12 slices (the window sees
     the scan's own slices), and the result is on the scan's grid."""
-    from DTCCore.inference import predict_volume
+    from DTCCore.inference.predict import predict_volume
 
     config = DTCConfig()
     config.network.dims, config.network.pools, config.network.base_filters = 2, (4, 4, 0), 2

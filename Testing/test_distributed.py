@@ -28,9 +28,9 @@ import pytest
 import torch
 
 from conftest import REPO, make_blob_dataset, tiny_config
-from DTCCore.checkpoint import find_latest_checkpoint, load_checkpoint
-from DTCCore.runlog import read_log
-from DTCCore.trainer import train
+from DTCCore.model.checkpoint import find_latest_checkpoint, load_checkpoint
+from DTCCore.training.runlog import read_log
+from DTCCore.training.trainer import train
 
 PATCH = (32, 32, 16)  # == the volume size: the random crop is the whole volume
 FIRST_ITERATION_TOL = 1e-6  # measured 0: same items, same initial weights, one step of rounding at most
@@ -159,12 +159,12 @@ def test_a_bad_input_stops_both_ranks_quickly_without_output(tmp_path):
 def test_sync_bn_flag_reaches_the_config_and_is_refused_on_cpu_processes(tmp_path, monkeypatch):
     from DTCCore.cli import build_parser
     from DTCCore.cli.train import build_config
-    from DTCCore.distributed import DistContext
+    from DTCCore.training.distributed import DistContext
 
     args = build_parser().parse_args(["train", "m.json", "-o", "r", "--sync-bn"])
     assert build_config(args).train.sync_batchnorm is True
     assert build_config(build_parser().parse_args(["train", "m.json", "-o", "r"])).train.sync_batchnorm is False
-    import DTCCore.trainer as trainer_module
+    import DTCCore.training.trainer as trainer_module
     from DTCCore.errors import DTCError
 
     fake = DistContext(rank=0, world_size=2, device=torch.device("cpu"))

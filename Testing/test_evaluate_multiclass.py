@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from conftest import write_volume
 from DTCCore.cli import main
-from DTCCore.metrics import label_classes, summarize_by_class
+from DTCCore.evaluation.metrics import label_classes, summarize_by_class
 
 SHAPE = (24, 20, 14)
 SPACING = (0.8, 1.2, 3.0)

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from DTCCore.config import DTCConfig
-from DTCCore.devices import describe_device, resolve_device
 from DTCCore.errors import DTCError
-from DTCCore.inference import Prediction, predict_volume
+from DTCCore.inference.predict import Prediction, predict_volume
+from DTCCore.runtime.devices import describe_device, resolve_device
 
 PATCH = (16, 16, 16)
 K = 1500.0  # paper: inverse transform sigmoid(-k z)
@@ -62,7 +62,7 @@ def volume() -> np.ndarray:
 
 
 def test_shapes_dtypes_and_derived_outputs_with_the_real_network(volume):
-    from DTCCore.network import DualTaskVNet
+    from DTCCore.model.network import DualTaskVNet
 
     torch.manual_seed(0)
     model = DualTaskVNet(1, 1, base_filters=2)
@@ -105,7 +105,7 @@ def test_a_probability_of_exactly_one_half_is_background(volume, mode):
 
 
 def test_roi_restricts_outputs_and_matches_cropped_prediction(volume):
-    from DTCCore.network import DualTaskVNet
+    from DTCCore.model.network import DualTaskVNet
 
     torch.manual_seed(1)
     model = DualTaskVNet(1, 1, base_filters=2)
@@ -132,7 +132,7 @@ def test_roi_normalises_over_the_crop_only():
 
 
 def test_multiclass_shapes_and_argmax():
-    from DTCCore.network import DualTaskVNet
+    from DTCCore.model.network import DualTaskVNet
 
     image = np.random.default_rng(3).normal(size=(18, 17, 16)).astype(np.float32)
     torch.manual_seed(2)
@@ -238,8 +238,8 @@ def test_resolve_and_describe_device(monkeypatch):
 def test_inference_copy_is_reused_until_the_weights_change():
     import torch
 
-    from DTCCore.inference import inference_copy
-    from DTCCore.network import DualTaskVNet
+    from DTCCore.inference.predict import inference_copy
+    from DTCCore.model.network import DualTaskVNet
 
     torch.manual_seed(0)
     model = DualTaskVNet(base_filters=4).eval()

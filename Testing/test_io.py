@@ -1,4 +1,4 @@
-"""Tests of DTCCore.io: geometry round trips, the (x, y, z) convention and every user error."""
+"""Tests of DTCCore.data.images: geometry round trips, the (x, y, z) convention and every user error."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from DTCCore import io
+from DTCCore.data import images as io
+from DTCCore.data.images import Geometry, case_name, read_image, read_label, write_image
 from DTCCore.errors import DTCError
-from DTCCore.io import Geometry, case_name, read_image, read_label, write_image
 
 # An oblique rotation (30 degrees about z, then 20 about x), det +1, so NIfTI can store it as a quaternion.
 _A, _B = math.radians(30), math.radians(20)

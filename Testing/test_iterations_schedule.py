@@ -11,8 +11,8 @@ from DTCCore.cli import build_parser, main
 from DTCCore.cli.train import build_config
 from DTCCore.config import DTCConfig
 from DTCCore.errors import CancelledError, DTCError
-from DTCCore.losses import ramp_weight
-from DTCCore.schedule import TimeBudget, lr_at
+from DTCCore.model.losses import ramp_weight
+from DTCCore.training.schedule import TimeBudget, lr_at
 
 
 def _config(*extra: str, manifest: str = "m.json") -> DTCConfig:
@@ -70,9 +70,9 @@ def test_train_with_iterations_ends_at_full_consistency_and_decayed_lr(tmp_path,
 
 def test_resume_says_when_it_keeps_a_fitted_length(tmp_path):
     """A run fitted to 4 iterations, resumed with --iterations 8: it finishes its own 4 and says why."""
-    from DTCCore.runlog import read_log
-    from DTCCore.schedule import fit_schedule
-    from DTCCore.trainer import train
+    from DTCCore.training.runlog import read_log
+    from DTCCore.training.schedule import fit_schedule
+    from DTCCore.training.trainer import train
 
     manifest = make_blob_dataset(tmp_path / "data", n_labeled=2, n_unlabeled=1)
     first = tiny_config(iterations=6000)

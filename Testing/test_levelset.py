@@ -1,4 +1,4 @@
-"""Tests of DTCCore.levelset: the level-set transform T, its reference per-patch variant and T^-1."""
+"""Tests of DTCCore.model.levelset: the level-set transform T, its reference per-patch variant and T^-1."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from DTCCore.levelset import (
+from DTCCore.model.levelset import (
     inverse_transform,
     signed_distance,
     signed_distance_multiclass,

@@ -1,4 +1,4 @@
-"""Tests of DTCCore.losses against values computed by hand on tiny tensors."""
+"""Tests of DTCCore.model.losses against values computed by hand on tiny tensors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from DTCCore.config import RecipeConfig
 from DTCCore.errors import DTCError
-from DTCCore.losses import compute_losses, consistency_loss, dice_loss, lsf_loss, ramp_weight
+from DTCCore.model.losses import compute_losses, consistency_loss, dice_loss, lsf_loss, ramp_weight
 
 
 def _sig(v: float) -> float:

@@ -1,4 +1,4 @@
-"""Tests of DTCCore.manifest: format, relative paths, validation errors, add_labeled/add_unlabeled."""
+"""Tests of DTCCore.data.manifest: format, relative paths, validation errors, add_labeled/add_unlabeled."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from DTCCore.data.manifest import LabeledPair, Manifest, add_labeled, add_unlabeled, load_manifest, save_manifest
 from DTCCore.errors import DTCError
-from DTCCore.manifest import LabeledPair, Manifest, add_labeled, add_unlabeled, load_manifest, save_manifest
 
 
 def _touch(path: Path) -> Path:

@@ -1,4 +1,5 @@
-"""Tests of DTCCore.metrics (MedPy is the oracle) and DTCCore.postprocess (a naive flood fill is the oracle)."""
+"""Tests of DTCCore.evaluation.metrics (MedPy is the oracle) and DTCCore.inference.postprocess (a naive flood fill
+is the oracle)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 from medpy.metric import binary
 from scipy import ndimage
 
-from DTCCore.metrics import METRICS, evaluate_case, evaluate_multiclass, summarize
-from DTCCore.postprocess import largest_component, largest_component_per_class
+from DTCCore.evaluation.metrics import METRICS, evaluate_case, evaluate_multiclass, summarize
+from DTCCore.inference.postprocess import largest_component, largest_component_per_class
 
 
 def _blob(shape=(24, 20, 16), seed=0, level=0.55) -> np.ndarray:

@@ -17,8 +17,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from conftest import REPO, SAMPLE_IMAGE, bench_module
-from DTCCore.checkpoint import DEFAULT_MODEL, read_model_info
 from DTCCore.cli import main
+from DTCCore.model.checkpoint import DEFAULT_MODEL, read_model_info
 
 CARD = REPO / "DTCCore" / "models" / "default.json"
 CONNECTIVITY_26 = np.ones((3, 3, 3), bool)  # postprocess.largest_component's connectivity

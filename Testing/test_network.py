@@ -1,4 +1,4 @@
-"""Tests of DTCCore.network: the reference dual-task VNet (architecture, heads, dropout, shapes)."""
+"""Tests of DTCCore.model.network: the reference dual-task VNet (architecture, heads, dropout, shapes)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from torch import nn
 
 from DTCCore.config import NetworkConfig
 from DTCCore.errors import DTCError
-from DTCCore.network import DualTaskVNet, build_network, count_parameters
-from DTCCore.pools import stage_strides
+from DTCCore.model.network import DualTaskVNet, build_network, count_parameters
+from DTCCore.planning.pools import stage_strides
 
 
 def _conv(cin: int, cout: int, k: int | tuple[int, int, int]) -> int:

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from conftest import make_blob_dataset, tiny_config, write_volume
-from DTCCore.checkpoint import load_model, save_checkpoint
 from DTCCore.config import DTCConfig
 from DTCCore.errors import DTCError
-from DTCCore.inference import predict_volume
-from DTCCore.network import DualTaskVNet, build_network
-from DTCCore.pools import auto_pools, check_patch, check_pools, fit_patch, size_multiples, stage_strides
-from DTCCore.sliding_window import whole_volume_patch
+from DTCCore.inference.predict import predict_volume
+from DTCCore.inference.sliding_window import whole_volume_patch
+from DTCCore.model.checkpoint import load_model, save_checkpoint
+from DTCCore.model.network import DualTaskVNet, build_network
+from DTCCore.planning.pools import auto_pools, check_patch, check_pools, fit_patch, size_multiples, stage_strides
 
 
 def _naive_auto_pools(spacing: tuple[float, float, float]) -> tuple[int, int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from DTCCore.precise_bn import recompute_batchnorm_stats
+from DTCCore.model.batchnorm import recompute_batchnorm_stats
 
 
 def test_statistics_are_the_average_over_the_batches_without_dropout():

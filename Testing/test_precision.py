@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import make_blob_dataset, tiny_config
-from DTCCore import precision
 from DTCCore.cli import main
 from DTCCore.config import DTCConfig
 from DTCCore.errors import DTCError
+from DTCCore.runtime import precision
 
 # bf16 keeps 8 significant bits (relative rounding 2**-8 = 0.4 %). Measured on the bundled model and the
 # bundled sample case (one 48x48x32 window, no mirroring): label Dice 0.9992, probability mean |diff| 0.0002
@@ -38,7 +38,7 @@ def test_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, native):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_cpu_training_is_fp32_under_auto_and_a_forced_bf16_is_flagged(monkeypatch, native):
-    """bf16 weight gradients turned NaN on an AVX512-BF16 CPU (precision.py): auto trains in fp32 on every CPU,
+    """bf16 weight gradients turned NaN on an AVX512-BF16 CPU (runtime/precision.py): auto trains in fp32 on every CPU,
     and its first line says why where the CPU has native bf16; inference keeps the native rule above."""
     monkeypatch.setattr(precision, "cpu_native_bf16", lambda: native)
     assert precision.resolve_precision("auto", "cpu", training=True) == "fp32"
@@ -86,15 +86,15 @@ def test_config_precision_and_the_older_amp_key():
 def test_bf16_and_fp32_segmentations_agree():
     """The bundled model on one window of the bundled sample case, forced bf16 (emulated where the CPU has
     no native bf16) against fp32."""
-    from DTCCore.checkpoint import load_model
     from DTCCore.cli.segment import SAMPLE_IMAGE
-    from DTCCore.inference import predict_volume
-    from DTCCore.io import read_image
+    from DTCCore.data.images import read_image
+    from DTCCore.inference.predict import predict_volume
+    from DTCCore.model.checkpoint import load_model
 
     image, geometry = read_image(SAMPLE_IMAGE)
     image = image[12:162]  # 93.75 mm in x: one 96 mm window at the model's 2 mm grid
     model, config = load_model(None, torch.device("cpu"))
-    config.infer.mirror = False
+    config.infer.tta = False
     out = {}
     for choice in ("fp32", "bf16"):
         config.infer.precision = choice
@@ -125,12 +125,12 @@ def test_commands_say_which_precision_they_use(tmp_path, capsys, monkeypatch, ti
     manifest = make_blob_dataset(tmp_path / "data", n_labeled=2, n_unlabeled=1)
     cfg = tmp_path / "cfg.json"
     tiny_config(iterations=2).save(cfg)
-    from DTCCore import trainer
+    from DTCCore.training import trainer
 
     used = []  # the dtype each training step's autocast got
 
     def spy(device, dtype):
-        # The steps run in fp32 here: bf16 weight gradients on the CPU can be NaN (precision.py), and what is
+        # The steps run in fp32 here: bf16 weight gradients on the CPU can be NaN (runtime/precision.py), and what is
         # tested is that the forced choice reaches every step; bf16 forward passes are tested above.
         used.append(dtype)
         return precision.autocast(device, None)
@@ -151,9 +151,10 @@ def test_commands_say_which_precision_they_use(tmp_path, capsys, monkeypatch, ti
 def test_a_bf16_step_with_non_finite_gradients_is_redone_in_fp32(tmp_path, monkeypatch):
     """The NaN guard: a bf16 step whose weight gradients are not all finite is redone in fp32 from the same batch
     and dropout masks, before the weights move. Oracle: a plain fp32 run of the same config, bit for bit."""
-    from DTCCore import losses, trainer
-    from DTCCore.checkpoint import checkpoint_path, load_checkpoint
-    from DTCCore.runlog import read_log
+    from DTCCore.model import losses
+    from DTCCore.model.checkpoint import checkpoint_path, load_checkpoint
+    from DTCCore.training import trainer
+    from DTCCore.training.runlog import read_log
 
     manifest = make_blob_dataset(tmp_path / "data", n_labeled=2, n_unlabeled=1)
     used: list = []  # the autocast dtype of every forward pass
@@ -190,7 +191,7 @@ def test_a_bf16_step_with_non_finite_gradients_is_redone_in_fp32(tmp_path, monke
 
 
 def test_finite_gradients():
-    from DTCCore.trainer import finite_gradients
+    from DTCCore.training.trainer import finite_gradients
 
     layer = torch.nn.Linear(3, 2)
     assert finite_gradients(layer)  # no gradients yet

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from DTCCore.preview import LEVELSET_COLOR, SEGMENTATION_COLOR, save_curves, save_preview
+from DTCCore.evaluation.preview import LEVELSET_COLOR, SEGMENTATION_COLOR, save_curves, save_preview
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"  # PNG specification, section 5.2
 

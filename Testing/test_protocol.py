@@ -21,8 +21,9 @@ from DTCCore.cli import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE_DIR = REPO / "DTCSegmentation"
-ENGINE_FILES = sorted((REPO / "DTCCore" / "cli").glob("*.py")) + [REPO / "DTCCore" / f"{n}.py" for n in
-                                                                  ("trainer", "runlog")]
+ENGINE_FILES = sorted((REPO / "DTCCore" / "cli").glob("*.py")) + [
+    REPO / "DTCCore" / "training" / f"{n}.py" for n in ("trainer", "runlog")
+]
 # every file of the module's library, so a renamed or new file cannot fall out of the checks
 SLICER_FILES = sorted((MODULE_DIR / "DTCSegmentationLib").glob("*.py")) + [MODULE_DIR / "DTCSegmentation.py"]
 
@@ -35,7 +36,9 @@ EVENT_NAMES = _names(protocol.Event) | (_names(protocol.JobEvent) - {protocol.Jo
 STATE_NAMES = _names(protocol.JobState)
 
 
-@pytest.mark.parametrize("module", ["DTCCore.protocol", "DTCCore.errors", "DTCCore.runlog", "DTCCore.preview"])
+@pytest.mark.parametrize(
+    "module", ["DTCCore.protocol", "DTCCore.errors", "DTCCore.training.runlog", "DTCCore.evaluation.preview"]
+)
 def test_the_contract_imports_without_torch(module):
     """Slicer's process imports the protocol (and the run log reader) without torch."""
     code = f"import sys, {module}; print('torch' in sys.modules)"
@@ -118,7 +121,8 @@ def test_shared_constants_have_one_owner():
             if value is not None and not isinstance(value, (int, float)) and value in copies:
                 found.append(f"{path.name}:{node.lineno} {value!r}")
     assert found == []
-    from DTCCore import checkpoint, inference
+    from DTCCore.inference import predict as inference
+    from DTCCore.model import checkpoint
 
     assert (checkpoint.CHECKPOINT_DIR, checkpoint.MAGIC, checkpoint.DEFAULT_MODEL) == (
         protocol.CHECKPOINT_DIR, protocol.MODEL_MAGIC, protocol.DEFAULT_MODEL)

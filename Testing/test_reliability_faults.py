@@ -23,17 +23,17 @@ import pytest
 import torch
 
 from conftest import REPO, make_blob_dataset, tiny_config
-from DTCCore.checkpoint import (
+from DTCCore.errors import DTCError
+from DTCCore.model.checkpoint import (
     CHECKPOINT_DIR,
     find_latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
 )
-from DTCCore.errors import DTCError
-from DTCCore.network import build_network
-from DTCCore.runlog import read_log
-from DTCCore.trainer import train
+from DTCCore.model.network import build_network
+from DTCCore.training.runlog import read_log
+from DTCCore.training.trainer import train
 
 KILL_MOMENTS = 2  # 1 SIGTERM + 1 SIGKILL (suite time); the bench (bench/reliability_soak.py) does 50
 

@@ -18,15 +18,15 @@ import SimpleITK as sitk
 import torch
 
 from conftest import blob_volume, make_blob_dataset, tiny_config, write_volume
-from DTCCore import io as dtc_io
-from DTCCore.checkpoint import load_model, save_checkpoint
 from DTCCore.cli import main
 from DTCCore.config import DTCConfig
+from DTCCore.data import images as dtc_io
+from DTCCore.data.images import read_image, write_image
 from DTCCore.errors import DTCError
-from DTCCore.io import read_image, write_image
-from DTCCore.network import build_network
-from DTCCore.runlog import read_log
-from DTCCore.trainer import train
+from DTCCore.model.checkpoint import load_model, save_checkpoint
+from DTCCore.model.network import build_network
+from DTCCore.training.runlog import read_log
+from DTCCore.training.trainer import train
 
 SMALL = (24, 20, 12)  # voxels; smaller than the tiny patch (32, 32, 16) along every axis
 

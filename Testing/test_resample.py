@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from DTCCore.config import DTCConfig
+from DTCCore.data.resample import needs_resampling, resample_label, resize_linear, target_shape
 from DTCCore.errors import DTCError
-from DTCCore.inference import predict_volume
-from DTCCore.metrics import evaluate_case
-from DTCCore.plan import AUTO_MAX_VOXELS, auto_spacing, parse_spacing
-from DTCCore.resample import needs_resampling, resample_label, resize_linear, target_shape
+from DTCCore.evaluation.metrics import evaluate_case
+from DTCCore.inference.predict import predict_volume
+from DTCCore.planning.spacing import AUTO_MAX_VOXELS, auto_spacing, parse_spacing
 
 
 def sphere(shape, spacing, centre_mm, radius_mm) -> np.ndarray:
@@ -211,8 +211,8 @@ def test_cli_segment_with_a_plan_model_keeps_the_input_grid(tmp_path):
     import SimpleITK as sitk
 
     from conftest import tiny_config, write_volume
-    from DTCCore.checkpoint import save_checkpoint
-    from DTCCore.network import build_network
+    from DTCCore.model.checkpoint import save_checkpoint
+    from DTCCore.model.network import build_network
 
     config = tiny_config()
     config.plan.spacing = (2.0, 2.0, 2.0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SAMPLE_IMAGE, make_blob_dataset, tiny_config
-from DTCCore import labels
+from DTCCore.data import labels
 from DTCCore.errors import EXIT_CANCELLED
 
 
@@ -47,7 +47,7 @@ def test_bundled_model_names_the_left_atrium_in_the_dicom_master_list():
     assert context == "Segmentation category and type - DICOM master list"
     assert kind == "SCT^82471001^Left atrium" and category == "SCT^123037004^Anatomical Structure"
     # the plan reported is the checkpoint's own (read here without dtc info)
-    from DTCCore.checkpoint import DEFAULT_MODEL, load_checkpoint
+    from DTCCore.model.checkpoint import DEFAULT_MODEL, load_checkpoint
 
     config = load_checkpoint(DEFAULT_MODEL)["config"]
     assert "validation_dice" in model and model["plan"]["patch"] == list(config.train.patch)

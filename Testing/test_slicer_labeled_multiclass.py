@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import slicer
 
-from DTCCore.labels import LEFT_ATRIUM, write_sidecar
+from DTCCore.data.labels import LEFT_ATRIUM, write_sidecar
 from slicer_harness.fixtures import dtc_module, slicer_scene  # noqa: F401
 from slicer_harness.wrapper_versions import dtc_module_at, slicer_tag  # noqa: F401
 from test_slicer_logic import IJK_TO_RAS, SHAPE_KJI, make_volume, node_ijk_to_ras, read_xyz
@@ -205,8 +205,8 @@ def three_class_models(tmp_path):
     imports torch)."""
     import torch
 
-    from DTCCore import checkpoint, network
     from DTCCore.config import DTCConfig
+    from DTCCore.model import checkpoint, network
 
     torch.manual_seed(0)
     config = DTCConfig.from_dict({"network": {"base_filters": 2, "num_classes": 3}, "train": {"patch": [16, 16, 16]}})

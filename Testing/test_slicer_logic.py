@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
-from DTCCore.labels import LEFT_ATRIUM
+from DTCCore.data.labels import LEFT_ATRIUM
 from DTCCore.protocol import OUTSIDE_LEVELSET
 from slicer_harness.fixtures import REPO, dtc_module, slicer_scene, tiny_model  # noqa: F401
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from DTCCore.data.labels import LEFT_ATRIUM, read_table, sidecar_path, write_sidecar
 from DTCCore.errors import DTCError
-from DTCCore.labels import LEFT_ATRIUM, read_table, sidecar_path, write_sidecar
 from slicer_harness.fixtures import dtc_module, tiny_model  # noqa: F401  (puts DTCSegmentationLib on sys.path)
 
 # isort: split

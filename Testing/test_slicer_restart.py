@@ -32,7 +32,7 @@ def _stopped_run(folder, name, iterations, model=False, mtime=None):
 
 
 def test_the_checkpoint_names_are_the_trainers():
-    from DTCCore import checkpoint
+    from DTCCore.model import checkpoint
 
     assert models.CHECKPOINT_DIR == checkpoint.CHECKPOINT_DIR
     assert models.CHECKPOINT_PATTERN.pattern == checkpoint.CHECKPOINT_PATTERN.pattern

@@ -100,12 +100,12 @@ def test_finetune_cancel_resume_register(slicer_scene, dtc_module, tiny_model, t
     assert progress[0]["iteration"] > stopped_at and progress[-1]["iteration"] == stopped_at + 2
     listed = models.list_models(p.modelsFolder)
     assert [m.path for m in listed if not m.bundled] == [request.run_dir / "model.pt"]
-    from DTCCore.checkpoint import load_model
+    from DTCCore.model.checkpoint import load_model
 
     trained = load_model(request.run_dir / "model.pt")[1].train
     assert trained.augment == "no-mirror" and trained.nnunet_augment is True
     # the new model's label table comes from the training segmentation (segment name and colour)
-    from DTCCore.labels import read_table
+    from DTCCore.data.labels import read_table
 
     (entry,) = read_table(request.run_dir / "model.pt", {}, 1)
     assert entry["name"] == "Left atrium" and entry["color"] == [1.0, 0.0, 0.0]
@@ -161,8 +161,8 @@ def test_panel_iterations_keep_the_recipes_schedule_proportions(slicer_scene, dt
     # the bundled model (scaled from its own schedule). Before, the request kept the 6000-iteration steps
     # (never reached) and ramp (lambda 0.03 at iteration 1000).
     from DTCCore.config import DTCConfig
-    from DTCCore.losses import ramp_weight
-    from DTCCore.schedule import fit_schedule, lr_at
+    from DTCCore.model.losses import ramp_weight
+    from DTCCore.training.schedule import fit_schedule, lr_at
 
     logic = dtc_module.DTCSegmentationLogic()
     p = logic.getParameterNode()

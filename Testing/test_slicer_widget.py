@@ -20,7 +20,7 @@ import pytest
 import slicer
 import vtk
 
-from DTCCore.labels import LEFT_ATRIUM, write_sidecar
+from DTCCore.data.labels import LEFT_ATRIUM, write_sidecar
 from slicer_harness import api_versions, pythonqt, scripted_module
 from slicer_harness.fixtures import slicer_scene, tiny_model  # noqa: F401
 from slicer_harness.wrapper_versions import dtc_module_at, slicer_tag  # noqa: F401
@@ -217,7 +217,7 @@ def test_annotator_flow_finetune_cancel_resume_rank(panel, models_folder, tmp_pa
     w.ui.rankButton.click()
     assert {"segment", "rank", "train"} <= set(w._jobs)
     # the cores are shared (DTCSegmentationLib/cores.py): the fine-tune keeps its share, the others the rest
-    from DTCCore.threads import available_cores
+    from DTCCore.runtime.threads import available_cores
     from DTCSegmentationLib.cores import train_threads
 
     cores, threads = available_cores(), {k: w._jobs[k].args for k in ("train", "segment", "rank")}

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from DTCCore.inference import ProbabilityOutputs
-from DTCCore.losses import foreground_probability, seg_probability
-from DTCCore.sliding_window import crop_to_image, importance_map, place_windows, sliding_window, window_starts
+from DTCCore.inference.predict import ProbabilityOutputs
+from DTCCore.inference.sliding_window import crop_to_image, importance_map, place_windows, sliding_window, window_starts
+from DTCCore.model.network import foreground_probability, seg_probability
 
 
 class ConvDual(nn.Module):
@@ -258,7 +258,7 @@ def test_autocast_bfloat16_returns_float32_close_to_fp32():
 def test_sliding_window_leaves_the_callers_model_unchanged():
     # MONAI's inferer never changes its predictor; neither do we (memory format, mode, weights).
     from DTCCore.config import NetworkConfig
-    from DTCCore.network import build_network
+    from DTCCore.model.network import build_network
 
     torch.manual_seed(0)
     model = build_network(NetworkConfig(base_filters=2)).train()
@@ -291,7 +291,7 @@ class RampDual(nn.Module):
 def naive_float32_probability_loop(model, image, patch, stride, weight):
     """A second oracle, in float32 and in the order the blend adds (windows x slowest, z fastest): pad with
     NumPy, each window alone, sigmoid / softmax per window, ``sum += p * w`` and ``count += w`` per window,
-    then ``sum / count``, crop. Written independently of sliding_window.py."""
+    then ``sum / count``, crop. Written independently of inference/sliding_window.py."""
     n, _, *size = image.shape
     before = [max(p - d, 0) // 2 for d, p in zip(size, patch)]
     after = [max(p - d, 0) - b for d, p, b in zip(size, patch, before)]

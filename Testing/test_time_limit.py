@@ -7,12 +7,18 @@ import json
 import pytest
 
 from conftest import tiny_config
-from DTCCore.checkpoint import load_checkpoint
 from DTCCore.config import DTCConfig
 from DTCCore.errors import CancelledError, DTCError
-from DTCCore.losses import ramp_weight
-from DTCCore.schedule import CALIBRATION_ITERATIONS, CALIBRATION_SKIP, fit_schedule, iterations_in_budget, lr_at
-from DTCCore.trainer import train
+from DTCCore.model.checkpoint import load_checkpoint
+from DTCCore.model.losses import ramp_weight
+from DTCCore.training.schedule import (
+    CALIBRATION_ITERATIONS,
+    CALIBRATION_SKIP,
+    fit_schedule,
+    iterations_in_budget,
+    lr_at,
+)
+from DTCCore.training.trainer import train
 
 
 def test_fit_schedule_keeps_the_recipe_proportions():
@@ -46,7 +52,7 @@ def test_time_limited_run_fits_its_schedule_and_a_resume_keeps_it(blob_manifest,
         calls.append((limit_s, elapsed_s, done, seconds_per_iteration, reserve_s))
         return 24
 
-    monkeypatch.setattr("DTCCore.schedule.iterations_in_budget", budget)
+    monkeypatch.setattr("DTCCore.training.schedule.iterations_in_budget", budget)
     config = tiny_config(iterations=6000, time_limit_minutes=0.25, checkpoint_every=10_000)
     config.train.lr_steps = (2500, 5000)
     config.recipe.ramp_unit = 150
@@ -104,7 +110,7 @@ def test_the_budget_is_re_timed_once_early_in_the_run(blob_manifest, tmp_path, m
         calls.append(done)
         return answers[len(calls) - 1]
 
-    monkeypatch.setattr("DTCCore.schedule.iterations_in_budget", budget)
+    monkeypatch.setattr("DTCCore.training.schedule.iterations_in_budget", budget)
     config = tiny_config(iterations=6000, time_limit_minutes=5.0, checkpoint_every=10_000)
     config.train.lr_steps = (2500, 5000)
     model = train(config, blob_manifest, tmp_path / "run")

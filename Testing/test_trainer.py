@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import make_blob_dataset, tiny_config
-from DTCCore.checkpoint import find_latest_checkpoint, list_checkpoints, load_checkpoint, load_model
 from DTCCore.errors import CancelledError, DTCError
-from DTCCore.trainer import lr_at, train
+from DTCCore.model.checkpoint import find_latest_checkpoint, list_checkpoints, load_checkpoint, load_model
+from DTCCore.training.trainer import lr_at, train
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -146,8 +146,8 @@ def test_fine_tune_starts_from_given_weights_and_checks_architecture(tmp_path, b
 def test_tiny_model_learns_blobs(tmp_path):
     """Dice on held-out blobs clearly improves with training (semi-supervised, DTC mode)."""
     from conftest import blob_volume
-    from DTCCore.inference import predict_volume
-    from DTCCore.metrics import evaluate_case
+    from DTCCore.evaluation.metrics import evaluate_case
+    from DTCCore.inference.predict import predict_volume
 
     manifest = make_blob_dataset(tmp_path / "data", n_labeled=4, n_unlabeled=2, seed=1)
     cfg = tiny_config(iterations=60)

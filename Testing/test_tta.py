@@ -1,4 +1,5 @@
-"""Test-time augmentation: flips and turns (DTCCore.tta, infer.mirror, dtc segment --tta / its old name --mirror)."""
+"""Test-time augmentation: flips and turns (DTCCore.inference.tta, infer.tta, dtc segment --tta / its old
+name --mirror)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import torch
 from torch import nn
 
 from conftest import blob_volume, tiny_config, write_volume
-from DTCCore.inference import ProbabilityOutputs, predict_volume
-from DTCCore.network import build_network
-from DTCCore.sliding_window import sliding_window
-from DTCCore.tta import FlipTurnAverage, flip_sets, mirror_axes, tta_turns
+from DTCCore.inference.predict import ProbabilityOutputs, predict_volume
+from DTCCore.inference.sliding_window import sliding_window
+from DTCCore.inference.tta import FlipTurnAverage, flip_sets, tta_flip_axes, tta_turns
+from DTCCore.model.network import build_network
 
 PATCH = (32, 32, 16)  # = the image in the exactness tests: one window, so flips commute with the windowing
 
@@ -30,8 +31,8 @@ class Pointwise(nn.Module):
 
 
 def test_axes_follow_the_training_augmentation():
-    assert mirror_axes("mirror") == (0, 1) and mirror_axes("reference") == (0, 1) and mirror_axes(True) == (0, 1)
-    assert mirror_axes("no-mirror") == () and mirror_axes("none") == () and mirror_axes(False) == ()
+    assert tta_flip_axes("mirror") == (0, 1) and tta_flip_axes("reference") == (0, 1) and tta_flip_axes(True) == (0, 1)
+    assert tta_flip_axes("no-mirror") == () and tta_flip_axes("none") == () and tta_flip_axes(False) == ()
     assert flip_sets((0, 1)) == [(), (0,), (1,), (0, 1)]
     with pytest.raises(ValueError):
         FlipTurnAverage(Pointwise(1, 1), (0, 3))
@@ -149,7 +150,7 @@ def test_mirrored_prediction_is_the_mean_of_flipped_predictions(num_classes):
         manual_lsf.append(np.flip(pred.levelset, [a + channel for a in flips]))
     expected_prob, expected_lsf = np.mean(manual_prob, axis=0), np.mean(manual_lsf, axis=0)
     assert np.abs(manual_prob[0] - manual_prob[1]).max() > 1e-3  # the flips really change the output
-    config.infer.mirror = True
+    config.infer.tta = True
     got = predict_volume(model, image, config)
     np.testing.assert_allclose(got.probability, expected_prob, rtol=0, atol=1e-5)
     np.testing.assert_allclose(got.levelset, expected_lsf, rtol=0, atol=1e-5)
@@ -172,7 +173,7 @@ def test_no_mirror_model_averages_over_its_turns(num_classes):
     probs = [np.rot90(p.probability, -k, plane) for k, p in enumerate(preds)]
     lsfs = [np.rot90(p.levelset, -k, plane) for k, p in enumerate(preds)]
     assert np.abs(probs[0] - probs[1]).max() > 1e-3  # the turns really change the output
-    config.infer.mirror = True
+    config.infer.tta = True
     got = predict_volume(model, image, config)
     np.testing.assert_allclose(got.probability, np.mean(probs, axis=0), rtol=0, atol=1e-5)
     np.testing.assert_allclose(got.levelset, np.mean(lsfs, axis=0), rtol=0, atol=1e-5)
@@ -186,23 +187,23 @@ def test_nothing_averaged_for_models_trained_without_augmentation():
     config.train.augment = "none"
     image, _ = blob_volume(np.random.default_rng(5), PATCH)
     plain = predict_volume(model, image, config)
-    config.infer.mirror = True
+    config.infer.tta = True
     mirrored = predict_volume(model, image, config)
     np.testing.assert_array_equal(mirrored.probability, plain.probability)
     np.testing.assert_array_equal(mirrored.levelset, plain.levelset)
 
 
 def test_segment_cli_mirror_option(tmp_path, tiny_model_file):
-    from DTCCore.checkpoint import load_model
     from DTCCore.cli import main
-    from DTCCore.io import read_image
+    from DTCCore.data.images import read_image
+    from DTCCore.model.checkpoint import load_model
 
     image, _ = blob_volume(np.random.default_rng(6), (40, 36, 24))
     path = write_volume(tmp_path / "scan.nrrd", image)
     assert main(["segment", str(path), "-o", str(tmp_path / "out"), "--model", str(tiny_model_file), "--mirror"]) == 0
     model, config = load_model(tiny_model_file)
     plain = predict_volume(model, image, config)
-    config.infer.mirror = True
+    config.infer.tta = True
     expected = predict_volume(model, image, config)
     got, _ = read_image(tmp_path / "out" / "scan_levelset.nrrd")
     np.testing.assert_allclose(got, expected.levelset, rtol=0, atol=1e-6)
@@ -213,12 +214,12 @@ def test_segment_cli_mirror_option(tmp_path, tiny_model_file):
 def test_segment_cli_no_mirror_overrides_a_model_that_mirrors(tmp_path, tiny_model_file):
     import torch
 
-    from DTCCore.checkpoint import load_checkpoint, load_model, save_checkpoint
     from DTCCore.cli import main
-    from DTCCore.io import read_image
+    from DTCCore.data.images import read_image
+    from DTCCore.model.checkpoint import load_checkpoint, load_model, save_checkpoint
 
     model, config = load_model(tiny_model_file)
-    config.infer.mirror = True  # a model whose own setting is mirroring, like the bundled one
+    config.infer.tta = True  # a model whose own setting is mirroring, like the bundled one
     mirroring = save_checkpoint(tmp_path / "mirroring.pt", model, None, 0, config,
                                 load_checkpoint(tiny_model_file)["extra"])
     image, _ = blob_volume(np.random.default_rng(7), (40, 36, 24))
@@ -229,9 +230,9 @@ def test_segment_cli_no_mirror_overrides_a_model_that_mirrors(tmp_path, tiny_mod
         assert main(["segment", str(path), "-o", str(out), "--model", str(mirroring)] + ([flag] if flag else [])) == 0
         outputs[flag] = read_image(out / "scan_levelset.nrrd")[0]
     with torch.no_grad():
-        config.infer.mirror = False
+        config.infer.tta = False
         plain = predict_volume(model, image, config).levelset
-        config.infer.mirror = True
+        config.infer.tta = True
         mirrored = predict_volume(model, image, config).levelset
     np.testing.assert_allclose(outputs[""], mirrored, rtol=0, atol=1e-6)  # the model's own setting
     np.testing.assert_allclose(outputs["--no-mirror"], plain, rtol=0, atol=1e-6)
@@ -255,7 +256,7 @@ def test_first_line_names_flips_or_turns():
 
     config = tiny_config(augment="mirror", patch=PATCH)
     assert "test-time" not in describe_plan(config)
-    config.infer.mirror = True
+    config.infer.tta = True
     assert describe_plan(config).endswith(", test-time augmentation (flips)")
     config.train.augment = "no-mirror"
     assert describe_plan(config).endswith(", test-time augmentation (turns)")

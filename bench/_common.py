@@ -82,9 +82,9 @@ def random_model_file(path: Path, base_filters: int = 16, patch=(112, 112, 80), 
     """Save a random-initialised DualTaskVNet as a DTC checkpoint (speed does not depend on the weights)."""
     import torch
 
-    from DTCCore.checkpoint import save_checkpoint
     from DTCCore.config import DTCConfig
-    from DTCCore.network import build_network
+    from DTCCore.model.checkpoint import save_checkpoint
+    from DTCCore.model.network import build_network
 
     config = DTCConfig()
     config.network.base_filters = int(base_filters)

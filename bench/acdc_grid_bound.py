@@ -2,7 +2,7 @@
 
     python bench/acdc_grid_bound.py --data ../shared/data/acdc --list val.list --spacing 2 2 1 --spacing 1.5 1.5 1
 
-Each label map goes to the coarse grid through its per-class signed distances (DTCCore.resample, as
+Each label map goes to the coarse grid through its per-class signed distances (DTCCore.data.resample, as
 training does), back to the original grid linearly as one-hot channels, and takes the arg-max; the Dice
 with the original labels is the ceiling that grid puts on any model. Units are the headers' (ACDC's
 real spacing is unknown; every header says 1 x 1 x 1).
@@ -22,7 +22,7 @@ CLASSES = len(ACDC_CLASSES)  # ACDC label values 1..3 (train_acdc.CLASSES, from 
 
 
 def bound(label: np.ndarray, spacing: tuple[float, float, float]) -> list[float]:
-    from DTCCore.resample import resample_label, resize_linear, target_shape
+    from DTCCore.data.resample import resample_label, resize_linear, target_shape
 
     low = resample_label(label, (1.0, 1.0, 1.0), target_shape(label.shape, (1.0, 1.0, 1.0), spacing), CLASSES)
     onehot = np.stack([(low == k).astype(np.float32) for k in range(CLASSES + 1)])
@@ -37,7 +37,7 @@ def main() -> None:
     p.add_argument("--list", default="val.list")
     p.add_argument("--spacing", type=float, nargs=3, action="append", required=True)
     args = p.parse_args()
-    from DTCCore.io import read_image, read_label
+    from DTCCore.data.images import read_image, read_label
 
     cases = _common.read_list(args.data, args.list)
     for spacing in args.spacing:

@@ -56,7 +56,7 @@ import few_label_la
 sys.path.insert(0, str(_common.REPO / "DTCSegmentation"))  # the panel's job classes (they never import slicer)
 
 from DTCCore.protocol import EVENT_KEY, Event, JobState  # noqa: E402
-from DTCCore.runlog import read_log  # noqa: E402
+from DTCCore.training.runlog import read_log  # noqa: E402
 from DTCSegmentationLib.rankjob import RankJob  # noqa: E402
 
 INITIAL_LABELED = 4  # issue 24: the first 4 of train.list labeled, the other 76 unlabeled

@@ -72,7 +72,7 @@ def final_iteration(run_dir: Path) -> int:
 def fitted_config(out: Path, iterations: int) -> Path:
     """Write (once) a config of ``iterations`` with the recipe's schedule fitted to them."""
     from DTCCore.config import DTCConfig
-    from DTCCore.schedule import fit_schedule
+    from DTCCore.training.schedule import fit_schedule
 
     path = out / f"config_{iterations}.json"
     if not path.exists():

@@ -4,7 +4,7 @@
         [--resample S | SX SY SZ] [--windows | --whole-volume] [--largest-component] [--json F]
 
 Each case is read, optionally resampled (image linearly, label through its signed distance: the same
-code the engine uses, ``DTCCore.resample``), segmented with ``predict_volume`` given the case's spacing,
+code the engine uses, ``DTCCore.data.resample``), segmented with ``predict_volume`` given the case's spacing,
 and scored against its label on that same grid: Dice, Jaccard (%), ASD and 95HD in voxels (MedPy, the
 paper's unit) and mm, with and without the largest connected component. Prints one line per case and a
 JSON summary (means, median seconds per case). Used to judge the spacing sweep on validation cases,
@@ -26,8 +26,8 @@ import _common
 
 def load_case(data: Path, case: str, spacing: tuple[float, float, float] | None):
     """``(image (X, Y, Z) float32, label bool (X, Y, Z), spacing)`` of a case, resampled to ``spacing`` if given."""
-    from DTCCore.io import read_image, read_label
-    from DTCCore.resample import resample_label, resize_linear, target_shape
+    from DTCCore.data.images import read_image, read_label
+    from DTCCore.data.resample import resample_label, resize_linear, target_shape
 
     image_path, label_path = _common.case_files(data, case)
     image, geometry = read_image(image_path)
@@ -41,9 +41,9 @@ def load_case(data: Path, case: str, spacing: tuple[float, float, float] | None)
 
 def evaluate(model, config, data: Path, cases: list[str], device, spacing=None, log=print) -> list[dict]:
     """Per case: metrics without ("raw") and with ("lcc") the largest component, and the inference time."""
-    from DTCCore.inference import predict_volume
-    from DTCCore.metrics import evaluate_case
-    from DTCCore.postprocess import largest_component
+    from DTCCore.evaluation.metrics import evaluate_case
+    from DTCCore.inference.postprocess import largest_component
+    from DTCCore.inference.predict import predict_volume
 
     rows = []
     for i, case in enumerate(cases):
@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from DTCCore.checkpoint import load_model
-    from DTCCore.devices import resolve_device
+    from DTCCore.model.checkpoint import load_model
+    from DTCCore.runtime.devices import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -2,7 +2,7 @@
 
 The bundled ``DTCCore/models/default.pt`` predates the ``training_extent_mm`` metadata that ``dtc train``
 now writes, and rewriting the 19 MB model file would add another copy to the repository; its card
-``DTCCore/models/default.json`` carries the number instead (DTCCore/extent.py reads it from there).
+``DTCCore/models/default.json`` carries the number instead (DTCCore/planning/extent.py reads it from there).
 The model was trained on train.list's 80 cases (16 labeled + 64 unlabeled, see the card's ``data``).
 
     python bench/la_training_extent.py [--data FOLDER]   # prints the JSON to paste into the card
@@ -16,7 +16,7 @@ import json
 import SimpleITK as sitk
 
 import _common
-from DTCCore.extent import EXTENT_KEY, training_extent
+from DTCCore.planning.extent import EXTENT_KEY, training_extent
 
 
 def main() -> None:

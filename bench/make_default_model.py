@@ -53,10 +53,10 @@ def main() -> int:
     args = p.parse_args()
 
     from DTCCore.atomic import atomic_write_text
-    from DTCCore.checkpoint import load_checkpoint, load_model, save_checkpoint
     from DTCCore.config import AUGMENT_FLIP_AXES, augment_choice
-    from DTCCore.devices import resolve_device
-    from DTCCore.runlog import read_log
+    from DTCCore.model.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from DTCCore.runtime.devices import resolve_device
+    from DTCCore.training.runlog import read_log
 
     data = args.data or _common.DEFAULT_DATA
     device = resolve_device(args.device)
@@ -76,19 +76,19 @@ def main() -> int:
     config.infer.whole_volume, which = whole, "lcc" if lcc else "raw"
     mirror_rows = None
     if AUGMENT_FLIP_AXES[augment_choice(config.train.augment)]:
-        config.infer.mirror = True
+        config.infer.tta = True
         print(f"validation ({len(validation)} held-out cases), test-time mirroring:")
         mirror_rows = evaluate(model, config, data, validation, device)
-        config.infer.mirror = mean(mirror_rows, which)["dice"] >= mean(val[whole], which)["dice"] + MIRROR_DICE_GAIN
+        config.infer.tta = mean(mirror_rows, which)["dice"] >= mean(val[whole], which)["dice"] + MIRROR_DICE_GAIN
     test_cases = _common.read_list(data, "test.list")[: args.test_cases or None]
     print(f"test.list ({len(test_cases)} cases), whole volume {whole}, largest component {lcc}, "
-          f"mirroring {config.infer.mirror}:")
+          f"mirroring {config.infer.tta}:")
     test = evaluate(model, config, data, test_cases, device)
     baseline = None
     if args.baseline:
         base_model, base_config = load_model(args.baseline / "model.pt", device)
         base_config.infer.whole_volume, base_config.infer.largest_component = whole, False
-        base_config.infer.mirror = config.infer.mirror
+        base_config.infer.tta = config.infer.tta
         print("baseline (supervised only) on test.list:")
         base_rows = evaluate(base_model, base_config, data, test_cases, device)
         base_extra = load_checkpoint(args.baseline / "model.pt")["extra"]
@@ -120,7 +120,7 @@ def main() -> int:
                        "dice_windows": dice[False], "dice_whole_volume": dice[True],
                        "seconds_windows": seconds[False], "seconds_whole_volume": seconds[True],
                        "mean_raw": mean(val[whole], "raw"), "mean_lcc": mean(val[whole], "lcc"),
-                       "mirror": config.infer.mirror,
+                       "mirror": config.infer.tta,
                        "mirror_mean": mean(mirror_rows, which) if mirror_rows else None,
                        "seconds_mirror": (float(np.median([r["seconds"] for r in mirror_rows]))
                                           if mirror_rows else None)},
@@ -129,7 +129,7 @@ def main() -> int:
                  "mean_without_postprocessing": mean(test, "raw"),
                  "seconds_per_case": float(np.median([r["seconds"] for r in test])), "per_case": test},
         "baseline": baseline,
-        "validation_dice": mean(mirror_rows if config.infer.mirror else val[whole], which)["dice"],
+        "validation_dice": mean(mirror_rows if config.infer.tta else val[whole], which)["dice"],
         "limitations": args.limitations,
         "test_note": args.test_note,
     }

@@ -34,7 +34,7 @@ SAMPLE = _common.REPO / "DTCCore" / "sample" / "la_sample_image.nrrd"
 def training_step(model, optimizer, batch: int, patch, dtype, channels_last: bool) -> float:
     """Seconds for one SGD step on ``batch`` random crops (the first half labeled)."""
     from DTCCore.config import RecipeConfig
-    from DTCCore.losses import compute_losses
+    from DTCCore.model.losses import compute_losses
 
     x = torch.randn(batch, 1, *patch)
     if channels_last:
@@ -56,9 +56,9 @@ def training_step(model, optimizer, batch: int, patch, dtype, channels_last: boo
 
 
 def inference_seconds(model, config, image, spacing, precision: str, mirror: bool) -> float:
-    from DTCCore.inference import predict_volume
+    from DTCCore.inference.predict import predict_volume
 
-    config.infer.precision, config.infer.mirror = precision, mirror
+    config.infer.precision, config.infer.tta = precision, mirror
     t0 = time.perf_counter()
     predict_volume(model, image, config, torch.device("cpu"), spacing=spacing)
     return time.perf_counter() - t0
@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from DTCCore.checkpoint import load_model
-    from DTCCore.io import read_image
-    from DTCCore.network import build_network
-    from DTCCore.precision import cpu_native_bf16
+    from DTCCore.data.images import read_image
+    from DTCCore.model.checkpoint import load_model
+    from DTCCore.model.network import build_network
+    from DTCCore.runtime.precision import cpu_native_bf16
 
     variants = args.variants.split(",")
     net_model, config = load_model(args.model, torch.device("cpu"))

@@ -72,11 +72,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from DTCCore.checkpoint import load_model
     from DTCCore.cli.rank import RANK_OVERLAP
-    from DTCCore.inference import predict_volume
-    from DTCCore.io import read_image, read_label
-    from DTCCore.metrics import evaluate_case
+    from DTCCore.data.images import read_image, read_label
+    from DTCCore.evaluation.metrics import evaluate_case
+    from DTCCore.inference.predict import predict_volume
+    from DTCCore.model.checkpoint import load_model
 
     torch.set_num_threads(1)
     device = torch.device("cpu")

@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "Testing")]
 
 from conftest import make_blob_dataset, tiny_config  # noqa: E402
-from DTCCore.checkpoint import find_latest_checkpoint, load_checkpoint  # noqa: E402
-from DTCCore.trainer import train  # noqa: E402
+from DTCCore.model.checkpoint import find_latest_checkpoint, load_checkpoint  # noqa: E402
+from DTCCore.training.trainer import train  # noqa: E402
 from test_reliability_faults import kill_at_random_moment  # noqa: E402
 
 

@@ -50,7 +50,7 @@ def build_manifest(data: Path, labeled: int, unlabeled: int | None, mode: str, f
 
 def train_model(args, data: Path) -> tuple[Path, dict]:
     from DTCCore.config import DTCConfig
-    from DTCCore.trainer import train
+    from DTCCore.training.trainer import train
 
     run_dir = Path(args.out) / f"run_{args.mode}"
     manifest, n_lab, n_unl = build_manifest(data, args.labeled, args.unlabeled, args.mode, Path(args.out))
@@ -84,12 +84,12 @@ def evaluate(model_path: Path, data: Path, args) -> dict:
     """Mean metrics over test.list (with and without largest component) and per-case rows."""
     import torch
 
-    from DTCCore.checkpoint import load_model
-    from DTCCore.devices import resolve_device
-    from DTCCore.inference import predict_volume
-    from DTCCore.io import read_image, read_label
-    from DTCCore.metrics import evaluate_case
-    from DTCCore.postprocess import largest_component
+    from DTCCore.data.images import read_image, read_label
+    from DTCCore.evaluation.metrics import evaluate_case
+    from DTCCore.inference.postprocess import largest_component
+    from DTCCore.inference.predict import predict_volume
+    from DTCCore.model.checkpoint import load_model
+    from DTCCore.runtime.devices import resolve_device
 
     device = resolve_device(args.device)
     model, config = load_model(model_path, device)
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
         model, result["training"] = train_model(args, data)
         result["labeled"], result["unlabeled"] = result["training"]["labeled"], result["training"]["unlabeled"]
     result["model"] = str(model)
-    from DTCCore.devices import resolve_device
+    from DTCCore.runtime.devices import resolve_device
 
     result["device"] = _common.device_name(str(resolve_device(args.device)))
     if not args.no_eval:

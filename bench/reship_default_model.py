@@ -31,7 +31,7 @@ MODELS = REPO / "DTCCore" / "models"
 
 def write_checkpoint(source: Path, out: Path, largest_component: bool, test_dice: float | None = None) -> Path:
     """``source`` saved to ``out`` with ``infer.largest_component`` set (and ``test_dice`` in its metadata)."""
-    from DTCCore.checkpoint import load_checkpoint, load_model, save_checkpoint
+    from DTCCore.model.checkpoint import load_checkpoint, load_model, save_checkpoint
 
     payload = load_checkpoint(source)
     model, config = load_model(source, "cpu")
@@ -97,7 +97,7 @@ def main() -> int:
     args = p.parse_args()
 
     from DTCCore.atomic import atomic_write_text
-    from DTCCore.checkpoint import load_checkpoint
+    from DTCCore.model.checkpoint import load_checkpoint
 
     if args.step == "checkpoint":
         path = write_checkpoint(args.source, args.out, args.largest_component == "on")

@@ -20,8 +20,8 @@ import _common
 
 def ship(run_dir: Path, out: Path) -> tuple[str, int]:
     """Write ``out`` (fp16 weights, the run's config); returns (source file name, its iteration)."""
-    from DTCCore.checkpoint import find_latest_checkpoint, float32_state, load_checkpoint, save_checkpoint
-    from DTCCore.network import build_network
+    from DTCCore.model.checkpoint import find_latest_checkpoint, float32_state, load_checkpoint, save_checkpoint
+    from DTCCore.model.network import build_network
 
     src = run_dir / "model.pt"
     if src.exists():

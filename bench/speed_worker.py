@@ -40,7 +40,7 @@ MONAI_WINDOWS_PER_PASS = 4  # as our default batch_windows (and MONAI's 0.62 s w
 
 def finish(seg_prob: np.ndarray, lsf: np.ndarray, k: float) -> dict[str, np.ndarray]:
     """(X, Y, Z) probability and level set -> the three outputs ``dtc segment`` writes."""
-    from DTCCore.levelset import inverse_transform
+    from DTCCore.model.levelset import inverse_transform
 
     return {
         "seg": (seg_prob > 0.5).astype(np.uint8),  # reference: probability > 0.5
@@ -54,8 +54,8 @@ def run_monai(model, image: np.ndarray, config, device: torch.device, amp: bool,
     and the outputs back with the engine's own functions, so only the window inference differs."""
     from monai.inferers import sliding_window_inference
 
-    from DTCCore.intensity import normalize
-    from DTCCore.resample import needs_resampling, resize_linear, target_shape
+    from DTCCore.data.intensity import normalize
+    from DTCCore.data.resample import needs_resampling, resize_linear, target_shape
 
     patch = tuple(config.train.patch)
     full_shape = image.shape
@@ -84,7 +84,7 @@ def run_monai(model, image: np.ndarray, config, device: torch.device, amp: bool,
 
 def run_reference(model, image: np.ndarray, config, device: torch.device, limit: int) -> tuple[dict, int, int]:
     """The reference loop; with ``limit`` > 0 only the first ``limit`` windows run (caller extrapolates)."""
-    from DTCCore.intensity import normalize
+    from DTCCore.data.intensity import normalize
 
     patch = tuple(config.train.patch)
     image = normalize(image)
@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from DTCCore.checkpoint import load_model
-    from DTCCore.inference import predict_volume
-    from DTCCore.io import read_image, write_image
+    from DTCCore.data.images import read_image, write_image
+    from DTCCore.inference.predict import predict_volume
+    from DTCCore.model.checkpoint import load_model
 
     device = torch.device(args.device)
     out_dir = Path(tempfile.mkdtemp(prefix="dtc-speed-"))
@@ -156,9 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     import tqdm  # noqa: F401
 
     import DTCCore.cli  # noqa: F401
-    import DTCCore.data  # noqa: F401
-    import DTCCore.levelset  # noqa: F401
-    import DTCCore.postprocess  # noqa: F401
+    import DTCCore.inference.postprocess  # noqa: F401
+    import DTCCore.model.levelset  # noqa: F401
+    import DTCCore.training.batches  # noqa: F401
     if args.method == "monai":
         import monai.inferers  # noqa: F401
     loaded = load_model(args.model, device) if args.io == "memory" else None  # memory mode: not timed
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.method.startswith("ours"):
                 config.infer.whole_volume = args.method == "ours-whole"
                 if args.method == "ours-no-mirror":
-                    config.infer.mirror = False
+                    config.infer.tta = False
                 pred = predict_volume(model, img, config, device, spacing=spacing)
                 outputs = {"seg": pred.label, "levelset": pred.levelset, "disagreement": pred.disagreement}
             elif args.method == "monai":
@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def count_our_windows(args, image) -> int:
     """Windows our sliding window runs on this volume (1 for --whole-volume when it fits)."""
-    from DTCCore.checkpoint import load_checkpoint
-    from DTCCore.sliding_window import strides_from_overlap, window_starts
+    from DTCCore.inference.sliding_window import strides_from_overlap, window_starts
+    from DTCCore.model.checkpoint import load_checkpoint
 
     config = load_checkpoint(args.model)["config"]
     if args.method == "ours-whole" or config.infer.whole_volume:
@@ -234,7 +234,7 @@ def count_our_windows(args, image) -> int:
     if config.plan.spacing is not None and image is None:  # a plan model runs on its own grid
         import SimpleITK as sitk
 
-        from DTCCore.resample import target_shape
+        from DTCCore.data.resample import target_shape
 
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(args.image))

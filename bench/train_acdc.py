@@ -71,15 +71,15 @@ def model_of(result_json: Path, result: dict) -> Path:
 
 def make_config(args):
     from DTCCore.config import DTCConfig
-    from DTCCore.dims import plane_pools
-    from DTCCore.schedule import fit_schedule
+    from DTCCore.planning.dims import plane_pools
+    from DTCCore.training.schedule import fit_schedule
 
     config = DTCConfig()
     config.network.num_classes = len(CLASSES)
     config.network.base_filters = args.base_filters
     config.network.pools = tuple(args.pools)
     config.network.dims = getattr(args, "dims", 3)
-    if config.network.dims == 2:  # a 2-D network pools the plane only (dims.py)
+    if config.network.dims == 2:  # a 2-D network pools the plane only (planning/dims.py)
         config.network.pools = plane_pools(args.pools)
     config.recipe.mode = args.mode
     config.train.patch = tuple(args.patch)
@@ -107,11 +107,11 @@ def make_config(args):
 def evaluate(model, config, torch_device, data: Path, cases: list[str]) -> dict:
     """Per-class metrics of every case (rows) and their means per class and over classes, for the raw
     prediction (``"raw"``) and with each class's largest component kept (``"lcc"``, same prediction).
-    ``model, config``: from ``DTCCore.checkpoint.load_model`` (``config.infer.largest_component`` off)."""
-    from DTCCore.inference import predict_volume
-    from DTCCore.io import read_image, read_label
-    from DTCCore.metrics import evaluate_multiclass
-    from DTCCore.postprocess import largest_component_per_class
+    ``model, config``: from ``DTCCore.model.checkpoint.load_model`` (``config.infer.largest_component`` off)."""
+    from DTCCore.data.images import read_image, read_label
+    from DTCCore.evaluation.metrics import evaluate_multiclass
+    from DTCCore.inference.postprocess import largest_component_per_class
+    from DTCCore.inference.predict import predict_volume
 
     rows: dict[str, list[dict]] = {"raw": [], "lcc": []}
     t0 = time.perf_counter()
@@ -139,13 +139,13 @@ def assess(model_path: Path, data: Path, args) -> dict:
     """Choose the post-processing on ``val.list`` (held out from training; largest component per class
     kept only if it raises the mean Dice there), then score ``test.list`` once with that choice.
     Returns ``{"validation": ..., "test": chosen, "test_raw": raw}`` to merge into a result."""
-    from DTCCore.checkpoint import load_model
-    from DTCCore.devices import resolve_device
+    from DTCCore.model.checkpoint import load_model
+    from DTCCore.runtime.devices import resolve_device
 
     torch_device = resolve_device(args.device)
     model, config = load_model(model_path, torch_device)
     config.infer.largest_component = False  # both variants are scored from the same raw prediction
-    config.infer.mirror = bool(args.mirror)  # test-time flips, or turns of a no-mirror model (DTCCore.tta)
+    config.infer.tta = bool(args.mirror)  # test-time flips, or turns of a no-mirror model (DTCCore.inference.tta)
     val_cases = _common.read_list(data, "val.list")[: args.test_cases or None]
     print(f"validation ({len(val_cases)} patients of val.list):", file=sys.stderr, flush=True)
     val = evaluate(model, config, torch_device, data, val_cases)
@@ -160,7 +160,7 @@ def assess(model_path: Path, data: Path, args) -> dict:
 
 
 def run(args) -> dict:
-    from DTCCore.trainer import train
+    from DTCCore.training.trainer import train
 
     data, out = Path(args.data).resolve(), Path(args.out)  # the manifest resolves paths against its folder
     manifest = build_manifest(data, args.labeled, args.unlabeled, args.mode, out)
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict | str:
                    help="only re-score this result's model (val.list choice, then test.list) and rewrite it "
                         "(or write the re-scored result to --json)")
     p.add_argument("--mirror", action="store_true",
-                   help="score with test-time augmentation (infer.mirror): the model's training flips, or the "
+                   help="score with test-time augmentation (infer.tta): the model's training flips, or the "
                         "in-plane turns of a no-mirror model such as these, averaged")
     p.add_argument("--markdown", type=Path, help="with --table: also write the table here")
     args = p.parse_args(argv)

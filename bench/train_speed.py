@@ -3,7 +3,7 @@
     python bench/train_speed.py [--data ../shared/data/la2018] [--device cuda] [--labeled 4 --unlabeled 4]
                                 [--warmup 10 --iterations 40] [--tiny] [--json FILE]
 
-ours       ``DTCCore.trainer.train`` itself (the real loader with worker processes, level sets cached per
+ours       ``DTCCore.training.trainer.train`` itself (the real loader with worker processes, level sets cached per
            volume, bf16 autocast + channels_last_3d + cuDNN autotuning on CUDA), timed from its progress
            events between iteration ``warmup`` and ``warmup + iterations``;
 reference  the reference code's iteration (train_la_dtc.py): fp32, deterministic cuDNN, the level set of
@@ -41,7 +41,7 @@ def make_manifest(data: Path, labeled: int, unlabeled: int, folder: Path) -> Pat
 
 def synthetic_data(folder: Path, n_train: int = 3, n_test: int = 2, shape=(40, 36, 24), seed: int = 0) -> Path:
     """An LA2018-like folder of noisy ellipsoids: train.list, test.list, <case>/image.nrrd + label.nrrd."""
-    from DTCCore.io import Geometry, write_image
+    from DTCCore.data.images import Geometry, write_image
 
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"))
@@ -61,7 +61,7 @@ def synthetic_data(folder: Path, n_train: int = 3, n_test: int = 2, shape=(40, 3
 
 def time_ours(config, manifest: Path, warmup: int, iterations: int) -> float:
     """Seconds per iteration of the real trainer between iterations ``warmup`` and ``warmup + iterations``."""
-    from DTCCore.trainer import train
+    from DTCCore.training.trainer import train
 
     marks: dict[int, float] = {}
 
@@ -81,11 +81,11 @@ def time_ours(config, manifest: Path, warmup: int, iterations: int) -> float:
 
 def time_reference(config, manifest: Path, warmup: int, iterations: int, device: torch.device) -> float:
     """Seconds per reference-mode iteration (see module docstring)."""
-    from DTCCore.data import TrainBatches, load_cases, make_loader
-    from DTCCore.levelset import signed_distance_reference
-    from DTCCore.losses import compute_losses
-    from DTCCore.manifest import load_manifest
-    from DTCCore.network import build_network
+    from DTCCore.data.manifest import load_manifest
+    from DTCCore.model.levelset import signed_distance_reference
+    from DTCCore.model.losses import compute_losses
+    from DTCCore.model.network import build_network
+    from DTCCore.training.batches import TrainBatches, load_cases, make_loader
 
     if device.type == "cuda":
         torch.backends.cudnn.deterministic = True  # reference: cudnn.benchmark False, deterministic True

@@ -3,7 +3,7 @@
     python bench/tta_check.py [MODEL] --data ../shared/data/la2018 --cases CASE... [--threads 1] [--json F]
 
 MODEL defaults to the bundled model. Each case is segmented twice by the same process, plain and with
-``infer.mirror`` (the flips, or a no-mirror model's turns, it was trained with), alternating so that
+``infer.tta`` (the flips, or a no-mirror model's turns, it was trained with), alternating so that
 both see the same machine load; Dice (%, MedPy dc) without post-processing and the inference seconds
 are printed per case, with the means and the median time ratio. Use validation cases (never test.list
 to choose a setting).
@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from DTCCore.checkpoint import load_model
-    from DTCCore.tta import mirror_axes, tta_turns
+    from DTCCore.inference.tta import tta_flip_axes, tta_turns
+    from DTCCore.model.checkpoint import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -45,10 +45,10 @@ def main(argv: list[str] | None = None) -> dict:
     rows = {False: [], True: []}
     for case in args.cases:
         for mirror in (False, True):
-            config.infer.mirror = mirror
+            config.infer.tta = mirror
             rows[mirror] += evaluate(model, config, args.data, [case], "cpu", log=quiet)
     result = {"model": str(args.model or "bundled"), "augment": config.train.augment,
-              "mirror_axes": list(mirror_axes(config.train.augment)),
+              "tta_flip_axes": list(tta_flip_axes(config.train.augment)),
               "turns": list(tta_turns(config.train.augment, config.train.patch, config.network.pools)),
               "whole_volume": config.infer.whole_volume,
               "threads": torch.get_num_threads(), "device": _common.device_name("cpu"), "cases": args.cases}
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{p_row['case']}: Dice {100 * p_row['raw']['dice']:.2f} plain, {100 * m_row['raw']['dice']:.2f} "
               f"mirrored; {p_row['seconds']:.1f} s vs {m_row['seconds']:.1f} s")
     print(f"mean Dice {100 * result['plain']['dice']:.2f} plain, {100 * result['mirror']['dice']:.2f} mirrored "
-          f"(axes {result['mirror_axes']}); median time ratio {result['median_time_ratio']:.2f}")
+          f"(axes {result['tta_flip_axes']}); median time ratio {result['median_time_ratio']:.2f}")
     if args.json:
         _common.write_json(args.json, result)
     return result

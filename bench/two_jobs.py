@@ -30,7 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 import _common
-from DTCCore.threads import available_cores
+from DTCCore.runtime.threads import available_cores
 
 sys.path.insert(0, str(_common.REPO / "DTCSegmentation"))
 from DTCSegmentationLib.cores import job_threads, train_threads  # noqa: E402

@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tiny", action="store_true", help="synthetic data and a random tiny model")
     args = p.parse_args(argv)
 
-    from DTCCore.checkpoint import load_model
-    from DTCCore.inference import predict_volume
-    from DTCCore.io import read_image, read_label
-    from DTCCore.metrics import evaluate_case
+    from DTCCore.data.images import read_image, read_label
+    from DTCCore.evaluation.metrics import evaluate_case
+    from DTCCore.inference.predict import predict_volume
+    from DTCCore.model.checkpoint import load_model
 
     data = args.data or _common.DEFAULT_DATA
     if args.tiny:

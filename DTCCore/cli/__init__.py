@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from .events import log  # a closed pipe (the panel is gone) must not turn a cancel into a crash
 
     try:
-        from ..threads import apply_threads, describe_threads
+        from ..runtime.threads import apply_threads, describe_threads
 
         state = apply_threads(args.threads, getattr(args, "uses_torch", True))
         if args.threads is not None and os.environ.get("RANK", "0") == "0":  # asked for: said on the first line

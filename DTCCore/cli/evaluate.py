@@ -17,7 +17,7 @@ from ..atomic import atomic_write_text
 from ..errors import DTCError
 
 if TYPE_CHECKING:
-    from ..io import Geometry  # imported where used at run time: io loads SimpleITK
+    from ..data.images import Geometry  # imported where used at run time: io loads SimpleITK
 
 HELP = """\
 Compare predicted label maps with reference labels: Dice and Jaccard (%), average surface distance
@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _key(path: Path) -> str:
-    from ..io import case_name
+    from ..data.images import case_name
 
     return CASE_SUFFIX.sub("", case_name(path))
 
@@ -84,7 +84,7 @@ def read_label_map(
 ) -> tuple[np.ndarray, Geometry]:
     """A label map as uint8 (X, Y, Z) class indices and its geometry; DTCError unless its values are
     integers in 0..255 and (when ``geometry`` / ``shape`` are given) it lies on that grid."""
-    from ..io import read_image
+    from ..data.images import read_image
 
     values, own = read_image(path)
     if geometry is not None and not geometry.same_grid(own, shape, values.shape):
@@ -103,7 +103,7 @@ def _pair(pred_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray, Ge
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..metrics import evaluate_case, label_classes, summarize, summarize_by_class
+    from ..evaluation.metrics import evaluate_case, label_classes, summarize, summarize_by_class
 
     pairs = match_pairs(Path(args.pred), Path(args.label))
     if args.num_classes is not None:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DTCError
-from ..extent import EXTENT_KEY, model_training_extent
-from ..pools import REFERENCE_POOLS
+from ..planning.extent import EXTENT_KEY, model_training_extent
+from ..planning.pools import REFERENCE_POOLS
 from ..protocol import Event
 from . import device_argument
 from .events import emit
@@ -37,8 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def describe_model(path: Path) -> dict[str, Any]:
-    from ..checkpoint import read_model_info
-    from ..labels import read_table
+    from ..data.labels import read_table
+    from ..model.checkpoint import read_model_info
 
     info = read_model_info(path)
     config = info.pop("config")
@@ -62,7 +62,7 @@ def describe_model(path: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import DEFAULT_MODEL
+    from ..model.checkpoint import DEFAULT_MODEL
 
     paths = [Path(p) for p in args.models] or [DEFAULT_MODEL]
     for path in paths:
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         except DTCError as exc:
             emit(Event.MODEL_ERROR, path=str(path), error=str(exc))
     if args.device:
-        from ..devices import device_report  # torch: only when asked
+        from ..runtime.devices import device_report  # torch: only when asked
 
         emit(Event.DEVICE, **device_report(args.device))
     return 0

@@ -35,10 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..checkpoint import load_model
-    from ..devices import describe_device, resolve_device
-    from ..inference import predict_volume
-    from ..io import read_image
+    from ..data.images import read_image
+    from ..inference.predict import predict_volume
+    from ..model.checkpoint import load_model
+    from ..runtime.devices import describe_device, resolve_device
 
     cancelled = events.cancel_check(args.cancel_file)
     device = resolve_device(args.device)

@@ -91,12 +91,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..checkpoint import load_model_with_extra
-    from ..devices import describe_device, resolve_device
-    from ..extent import model_training_extent
-    from ..inference import predict_volume
-    from ..io import case_name, read_image, write_image
-    from ..precision import describe_precision
+    from ..data.images import case_name, read_image, write_image
+    from ..inference.predict import predict_volume
+    from ..model.checkpoint import load_model_with_extra
+    from ..planning.extent import model_training_extent
+    from ..runtime.devices import describe_device, resolve_device
+    from ..runtime.precision import describe_precision
 
     images = [Path(p) for p in args.images]
     if args.sample:
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         "infer.batch_windows": args.batch_windows,
         "infer.largest_component": getattr(args, "largest_component", None),
         "infer.whole_volume": True if args.whole_volume else None,
-        "infer.mirror": getattr(args, "tta", None),  # the config key keeps its old name (config.InferConfig)
+        "infer.tta": getattr(args, "tta", None),  # the config key keeps its old name (config.InferConfig)
         "infer.precision": getattr(args, "precision", None),
     })
     config.validate()
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         targets = output_paths(out_dir, case, args.format, config.network.num_classes)
         _write_all(out_dir, arrays, targets, geometry, write_image)
         if args.preview:
-            from ..preview import save_preview
+            from ..evaluation.preview import save_preview
 
             lsf = pred.levelset if pred.levelset.ndim == 3 else pred.levelset[0]
             save_preview(out_dir / f"{case}_preview.png", image, pred.label, lsf, geometry.spacing, title=case)
@@ -182,8 +182,8 @@ def parse_roi(values: list[int] | None) -> tuple[slice, slice, slice] | None:
 
 def _warn_if_oversize(case: str, shape, spacing, roi, model_mm, jsonl: bool) -> None:
     """One line (and an ``extent-warning`` event) when the segmented box is much larger than the model's
-    training scans (:mod:`DTCCore.extent`)."""
-    from ..extent import oversize_warning, physical_extent
+    training scans (:mod:`DTCCore.planning.extent`)."""
+    from ..planning.extent import oversize_warning, physical_extent
 
     size = [len(range(*s.indices(n))) for s, n in zip(roi, shape)] if roi is not None else list(shape)
     scan_mm = physical_extent(size, spacing)
@@ -213,14 +213,14 @@ def describe_plan(config) -> str:
 
 
 def _describe_tta(config) -> str:
-    """``", test-time augmentation (flips)"`` or ``(turns)``: what ``infer.mirror`` averages over for this
-    model (tta.py); ``""`` when it is off or the model has nothing to average over (``--augment none``)."""
-    if not config.infer.mirror:
+    """``", test-time augmentation (flips)"`` or ``(turns)``: what ``infer.tta`` averages over for this
+    model (inference/tta.py); ``""`` when it is off or the model has nothing to average over (``--augment none``)."""
+    if not config.infer.tta:
         return ""
-    from ..tta import mirror_axes, tta_turns
+    from ..inference.tta import tta_flip_axes, tta_turns
 
     augment = config.train.augment
-    kinds = (["flips"] if mirror_axes(augment) else []) + (
+    kinds = (["flips"] if tta_flip_axes(augment) else []) + (
         ["turns"] if tta_turns(augment, config.train.patch, config.network.pools) != (0,) else [])
     return f", test-time augmentation ({' and '.join(kinds)})" if kinds else ""
 

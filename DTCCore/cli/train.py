@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from ..config import AUGMENT_CHOICES, MODES, PRECISIONS, DTCConfig
-from ..dims import SLICE_ANISOTROPY, SLICES_PER_CROP_2D, auto_dims, parse_dims, plane_pools
 from ..errors import DTCError
-from ..plan import manifest_auto_spacing, manifest_median_spacing, parse_spacing
-from ..pools import auto_pools, check_pools
+from ..planning.dims import SLICE_ANISOTROPY, SLICES_PER_CROP_2D, auto_dims, parse_dims, plane_pools
+from ..planning.pools import auto_pools, check_pools
+from ..planning.spacing import manifest_auto_spacing, manifest_median_spacing, parse_spacing
 from ..protocol import EVENT_KEY, EXIT_CANCELLED, Event
-from ..schedule import fit_schedule
+from ..training.schedule import fit_schedule
 from . import device_argument, events
 
 HELP = """\
@@ -131,9 +131,9 @@ def set_dims(config: DTCConfig, args: argparse.Namespace, manifest: Path) -> Non
 
 def fit_iterations(config: DTCConfig, iterations: int) -> None:
     """``--iterations N``: the run is N iterations long and its schedule (lr steps, consistency ramp) is scaled
-    from the config's own length to N (:func:`~DTCCore.schedule.fit_schedule`), so a short run still decays
+    from the config's own length to N (:func:`~DTCCore.training.schedule.fit_schedule`), so a short run still decays
     its learning rate and reaches full consistency weight. With a time limit the scaled schedule is the
-    starting point that :class:`~DTCCore.schedule.TimeBudget` fits again to what fits in the time; it stays
+    starting point that :class:`~DTCCore.training.schedule.TimeBudget` fits again to what fits in the time; it stays
     unmarked as fitted so that the budget still runs."""
     if iterations < 1:
         raise DTCError(f"--iterations {iterations}: use a whole number of at least 1")
@@ -203,7 +203,7 @@ class _Printer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..trainer import train
+    from ..training.trainer import train
     from .events import cancel_check
 
     config = build_config(args)

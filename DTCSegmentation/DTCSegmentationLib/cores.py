@@ -1,7 +1,7 @@
 """How the panel shares the CPU cores between the engine jobs it runs at once (``dtc ... --threads N``).
 
 torch gives every process one thread per core; a fine-tune and a Segment side by side then oversubscribe
-the cores, and both slow down far more than by half (DTCCore/threads.py). A running process cannot
+the cores, and both slow down far more than by half (DTCCore/runtime/threads.py). A running process cannot
 change its threads, so the split is decided when each job starts:
 
 - a fine-tune always leaves :func:`reserved_cores` to Segment / Next case / model information, whether or
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from DTCCore.threads import available_cores
+from DTCCore.runtime.threads import available_cores
 
 # A fine-tune leaves a quarter of the cores, at least one, to the short jobs (our choice). Our measurement
 # (bench/two_jobs.py, bench/RESULTS.md "Two jobs at once"): on 2 cores, a Segment beside a fine-tune at

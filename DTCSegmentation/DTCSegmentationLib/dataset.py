@@ -1,14 +1,14 @@
 """The dataset folder an annotator builds: ``images/``, ``labels/``, ``manifest.json`` and ``labels.json``.
 
-The manifest is the one ``dtc train`` reads (DTCCore.manifest). Adding a case writes the image and
-the label with ``DTCCore.io.write_image`` (temp file + rename), then appends to the manifest with
-``DTCCore.manifest.add_labeled`` (also atomic), so a crash never leaves a half-written file or a
+The manifest is the one ``dtc train`` reads (DTCCore.data.manifest). Adding a case writes the image and
+the label with ``DTCCore.data.images.write_image`` (temp file + rename), then appends to the manifest with
+``DTCCore.data.manifest.add_labeled`` (also atomic), so a crash never leaves a half-written file or a
 manifest naming a missing one. A case already present is refused, never overwritten. A scan loaded from one
 of the dataset's unlabeled entries by the annotation loop's Next case becomes that entry's labeled pair: it
 leaves the unlabeled list in the same manifest write, and a file inside the dataset is kept as the pair's
 image (refused if the scene's copy has changed since it was loaded).
 
-``labels.json`` is the dataset's label table (DTCCore.labels entries), the one a model fine-tuned on
+``labels.json`` is the dataset's label table (DTCCore.data.labels entries), the one a model fine-tuned on
 the dataset carries. The first labeled example writes it: the model's table when the segmentation
 has several classes, the segment's own name, colour and terminology for a one-class model (as the
 module always did). Later examples must agree with it (same classes, same names per value), else
@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import slicer
 
-from DTCCore import manifest as dtc_manifest
 from DTCCore.atomic import atomic_write_text
+from DTCCore.data import manifest as dtc_manifest
+from DTCCore.data.images import Geometry, read_image, read_label, write_image
+from DTCCore.data.labels import generic_table, validate_table
 from DTCCore.errors import DTCError
-from DTCCore.io import Geometry, read_image, read_label, write_image
-from DTCCore.labels import generic_table, validate_table
 
 from . import labelexport
 from .sceneio import geometry_from_ijk_to_ras, ijk_to_ras, kji_to_xyz, require_scalar_volume
@@ -140,7 +140,7 @@ class DatasetFolder:
         one of the dataset's unlabeled scans, the pair replaces that entry (``manifest.add_labeled(replaces=)``)
         and a file inside the dataset is kept as the pair's image.
 
-        ``table``: the label table (DTCCore.labels) of the model the example is for; the label file holds
+        ``table``: the label table (DTCCore.data.labels) of the model the example is for; the label file holds
         its values, segments matched by name or terminology (:mod:`.labelexport`). None: the dataset's
         ``labels.json``, else the segments in their order. Everything is checked before anything is written.
         """

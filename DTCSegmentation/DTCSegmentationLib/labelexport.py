@@ -1,7 +1,7 @@
 """A segmentation (or label map) as a label array holding a label table's values, on a volume's grid.
 
 "Add as labeled example" writes what a model trains on: 0 = background, 1..C = the classes of its
-label table (DTCCore.labels). Each segment is matched to one entry of the table:
+label table (DTCCore.data.labels). Each segment is matched to one entry of the table:
 
 - by name, ignoring case and surrounding spaces ("myocardium " is "Myocardium");
 - else by its terminology entry's codes (type, type modifier, region, region modifier; code meanings
@@ -33,7 +33,7 @@ from .sceneio import geometry_from_ijk_to_ras, ijk_to_ras, kji_to_xyz
 # the same at Slicer v5.6.2 and v5.12.3): the ones that say which structure a segment is.
 TERMINOLOGY_FIELDS = 7
 TERMINOLOGY_STRUCTURE_FIELDS = (2, 3, 5, 6)  # type, type modifier, region, region modifier
-MAX_LABEL_VALUE = 255  # label files are uint8 (DTCCore.io.read_label returns uint8)
+MAX_LABEL_VALUE = 255  # label files are uint8 (DTCCore.data.images.read_label returns uint8)
 MODEL_TABLE = "the model's label table"
 DATASET_TABLE = "the dataset's label table"
 SCRATCH_HINT = " (to train new labels, set Fine-tune > Start from to scratch)"
@@ -63,7 +63,7 @@ def segment_terminology(segment) -> str:
 
 
 def segment_entry(segment, value: int) -> dict[str, Any]:
-    """A label-table entry (DTCCore.labels) from a segment: its name, colour and terminology."""
+    """A label-table entry (DTCCore.data.labels) from a segment: its name, colour and terminology."""
     return {"value": value, "name": segment.GetName(), "color": [float(c) for c in segment.GetColor()],
             "terminology": segment_terminology(segment)}
 

@@ -23,12 +23,12 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from DTCCore.config import AUGMENT_CHOICES, DEVICE_CHOICES, MODES, DTCConfig
-from DTCCore.dims import SLICES_PER_CROP_2D, auto_dims, plane_pools  # torch-free
 from DTCCore.errors import DTCError
-from DTCCore.plan import manifest_geometry, median_spacing  # torch-free: image headers only
-from DTCCore.pools import auto_pools, check_patch, fit_patch
+from DTCCore.planning.dims import SLICES_PER_CROP_2D, auto_dims, plane_pools  # torch-free
+from DTCCore.planning.pools import auto_pools, check_patch, fit_patch
+from DTCCore.planning.spacing import manifest_geometry, median_spacing  # torch-free: image headers only
 from DTCCore.protocol import JobState
-from DTCCore.schedule import fit_schedule  # torch-free, as DTCCore.config
+from DTCCore.training.schedule import fit_schedule  # torch-free, as DTCCore.config
 
 from . import dataset, models, results, roihint, sceneio
 from .infojob import ModelInfoJob
@@ -94,7 +94,7 @@ def _folder(path) -> Path | None:
 def fit_schedule_dict(config: dict, iterations: int) -> None:
     """Scale the lr steps and consistency ramp of ``config`` (a config dict, possibly partial: DTCConfig's
     defaults fill it) from its own length to ``iterations``, in place, as ``dtc train --iterations`` does
-    (:func:`DTCCore.schedule.fit_schedule`): lr x0.1 at 5/12 and 10/12 of the run and full consistency weight
+    (:func:`DTCCore.training.schedule.fit_schedule`): lr x0.1 at 5/12 and 10/12 of the run and full consistency weight
     at its end for the recipe's schedule. Without it a 1000-iteration run kept the 6000-iteration recipe's
     steps (never reached) and ramp (lambda 0.03 at the end). A time limit fits the scaled schedule again to
     the iterations that fit; ``train.schedule_fitted`` is left to the caller."""
@@ -170,9 +170,9 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
         ``threads``: the job's CPU threads (``dtc segment --threads``; the panel's share, :mod:`.cores`);
         None: every core. ``job.extent`` is set when the engine finds the scan much larger than the
-        model's training scans (:mod:`DTCCore.extent`).
+        model's training scans (:mod:`DTCCore.planning.extent`).
         """
-        from DTCCore.io import write_image
+        from DTCCore.data.images import write_image
 
         image, geometry = sceneio.volume_to_array(volume)
         region = sceneio.roi_to_slices(roi, volume)

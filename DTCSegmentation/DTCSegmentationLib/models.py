@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from DTCCore.pools import REFERENCE_POOLS  # torch-free
+from DTCCore.planning.pools import REFERENCE_POOLS  # torch-free
 from DTCCore.protocol import CHECKPOINT_DIR, CHECKPOINT_PATTERN, DEFAULT_MODEL, MODEL_MAGIC  # torch-free
 
 DEFAULT_LABEL = "Bundled default (left atrium MRI)"
@@ -89,8 +89,8 @@ def list_models(models_folder: str | Path | None) -> list[ModelEntry]:
 
 def import_model(model_file: str | Path, models_folder: str | Path) -> Path:
     """Copy a model file (and its ``.labels.json`` when present) to ``<models>/<name>/model.pt``."""
+    from DTCCore.data.labels import sidecar_path
     from DTCCore.errors import DTCError
-    from DTCCore.labels import sidecar_path
 
     source = Path(model_file)
     if not source.is_file():
@@ -108,8 +108,8 @@ def import_model(model_file: str | Path, models_folder: str | Path) -> Path:
 
 def export_model(model_file: str | Path, target: str | Path) -> Path:
     """Copy a model (with its label table and model card, when present) to ``target`` (never overwrites)."""
+    from DTCCore.data.labels import sidecar_path
     from DTCCore.errors import DTCError
-    from DTCCore.labels import sidecar_path
 
     source, target = Path(model_file), Path(target)
     if target.exists():

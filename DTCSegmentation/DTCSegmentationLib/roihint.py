@@ -1,6 +1,6 @@
 """A scan much larger than the model's training scans: the Segment status says so, and offers a box.
 
-``dtc segment`` reports an ``extent-warning`` event (scan and training sizes in mm, DTCCore/extent.py)
+``dtc segment`` reports an ``extent-warning`` event (scan and training sizes in mm, DTCCore/planning/extent.py)
 when the segmented scan, or its region of interest, is over 2x larger along an axis than the scans the
 model was trained on. The panel appends :func:`note` to the Segment status and shows its "Add ROI box"
 button, which calls :func:`add_roi_box`: a box of the training scans' size on the scan's axes, centred
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import slicer
 
-from DTCCore.extent import oversize_warning
+from DTCCore.planning.extent import oversize_warning
 
 from . import sceneio
 

@@ -11,8 +11,8 @@ import numpy as np
 import slicer
 import vtk
 
+from DTCCore.data.images import Geometry
 from DTCCore.errors import DTCError
-from DTCCore.io import Geometry
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])  # DICOM/ITK LPS vs Slicer RAS: x and y axes flipped
 

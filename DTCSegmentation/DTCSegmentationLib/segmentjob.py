@@ -3,7 +3,7 @@
 The logic writes the whole scan to the work folder; a region of interest goes to the engine as
 ``dtc segment --roi``, which crops, predicts and pastes the box back onto the scan's grid (outside it:
 label 0, level set ``DTCCore.protocol.OUTSIDE_LEVELSET``, disagreement 0), so the crop has one owner
-(``DTCCore.inference.predict_volume``). :meth:`SegmentJob.done_event` reads the results back.
+(``DTCCore.inference.predict.predict_volume``). :meth:`SegmentJob.done_event` reads the results back.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class SegmentJob(EngineJob):
             self.extent = event
 
     def done_event(self) -> dict[str, Any]:
-        from DTCCore.io import read_image
+        from DTCCore.data.images import read_image
 
         if SEG not in self.files:
             raise RuntimeError("the engine finished without writing a segmentation")

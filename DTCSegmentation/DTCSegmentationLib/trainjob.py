@@ -91,7 +91,7 @@ class TrainingJob(EngineJob):
         if self.model is None:
             raise RuntimeError("the trainer ended without writing model.pt")
         if self.request.labels:
-            from DTCCore.labels import write_sidecar
+            from DTCCore.data.labels import write_sidecar
 
             write_sidecar(self.model, self.request.labels)
         return {EVENT_KEY: JobEvent.DONE, "model": str(self.model)}

@@ -39,8 +39,8 @@ def make_tiny_model(folder: Path) -> Path:
     Built here, in the test process: the module never imports torch."""
     import torch
 
-    from DTCCore import checkpoint, network
     from DTCCore.config import DTCConfig
+    from DTCCore.model import checkpoint, network
 
     torch.manual_seed(0)
     config = DTCConfig.from_dict({"network": {"base_filters": 2}, "train": {"patch": [16, 16, 16]}})

@@ -1,0 +1,1 @@
+"""Data: images and labels on disk, the dataset manifest, label tables, intensity and resampling."""

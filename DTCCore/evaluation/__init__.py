@@ -1,0 +1,1 @@
+"""Evaluation: the paper's metrics and the training-curve and result previews."""

@@ -1,0 +1,1 @@
+"""The model: the dual-task network, the level-set transform, the losses, checkpoints, BatchNorm tools."""

@@ -1,0 +1,1 @@
+"""Runtime: devices, numeric precision and CPU threads."""

@@ -1,0 +1,1 @@
+"""Training: the trainer, its batches and augmentation, the schedule, the run log, several processes."""
