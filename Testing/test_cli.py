@@ -125,7 +125,8 @@ def test_train_command_jsonl_and_errors(tmp_path, capsys):
     tiny_config(iterations=2).save(cfg_file)
     assert main(["train", str(manifest), "-o", str(tmp_path / "run"), "--config", str(cfg_file), "--jsonl"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert events[0]["event"] == "start" and events[-1]["event"] == "done"
+    assert events[0] == {"event": "message", "text": f"classes: 1 (--config {cfg_file})"}
+    assert events[1]["event"] == "start" and events[-1]["event"] == "done"
     assert Path(events[-1]["model"]).exists()
     r = _run("train", str(tmp_path / "missing.json"), "-o", str(tmp_path / "r2"))
     assert r.returncode == 2

@@ -13,9 +13,13 @@ from ..errors import DTCError
 from ..planning.dims import SLICE_ANISOTROPY, SLICES_PER_CROP_2D, auto_dims, parse_dims, plane_pools
 from ..planning.pools import auto_pools, check_pools
 from ..planning.spacing import manifest_auto_spacing, manifest_median_spacing, parse_spacing
-from ..protocol import EVENT_KEY, EXIT_CANCELLED, Event
+from ..protocol import CHECKPOINT_DIR, EVENT_KEY, EXIT_CANCELLED, Event
 from ..training.schedule import fit_schedule
 from . import device_argument, events
+
+# Our choice: a new model's class count is read from its labels, and more classes than this (a 0..255 mask,
+# an instance map) is far more likely a label of another kind than a 200-class network: say so instead.
+MAX_INFERRED_CLASSES = 32
 
 HELP = """\
 Train a dual-task VNet on the scans a manifest names. MANIFEST is JSON:
@@ -59,6 +63,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"auto: 2 when the model grid's slices are more than {SLICE_ANISOTROPY:g}x farther apart "
                         "than its pixels (nnU-Net's rule), else 3")
     p.add_argument("--base-filters", type=int, metavar="F", help="VNet width (default 16: 9.45 M parameters)")
+    p.add_argument("--num-classes", type=int, metavar="C",
+                   help="foreground classes of the model (default: a new model takes the label values found in the "
+                        "labeled scans, 1..C; a fine-tune keeps its model's)")
     p.add_argument("--mode", choices=MODES, help="ablation of the paper's Table 1 (default dtc)")
     p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N",
                    help="default auto: CUDA when present")
@@ -109,8 +116,65 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         set_dims(config, args, Path(args.manifest))
     if getattr(args, "pools", None):
         config.network.pools = parse_pools(args.pools, config.plan.spacing, Path(args.manifest))
+    args.classes_line = set_num_classes(config, args, Path(args.manifest))
     config.validate()
     return config
+
+
+def set_num_classes(config: DTCConfig, args: argparse.Namespace, manifest: Path) -> str | None:
+    """``config.network.num_classes`` for this run, and one line saying where it came from (None: a resumed
+    run, whose checkpoint holds its classes).
+
+    ``--num-classes C`` wins; a fine-tune (``--init-from``) keeps its model's classes; a ``--config`` file that
+    names ``network.num_classes`` keeps it; otherwise a new model has as many classes as the largest label
+    value found in the labeled scans (0/1 masks: 1). Any label value above the count is refused before training,
+    with the file, the value and the fix."""
+    if getattr(args, "resume", False) and (Path(args.output) / CHECKPOINT_DIR).is_dir():
+        return None
+    values = _labeled_values(manifest)
+    found = sorted(set().union(*values.values())) if values else []
+    explicit = getattr(args, "num_classes", None)
+    init_from = getattr(args, "init_from", None)
+    if explicit is not None:
+        if explicit < 1:
+            raise DTCError(f"--num-classes {explicit}: use a whole number of at least 1")
+        classes, source, fix = explicit, "--num-classes", "raise --num-classes or remap the label"
+    elif init_from:
+        from ..model.checkpoint import load_checkpoint
+
+        classes = load_checkpoint(init_from)["config"].network.num_classes
+        source = f"those of the model it fine-tunes, {init_from}"
+        fix = "a fine-tune keeps its model's classes: remap the label, or train a new model (without --init-from)"
+    elif args.config and "num_classes" in json.loads(Path(args.config).read_text(encoding="utf-8")).get("network", {}):
+        classes, source, fix = config.network.num_classes, f"--config {args.config}", "raise it or remap the label"
+    else:
+        if found and found[-1] > MAX_INFERRED_CLASSES and len(found) > 1:
+            raise DTCError(f"the labeled scans hold label values {_shown(found)}: more than {MAX_INFERRED_CLASSES} "
+                           "classes is unlikely to be a class map; save each structure as 1, 2, 3, ... "
+                           "(0 = background), or give --num-classes")
+        classes = found[-1] if len(found) > 1 else 1
+        source = f"label values {_shown(found)} in {len(values)} labeled scans; --num-classes overrides"
+        fix = "binarise it (label > 0)"
+    if len(found) > 1 or explicit is not None or init_from:
+        for path, vals in values.items():
+            unknown = [v for v in vals if v > classes]
+            if unknown:
+                raise DTCError(f"label {path} holds class {_shown(unknown)}, above the model's {classes} "
+                               f"class{'es' if classes > 1 else ''} ({source}) — {fix}")
+    config.network.num_classes = classes
+    return f"classes: {classes} ({source})"
+
+
+def _labeled_values(manifest: Path) -> dict[Path, list[int]]:
+    """The nonzero values of each labeled scan's label map (an unreadable manifest is left to the trainer)."""
+    from ..data.images import label_values
+    from ..data.manifest import load_manifest
+
+    return {pair.label: label_values(pair.label) for pair in load_manifest(manifest).labeled}
+
+
+def _shown(values: list[int]) -> str:
+    return "{" + ", ".join(map(str, values[:10])) + (", ..." if len(values) > 10 else "") + "}"
 
 
 def set_dims(config: DTCConfig, args: argparse.Namespace, manifest: Path) -> None:
@@ -208,6 +272,11 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)
     printer = _Printer(args.jsonl)
+    if args.classes_line:  # the run's first line (a message event for programs)
+        if args.jsonl:
+            printer({EVENT_KEY: Event.MESSAGE, "text": args.classes_line})
+        else:
+            print(args.classes_line, file=sys.stderr)
     train(config, Path(args.manifest), Path(args.output), resume=args.resume, init_from=args.init_from,
           progress=printer, cancel=cancel_check(getattr(args, "cancel_file", None)))
     return 0

@@ -223,6 +223,29 @@ def read_label(path: str | os.PathLike, geometry: Geometry, shape, num_classes: 
     )
 
 
+def label_values(path: str | os.PathLike) -> list[int]:
+    """The nonzero values of a label map, sorted (``dtc train`` counts a new model's classes from them).
+
+    Reads the whole file. Raises DTCError for values that are not whole numbers >= 0 (a probability map or
+    a signed label), naming them and the fix.
+    """
+    path = Path(path)
+    reader = _read_header(path)
+    _check_header(path, reader)
+    img = _execute(path, reader, None)
+    values = sitk.GetArrayViewFromImage(img)  # a view: img must stay referenced while it is read
+    if np.issubdtype(values.dtype, np.integer) and values.min() >= 0:
+        found = np.flatnonzero(np.bincount(values.ravel().astype(np.int64, copy=False))) if values.max() < 2**16 \
+            else np.unique(values)
+        return [int(v) for v in found if v != 0]
+    found = np.unique(values)
+    if np.isfinite(found).all() and np.array_equal(found, np.round(found)) and found.min() >= 0:
+        return [int(v) for v in found if v != 0]
+    shown = ", ".join(f"{v:g}" for v in found[:10]) + (", ..." if found.size > 10 else "")
+    raise DTCError(f"label {path} has values {{{shown}}}; a label map holds whole classes 0, 1, 2, ... "
+                   "(0 = background) — save it as integer classes")
+
+
 def _full_extension(name: str) -> str:
     lower = name.lower()
     for ext in _EXTENSIONS:
