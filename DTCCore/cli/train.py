@@ -116,7 +116,8 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         set_dims(config, args, Path(args.manifest))
     if getattr(args, "pools", None):
         config.network.pools = parse_pools(args.pools, config.plan.spacing, Path(args.manifest))
-    args.classes_line = set_num_classes(config, args, Path(args.manifest))
+    if getattr(args, "num_classes", None) is not None:
+        config.network.num_classes = args.num_classes  # checked against the labels by set_num_classes
     config.validate()
     return config
 
@@ -271,12 +272,14 @@ def run(args: argparse.Namespace) -> int:
     from .events import cancel_check
 
     config = build_config(args)
+    classes_line = set_num_classes(config, args, Path(args.manifest))
+    config.validate()
     printer = _Printer(args.jsonl)
-    if args.classes_line:  # the run's first line (a message event for programs)
+    if classes_line:  # the run's first line (a message event for programs)
         if args.jsonl:
-            printer({EVENT_KEY: Event.MESSAGE, "text": args.classes_line})
+            printer({EVENT_KEY: Event.MESSAGE, "text": classes_line})
         else:
-            print(args.classes_line, file=sys.stderr)
+            print(classes_line, file=sys.stderr)
     train(config, Path(args.manifest), Path(args.output), resume=args.resume, init_from=args.init_from,
           progress=printer, cancel=cancel_check(getattr(args, "cancel_file", None)))
     return 0
