@@ -196,10 +196,18 @@ def test_config_rejects_a_bad_plan():
     assert DTCConfig.from_dict({"plan": {"spacing": [1.5, 1.5, 1.5]}}).plan.spacing == (1.5, 1.5, 1.5)
 
 
-def test_torch_threads_untouched():
-    # resize_linear runs under no_grad and must not leave autograd disabled for the caller.
-    resize_linear(np.zeros((4, 4, 4), np.float32), (2, 2, 2))
-    assert torch.is_grad_enabled()
+def test_resize_linear_leaves_torch_threads_and_grad_mode_as_they_were():
+    # resize_linear runs under no_grad and must not leave autograd disabled for the caller, nor change the
+    # caller's torch thread count (the engine sets it once from --threads). Threads set to an unusual count
+    # first, so that a resampler resetting them to its own default (1, or the core count) is seen.
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        resize_linear(np.zeros((4, 4, 4), np.float32), (2, 2, 2))
+        assert torch.is_grad_enabled()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_cli_segment_with_a_plan_model_keeps_the_input_grid(tmp_path):
