@@ -1,5 +1,5 @@
 """``bench/mutants.py --check``: every hand-made mutant still names a snippet that is in the code exactly once
-(a changed line must update its mutant, not silently retire it). Running the mutants is a bench, not a test."""
+(a changed line must update its mutant, not silently retire it). test_mutants_caught.py runs them."""
 
 from __future__ import annotations
 
