@@ -21,6 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 ARMS = ["disagreement", "random-s1", "random-s2", "labeled-only"]  # bench/annotation_loop.study_arms([1, 2])
 K, ROUNDS, INITIAL = 2, 2, 4  # the smoke: k, rounds, labeled at the start
+TEST_CASES = 2  # the smoke's test scans
 SMOKE_FINETUNE = 4  # bench/annotation_loop.SMOKE_FINETUNE: iterations of a DTC fine-tune in the smoke
 EQUAL_TIME_RATIO = 1.9  # bench/few_label_la.EQUAL_TIME_RATIO (measured): labeled-only iterations per DTC iteration
 # One thread per process: on a busy 2-core machine OpenMP threads of several tiny processes spin-wait for each
@@ -47,8 +48,12 @@ def picks(out: Path, arm: str, r: int) -> dict:
     return json.loads((out / arm / f"round_{r}" / "picks.json").read_text())
 
 
+def round_folder(out: Path, arm: str, r: int) -> Path:
+    return out / "initial" if r == 0 else out / arm / f"round_{r}"
+
+
 def model(out: Path, arm: str, r: int) -> Path:
-    return (out / "initial" if r == 0 else out / arm / f"round_{r}") / "run" / "model.pt"
+    return round_folder(out, arm, r) / "run" / "model.pt"
 
 
 def test_tables_have_every_round_and_arm(study):
@@ -57,9 +62,20 @@ def test_tables_have_every_round_and_arm(study):
     assert all(arm in dice_table.splitlines()[2] for arm in ARMS)  # the header row
     rows = [line for line in dice_table.splitlines() if re.match(r"\| \d+ \| \d+ \|", line)]
     assert [tuple(map(int, re.findall(r"\d+", row)[:2])) for row in rows] == [(r, INITIAL + K * r) for r in range(3)]
-    for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")][2:2 + len(ARMS)]
-        assert all(0.0 <= float(c.split()[0]) <= 100.0 for c in cells), row
+    # Each cell is "LCC (raw)": 100 x the mean over the test cases of that round's score_test.json (its
+    # per-case rows, averaged here); the last column the random arms' mean (range).
+    randoms = [a for a in ARMS if a.startswith("random")]
+    for r, row in enumerate(rows):
+        cells = [c.strip() for c in row.strip("|").split("|")][2:]
+        assert len(cells) == len(ARMS) + 1, row
+        lcc = {}
+        for arm, cell in zip(ARMS, cells):
+            score = json.loads((round_folder(out, arm, r) / "score_test.json").read_text())
+            assert len(score["rows"]) == TEST_CASES
+            lcc[arm], raw = (100 * sum(c[k]["dice"] for c in score["rows"]) / TEST_CASES for k in ("lcc", "raw"))
+            assert cell == f"{lcc[arm]:.2f} ({raw:.2f})", (arm, r, row)
+        spread = [lcc[a] for a in randoms]
+        assert cells[-1] == f"{sum(spread) / len(spread):.2f} ({min(spread):.2f}-{max(spread):.2f})", row
     assert "Dice change from the previous round" in proc.stdout and "Goals (issue 24)" in proc.stdout
     assert set(numbers) == set(ARMS)
     for arm, rows in numbers.items():

@@ -106,16 +106,28 @@ def test_train_batches_with_nnunet_augment_are_deterministic_and_aligned():
     recipe = SimpleNamespace(sdf_normalization="volume")
     batches = TrainBatches([case], [], cfg, recipe, seed=5)
     plain = TrainBatches([case], [], SimpleNamespace(**{**vars(cfg), "nnunet_augment": False}), recipe, seed=5)
-    changed = 0
+    # The level-set target keeps its signs with the label: T <= 0 inside (0 on the inner boundary), T > 0
+    # outside (levelset.py). A crop that was not scaled holds the case's own values, and there the signs agree
+    # exactly. A scaled crop's label is resized by nearest neighbour and T linearly (x-y), so at an inside
+    # voxel T mixes its nearest source (<= 0, weight >= 1/4) with 3 neighbours at most 1, 1 and sqrt(2) voxels
+    # further out: T <= (1 + 1 + sqrt 2) / 4 of one voxel step outside (the case's smallest positive T).
+    values = np.unique(case.sdf)
+    step_out = float(values[values > 0].min())
+    changed, kept, scaled = 0, 0, 0
     for i in range(60):
         a, b = batches[i], batches[i]
         assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
         assert a["image"].shape == (2, 1, 32, 32, 16) and a["sdf"].shape == (2, 1, 32, 32, 16)
-        inside = a["label"].numpy() > 0
-        # the level-set target is negative inside the object, whatever the scaling did
-        assert (a["sdf"].numpy()[:, 0][inside] < 0.05).all()
+        for inside, sdf in zip(a["label"].numpy() > 0, a["sdf"].numpy()[:, 0]):
+            if np.isin(sdf, values).all():  # not scaled: the case's own values
+                kept += 1
+                assert (sdf[inside] <= 0).all() and (sdf[~inside] > 0).all()
+            else:
+                scaled += 1
+                assert sdf[inside].max() <= (2 + np.sqrt(2)) / 4 * step_out + 1e-6
         changed += not np.array_equal(a["image"].numpy(), plain[i]["image"].numpy())
     assert changed > 10  # the augmentations do fire
+    assert kept > 10 and scaled > 10  # both kinds of crop were checked
 
 
 def test_cli_flag_sets_the_config_and_is_off_by_default():

@@ -51,6 +51,30 @@ def test_identical_and_shifted():
     assert got["hd95_vox"] == pytest.approx(1.0) and got["hd95_mm"] == pytest.approx(2.0)  # one voxel along x
 
 
+def test_hand_computed_case_where_the_95th_percentile_is_not_the_maximum():
+    # Truth: a one-voxel-thick line x = 0..19 at (y, z) = (2, 2); prediction: the same line one voxel over
+    # (y = 3) plus 3 stray voxels x = 27..29 on that row. Every voxel of a thin line is a surface voxel.
+    # Surface distances, both ways (MedPy's hd95 pools them): 20 + 20 of 1 voxel (y), and the strays' to the
+    # truth's end (19, 2, 2): sqrt(8^2 + 1), sqrt(9^2 + 1), sqrt(10^2 + 1). 43 values; numpy's 95th
+    # percentile sits at rank 0.95 * 42 = 39.9: 0.1 of the way from the 40th value (1) to the 41st (sqrt 65).
+    # The maximum (the plain Hausdorff distance) would be sqrt(101). ASD (prediction to truth only): the mean
+    # of the prediction's 23 distances.
+    truth = np.zeros((32, 6, 5), bool)
+    truth[0:20, 2, 2] = True
+    pred = np.zeros_like(truth)
+    pred[0:20, 3, 2] = True
+    pred[27:30, 3, 2] = True
+    got = evaluate_case(pred, truth, (2.0, 1.0, 1.0))
+    strays_vox = [math.sqrt(d * d + 1) for d in (8, 9, 10)]
+    strays_mm = [math.sqrt((2 * d) ** 2 + 1) for d in (8, 9, 10)]  # x spacing 2 mm, y 1 mm
+    assert got["hd95_vox"] == pytest.approx(1 + 0.9 * (strays_vox[0] - 1), abs=1e-9)  # 7.356
+    assert got["hd95_mm"] == pytest.approx(1 + 0.9 * (strays_mm[0] - 1), abs=1e-9)  # 14.528
+    assert got["hd95_vox"] < max(strays_vox) - 1  # far from the maximum, 10.05
+    assert got["asd_vox"] == pytest.approx((20 + sum(strays_vox)) / 23, abs=1e-9)
+    assert got["asd_mm"] == pytest.approx((20 + sum(strays_mm)) / 23, abs=1e-9)
+    assert got["dice"] == 0.0 and got["jaccard"] == 0.0  # the lines do not overlap
+
+
 def test_empty_cases_defined():
     empty = np.zeros((6, 6, 6), bool)
     some = empty.copy()

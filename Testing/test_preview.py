@@ -78,17 +78,59 @@ def progress_records(n: int = 30, total: int = 600):
     return records
 
 
-def test_curves_png(tmp_path):
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The matplotlib figures ``save_curves`` writes, captured on their way to the PNG file."""
+    from DTCCore import preview
+
+    figures: list = []
+    real = preview._write_png
+
+    def capture(fig, path):
+        figures.append(fig)
+        return real(fig, path)
+
+    monkeypatch.setattr(preview, "_write_png", capture)
+    return figures
+
+
+def lines_by_label(fig) -> dict:
+    """{label: (x, y)} of every line drawn on the figure's axes (twin axes included), as float arrays."""
+    return {line.get_label(): (np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float))
+            for ax in fig.axes for line in ax.get_lines()}
+
+
+def test_curves_png(tmp_path, drawn):
     out = tmp_path / "sub" / "curves.png"
-    save_curves(out, progress_records())
+    records = progress_records()
+    save_curves(out, records[::-1])  # any order: plotted by iteration
     data = out.read_bytes()
     width, height = png_size(data)
     assert width >= 600 and height >= 300 and len(data) > 20_000
     assert sorted(p.name for p in out.parent.iterdir()) == ["curves.png"]
+    # what is drawn: every loss, lambda and the learning rate, point for point against the iteration
+    (fig,) = drawn
+    lines = lines_by_label(fig)
+    progress = [r for r in records if r["event"] == "progress"]
+    iterations = [r["iteration"] for r in progress]
+    expected = {name: [r["losses"][name] for r in progress] for name in ("total", "dice", "lsf", "consistency")}
+    expected["consistency"] = [v if v > 0 else np.nan for v in expected["consistency"]]  # log axis: 0 is a gap
+    expected["lambda (consistency weight)"] = [r["lambda"] for r in progress]
+    expected["learning rate"] = [r["lr"] for r in progress]
+    assert set(lines) == set(expected)
+    for label, values in expected.items():
+        x, y = lines[label]
+        np.testing.assert_array_equal(x, iterations, err_msg=label)
+        np.testing.assert_allclose(y, values, rtol=1e-12, err_msg=label)  # NaN where expected NaN
+    losses, schedule = fig.axes[:2]
+    assert losses.get_yscale() == "log" and losses.get_xlim() == (0.0, 600.0) and schedule.get_xlim() == (0.0, 600.0)
 
 
-def test_curves_with_no_progress_yet(tmp_path):
+def test_curves_with_no_progress_yet(tmp_path, drawn):
     out = tmp_path / "curves.png"
     save_curves(out, [{"event": "start", "total": 10}])
     assert png_size(out.read_bytes())[0] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png"]
+    (fig,) = drawn
+    assert lines_by_label(fig) == {}  # nothing plotted
+    assert [[t.get_text() for t in ax.texts] for ax in fig.axes] == [["no progress yet"], ["no progress yet"]]

@@ -138,6 +138,55 @@ def test_same_physical_answer_at_two_spacings():
     assert abs(volumes[0] - volumes[1]) / volumes[0] < 0.05
 
 
+class Ramp(nn.Module):
+    """Voxel by voxel (no neighbours): seg probability ``0.5 + PROBABILITY_SLOPE * x`` (its logit returned) and
+    level set ``LEVELSET_SLOPE * x`` of the (z-scored) input x; records the input it saw."""
+
+    PROBABILITY_SLOPE, LEVELSET_SLOPE = 0.12, 0.2  # |x| < 3.5 here: probabilities stay inside (0.08, 0.92)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        p = 0.5 + self.PROBABILITY_SLOPE * x
+        return torch.log(p / (1 - p)), self.LEVELSET_SLOPE * x
+
+
+def test_outputs_linear_on_the_model_grid_come_back_as_the_analytic_ramp():
+    # A scan whose intensity is linear in position, at 1 x 0.5 x 1 mm, for a 2 mm-plan model: the model grid
+    # has 2 x 4 x 2 times fewer voxels, its voxel centres all between the scan's, so the model sees exactly the
+    # ramp at its own centres (z-scored: mean and standard deviation of those values, computed here). Its
+    # outputs, linear in that input, are then linear in position on the model grid, and linear resampling must
+    # return them exactly at every scan voxel between the model grid's first and last centres (all but one
+    # layer of border voxels): the analytic ramp at the scan's voxel centres. Nearest neighbour would be off by
+    # half a model voxel's step (about 4e-3 in probability), far beyond float32 rounding.
+    shape, spacing, plan = (40, 48, 28), (1.0, 0.5, 1.0), (2.0, 2.0, 2.0)
+    gradient = np.array([1.0, 0.7, -0.4])  # intensity per mm along x, y, z
+
+    def ramp(axes_mm):
+        grid = np.meshgrid(*axes_mm, indexing="ij")
+        return sum(g * c for g, c in zip(grid, gradient))
+
+    scan_mm = [np.arange(n) * s for n, s in zip(shape, spacing)]
+    model_shape = target_shape(shape, spacing, plan)
+    assert model_shape == (20, 12, 14)
+    model_mm = cell_centred(shape, spacing, model_shape)
+    on_model = ramp(model_mm)
+    mean, std = on_model.mean(), on_model.std()
+    model, config = Ramp(), plan_config(plan)
+    config.infer.precision = "fp32"  # float32 arithmetic throughout (bf16 would round to 3 digits)
+    pred = predict_volume(model, ramp(scan_mm).astype(np.float32), config, spacing=spacing)
+    assert tuple(model.inputs[0].shape[2:]) == (32, 32, 32) and len(model.inputs) == 1  # one padded window
+    z = (ramp(scan_mm) - mean) / std  # the z-scored ramp, continued to the scan's voxel centres
+    interior = tuple(slice(int(np.searchsorted(a, m[0])), int(np.searchsorted(a, m[-1], side="right")))
+                     for a, m in zip(scan_mm, model_mm))
+    assert [s.stop - s.start for s in interior] == [38, 44, 26]  # one layer off each face (x, z); y: 2 of 0.5 mm
+    np.testing.assert_allclose(pred.probability[interior], (0.5 + Ramp.PROBABILITY_SLOPE * z)[interior], atol=2e-5)
+    np.testing.assert_allclose(pred.levelset[interior], (Ramp.LEVELSET_SLOPE * z)[interior], atol=2e-5)
+
+
 def test_plan_model_needs_the_spacing_and_native_model_ignores_it():
     image = np.random.default_rng(0).normal(100, 10, (20, 20, 20)).astype(np.float32)
     with pytest.raises(DTCError, match="spacing"):
@@ -196,10 +245,18 @@ def test_config_rejects_a_bad_plan():
     assert DTCConfig.from_dict({"plan": {"spacing": [1.5, 1.5, 1.5]}}).plan.spacing == (1.5, 1.5, 1.5)
 
 
-def test_torch_threads_untouched():
-    # resize_linear runs under no_grad and must not leave autograd disabled for the caller.
-    resize_linear(np.zeros((4, 4, 4), np.float32), (2, 2, 2))
-    assert torch.is_grad_enabled()
+def test_resize_linear_leaves_torch_threads_and_grad_mode_as_they_were():
+    # resize_linear runs under no_grad and must not leave autograd disabled for the caller, nor change the
+    # caller's torch thread count (the engine sets it once from --threads). Threads set to an unusual count
+    # first, so that a resampler resetting them to its own default (1, or the core count) is seen.
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        resize_linear(np.zeros((4, 4, 4), np.float32), (2, 2, 2))
+        assert torch.is_grad_enabled()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_cli_segment_with_a_plan_model_keeps_the_input_grid(tmp_path):

@@ -7,7 +7,8 @@ as they are in the working tree, so uncommitted edits count) are copied to a tem
 snippet of one file is replaced by its mutated form, and ``python -m pytest -q -x TESTS`` runs there
 (``PYTHONPATH`` = that folder, so the copy, not the installed engine, is imported). A failing pytest
 means the mutant is *caught*; a passing one means it is *MISSED*. Before the mutants, the same tests run
-once on the unmutated copy and must pass (else a "caught" could be an unrelated failure).
+once on the unmutated copy and must pass (else a "caught" could be an unrelated failure). Only pytest's
+"tests failed" status counts as caught: a mutant that breaks collection or selects no test is an error.
 
 Exit status 0 only when the baseline passes and every mutant is caught. A snippet that is not found
 exactly once in its file is an error too (status 2): the code changed, so the mutant must be updated,
@@ -95,14 +96,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "threshold-inclusive", "DTCCore/inference/predict.py",
         "label = (source > threshold).astype(np.uint8)",
         "label = (source >= threshold).astype(np.uint8)",
-        ("Testing/test_inference.py",),
+        ("Testing/test_inference.py::test_a_probability_of_exactly_one_half_is_background",),
         "a probability of exactly 0.5 counted as foreground (reference: > 0.5)",
     ),
     Mutant(
         "padding-split", "DTCCore/inference/sliding_window.py",
         "    lo = [p // 2 for p in pads]\n",
         "    lo = [p - p // 2 for p in pads]\n",
-        ("Testing/test_sliding_window.py",),
+        ("Testing/test_sliding_window.py::test_windows_are_placed_and_cropped_back",),
         "a volume smaller than the patch padded with the odd voxel before instead of after",
     ),
     Mutant(
@@ -112,13 +113,75 @@ MUTANTS: tuple[Mutant, ...] = (
         ("Testing/test_losses.py",),
         "consistency weight ramps down instead of up",
     ),
+    Mutant(
+        "manifest-written-in-place", "DTCCore/manifest.py",
+        '    atomic_write_text(path, json.dumps(data, indent=2) + "\\n")\n',
+        '    path.write_text(json.dumps(data, indent=2) + "\\n")\n',
+        ("Testing/test_rewrite_faults.py::test_manifest_keeps_the_previous_entries",),
+        "manifest.json rewritten in place: a write that fails partway leaves the annotator's dataset truncated",
+    ),
+    Mutant(
+        "reference-geometry-axis-aligned", "DTCSegmentation/DTCSegmentationLib/results.py",
+        "    node.SetReferenceImageGeometryParameterFromVolumeNode(reference)\n",
+        "    node.SetReferenceImageGeometryParameterFromVolumeNode(reference)\n"
+        "    axis_aligned = np.diag([*reference.GetSpacing(), 1.0])\n"
+        "    axis_aligned[:3, 3] = reference.GetOrigin()\n"
+        "    node.GetSegmentation().SetConversionParameter(\n"
+        "        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName(),\n"
+        "        slicer.vtkSegmentationConverter.SerializeImageGeometry(\n"
+        "            slicer.util.vtkMatrixFromArray(axis_aligned), reference.GetImageData()))\n",
+        ("Testing/test_slicer_results_geometry.py",),
+        "the segmentation's stored reference geometry axis-aligned, not the oblique volume's (Segment Editor "
+        "would paint on a wrong grid; an export through the volume hides it)",
+    ),
+    Mutant(
+        "probabilities-resampled-nearest", "DTCCore/inference.py",
+        "        seg, lsf = resize_linear(seg, inner_shape), resize_linear(lsf, inner_shape)\n",
+        "        seg, lsf = (torch.nn.functional.interpolate(torch.from_numpy(a)[None], size=inner_shape,\n"
+        '                                                    mode="nearest-exact")[0].numpy() for a in (seg, lsf))\n',
+        ("Testing/test_resample.py::test_outputs_linear_on_the_model_grid_come_back_as_the_analytic_ramp",),
+        "a plan model's probabilities and level sets brought back to the scan's grid by nearest neighbour",
+    ),
+    Mutant(
+        "hd95-as-maximum", "DTCCore/metrics.py",
+        '        "hd95_vox": float(binary.hd95(pred, truth)),\n',
+        '        "hd95_vox": float(binary.hd(pred, truth)),\n',
+        ("Testing/test_metrics.py::test_hand_computed_case_where_the_95th_percentile_is_not_the_maximum",),
+        "the Hausdorff distance's maximum reported as its 95th percentile",
+    ),
+    Mutant(
+        "curves-without-data", "DTCCore/preview.py",
+        'isinstance(r.get("losses"), dict)]',
+        'isinstance(r.get("losses"), list)]',
+        ("Testing/test_preview.py::test_curves_png",),
+        "curves.png drawn without the progress records (a valid PNG that says 'no progress yet')",
+    ),
+    Mutant(
+        "levelset-zero-outside", "DTCCore/levelset.py",
+        "    sdf[_inner_boundary(mask, face)] = 0.0\n",
+        "    sdf[_inner_boundary(~mask, face)] = 0.0\n",
+        ("Testing/test_augment_nnunet.py::test_train_batches_with_nnunet_augment_are_deterministic_and_aligned",),
+        "the level-set target's zero on the outer boundary (outside voxels at 0, not positive)",
+    ),
 )
 
 
+# Left out of a copy of a tree that is not a git checkout (an unpacked archive): .gitignore's folders.
+NOT_COPIED = {".git", "__pycache__", ".pytest_cache", ".venv", "build", "dist", "out", "runs"}
+
+
 def repository_files(repo: Path) -> list[str]:
-    """Tracked and untracked-but-not-ignored files that exist in the working tree."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
-                         check=True, capture_output=True).stdout.decode()
+    """Tracked and untracked-but-not-ignored files that exist in the working tree (outside a git checkout:
+    every file but those under NOT_COPIED, ``*.egg-info`` and ``*.tmp``)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                             check=True, capture_output=True).stdout.decode()
+    except (OSError, subprocess.CalledProcessError):
+        files = []
+        for folder, dirs, names in os.walk(repo):
+            dirs[:] = [d for d in dirs if d not in NOT_COPIED and not d.endswith(".egg-info")]
+            files += [str((Path(folder) / n).relative_to(repo)) for n in names if not n.endswith(".tmp")]
+        return sorted(files)
     return sorted({f for f in out.split("\0") if f and (repo / f).is_file()})
 
 
@@ -152,14 +215,37 @@ def apply(mutant: Mutant, root: Path) -> str | None:
     return problem
 
 
-def run_tests(root: Path, tests: tuple[str, ...]) -> tuple[bool, float, str]:
-    """(passed, seconds, last output lines) of ``pytest -q -x tests`` in the copy at ``root``."""
+PYTEST_TESTS_FAILED = 1  # pytest's exit status when tests ran and some failed (2-5: errors, no tests)
+
+
+def run_tests(root: Path, tests: tuple[str, ...]) -> tuple[int, float, str]:
+    """(pytest exit status, seconds, last output lines) of ``pytest -q -x tests`` in the copy at ``root``."""
     env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
                           cwd=root, env=env, capture_output=True, text=True)
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
-    return proc.returncode == 0, time.monotonic() - t0, tail
+    return proc.returncode, time.monotonic() - t0, tail
+
+
+def run_mutant(mutant: Mutant, root: Path) -> tuple[str, float, str]:
+    """Apply ``mutant`` to the copy at ``root``, run its tests, put the file back.
+
+    Returns (outcome, seconds, last output lines); outcome is "caught" (its tests failed), "MISSED" (they
+    passed) or "ERROR" (the snippet is not there once, or pytest could not run them: collection error, no test).
+    """
+    path = root / mutant.path
+    original = path.read_text(encoding="utf-8") if path.is_file() else None
+    problem = apply(mutant, root)
+    if problem:
+        return "ERROR", 0.0, problem
+    try:
+        code, seconds, tail = run_tests(root, mutant.tests)
+    finally:
+        if original is not None:
+            path.write_text(original, encoding="utf-8")
+    outcome = "caught" if code == PYTEST_TESTS_FAILED else "MISSED" if code == 0 else "ERROR"
+    return outcome, seconds, tail
 
 
 def imports_the_copy(root: Path) -> bool:
@@ -188,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         problems = [(m.name, snippet_problem(m, REPO)) for m in mutants]
         for name, problem in problems:
-            print(f"{name:30s} {'ERROR: ' + problem if problem else 'ok'}")
+            print(f"{name:32s} {'ERROR: ' + problem if problem else 'ok'}")
         return 2 if any(problem for _, problem in problems) else 0
 
     files = repository_files(REPO)
@@ -202,23 +288,22 @@ def main(argv: list[str] | None = None) -> int:
                 print("error: the copy's DTCCore is not the one imported; cannot run mutants", file=sys.stderr)
                 return 2
             tests = tuple(dict.fromkeys(t for m in mutants for t in m.tests))
-            passed, seconds, tail = run_tests(base, tests)
-            print(f"{'baseline':30s} {'passes' if passed else 'FAILS':8s} {seconds:6.1f} s")
-            if not passed:
+            code, seconds, tail = run_tests(base, tests)
+            print(f"{'baseline':32s} {'passes' if code == 0 else 'FAILS':8s} {seconds:6.1f} s")
+            if code != 0:
                 print(tail, file=sys.stderr)
                 return 2
         for i, m in enumerate(mutants):
             root = work / f"m{i}-{m.name}"
             copy_repository(REPO, files, root)
-            problem = apply(m, root)
-            if problem:
-                print(f"{m.name:30s} {'ERROR':8s} {problem}")
+            outcome, seconds, tail = run_mutant(m, root)
+            if args.keep and outcome != "ERROR":
+                apply(m, root)  # kept as mutated, for a look
+            print(f"{m.name:32s} {outcome:8s} {seconds:6.1f} s  {' '.join(m.tests)}", flush=True)
+            if outcome == "ERROR":
+                print(tail, file=sys.stderr)
                 status = 2
-                continue
-            passed, seconds, tail = run_tests(root, m.tests)
-            print(f"{m.name:30s} {'MISSED' if passed else 'caught':8s} {seconds:6.1f} s  {' '.join(m.tests)}",
-                  flush=True)
-            if passed:
+            elif outcome == "MISSED":
                 status = max(status, 1)
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)
