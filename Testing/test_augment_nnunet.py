@@ -107,7 +107,7 @@ def test_train_batches_with_nnunet_augment_are_deterministic_and_aligned():
     batches = TrainBatches([case], [], cfg, recipe, seed=5)
     plain = TrainBatches([case], [], SimpleNamespace(**{**vars(cfg), "nnunet_augment": False}), recipe, seed=5)
     # The level-set target keeps its signs with the label: T <= 0 inside (0 on the inner boundary), T > 0
-    # outside (levelset.py). A crop that was not scaled holds the case's own values, and there the signs agree
+    # outside (model/levelset.py). A crop that was not scaled holds the case's own values, and there the signs agree
     # exactly. A scaled crop's label is resized by nearest neighbour and T linearly (x-y), so at an inside
     # voxel T mixes its nearest source (<= 0, weight >= 1/4) with 3 neighbours at most 1, 1 and sqrt(2) voxels
     # further out: T <= (1 + 1 + sqrt 2) / 4 of one voxel step outside (the case's smallest positive T).

@@ -81,10 +81,10 @@ def test_reproduce_la_trains_evaluates_and_prints_the_paper_table(tmp_path):
     # hand), Jaccard = Dice / (2 - Dice), and the means are the rows' means.
     import torch
 
-    from DTCCore.checkpoint import load_model
-    from DTCCore.inference import predict_volume
-    from DTCCore.io import read_image, read_label
-    from DTCCore.postprocess import largest_component
+    from DTCCore.data.images import read_image, read_label
+    from DTCCore.inference.postprocess import largest_component
+    from DTCCore.inference.predict import predict_volume
+    from DTCCore.model.checkpoint import load_model
 
     folder = tmp_path / "run" / "data"
     cases = (folder / "test.list").read_text().split()[:2]

@@ -42,7 +42,7 @@ def test_mutant_is_caught_by_its_tests(copy, mutant):
 
 
 def test_a_mutant_whose_tests_pass_is_missed_and_one_that_selects_nothing_is_an_error(copy):
-    harmless = mutants.Mutant("comment-added", "DTCCore/metrics.py", '    """Metrics of a binary prediction',
+    harmless = mutants.Mutant("comment-added", "DTCCore/evaluation/metrics.py", '    """Metrics of a binary prediction',
                               '    # a comment\n    """Metrics of a binary prediction',
                               ("Testing/test_metrics.py::test_identical_and_shifted",), "no change in behaviour")
     assert mutants.run_mutant(harmless, copy)[0] == "MISSED"

@@ -19,8 +19,8 @@ def test_every_mutant_snippet_is_in_the_code_once():
 
 def test_check_fails_on_a_missing_snippet(tmp_path):
     mutants = bench_module("mutants")
-    (tmp_path / "DTCCore").mkdir()
     m = mutants.MUTANTS[0]
+    (tmp_path / m.path).parent.mkdir(parents=True)
     (tmp_path / m.path).write_text("nothing here\n")
     assert "found 0 times" in mutants.snippet_problem(m, tmp_path)
     (tmp_path / m.path).write_text(m.original * 2)

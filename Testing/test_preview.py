@@ -81,7 +81,7 @@ def progress_records(n: int = 30, total: int = 600):
 @pytest.fixture
 def drawn(monkeypatch) -> list:
     """The matplotlib figures ``save_curves`` writes, captured on their way to the PNG file."""
-    from DTCCore import preview
+    from DTCCore.evaluation import preview
 
     figures: list = []
     real = preview._write_png

@@ -50,7 +50,7 @@ def touch(path: Path) -> Path:
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("change", ["add labeled", "label an unlabeled scan", "add unlabeled"])
 def test_manifest_keeps_the_previous_entries(tmp_path, monkeypatch, fault, change):
-    from DTCCore.manifest import add_labeled, add_unlabeled, load_manifest
+    from DTCCore.data.manifest import add_labeled, add_unlabeled, load_manifest
 
     folder = tmp_path / "dataset"
     files = {name: touch(folder / "images" / f"{name}.nrrd") for name in ("a", "b", "u", "v")}
@@ -87,8 +87,8 @@ def test_run_config_keeps_the_previous_settings(tmp_path, monkeypatch, fault):
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("name", ["model.pt", "checkpoints/iter_000004.pt"])
 def test_model_and_checkpoint_keep_the_previous_weights(tmp_path, monkeypatch, fault, name):
-    from DTCCore.checkpoint import load_checkpoint, save_checkpoint
-    from DTCCore.network import build_network
+    from DTCCore.model.checkpoint import load_checkpoint, save_checkpoint
+    from DTCCore.model.network import build_network
 
     config = tiny_config()
     torch.manual_seed(0)
@@ -115,7 +115,7 @@ def progress(n: int) -> list[dict]:
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("picture", ["curves", "preview"])
 def test_png_keeps_the_previous_picture(tmp_path, monkeypatch, fault, picture):
-    from DTCCore.preview import save_curves, save_preview
+    from DTCCore.evaluation.preview import save_curves, save_preview
 
     path = tmp_path / "run" / f"{picture}.png"
     path.parent.mkdir()
@@ -130,7 +130,7 @@ def test_png_keeps_the_previous_picture(tmp_path, monkeypatch, fault, picture):
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_model_label_table_keeps_the_previous_classes(tmp_path, monkeypatch, fault):
-    from DTCCore.labels import read_table, sidecar_path, write_sidecar
+    from DTCCore.data.labels import read_table, sidecar_path, write_sidecar
 
     model = touch(tmp_path / "run" / "model.pt")
     old = [{"value": 1, "name": "Left atrium", "color": [0.8, 0.2, 0.2], "terminology": ""}]
@@ -167,7 +167,7 @@ def test_evaluation_table_keeps_the_previous_rows(tmp_path, monkeypatch, fault, 
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_volume_written_over_keeps_the_previous_voxels(tmp_path, monkeypatch, fault):
-    from DTCCore.io import Geometry, read_image, write_image
+    from DTCCore.data.images import Geometry, read_image, write_image
 
     geometry = Geometry(spacing=(0.7, 0.8, 2.0), origin=(1.0, -2.0, 3.0), direction=tuple(np.eye(3).ravel()))
     old = np.arange(12 * 10 * 6, dtype=np.float32).reshape(12, 10, 6)

@@ -114,7 +114,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "consistency weight ramps down instead of up",
     ),
     Mutant(
-        "manifest-written-in-place", "DTCCore/manifest.py",
+        "manifest-written-in-place", "DTCCore/data/manifest.py",
         '    atomic_write_text(path, json.dumps(data, indent=2) + "\\n")\n',
         '    path.write_text(json.dumps(data, indent=2) + "\\n")\n',
         ("Testing/test_rewrite_faults.py::test_manifest_keeps_the_previous_entries",),
@@ -135,7 +135,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "would paint on a wrong grid; an export through the volume hides it)",
     ),
     Mutant(
-        "probabilities-resampled-nearest", "DTCCore/inference.py",
+        "probabilities-resampled-nearest", "DTCCore/inference/predict.py",
         "        seg, lsf = resize_linear(seg, inner_shape), resize_linear(lsf, inner_shape)\n",
         "        seg, lsf = (torch.nn.functional.interpolate(torch.from_numpy(a)[None], size=inner_shape,\n"
         '                                                    mode="nearest-exact")[0].numpy() for a in (seg, lsf))\n',
@@ -143,21 +143,21 @@ MUTANTS: tuple[Mutant, ...] = (
         "a plan model's probabilities and level sets brought back to the scan's grid by nearest neighbour",
     ),
     Mutant(
-        "hd95-as-maximum", "DTCCore/metrics.py",
+        "hd95-as-maximum", "DTCCore/evaluation/metrics.py",
         '        "hd95_vox": float(binary.hd95(pred, truth)),\n',
         '        "hd95_vox": float(binary.hd(pred, truth)),\n',
         ("Testing/test_metrics.py::test_hand_computed_case_where_the_95th_percentile_is_not_the_maximum",),
         "the Hausdorff distance's maximum reported as its 95th percentile",
     ),
     Mutant(
-        "curves-without-data", "DTCCore/preview.py",
+        "curves-without-data", "DTCCore/evaluation/preview.py",
         'isinstance(r.get("losses"), dict)]',
         'isinstance(r.get("losses"), list)]',
         ("Testing/test_preview.py::test_curves_png",),
         "curves.png drawn without the progress records (a valid PNG that says 'no progress yet')",
     ),
     Mutant(
-        "levelset-zero-outside", "DTCCore/levelset.py",
+        "levelset-zero-outside", "DTCCore/model/levelset.py",
         "    sdf[_inner_boundary(mask, face)] = 0.0\n",
         "    sdf[_inner_boundary(~mask, face)] = 0.0\n",
         ("Testing/test_augment_nnunet.py::test_train_batches_with_nnunet_augment_are_deterministic_and_aligned",),
