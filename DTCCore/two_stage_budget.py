@@ -19,10 +19,10 @@ from typing import Callable
 from .config import DTCConfig
 from .schedule import CALIBRATION_ITERATIONS, CALIBRATION_SKIP, REFIT_BEFORE, fit_schedule
 
-# Seconds of a stage-2 step over a stage-1 step. Our estimate from the work (the student on 2 mixed crops
-# forward and backward plus the teacher on 2, against the student on 1), until measured. Only a first guess:
-# the run re-times stage 2 itself.
-STAGE2_COST_RATIO = 2.6
+# Seconds of a stage-2 step over a stage-1 step: 1.40 and 1.34 measured (CPU time, 8 and 4 steps) with
+# bench/mode_step_cost.py on the 2.0 mm LA plan (48x48x32, base 16), one thread, level set and consistency on
+# (bench/RESULTS.md, "Cost per step of every mode"). Only a first guess: the run re-times stage 2 itself.
+STAGE2_COST_RATIO = 1.4
 
 
 def two_stage_iterations(left_s: float, done: int, stage2_from: Callable[[int], int], stage1_s: float,
