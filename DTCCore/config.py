@@ -20,7 +20,17 @@ from .errors import DTCError
 from .planning.dims import check_dims
 from .planning.pools import check_patch
 
-MODES = ("seg", "lsf", "seg+lsf", "dtc")  # paper Table 1 ablations; "dtc" is the full method
+# "seg", "lsf", "seg+lsf": the paper's Table 1 ablations (labeled only); "dtc" is the full method (model/losses.py).
+DTC_MODES = ("seg", "lsf", "seg+lsf", "dtc")
+# The copy-paste modes follow BCP (Bai et al., CVPR 2023, "Bidirectional Copy-Paste"; training/copypaste.py):
+# "copy-paste" = labeled only, a box of one labeled crop pasted into another (BCP's stage 1) for the whole run;
+# "copy-paste-teacher" = that for the first recipe.cp_stage1_fraction of the run, then an EMA teacher's
+# pseudo-labels on unlabeled crops pasted both ways with labeled ones (BCP's stage 2). recipe.cp_levelset and
+# recipe.cp_consistency add DTC's level-set head and dual-task consistency on the mixed images.
+TEACHER_MODE = "copy-paste-teacher"
+COPY_PASTE_MODES = ("copy-paste", TEACHER_MODE)
+MODES = DTC_MODES + COPY_PASTE_MODES
+UNLABELED_MODES = ("dtc", TEACHER_MODE)  # the modes that train on unlabeled scans
 # Device names, the same in the config, every CLI command and the Slicer panel: "auto" (CUDA when present),
 # "cpu", "cuda" (the current GPU) or "cuda:N" (GPU number N).
 DEVICE_CHOICES = ("auto", "cuda", "cpu")  # this order in the panel's device list
@@ -101,6 +111,16 @@ class RecipeConfig:
     # whole volume, computed once per labeled volume (our default; see model/levelset.py for why);
     # "patch" = the reference's per-patch min-max (recomputed per batch; for comparison only).
     sdf_normalization: str = "volume"
+    # Copy-paste modes (training/copypaste.py). Fraction of the run that is stage 1 (labeled crops pasted into labeled
+    # crops) before the EMA teacher starts (copy-paste-teacher only): BCP's LA_BCP_train.py runs
+    # --pre_max_iteration 2000 then --self_max_iteration 15000 (2000 / 17000 = 0.118); ACDC_BCP_train.py 10000 then
+    # 30000 (0.25). A fraction, so --iterations and --time-limit scale both stages together.
+    cp_stage1_fraction: float = 2000 / 17000
+    # Our additions on the mixed images, both stages: the level-set head trains on the signed distance of the
+    # mixed targets (weighted as the segmentation terms), and DTC's dual-task consistency (weight lambda(t) as in
+    # "dtc"). Off and off is BCP's own recipe.
+    cp_levelset: bool = True
+    cp_consistency: bool = True
 
 
 @dataclass
@@ -246,6 +266,7 @@ class DTCConfig:
             raise DTCError("iterations must be >= 1")
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:
             raise DTCError("labeled_batch must be >= 1 and unlabeled_batch >= 0")
+        self._validate_copy_paste()
         for where, value in (("train.precision", self.train.precision), ("infer.precision", self.infer.precision)):
             if check_precision(value, where) != value:  # a saved config holds the normalised name
                 raise DTCError(f"{where} {value!r}: use one of {', '.join(PRECISIONS)} (lower case)")
@@ -259,6 +280,21 @@ class DTCConfig:
             stride = tuple(int(s) for s in self.infer.stride)
             if len(stride) != 3 or any(s < 1 for s in stride):
                 raise DTCError(f"stride {stride} must be 3 positive sizes")
+
+    def _validate_copy_paste(self) -> None:
+        """The copy-paste modes pair the first half of the labeled crops with the second half (BCP's img_a / img_b)
+        and, with the teacher, each half with as many unlabeled crops (unimg_a / unimg_b)."""
+        mode, t = self.recipe.mode, self.train
+        if not 0.0 <= self.recipe.cp_stage1_fraction <= 1.0:
+            raise DTCError(f"recipe.cp_stage1_fraction {self.recipe.cp_stage1_fraction} must be in [0, 1]")
+        if mode not in COPY_PASTE_MODES:
+            return
+        if t.labeled_batch % 2:
+            raise DTCError(f"--mode {mode} pastes one labeled crop into another: labeled_batch {t.labeled_batch} "
+                           "must be even (2, 4, ...)")
+        if mode == TEACHER_MODE and t.unlabeled_batch != t.labeled_batch:
+            raise DTCError(f"--mode {mode} pairs each labeled crop with an unlabeled one: unlabeled_batch "
+                           f"{t.unlabeled_batch} must equal labeled_batch {t.labeled_batch}")
 
     def save(self, path: str | os.PathLike) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")

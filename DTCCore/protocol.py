@@ -40,8 +40,9 @@ One JSON object per line on stdout, flushed at once, the name under the key ``"e
     description, cuda_available, why_no_gpu.
 ``dtc train --jsonl`` (the same records go to the run folder's ``log.jsonl``, :mod:`DTCCore.training.runlog`)
     ``start``: total, start_iteration, device, precision, labeled, unlabeled, world_size, threads;
-    ``progress``: iteration, total, losses ({name: value for name in :data:`LOSS_NAMES`}), lr, lambda,
-    elapsed_s, eta_s; ``checkpoint``: iteration, path; ``message``: text;
+    ``progress``: iteration, total, losses ({name: value for name in :data:`LOSS_NAMES`}, and those of
+    :data:`OPTIONAL_LOSS_NAMES` the run's mode has), lr, lambda, elapsed_s, eta_s;
+    ``checkpoint``: iteration, path; ``message``: text;
     ``done``: iteration, model (path of model.pt), checkpoint, elapsed_s;
     ``cancelled``: iteration, checkpoint (written before the exit with :data:`EXIT_CANCELLED`).
 
@@ -129,6 +130,9 @@ class JobState:
 
 # Keys of a training progress event's "losses" (the names DTCCore.model.losses.compute_losses returns them under)
 LOSS_NAMES = ("total", "dice", "lsf", "consistency")
+# Keys only some modes' progress events have: "ce", the cross-entropy term of the copy-paste modes
+# (DTCCore.training.copypaste_loss). A reader shows a missing one as a gap.
+OPTIONAL_LOSS_NAMES = ("ce",)
 
 # ---- files ------------------------------------------------------------------------------------------
 CHECKPOINT_DIR = "checkpoints"  # <run folder>/checkpoints/iter_000123.pt

@@ -15,6 +15,7 @@ from ..planning.pools import auto_pools, check_pools
 from ..planning.spacing import manifest_auto_spacing, manifest_median_spacing, parse_spacing
 from ..protocol import CHECKPOINT_DIR, EVENT_KEY, EXIT_CANCELLED, Event
 from ..training.schedule import fit_schedule
+from ..training.two_stage_budget import STAGE2_COST_RATIO
 from . import device_argument, events
 
 # Our choice: a new model's class count is read from its labels, and more classes than this (a 0..255 mask,
@@ -31,7 +32,13 @@ Defaults are the paper's left-atrium recipe: 6000 iterations, batch 2 labeled + 
 112x112x80 patches, SGD lr 0.01 (x0.1 at 2500 and 5000). For thick-slice scans (slices several times
 farther apart than the pixels), add --pools auto and a thin patch, e.g. --patch 128 128 8, or train a
 2-D model (--dims 2 or auto): in-plane convolutions, slice by slice.
-"""
+Modes: dtc (default) learns from labeled and unlabeled scans; seg, lsf, seg+lsf are the paper's labeled-only
+ablations. copy-paste-teacher (BCP, Bai et al. 2023): first labeled crops pasted into each other (stage 1,
+--stage1-fraction of the run), then an EMA teacher labels the unlabeled crops and boxes are pasted both ways
+between labeled and unlabeled crops (stage 2); the level-set head and DTC's consistency train on the mixed
+images too (--no-cp-levelset, --no-cp-consistency turn them off). copy-paste: stage 1 only, labeled-only.
+--iterations and --time-limit fit both stages: stage 1 stays its fraction of the run, and a time limit
+""" + f"times each stage's steps (a stage-2 step costs about {STAGE2_COST_RATIO:g} stage-1 steps).\n"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,7 +73,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, metavar="C",
                    help="foreground classes of the model (default: a new model takes the label values found in the "
                         "labeled scans, 1..C; a fine-tune keeps its model's)")
-    p.add_argument("--mode", choices=MODES, help="ablation of the paper's Table 1 (default dtc)")
+    p.add_argument("--mode", choices=MODES,
+                   help="what to train (default dtc): dtc; the labeled-only ablations of the paper's Table 1 (seg, "
+                        "lsf, seg+lsf); copy-paste-teacher or copy-paste (see above)")
+    p.add_argument("--stage1-fraction", type=float, metavar="F",
+                   help="copy-paste-teacher: fraction of the run before the teacher starts (default 0.118, BCP's "
+                        "2000 of 17000 LA iterations); scaled with --iterations and --time-limit")
+    p.add_argument("--cp-levelset", action=argparse.BooleanOptionalAction, default=None,
+                   help="copy-paste modes: train the level-set head on the mixed targets too (default on)")
+    p.add_argument("--cp-consistency", action=argparse.BooleanOptionalAction, default=None,
+                   help="copy-paste modes: DTC's dual-task consistency on the mixed images (default on)")
     p.add_argument("--device", type=device_argument, metavar="auto|cpu|cuda|cuda:N",
                    help="default auto: CUDA when present")
     p.add_argument("--augment", choices=AUGMENT_CHOICES,
@@ -97,6 +113,9 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         "train.patch": tuple(args.patch) if args.patch else None,
         "network.base_filters": args.base_filters,
         "recipe.mode": args.mode,
+        "recipe.cp_stage1_fraction": getattr(args, "stage1_fraction", None),
+        "recipe.cp_levelset": getattr(args, "cp_levelset", None),
+        "recipe.cp_consistency": getattr(args, "cp_consistency", None),
         "train.device": args.device,
         "train.seed": args.seed,
         "train.num_workers": args.workers,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..protocol import LOSS_NAMES
+from ..protocol import LOSS_NAMES, OPTIONAL_LOSS_NAMES
 
 SEGMENTATION_COLOR = "#ff3b30"  # our choice: red contour for the label
 LEVELSET_COLOR = "#00c8ff"  # our choice: cyan dashed line for the level set's zero crossing
@@ -103,7 +103,8 @@ def save_curves(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> P
 
     Args:
         path: output PNG.
-        records: dicts; those with ``"iteration"`` and ``"losses"`` (keys ``protocol.LOSS_NAMES``)
+        records: dicts; those with ``"iteration"`` and ``"losses"`` (keys ``protocol.LOSS_NAMES``, and
+            ``OPTIONAL_LOSS_NAMES`` where the mode has them)
             are plotted: the losses on a log axis, and ``"lambda"`` and ``"lr"`` (log axis) against iteration.
             Other records (start/end events) are ignored; with no progress events the figure says so.
     """
@@ -122,7 +123,7 @@ def save_curves(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> P
         for ax in (ax_loss, ax_sched):
             ax.text(0.5, 0.5, "no progress yet", ha="center", va="center", transform=ax.transAxes)
     else:
-        for name in LOSS_NAMES:
+        for name in LOSS_NAMES + OPTIONAL_LOSS_NAMES:
             values = np.array([_number(r["losses"].get(name)) for r in rows])
             values[~(values > 0)] = np.nan  # log axis: zero, negative or missing values leave a gap
             if np.isfinite(values).any():

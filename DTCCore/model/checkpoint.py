@@ -50,12 +50,14 @@ def save_checkpoint(
     config: DTCConfig,
     extra: dict[str, Any] | None = None,
     half: bool = False,
+    teacher: torch.nn.Module | None = None,
 ) -> Path:
     """Write a checkpoint atomically and return its path.
 
     ``model`` may be wrapped (DDP / torch.compile): the bare module's weights are stored, so a
     checkpoint resumes with any number of processes. ``half`` stores floating weights as fp16 (the
-    bundled model); they are restored to fp32 on load.
+    bundled model); they are restored to fp32 on load. ``teacher`` (mode "copy-paste-teacher", teacher.py):
+    its weights are stored under the payload key ``"teacher"``, which other checkpoints do not have.
     """
     state = _bare(model).state_dict()
     if half:
@@ -71,6 +73,8 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "extra": dict(extra or {}),
     }
+    if teacher is not None:
+        payload["teacher"] = {k: v.detach().cpu() for k, v in _bare(teacher).state_dict().items()}
     buf = io.BytesIO()
     torch.save(payload, buf)
     data = buf.getvalue()

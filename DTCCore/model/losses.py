@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..config import MODES, RecipeConfig
+from ..config import DTC_MODES, RecipeConfig
 from ..errors import DTCError
 from .levelset import inverse_transform
 from .network import foreground_probability
@@ -103,8 +103,8 @@ def compute_losses(
     total (0 outside ``dtc``), ``consistency`` is always the value over the whole batch.
     """
     mode = recipe.mode if mode is None else mode
-    if mode not in MODES:
-        raise DTCError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+    if mode not in DTC_MODES:  # the copy-paste modes have their own losses (copypaste_loss.py)
+        raise DTCError(f"unknown mode {mode!r} for these losses; use one of {', '.join(DTC_MODES)}")
     n = seg_logits.shape[0]
     n_lsf = lsf.shape[1]
     if not 1 <= n_labeled <= n or label.shape[0] != n_labeled or sdf.shape[0] != n_labeled:

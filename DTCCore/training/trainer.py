@@ -6,6 +6,10 @@
 :mod:`DTCCore.training.runlog`), ``curves.png``, ``checkpoints/iter_XXXXXX.pt`` (every ``checkpoint_every``
 iterations and on cancel) and, at the end, ``model.pt`` (weights + config, no optimizer state).
 
+The copy-paste modes ("copy-paste", "copy-paste-teacher") take the same batches through their own step
+(copypaste_step.py); the teacher of "copy-paste-teacher" is saved in the checkpoints (teacher.py), and a
+time limit is fitted over its two stages (two_stage_budget.py).
+
 Determinism: the batch of iteration ``i`` depends only on ``(seed, rank, i)`` and the dropout RNG is
 reseeded from ``(seed, rank, i)`` at every step, so a resumed run repeats an uninterrupted one exactly
 on the CPU (with ``deterministic=True``).
@@ -23,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import DTCConfig
+from ..config import COPY_PASTE_MODES, TEACHER_MODE, UNLABELED_MODES, DTCConfig
 from ..errors import CancelledError, DTCError
 from ..model.checkpoint import (
     checkpoint_path,
@@ -33,7 +37,7 @@ from ..model.checkpoint import (
     save_checkpoint,
 )
 from ..planning.extent import EXTENT_KEY, manifest_training_extent
-from ..protocol import LOSS_NAMES, Event
+from ..protocol import LOSS_NAMES, OPTIONAL_LOSS_NAMES, Event
 from ..runtime.precision import autocast, autocast_dtype, describe_precision
 from .distributed import DistContext, current_context
 from .runlog import Listener, RunLog
@@ -165,6 +169,8 @@ class _Run:
     iteration: int = 0
     last_saved: int = -1
     extra: dict[str, Any] = field(default_factory=dict)
+    teacher: torch.nn.Module | None = None  # "copy-paste-teacher" in stage 2: the EMA teacher (teacher.py)
+    stage2_clock: tuple[float, int] | None = None  # (monotonic time, iteration) when this launch began stage 2
 
     @property
     def amp(self) -> torch.dtype | None:
@@ -199,8 +205,14 @@ def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, 
     on_main(ctx, lambda: config.save(run_dir / "config.json"))
     extra = {"labeled": len(labeled), "unlabeled": len(unlabeled), "manifest": str(manifest_path),
              "world_size": ctx.world_size, EXTENT_KEY: manifest_training_extent(manifest_path)}
+    teacher = None
+    if found is not None and found[1].get("teacher") is not None:
+        from .teacher import restore_teacher
+
+        teacher = restore_teacher(model, found[1]["teacher"])
     return _Run(ctx, config, run_dir, model, ctx.wrap(model, config), optimizer, log, device, labeled, unlabeled,
-                start, began, iteration=start, last_saved=start if found is not None else -1, extra=extra)
+                start, began, iteration=start, last_saved=start if found is not None else -1, extra=extra,
+                teacher=teacher)
 
 
 def _resume_state(
@@ -242,8 +254,11 @@ def _read_data(ctx: DistContext, config: DTCConfig, manifest_path) -> tuple[list
     labeled, unlabeled = ctx.check(lambda: load_cases(load_manifest(manifest_path), config.network.num_classes,
                                                       progress=None, spacing=config.plan.spacing,
                                                       dims=config.network.dims))
-    if config.recipe.mode != "dtc":  # the ablations without consistency never look at unlabeled data
+    if config.recipe.mode not in UNLABELED_MODES:  # the labeled-only modes never look at unlabeled data
         unlabeled = []
+    elif config.recipe.mode == TEACHER_MODE and not unlabeled:
+        raise DTCError(f"--mode {TEACHER_MODE} learns from unlabeled scans and the manifest has none; add some to "
+                       "its \"unlabeled\" list, or train labeled-only with --mode copy-paste")
     return labeled, unlabeled
 
 
@@ -309,7 +324,7 @@ def _save(run: _Run, iteration: int) -> Path:
     """Checkpoint ``iteration`` (rank 0 writes; a failure such as a full disk raises on every rank)."""
     path = checkpoint_path(run.run_dir, iteration)
     on_main(run.ctx, lambda: save_checkpoint(path, run.model, run.optimizer, iteration, run.config,
-                                             {**run.extra, "iterations_done": iteration}))
+                                             {**run.extra, "iterations_done": iteration}, teacher=run.teacher))
     run.log.emit(Event.CHECKPOINT, iteration=iteration, path=str(path))
     run.last_saved = iteration
     return path
@@ -320,7 +335,13 @@ def _loop(run: _Run, cancel: Callable[[], bool] | None) -> None:
     from .batches import TrainBatches, make_loader
 
     t, ctx = run.config.train, run.ctx
-    budget = TimeBudget(run.config, run.began, run.start, agree=ctx.broadcast, say=run.log.message)
+    if run.config.recipe.mode == TEACHER_MODE:  # two stages of different cost (two_stage_budget.py)
+        from .two_stage_budget import TwoStageBudget
+
+        budget: Any = TwoStageBudget(run.config, run.began, run.start, agree=ctx.broadcast, say=run.log.message,
+                                     in_stage2=lambda: run.teacher is not None)
+    else:
+        budget = TimeBudget(run.config, run.began, run.start, agree=ctx.broadcast, say=run.log.message)
     dataset = TrainBatches(run.labeled, run.unlabeled, t, run.config.recipe, seed=t.seed, rank=ctx.rank,
                            start_iteration=run.start,
                            num_iterations=UNBOUNDED_ITERATIONS if budget.active else max(0, t.iterations - run.start))
@@ -383,6 +404,10 @@ def _train_step(run: _Run, batch: dict[str, torch.Tensor], lr: float) -> dict[st
             buffer.copy_(before)  # the redo updates the running statistics once, as the step would have
         losses = _forward_backward(run, image, label, sdf, None)
     run.optimizer.step()
+    if run.teacher is not None:
+        from .teacher import ema_update
+
+        ema_update(run.teacher, run.model)
     return losses
 
 
@@ -393,6 +418,11 @@ def _forward_backward(run: _Run, image: torch.Tensor, label: torch.Tensor, sdf: 
     from ..model.losses import compute_losses
 
     t = run.config.train
+    if run.config.recipe.mode in COPY_PASTE_MODES:  # mixed images, their own losses (copypaste_step.py)
+        from .copypaste_step import forward_backward
+
+        return forward_backward(run, image, label, amp, t.seed * SEED_STRIDE + run.ctx.rank * RANK_SEED_STRIDE
+                                + run.iteration)
     torch.manual_seed(t.seed * SEED_STRIDE + run.ctx.rank * RANK_SEED_STRIDE + run.iteration)  # dropout, resumable
     with autocast(run.device, amp):
         seg, lsf = run.train_model(image)
@@ -421,12 +451,18 @@ def _redo_in_fp32(run: _Run) -> None:
 def _progress_event(run: _Run, losses: dict[str, torch.Tensor], lr: float, elapsed: float) -> None:
     """One "progress" event: global-batch mean losses, lr, lambda, elapsed time and ETA."""
     t = run.config.train
-    values = run.ctx.mean(torch.stack([losses[k].detach() for k in LOSS_NAMES]))
+    names = LOSS_NAMES + tuple(k for k in OPTIONAL_LOSS_NAMES if k in losses)
+    values = run.ctx.mean(torch.stack([losses[k].detach() for k in names]))
     done = run.iteration - run.start
+    if run.config.recipe.mode == TEACHER_MODE:  # stage-2 steps cost more (copypaste_step.eta_seconds)
+        from .copypaste_step import eta_seconds
+
+        eta = eta_seconds(run, elapsed)
+    else:
+        eta = elapsed / done * (t.iterations - run.iteration)
     run.log.emit(Event.PROGRESS, iteration=run.iteration, total=t.iterations,
-                 losses={k: float(v) for k, v in zip(LOSS_NAMES, values)}, lr=lr,
-                 **{"lambda": float(losses["lambda"])}, elapsed_s=round(elapsed, 3),
-                 eta_s=round(elapsed / done * (t.iterations - run.iteration), 1))
+                 losses={k: float(v) for k, v in zip(names, values)}, lr=lr,
+                 **{"lambda": float(losses["lambda"])}, elapsed_s=round(elapsed, 3), eta_s=round(eta, 1))
 
 
 def _finish(run: _Run) -> Path:

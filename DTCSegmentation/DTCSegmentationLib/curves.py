@@ -1,7 +1,8 @@
 """The fine-tune loss curve as Slicer plot nodes (a table + one series per loss + a chart).
 
 Rows are appended from the trainer's ``progress`` events; the chart is shown in the panel's plot
-widget (and in any plot view). Table columns: iteration, total, dice, lsf, consistency.
+widget (and in any plot view). Table columns: iteration, total, dice, lsf, consistency, ce (the cross-entropy
+of the copy-paste modes; empty for the others).
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import slicer
 import vtk
 
-from DTCCore.protocol import LOSS_NAMES
+from DTCCore.protocol import LOSS_NAMES, OPTIONAL_LOSS_NAMES
 
 TABLE_NAME = "DTC fine-tune losses"
 CHART_NAME = "DTC fine-tune loss curve"
-LOSS_COLUMNS = LOSS_NAMES  # keys of the trainer's "losses" record, in the table's column order
+LOSS_COLUMNS = LOSS_NAMES + OPTIONAL_LOSS_NAMES  # keys of the trainer's "losses" record, in the table's order
 SERIES_COLORS = {"total": (0.0, 0.0, 0.0), "dice": (0.85, 0.2, 0.2), "lsf": (0.2, 0.4, 0.85),
-                 "consistency": (0.2, 0.65, 0.3)}
+                 "consistency": (0.2, 0.65, 0.3), "ce": (0.85, 0.55, 0.1)}
 
 
 class LossCurve:

@@ -1,0 +1,112 @@
+"""One training step of the copy-paste modes ("copy-paste", "copy-paste-teacher"; config.MODES), for the trainer.
+
+A step takes the trainer's batch (the labeled crops first, then for the teacher mode as many unlabeled crops),
+draws the step's paste box, builds the mixed images and targets (copypaste.py), runs the student once on all the
+mixed images and computes the losses (copypaste_loss.py). The trainer then steps the optimizer and, in stage 2,
+moves the teacher (teacher.py).
+
+Stages of "copy-paste-teacher": iterations ``0 .. S-1`` are stage 1, ``S = round(recipe.cp_stage1_fraction *
+train.iterations)`` (:func:`stage2_start`), so fitting the schedule to ``--iterations`` or ``--time-limit``
+scales both stages. Stage 2 begins by copying the student into the teacher; once a run has a teacher it stays in
+stage 2, also when a time limit later refits the run's length (the boundary never moves back), and a resumed run
+gets its teacher from the checkpoint. "copy-paste" is stage 1 for the whole run.
+
+Randomness: the box comes from its own stream of ``(seed, rank, iteration)``; the teacher's dropout from its own
+seed, derived from the student's, so a resumed run and a step redone in fp32 draw the same.
+
+Deviations from BCP's code, with why:
+- the student sees the two directions' mixed images in one forward pass, and the teacher both unlabeled halves
+  in one (the reference calls each network twice: BatchNorm statistics per half): one forward per backward, as
+  DistributedDataParallel requires, and less overhead;
+- one continuous schedule over both stages (SGD and its momentum go on; lr steps at fractions of the whole
+  run), where LA's reference restarts SGD and its lr steps for stage 2; stage 2 starts from the last stage-1
+  weights, where the reference takes the stage-1 snapshot of best Dice on its test scans.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import TEACHER_MODE
+from ..runtime.precision import autocast
+from .copypaste import draw_box, pseudo_label, stage1_mix, stage2_mix
+from .copypaste_loss import copy_paste_losses
+from .teacher import make_teacher, teacher_forward
+
+BOX_STREAM = 3  # stream tag of the box draws (training/batches.py uses 0, 1, 2 for its own streams of (seed, rank))
+TEACHER_SEED_OFFSET = 2**62  # teacher dropout seed = student's + 2**62: never an iteration's student seed
+
+
+def stage2_iteration(fraction: float, iterations: int) -> int:
+    """The first stage-2 iteration of a run of ``iterations`` whose first ``fraction`` is stage 1."""
+    return int(round(float(fraction) * int(iterations)))
+
+
+def stage2_start(config) -> int:
+    """The first stage-2 iteration of a "copy-paste-teacher" run of ``config``."""
+    return stage2_iteration(config.recipe.cp_stage1_fraction, config.train.iterations)
+
+
+def in_stage2(run: Any) -> bool:
+    """True when the step at ``run.iteration`` is a stage-2 step (module docstring)."""
+    if run.config.recipe.mode != TEACHER_MODE:
+        return False
+    return run.teacher is not None or run.iteration >= stage2_start(run.config)
+
+
+def box_rng(seed: int, rank: int, iteration: int) -> np.random.Generator:
+    """The random stream of one step's paste box."""
+    return np.random.default_rng([int(k) & 0xFFFFFFFFFFFFFFFF for k in (seed, rank, BOX_STREAM, iteration)])
+
+
+def forward_backward(run: Any, image: torch.Tensor, label: torch.Tensor, amp: torch.dtype | None,
+                     seed: int) -> dict[str, torch.Tensor]:
+    """Mixed images and targets, the student's forward pass under ``amp`` (None: fp32), the losses, fresh
+    gradients. image (Lb + Ub, 1, X, Y, Z), label (Lb, X, Y, Z); ``seed`` seeds the student's dropout."""
+    t, dims = run.config.train, int(run.config.network.dims)
+    n_lab, h = int(t.labeled_batch), int(t.labeled_batch) // 2
+    box = draw_box(tuple(t.patch), dims, box_rng(t.seed, run.ctx.rank, run.iteration))
+    if in_stage2(run):
+        if run.teacher is None:
+            run.teacher = make_teacher(run.model)
+            run.stage2_clock = (time.monotonic(), run.iteration)
+        torch.manual_seed(seed + TEACHER_SEED_OFFSET)
+        with autocast(run.device, amp):
+            teacher_logits = teacher_forward(run.teacher, image[n_lab:])
+        pseudo = pseudo_label(teacher_logits, dims).to(label.device)
+        mixed, target, from_labeled = stage2_mix(image[:n_lab], label, image[n_lab:], pseudo, box)
+        groups = [slice(0, h), slice(h, 2 * h)]
+    else:
+        mixed, target = stage1_mix(image[:n_lab], label, box)
+        from_labeled = torch.ones(target.shape, dtype=torch.bool, device=target.device)
+        groups = [slice(0, h)]
+    if run.device.type == "cuda":
+        mixed = mixed.contiguous(memory_format=torch.channels_last_3d)
+    torch.manual_seed(seed)  # the student's dropout, resumable
+    with autocast(run.device, amp):
+        seg, lsf = run.train_model(mixed)
+    losses = copy_paste_losses(seg.float(), lsf.float(), target, from_labeled, groups, run.iteration,
+                               run.config.recipe, dims)
+    run.optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    return losses
+
+
+def eta_seconds(run: Any, elapsed: float) -> float:
+    """Seconds left for a "copy-paste-teacher" run: stage-1 steps at the pace measured so far, stage-2 steps at
+    their own measured pace, or, before stage 2, ``STAGE2_COST_RATIO`` times the stage-1 pace."""
+    from .two_stage_budget import STAGE2_COST_RATIO
+
+    total, i = int(run.config.train.iterations), int(run.iteration)
+    per_step = elapsed / max(i - run.start, 1)
+    if run.teacher is None:
+        switch = min(max(i, stage2_start(run.config)), total)
+        return per_step * (switch - i) + per_step * STAGE2_COST_RATIO * (total - switch)
+    clock = run.stage2_clock
+    if clock is not None and i > clock[1]:
+        per_step = (time.monotonic() - clock[0]) / (i - clock[1])
+    return per_step * (total - i)

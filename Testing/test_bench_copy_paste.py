@@ -1,0 +1,59 @@
+"""bench/copy_paste_la.py: equal-CPU budgets per arm, its dtc train command lines, and the teacher study's replay
+of training batches (the replayed crops must be the training batch's) on a tiny copy-paste-teacher run."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import bench_module, tiny_config
+
+
+def _la_folder(folder):
+    """bench/train_speed.py's synthetic LA2018-like folder: 4 training cases (2 labeled + 2 unlabeled), 1 test."""
+    return bench_module("train_speed").synthetic_data(folder, n_train=4, n_test=1)
+
+
+def test_arm_budgets_are_minutes_over_the_cost_of_a_step():
+    cp = bench_module("copy_paste_la")
+    costs = {"seg": 0.5, "dtc": 1.0, "copy-paste-bcp": 0.25, "copy-paste-teacher-s1": 0.3,
+             "copy-paste-teacher-s2": 1.2, "copy-paste-teacher-s2-nocons": 1.1, "copy-paste-teacher-s2-bcp": 1.0}
+    assert cp.arm_iterations("seg", 30, costs, 0.1) == 3600  # 1800 s / 0.5 s
+    assert cp.arm_iterations("dtc", 30, costs, 0.1) == 1800
+    assert cp.arm_iterations("copy-paste", 30, costs, 0.1) == 7200
+    assert cp.arm_iterations("cpt", 30, costs, 0.1) == round(1800 / (0.1 * 0.3 + 0.9 * 1.2))  # 1622
+    assert cp.arm_iterations("cpt_nocons", 30, costs, 0.25) == round(1800 / (0.25 * 0.3 + 0.75 * 1.1))
+
+
+def test_train_commands_name_the_mode_its_switches_and_the_seed(tmp_path):
+    cp = bench_module("copy_paste_la")
+    data = _la_folder(tmp_path / "data")
+    cmd = cp.train_command("cpt_nocons", tmp_path / "out", data, 2, 120, 7, 0.2)
+    text = " ".join(cmd)
+    assert "--mode copy-paste-teacher --no-cp-consistency --seed 7 --stage1-fraction 0.2" in text
+    assert "manifest_2.json" in text and "config_120.json" in text
+    control = " ".join(cp.train_command("copy-paste", tmp_path / "out", data, 2, 50, 7, 0.2))
+    assert "--mode copy-paste --no-cp-levelset --no-cp-consistency --seed 7" in control
+    assert "manifest_2_labeled.json" in control and "--stage1-fraction" not in control
+
+
+def test_teacher_study_replays_training_batches_and_scores_teacher_and_student(tmp_path, capsys):
+    cp = bench_module("copy_paste_la")
+    few = bench_module("few_label_la")
+    from DTCCore.training.trainer import train
+
+    data = _la_folder(tmp_path / "data")
+    manifest = few.manifest(tmp_path / "out", data, 2, True)
+    config = tiny_config(iterations=3, checkpoint_every=1, precise_bn_batches=0)
+    config.recipe.mode, config.recipe.cp_stage1_fraction = "copy-paste-teacher", 0.4  # stage 2 from step 1
+    run = tmp_path / "out" / "run"
+    train(config, manifest, run)
+    result = cp.teacher_study(run, data, cases=2, count=2)
+    assert [row["iteration"] for row in result["checkpoints"]] == [2, 3]  # checkpoints with a teacher
+    assert len(result["cases"]) == 2
+    for row in result["checkpoints"]:
+        assert [r["iteration"] for r in row["replay"]] == [row["iteration"], row["iteration"] + 1]
+        for key in ("teacher_scan_mean", "student_scan_mean", "replay_crop_dice_mean", "replay_mixed_dice_mean"):
+            assert 0.0 <= row[key] <= 1.0
+    assert json.loads((run / "teacher_dice.json").read_text())["checkpoints"][0]["iteration"] == 2
+    cp._report_teacher(run)
+    assert "| 3 |" in capsys.readouterr().out  # one table row per checkpoint with a teacher

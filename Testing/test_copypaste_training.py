@@ -1,0 +1,260 @@
+"""The copy-paste modes in the trainer: stages, teacher in checkpoints, resume equals an uninterrupted run,
+cancel, a 2-D multi-class run, --time-limit over two stages; and the DTC modes' runs unchanged by them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_blob_dataset, tiny_config, write_volume
+from DTCCore.config import DTCConfig
+from DTCCore.errors import CancelledError, DTCError
+from DTCCore.model.checkpoint import find_latest_checkpoint, list_checkpoints, load_checkpoint, load_model
+from DTCCore.training.trainer import RANK_SEED_STRIDE, SEED_STRIDE, train
+from DTCCore.training.two_stage_budget import STAGE2_COST_RATIO, TwoStageBudget, two_stage_iterations
+
+
+def _config(mode: str, iterations: int = 6, fraction: float = 0.5, **train):
+    config = tiny_config(iterations=iterations, **{"precise_bn_batches": 0, **train})  # (model.pt not compared)
+    config.recipe.mode = mode
+    config.recipe.cp_stage1_fraction = fraction
+    return config
+
+
+def _same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _plain_loop_weights(config: DTCConfig, manifest) -> dict:
+    """The DTC recipe written out as a bare loop (what training/trainer.py documents): seeded network, SGD, the batches
+    of data.TrainBatches, dropout reseeded per iteration, losses.compute_losses. Weights after the last step."""
+    from DTCCore.data.manifest import load_manifest
+    from DTCCore.model.losses import compute_losses
+    from DTCCore.model.network import build_network
+    from DTCCore.training.batches import TrainBatches, load_cases
+    from DTCCore.training.schedule import lr_at
+
+    t = config.train
+    labeled, unlabeled = load_cases(load_manifest(manifest), config.network.num_classes)
+    if config.recipe.mode != "dtc":
+        unlabeled = []
+    torch.manual_seed(t.seed)
+    model = build_network(config.network).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    batches = TrainBatches(labeled, unlabeled, t, config.recipe, seed=t.seed)
+    for i in range(t.iterations):
+        batch = batches[i]
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(i, config)
+        torch.manual_seed(t.seed * SEED_STRIDE + 0 * RANK_SEED_STRIDE + i)
+        seg, lsf = model(batch["image"])
+        losses = compute_losses(seg, lsf, batch["label"], batch["sdf"], t.labeled_batch, i, config.recipe)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("mode", ["dtc", "seg"])
+def test_dtc_and_seg_runs_are_the_plain_recipe_bit_for_bit(tmp_path, blob_manifest, mode):
+    """No regression from the new modes: a dtc or seg run's weights equal the recipe's bare loop exactly, so no
+    extra random draw, data change or loss term entered these modes."""
+    config = _config(mode, iterations=3, lr_steps=(2,))
+    train(config, blob_manifest, tmp_path / "run")
+    _same(load_checkpoint(tmp_path / "run" / "checkpoints" / "iter_000003.pt")["model"],
+          _plain_loop_weights(config, blob_manifest))
+
+
+def test_stage_two_starts_at_its_fraction_and_the_teacher_enters_the_checkpoints(tmp_path, blob_manifest):
+    events: list = []
+    train(_config("copy-paste-teacher", iterations=6, fraction=0.5, checkpoint_every=1), blob_manifest,
+          tmp_path / "run", progress=events.append)
+    assert events[0]["unlabeled"] == 2
+    teachers = {it: load_checkpoint(path).get("teacher") for it, path in list_checkpoints(tmp_path / "run")}
+    # iterations 0..2 are stage 1 (round(0.5 * 6) = 3); the teacher is made at the start of step 3
+    assert [it for it, state in sorted(teachers.items()) if state is not None] == [4, 5, 6]
+    student = load_checkpoint(tmp_path / "run" / "checkpoints" / "iter_000004.pt")["model"]
+    assert not all(torch.equal(student[k], teachers[4][k]) for k in student)  # the EMA lags the student
+    progress = [e for e in events if e["event"] == "progress"]
+    assert all(set(e["losses"]) == {"total", "dice", "lsf", "consistency", "ce"} for e in progress)
+    assert all(np.isfinite(list(e["losses"].values())).all() and e["eta_s"] >= 0 for e in progress)
+    model = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert "teacher" not in model  # model.pt holds the student only
+
+
+def test_copy_paste_mode_is_stage_one_throughout_and_never_reads_unlabeled_scans(tmp_path, blob_manifest):
+    events: list = []
+    train(_config("copy-paste", iterations=4), blob_manifest, tmp_path / "cp", progress=events.append)
+    assert events[0]["unlabeled"] == 0
+    assert all(load_checkpoint(p).get("teacher") is None for _, p in list_checkpoints(tmp_path / "cp"))
+    # the teacher mode with stage 1 for the whole run takes exactly the same steps (same crops, same boxes)
+    train(_config("copy-paste-teacher", iterations=4, fraction=1.0), blob_manifest, tmp_path / "cpt")
+    _same(load_checkpoint(tmp_path / "cp" / "checkpoints" / "iter_000004.pt")["model"],
+          load_checkpoint(tmp_path / "cpt" / "checkpoints" / "iter_000004.pt")["model"])
+
+
+@pytest.mark.parametrize("stop_after", [2, 5])  # in stage 1 (the teacher is made after the resume), in stage 2
+def test_a_resumed_copy_paste_teacher_run_repeats_an_uninterrupted_one(tmp_path, blob_manifest, stop_after):
+    full = tmp_path / "full"
+    train(_config("copy-paste-teacher", iterations=7, fraction=0.45), blob_manifest, full)
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > stop_after
+
+    part = tmp_path / "part"
+    with pytest.raises(CancelledError):
+        train(_config("copy-paste-teacher", iterations=7, fraction=0.45), blob_manifest, part, cancel=cancel)
+    latest = find_latest_checkpoint(part)
+    assert latest is not None and latest[1]["iteration"] == stop_after
+    assert (latest[1].get("teacher") is not None) == (stop_after > 3)  # round(0.45 * 7) = 3
+    train(_config("copy-paste-teacher", iterations=7, fraction=0.45), blob_manifest, part, resume=True)
+    a = load_checkpoint(full / "checkpoints" / "iter_000007.pt")
+    b = load_checkpoint(part / "checkpoints" / "iter_000007.pt")
+    _same(a["model"], b["model"])
+    _same(a["teacher"], b["teacher"])
+
+
+def test_cancel_writes_a_checkpoint_with_the_teacher(tmp_path, blob_manifest):
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    with pytest.raises(CancelledError, match="resume"):
+        train(_config("copy-paste-teacher", iterations=50, fraction=0.0), blob_manifest, tmp_path / "run",
+              cancel=cancel)
+    path, payload = find_latest_checkpoint(tmp_path / "run")
+    assert payload["iteration"] == 2 and payload["optimizer"] is not None and payload["teacher"] is not None
+    load_model(path)
+
+
+def test_a_tiny_2d_multiclass_run_in_both_copy_paste_modes(tmp_path):
+    rng = np.random.default_rng(2)
+    data, labeled, unlabeled = tmp_path / "data", [], []
+    x, y = np.meshgrid(np.arange(40), np.arange(36), indexing="ij")
+    for i in range(4):
+        label = np.zeros((40, 36, 5), np.uint8)
+        for k in range(5):
+            cx, cy = rng.uniform(12, 28), rng.uniform(12, 24)
+            label[:, :, k][((x - cx) / 9) ** 2 + ((y - cy) / 8) ** 2 <= 1] = 1
+            label[:, :, k][((x - cx) / 4) ** 2 + ((y - cy) / 4) ** 2 <= 1] = 2
+        image = (100 + 40 * label + rng.normal(0, 8, label.shape)).astype(np.float32)
+        write_volume(data / f"c{i}.nrrd", image, (1.0, 1.0, 6.0))
+        if i < 2:
+            write_volume(data / f"c{i}_label.nrrd", label, (1.0, 1.0, 6.0))
+            labeled.append({"image": f"c{i}.nrrd", "label": f"c{i}_label.nrrd"})
+        else:
+            unlabeled.append(f"c{i}.nrrd")
+    manifest = data / "manifest.json"
+    manifest.write_text(json.dumps({"labeled": labeled, "unlabeled": unlabeled}))
+    for mode in ("copy-paste", "copy-paste-teacher"):
+        config = _config(mode, iterations=4, fraction=0.5)
+        config.network.dims, config.network.pools, config.network.num_classes = 2, (4, 4, 0), 2
+        config.train.patch = (32, 32, 2)
+        events: list = []
+        train(config, manifest, tmp_path / mode, progress=events.append)
+        assert events[-1]["event"] == "done"
+        assert all(np.isfinite(list(e["losses"].values())).all() for e in events if e["event"] == "progress")
+        final = load_checkpoint(tmp_path / mode / "checkpoints" / "iter_000004.pt")
+        assert (final.get("teacher") is not None) == (mode == "copy-paste-teacher")
+        model, cfg = load_model(tmp_path / mode / "model.pt")
+        assert cfg.network.dims == 2 and cfg.network.num_classes == 2
+
+
+def test_the_teacher_mode_refuses_a_manifest_without_unlabeled_scans(tmp_path):
+    manifest = make_blob_dataset(tmp_path / "data", n_labeled=2, n_unlabeled=0)
+    with pytest.raises(DTCError, match="--mode copy-paste"):
+        train(_config("copy-paste-teacher"), manifest, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"labeled_batch": 3, "unlabeled_batch": 3}, "must be even"),
+    ({"unlabeled_batch": 4}, "must equal labeled_batch"),
+])
+def test_copy_paste_batches_are_checked(change, message):
+    config = _config("copy-paste-teacher")
+    for k, v in change.items():
+        setattr(config.train, k, v)
+    with pytest.raises(DTCError, match=message):
+        config.validate()
+
+
+def test_the_stage_one_fraction_is_checked():
+    with pytest.raises(DTCError, match="cp_stage1_fraction"):
+        DTCConfig.from_dict({"recipe": {"mode": "copy-paste-teacher", "cp_stage1_fraction": 1.5}})
+
+
+def test_two_stage_iterations_fill_the_time_left():
+    # 100 s left, half the run stage 1 at 1 s a step, stage 2 at 3 s: T = 50 (25 + 25 x 3 = 100); T = 51 -> 101 s.
+    half = lambda total: round(0.5 * total)  # noqa: E731
+    assert two_stage_iterations(100.0, 0, half, 1.0, 3.0) == 50
+    # already 10 steps done, stage 2 started at 10 (frozen): 30 more stage-2 steps fit
+    assert two_stage_iterations(90.0, 10, lambda total: 10, 1.0, 3.0) == 40
+    # over budget: one more step
+    assert two_stage_iterations(-5.0, 20, half, 1.0, 3.0) == 21
+
+
+def test_the_two_stage_budget_times_each_stage_and_refits_once_in_stage_two(monkeypatch):
+    from DTCCore import two_stage_budget
+    from DTCCore.training import schedule
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(two_stage_budget.time, "monotonic", lambda: clock["now"])
+    config = _config("copy-paste-teacher", iterations=6000, fraction=0.1, time_limit_minutes=60.0)
+    config.train.precise_bn_batches = 0
+    config.train.lr_steps = (2500, 5000)
+    said: list = []
+    from DTCCore.training.copypaste_step import stage2_start
+
+    state = {"stage2": False}
+    budget = TwoStageBudget(config, 0.0, 0, agree=lambda v: v, say=said.append, in_stage2=lambda: state["stage2"])
+    iteration = 0
+    while iteration < config.train.iterations and len(said) < 2:
+        state["stage2"] = state["stage2"] or iteration >= stage2_start(config)
+        clock["now"] += 3.0 if state["stage2"] else 1.0  # stage-2 steps cost 3 s, stage-1 steps 1 s
+        iteration += 1
+        budget.after_step(iteration)
+        if len(said) == 1 and iteration == schedule.CALIBRATION_SKIP + schedule.CALIBRATION_ITERATIONS:
+            # first fit at 15 steps / 15 s, stage 1 timed at 1 s, stage 2 guessed at STAGE2_COST_RATIO s:
+            # 3600 - 15 - 5 s left = 0.1 T x 1 + 0.9 T x ratio (minus the 15 steps done in stage 1)
+            expected = two_stage_iterations(3580.0, 15, lambda total: round(0.1 * total), 1.0, STAGE2_COST_RATIO)
+            assert config.train.iterations == expected and not budget.active
+    assert len(said) == 2 and "re-timed in stage 2" in said[1]
+    # re-timed at 15 stage-2 steps (3 s each): the rest of the hour at 3 s a step
+    assert config.train.iterations == iteration + int((3600.0 - clock["now"] - 5.0) // 3.0)
+
+
+def test_a_time_limited_teacher_run_fits_both_stages_and_a_resume_keeps_them(tmp_path, blob_manifest, monkeypatch):
+    calls = []
+
+    def budget(left_s, done, stage2_from, stage1_s, stage2_s):
+        calls.append((done, stage2_from(20)))
+        return 20
+
+    monkeypatch.setattr("DTCCore.training.two_stage_budget.two_stage_iterations", budget)
+    config = _config("copy-paste-teacher", iterations=6000, fraction=0.5, time_limit_minutes=5.0,
+                     checkpoint_every=10_000)
+    config.train.lr_steps = (2500, 5000)
+    run = tmp_path / "run"
+    model = train(config, blob_manifest, run)
+    fitted = load_checkpoint(model)
+    assert calls[0] == (15, 10) and fitted["iteration"] == 20 and fitted["config"].train.iterations == 20
+    assert fitted["config"].train.lr_steps == (round(2500 * 20 / 6000), round(5000 * 20 / 6000))
+    assert len(calls) == 1  # the stage-2 re-time (at 15 + 15 = 30) would come after 35 % of the run: skipped
+    messages = [json.loads(line)["text"] for line in (run / "log.jsonl").read_text().splitlines()
+                if json.loads(line)["event"] == "message"]
+    assert any("stage 2 from 15" in m for m in messages)  # stage 1 already ran 15 of its 10 steps: switch now
+    teachers = {it: load_checkpoint(p).get("teacher") is not None for it, p in list_checkpoints(run)}
+    assert teachers == {20: True}
+    # a resume with another limit keeps the fitted run (and its teacher): nothing left to do
+    again = _config("copy-paste-teacher", iterations=50, fraction=0.5, time_limit_minutes=9.0)
+    assert load_checkpoint(train(again, blob_manifest, run, resume=True))["iteration"] == 20
