@@ -57,3 +57,32 @@ def test_teacher_study_replays_training_batches_and_scores_teacher_and_student(t
     assert json.loads((run / "teacher_dice.json").read_text())["checkpoints"][0]["iteration"] == 2
     cp._report_teacher(run)
     assert "| 3 |" in capsys.readouterr().out  # one table row per checkpoint with a teacher
+
+
+def test_cpu_ledger_counts_the_command_and_the_processes_it_waited_for(tmp_path):
+    """bench/cpu_account.py: a command whose child process burns CPU; the ledger's seconds cover both (each
+    reports its own process_time, the oracle), segments add up, and the exit status passes through."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    burn = ("import sys, time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\n"
+            "open(sys.argv[1], 'a').write(f'{time.process_time()}\\n')\n")
+    script = tmp_path / "burn.py"
+    script.write_text(burn)
+    parent = (f"import subprocess, sys; subprocess.run([sys.executable, {str(script)!r}, {str(tmp_path / 'own')!r}]);"
+              "sys.exit(3)")
+    ledger = tmp_path / "arm.cpu.jsonl"
+    for _ in range(2):
+        code = subprocess.run([sys.executable, str(REPO / "bench" / "cpu_account.py"), str(ledger), "--",
+                               sys.executable, "-c", parent]).returncode
+        assert code == 3
+    rows = [json.loads(line) for line in ledger.read_text().splitlines()]
+    own = [float(v) for v in (tmp_path / "own").read_text().split()]
+    assert len(rows) == 2 and all(r["exit"] == 3 for r in rows)
+    for row, child in zip(rows, own):
+        assert child >= 0.4 and row["cpu_s"] >= child  # the grandchild's CPU is in the ledger
+    cpu_account = bench_module("cpu_account")
+    assert abs(cpu_account.cpu_minutes(ledger) - sum(r["cpu_s"] for r in rows) / 60) < 1e-12
+    assert cpu_account.cpu_minutes(tmp_path / "none.jsonl") is None

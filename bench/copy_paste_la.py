@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 import _common
+import cpu_account
 import few_label_la
 import la_eval
 
@@ -70,14 +71,18 @@ ARMS = {
 }
 DEFAULT_ARMS = ("seg", "copy-paste", "dtc", "cpt", "cpt_nocons")
 LABELED_ONLY_ARMS = ("seg", "copy-paste")
-# CPU seconds per step of each bench/mode_step_cost.py variant: the LA 2.0 mm plan, one thread, fp32, crops in
-# the training process, this project's 2-core VM shared with other work (bench/RESULTS.md, "Cost per step of
-# every mode"). Rerun mode_step_cost.py --json and pass --costs on another machine.
-# Measured with 8 steps after 2 (python bench/mode_step_cost.py --steps 8, 2026-12-07); between two such runs a
-# variant moved by up to 20 %, so rerun it with more steps on a quiet machine before a long study.
+# CPU seconds per step (trainer + its loader process) on the LA 2.0 mm plan, one thread, fp32, this project's
+# 2-core VM. seg and dtc: the 4-labeled few-label study's process-monitored totals (bench/RESULTS.md, "Few labels
+# on LA: 4 labeled": 1900 seg iterations in 16.7 CPU min, 1000 dtc iterations in 16.6), the cleanest we have. The
+# copy-paste variants: their cost relative to seg from bench/mode_step_cost.py (--steps 8, 2026-12-07: copy-paste
+# 0.874 x seg, teacher stage 1 0.871 x, stage 2 1.223 x, without consistency 1.181 x, BCP's own 1.106 x; measured
+# side by side on a loaded machine, so each ratio is noisy by up to 20 %), times seg's cost. A study records the
+# CPU seconds each arm really used (bench/cpu_account.py) and reports them beside its Dice.
+SEG_STEP_SECONDS = 16.7 * 60 / 1900
 STEP_SECONDS = {
-    "seg": 0.94, "dtc": 1.62, "copy-paste-bcp": 0.822, "copy-paste-teacher-s1": 0.819, "copy-paste-teacher-s2": 1.15,
-    "copy-paste-teacher-s2-nocons": 1.11, "copy-paste-teacher-s2-bcp": 1.04,
+    "seg": SEG_STEP_SECONDS, "dtc": 16.6 * 60 / 1000, "copy-paste-bcp": 0.874 * SEG_STEP_SECONDS,
+    "copy-paste-teacher-s1": 0.871 * SEG_STEP_SECONDS, "copy-paste-teacher-s2": 1.223 * SEG_STEP_SECONDS,
+    "copy-paste-teacher-s2-nocons": 1.181 * SEG_STEP_SECONDS, "copy-paste-teacher-s2-bcp": 1.106 * SEG_STEP_SECONDS,
 }
 
 
@@ -114,7 +119,8 @@ def start_arm(arm: str, run_dir: Path, command: list[str]) -> subprocess.Popen |
         command.append("--resume")
     print(f"[{time.strftime('%H:%M:%S')}] {run_dir.parent.name} {arm}: {' '.join(command)}", flush=True)
     log = open(f"{run_dir}.out", "a")  # noqa: SIM115 - handed to the child process, closed when it ends
-    return subprocess.Popen(command, cwd=_common.REPO, stdout=log, stderr=subprocess.STDOUT,
+    ledger = [sys.executable, str(Path(__file__).parent / "cpu_account.py"), f"{run_dir}.cpu.jsonl", "--"]
+    return subprocess.Popen(ledger + command, cwd=_common.REPO, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -287,17 +293,21 @@ def report(out: Path, labeled_list: list[int], minutes_list: list[float], seed: 
                 vs = few_label_la.paired(test, tests[best], "raw") if best and arm != best else None
                 done = [json.loads(ln) for ln in (regime / arm / "log.jsonl").read_text().splitlines()
                         if '"done"' in ln]
+                cpu = cpu_account.cpu_minutes(regime / f"{arm}.cpu.jsonl")
                 summary[arm] = {"iterations": few_label_la.final_iteration(regime / arm),
+                                "cpu_minutes": cpu if cpu is not None else float("nan"),
                                 "wall_minutes": done[-1]["elapsed_s"] / 60 if done else float("nan"),
                                 "test_raw": 100 * test["mean_raw"]["dice"], "test_lcc": 100 * test["mean_lcc"]["dice"],
                                 "val_raw": 100 * val["mean_raw"]["dice"] if val else float("nan"),
                                 f"vs_{best}": vs}
-                rows.append([arm, summary[arm]["iterations"], round(summary[arm]["wall_minutes"], 1),
+                rows.append([arm, summary[arm]["iterations"], round(summary[arm]["cpu_minutes"], 1),
+                         round(summary[arm]["wall_minutes"], 1),
                              summary[arm]["val_raw"], summary[arm]["test_raw"],
                              summary[arm]["test_lcc"],
                              f"{vs['mean']:+.2f} ({vs['higher']}/{vs['lower']}, p = {vs['p']:.3f})" if vs else ""])
             print(f"\n{labeled} labeled + {80 - labeled} unlabeled, {minutes:g} CPU minutes per arm, seed {seed}\n")
-            print(_common.markdown_table(["arm", "iterations", "wall min (shared CPU)", "val Dice %", "test Dice %",
+            print(_common.markdown_table(["arm", "iterations", "CPU min (trainer + loader)", "wall min (shared CPU)",
+                                          "val Dice %", "test Dice %",
                                           "test, largest comp.",
                                           f"arm - {best} per case (higher/lower, Wilcoxon p)"], rows))
             result[regime.name] = summary
