@@ -45,7 +45,7 @@ One JSON object per line on stdout, flushed at once, the name under the key ``"e
     ``done``: iteration, model (path of model.pt), checkpoint, elapsed_s;
     ``cancelled``: iteration, checkpoint (written before the exit with :data:`EXIT_CANCELLED`).
 
-The driver's job (``DTCSegmentationLib.enginejob.EngineJob``) ends every run with one event of its own,
+The driver's job (``DTCSegmentationLib.jobs.enginejob.EngineJob``) ends every run with one event of its own,
 never printed by the engine: ``job-done`` (training: model), ``job-cancelled`` (training: checkpoint or
 None) or ``job-failed`` (error: the engine's one-line ``error:`` message, else its last output lines;
 returncode). Its state goes ``idle`` -> ``running`` -> ``done`` | ``cancelled`` | ``failed``.

@@ -93,7 +93,7 @@ class DTCSegmentationTest(ScriptedLoadableModuleTest):
     def test_results_and_dataset(self):
         self.delayDisplay("Result nodes from a stored prediction (no torch needed)")
         from DTCCore.data.labels import LEFT_ATRIUM
-        from DTCSegmentationLib.segmentjob import SegmentResult
+        from DTCSegmentationLib.jobs.segmentjob import SegmentResult
 
         volume, kji, ijkToRas = self.makeVolume()
         xyz = kji.shape[::-1]

@@ -6,8 +6,8 @@ Usable from Slicer's Python console::
     nodes = DTCSegmentationLogic().segment(getNode("MRHead"), device="cpu")
 
 torch is never imported in Slicer's process: Segment, ranking, model information and fine-tuning run
-as ``PythonSlicer -m DTCCore ...`` subprocesses (:mod:`.enginejob`, :mod:`.segmentjob`,
-:mod:`.rankjob`, :mod:`.infojob`, :mod:`.trainjob`).
+as ``PythonSlicer -m DTCCore ...`` subprocesses (:mod:`.jobs.enginejob`, :mod:`.jobs.segmentjob`,
+:mod:`.jobs.rankjob`, :mod:`.jobs.infojob`, :mod:`.jobs.trainjob`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from DTCCore.protocol import JobState
 from DTCCore.training.schedule import fit_schedule  # torch-free, as DTCCore.config
 
 from . import dataset, models, results, roihint, sceneio
-from .infojob import ModelInfoJob
-from .rankjob import RankJob
-from .segmentjob import SegmentJob
-from .trainjob import TrainingJob, TrainingRequest
+from .jobs.infojob import ModelInfoJob
+from .jobs.rankjob import RankJob
+from .jobs.segmentjob import SegmentJob
+from .jobs.trainjob import TrainingJob, TrainingRequest
 
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
 DATASET_LABELS = dataset.LABELS_NAME  # label table of the dataset's segments, for models fine-tuned on it
@@ -166,7 +166,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     def startSegment(self, volume, roi=None, modelPath: str = "", device: str = "auto", quality: str = "balanced",
                      largestComponent: bool = False, threads: int | None = None) -> SegmentJob:
         """Write the scan to a work folder and start ``dtc segment`` on it (the ROI's voxel box as ``--roi``:
-        the engine crops and pastes back, :mod:`.segmentjob`).
+        the engine crops and pastes back, :mod:`.jobs.segmentjob`).
 
         ``threads``: the job's CPU threads (``dtc segment --threads``; the panel's share, :mod:`.cores`);
         None: every core. ``job.extent`` is set when the engine finds the scan much larger than the

@@ -6,7 +6,7 @@ set-up, the parameter node, which buttons can be used (``_checkCanApply``, Slice
 jobs. Every operation goes through :class:`.logic.DTCSegmentationLogic`, which runs headless; the
 sections keep only what the user sees.
 
-Every torch job is an engine subprocess (:mod:`.enginejob`); the panel keeps one job per kind
+Every torch job is an engine subprocess (:mod:`.jobs.enginejob`); the panel keeps one job per kind
 ("info", "segment", "rank", "train") in ``self._jobs``, polls all of them from one ``qt.QTimer`` and
 stops the timer only when none is left, so Segment, ranking and fine-tuning can run side by side
 without hiding each other's progress. The widget's own slots are connected after ``connectGui``:
