@@ -25,7 +25,8 @@ One JSON object per line on stdout, flushed at once, the name under the key ``"e
 (:data:`EVENT_KEY`). By command (fields after the name):
 
 ``dtc segment --jsonl``
-    ``start``: device, precision, total (scans), num_classes, threads;
+    ``start``: device, precision, total (scans), num_classes, labels (the model's label table, as
+    ``dtc info`` gives it: one {value, name, color, terminology} per class), threads;
     ``extent-warning``: case, text, scan_mm, model_mm (the scan is over 2x larger than the model's
     training scans, before its windows run); ``progress``: case, done, total (windows of this scan);
     ``case-done``: case, files ({output kind: path}, kinds :data:`OUTPUT_KINDS`, ``levelset_<c>`` per

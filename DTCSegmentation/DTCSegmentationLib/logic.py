@@ -189,14 +189,16 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def segment(self, volume, roi=None, modelPath=None, device="auto", quality="balanced",
                 largestComponent=False, output=None, table: list | None = None) -> results.ResultNodes:
-        """Synchronous Segment (console, tests, self-test): the engine subprocess, then the result nodes."""
+        """Synchronous Segment (console, tests, self-test): the engine subprocess, then the result nodes.
+
+        ``table``: the label table naming the segments; None: the model's own, sent by the engine with the results.
+        """
         sceneio.require_scalar_volume(volume)
-        table = table or self.modelInfo(modelPath)["labels"]
         job = self.startSegment(volume, roi, modelPath or "", device, quality, largestComponent)
         job.wait(JOB_TIMEOUT_S)
         if job.state != JobState.DONE:
             raise DTCError(f"Segment {job.state}: {job.error}" if job.error else f"Segment {job.state}")
-        return self.writeResults(volume, job.result, table, output)
+        return self.writeResults(volume, job.result, table or job.labels, output)
 
     # ---- training data ----
     def addLabeledExample(self, datasetFolder, volume, segmentationNode, table: list | None = None,

@@ -93,7 +93,7 @@ class ModelSection:
         info = self._modelInfo.get(str(self.logic.modelFile(modelPath)))
         if info and "labels" in info:
             return info["labels"]
-        return self.logic.modelInfo(modelPath)["labels"]  # rare: Segment ended before the model list was read
+        return self.logic.modelInfo(modelPath)["labels"]  # rare: asked for before the model list was read
 
     def onImportModel(self):
         path = qt.QFileDialog.getOpenFileName(None, "Import model", "", MODEL_FILTER)

@@ -30,7 +30,7 @@ class SegmentSection:
             job = self.logic.startSegment(p.inputVolume, p.inputROI, p.modelPath, p.device, p.quality,
                                           p.largestComponent, job_threads("segment", self._jobs))
             self.ui.roiButton.visible = False
-            self._segmentTarget = (p.inputVolume, output, p.modelPath)  # the table is read when results arrive
+            self._segmentTarget = (p.inputVolume, output)
             self.ui.segmentStatusLabel.text = "Loading the model..."
             self._startJob("segment", job, self.ui.segmentButton)
 
@@ -47,9 +47,9 @@ class SegmentSection:
     def _endSegment(self, job, event):
         label = self.ui.segmentStatusLabel
         if self._succeeded(job, event, label, "Segment"):
-            volume, output, modelPath = self._segmentTarget
+            volume, output = self._segmentTarget
             with slicer.util.tryWithErrorDisplay("Could not create the result nodes."):
-                nodes = self.logic.writeResults(volume, job.result, self._labelTable(modelPath), output)
+                nodes = self.logic.writeResults(volume, job.result, job.labels, output)  # the model's, from the engine
                 self._parameterNode.segmentation = nodes.segmentation
                 label.text = (f"Done in {job.elapsed_s:.1f} s on {job.device}: {nodes.segmentation.GetName()}"
                               + roihint.note(job))
