@@ -87,11 +87,7 @@ class DTCSegmentationParameterNode:
     consistencyRampup: Annotated[float, WithinRange(0.0, 1000.0)] = _RECIPE.recipe.consistency_rampup
 
 
-def _folder(path) -> Path | None:
-    return Path(path) if path is not None and str(path) not in ("", ".") else None
-
-
-def fit_schedule_dict(config: dict, iterations: int) -> None:
+def _fitSchedule(config: dict, iterations: int) -> None:
     """Scale the lr steps and consistency ramp of ``config`` (a config dict, possibly partial: DTCConfig's
     defaults fill it) from its own length to ``iterations``, in place, as ``dtc train --iterations`` does
     (:func:`DTCCore.training.schedule.fit_schedule`): lr x0.1 at 5/12 and 10/12 of the run and full consistency weight
@@ -118,10 +114,16 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self) -> DTCSegmentationParameterNode:
         return DTCSegmentationParameterNode(super().getParameterNode())
 
+    @staticmethod
+    def chosenFolder(folder) -> Path | None:
+        """The folder a folder setting (a parameter node's Path, a directory button's text) names; None when it
+        names none: unset, "" or "." (what ``Path("")`` becomes)."""
+        return Path(folder) if folder is not None and str(folder) not in ("", ".") else None
+
     # ---- model ----
     def listModels(self, modelsFolder) -> list[models.ModelEntry]:
         """The bundled default, then the models trained or imported into ``modelsFolder`` (unset: none)."""
-        return models.list_models(_folder(modelsFolder))
+        return models.list_models(self.chosenFolder(modelsFolder))
 
     @staticmethod
     def modelFile(modelPath: str | None) -> Path:
@@ -236,7 +238,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     # ---- fine-tune ----
     def resumableRun(self, modelsFolder) -> tuple[Path, int] | None:
         """(run folder, checkpoint iteration) of the newest stopped fine-tune in ``modelsFolder``, or None."""
-        return models.resumable_run(_folder(modelsFolder))
+        return models.resumable_run(self.chosenFolder(modelsFolder))
 
     def startTraining(self, request: TrainingRequest) -> TrainingJob:
         """Start ``dtc train`` for ``request`` (:meth:`trainingRequest`) in the background."""
@@ -253,7 +255,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         """
         folder = dataset.DatasetFolder(p.datasetFolder)
         folder.require_labeled()
-        modelsFolder = _folder(p.modelsFolder)
+        modelsFolder = self.chosenFolder(p.modelsFolder)
         if modelsFolder is None:
             raise DTCError("no models folder is set; choose one in Model > Models folder")
         initFrom = None
@@ -265,7 +267,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             info = initInfo or self.modelInfo(str(initFrom))
             config = json.loads(json.dumps(info["config"]))  # same network and inference settings
         if resumeRunDir is None:  # a resume keeps its run's schedule
-            fit_schedule_dict(config, p.iterations)
+            _fitSchedule(config, p.iterations)
         config.setdefault("train", {}).update({
             "iterations": p.iterations, "lr": p.learningRate, "labeled_batch": p.labeledBatch,
             "unlabeled_batch": p.unlabeledBatch, "device": p.device,

@@ -31,7 +31,7 @@ from slicer.util import VTKObservationMixin
 from DTCCore.protocol import EVENT_KEY, Event, JobEvent
 
 from . import nextcase
-from .logic import DTCSegmentationLogic, _folder
+from .logic import DTCSegmentationLogic
 from .panel_data import DataSection
 from .panel_finetune import FinetuneSection
 from .panel_model import ModelSection
@@ -146,9 +146,9 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         p = self._parameterNode
         if not p.inputVolume:
             p.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        if _folder(p.modelsFolder) is None:
+        if self.logic.chosenFolder(p.modelsFolder) is None:
             p.modelsFolder = Path.home() / "DTCSegmentation" / "models"
-        if _folder(p.datasetFolder) is None:
+        if self.logic.chosenFolder(p.datasetFolder) is None:
             p.datasetFolder = Path.home() / "DTCSegmentation" / "dataset"
 
     def setParameterNode(self, parameterNode):
