@@ -25,7 +25,8 @@ One JSON object per line on stdout, flushed at once, the name under the key ``"e
 (:data:`EVENT_KEY`). By command (fields after the name):
 
 ``dtc segment --jsonl``
-    ``start``: device, precision, total (scans), num_classes, threads;
+    ``start``: device, precision, total (scans), num_classes, labels (the model's label table, as
+    ``dtc info`` gives it: one {value, name, color, terminology} per class), threads;
     ``extent-warning``: case, text, scan_mm, model_mm (the scan is over 2x larger than the model's
     training scans, before its windows run); ``progress``: case, done, total (windows of this scan);
     ``case-done``: case, files ({output kind: path}, kinds :data:`OUTPUT_KINDS`, ``levelset_<c>`` per
@@ -46,7 +47,7 @@ One JSON object per line on stdout, flushed at once, the name under the key ``"e
     ``done``: iteration, model (path of model.pt), checkpoint, elapsed_s;
     ``cancelled``: iteration, checkpoint (written before the exit with :data:`EXIT_CANCELLED`).
 
-The driver's job (``DTCSegmentationLib.enginejob.EngineJob``) ends every run with one event of its own,
+The driver's job (``DTCSegmentationLib.jobs.enginejob.EngineJob``) ends every run with one event of its own,
 never printed by the engine: ``job-done`` (training: model), ``job-cancelled`` (training: checkpoint or
 None) or ``job-failed`` (error: the engine's one-line ``error:`` message, else its last output lines;
 returncode). Its state goes ``idle`` -> ``running`` -> ``done`` | ``cancelled`` | ``failed``.

@@ -18,7 +18,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 
 from DTCCore.errors import DTCError
 from DTCSegmentationLib import results, sceneio
-from DTCSegmentationLib.logic import DTCSegmentationLogic, DTCSegmentationParameterNode, _folder  # noqa: F401
+from DTCSegmentationLib.logic import DTCSegmentationLogic, DTCSegmentationParameterNode  # noqa: F401
 from DTCSegmentationLib.panel import DTCSegmentationWidget  # noqa: F401  (Slicer looks it up here)
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "DTCCore" / "sample"  # bundled copy (CMake installs it here)
@@ -93,7 +93,7 @@ class DTCSegmentationTest(ScriptedLoadableModuleTest):
     def test_results_and_dataset(self):
         self.delayDisplay("Result nodes from a stored prediction (no torch needed)")
         from DTCCore.data.labels import LEFT_ATRIUM
-        from DTCSegmentationLib.segmentjob import SegmentResult
+        from DTCSegmentationLib.jobs.segmentjob import SegmentResult
 
         volume, kji, ijkToRas = self.makeVolume()
         xyz = kji.shape[::-1]

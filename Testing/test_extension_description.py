@@ -132,8 +132,8 @@ def test_cmake_installs_every_module_file(copy):
     assert ec.cmake_script_problems(copy) == [
         "DTCSegmentationLib/curves.py is not in MODULE_PYTHON_SCRIPTS (it would not be installed)",
         "DTCSegmentationLib/extra.py is not in MODULE_PYTHON_SCRIPTS (it would not be installed)"]
-    (copy / "DTCSegmentation" / "DTCSegmentationLib" / "enginejob.py").unlink()
-    missing = "MODULE_PYTHON_SCRIPTS lists DTCSegmentationLib/enginejob.py, which does not exist"
+    (copy / "DTCSegmentation" / "DTCSegmentationLib" / "jobs" / "enginejob.py").unlink()
+    missing = "MODULE_PYTHON_SCRIPTS lists DTCSegmentationLib/jobs/enginejob.py, which does not exist"
     assert missing in ec.cmake_script_problems(copy)
 
 

@@ -25,7 +25,7 @@ ENGINE_FILES = sorted((REPO / "DTCCore" / "cli").glob("*.py")) + [
     REPO / "DTCCore" / "training" / f"{n}.py" for n in ("trainer", "runlog")
 ]
 # every file of the module's library, so a renamed or new file cannot fall out of the checks
-SLICER_FILES = sorted((MODULE_DIR / "DTCSegmentationLib").glob("*.py")) + [MODULE_DIR / "DTCSegmentation.py"]
+SLICER_FILES = sorted((MODULE_DIR / "DTCSegmentationLib").rglob("*.py")) + [MODULE_DIR / "DTCSegmentation.py"]
 
 
 def _names(namespace: type) -> set[str]:
@@ -65,10 +65,10 @@ def test_each_command_takes_the_driver_options_the_protocol_names():
 def test_job_command_lines_are_built_from_the_protocol(tmp_path):
     if str(MODULE_DIR) not in sys.path:
         sys.path.append(str(MODULE_DIR))
-    from DTCSegmentationLib.infojob import ModelInfoJob
-    from DTCSegmentationLib.rankjob import RankJob
-    from DTCSegmentationLib.segmentjob import SegmentJob
-    from DTCSegmentationLib.trainjob import TrainingJob, TrainingRequest
+    from DTCSegmentationLib.jobs.infojob import ModelInfoJob
+    from DTCSegmentationLib.jobs.rankjob import RankJob
+    from DTCSegmentationLib.jobs.segmentjob import SegmentJob
+    from DTCSegmentationLib.jobs.trainjob import TrainingJob, TrainingRequest
 
     info = ModelInfoJob(tmp_path / "i", ["m.pt"], "cpu", threads=1)
     assert info.command("py") == ["py", "-m", "DTCCore", "info", "m.pt", "--device", "cpu", "--threads", "1"]

@@ -11,8 +11,8 @@ from slicer_harness import fixtures  # noqa: F401  (puts the module folder on sy
 
 # isort: split
 # DTCSegmentationLib is importable once slicer_harness.fixtures has put the module folder on sys.path
-from DTCSegmentationLib import enginejob as jobs  # noqa: E402
-from DTCSegmentationLib.trainjob import TrainingJob, TrainingRequest  # noqa: E402
+from DTCSegmentationLib.jobs import enginejob as jobs  # noqa: E402
+from DTCSegmentationLib.jobs.trainjob import TrainingJob, TrainingRequest  # noqa: E402
 
 
 def test_deadlines_are_the_minimums_for_fast_steps_and_grow_with_slow_ones():

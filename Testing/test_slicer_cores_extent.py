@@ -23,9 +23,9 @@ from test_slicer_widget import choose_model, make_volume, models_folder, panel, 
 
 # isort: split
 from DTCSegmentationLib import cores, roihint, sceneio  # noqa: E402  (on sys.path once the fixtures are imported)
-from DTCSegmentationLib.infojob import ModelInfoJob
-from DTCSegmentationLib.rankjob import RankJob
-from DTCSegmentationLib.segmentjob import SegmentJob  # noqa: E402
+from DTCSegmentationLib.jobs.infojob import ModelInfoJob
+from DTCSegmentationLib.jobs.rankjob import RankJob
+from DTCSegmentationLib.jobs.segmentjob import SegmentJob  # noqa: E402
 
 SAMPLE_SPACING = 0.625  # mm, the bundled LA sample (DTCCore/sample/README.md)
 

@@ -22,13 +22,13 @@ from slicer_harness.fixtures import MODULE_FILE, REPO, dtc_module, slicer_scene,
 # isort: split
 # DTCSegmentationLib is importable once slicer_harness.fixtures has put the module folder on sys.path
 from DTCSegmentationLib import dependencies
-from DTCSegmentationLib import enginejob as jobs  # noqa: E402
+from DTCSegmentationLib.jobs import enginejob as jobs  # noqa: E402
 
 MODULE_DIR = MODULE_FILE.parent
 
 
 def module_sources() -> list[Path]:
-    return [MODULE_FILE, *sorted((MODULE_DIR / "DTCSegmentationLib").glob("*.py"))]
+    return [MODULE_FILE, *sorted((MODULE_DIR / "DTCSegmentationLib").rglob("*.py"))]
 
 
 # ---------------------------------------------------------------------------------------------- strictness
@@ -221,7 +221,7 @@ def test_cancel_reaches_the_engine_behind_the_launcher(tmp_path, monkeypatch, mo
 def test_no_console_window_and_no_console_signal_on_windows(monkeypatch):
     flags = jobs.popen_options("nt")["creationflags"]
     assert flags & 0x08000000 and flags & 0x00000200  # CREATE_NO_WINDOW | CREATE_NEW_PROCESS_GROUP
-    assert "CTRL_BREAK_EVENT" not in (MODULE_DIR / "DTCSegmentationLib" / "enginejob.py").read_text()
+    assert "CTRL_BREAK_EVENT" not in (MODULE_DIR / "DTCSegmentationLib" / "jobs" / "enginejob.py").read_text()
     runner = jobs.ProcessRunner()
     runner.process = types.SimpleNamespace(pid=12345, poll=lambda: None)
     monkeypatch.setattr(jobs.os, "name", "nt")

@@ -226,7 +226,7 @@ def test_segment_job_leaves_no_temporary_files(slicer_scene, dtc_module, tiny_mo
 
 
 def test_one_segment_per_class_of_the_label_table(slicer_scene, dtc_module):
-    from DTCSegmentationLib.segmentjob import SegmentResult
+    from DTCSegmentationLib.jobs.segmentjob import SegmentResult
 
     volume, _ = make_volume("Heart")
     xyz = SHAPE_KJI[::-1]
@@ -249,8 +249,8 @@ def test_one_segment_per_class_of_the_label_table(slicer_scene, dtc_module):
 def test_quality_sets_test_time_mirroring(slicer_scene, dtc_module, monkeypatch):
     # "best" = dense windows + the average over the flips the model was trained with (dtc segment --mirror);
     # "fast" switches it off (--no-mirror); "balanced" keeps the model's own setting (neither flag).
+    from DTCSegmentationLib.jobs.segmentjob import SegmentJob
     from DTCSegmentationLib.logic import QUALITY_OVERLAP
-    from DTCSegmentationLib.segmentjob import SegmentJob
 
     monkeypatch.setattr(SegmentJob, "start", lambda self: None)  # the command line is what is checked here
     volume, _ = make_volume()

@@ -79,7 +79,7 @@ def test_ui_loads_with_quiloader_offscreen():
 def test_every_ui_name_used_in_code_exists():
     widgets = _ui_widgets()
     used = set()
-    for path in [MODULE_FILE, *sorted((MODULE_FILE.parent / "DTCSegmentationLib").glob("*.py"))]:
+    for path in [MODULE_FILE, *sorted((MODULE_FILE.parent / "DTCSegmentationLib").rglob("*.py"))]:
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
                     and node.value.attr == "ui" and isinstance(node.value.value, ast.Name)

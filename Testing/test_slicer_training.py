@@ -14,8 +14,8 @@ from slicer_harness.fixtures import dtc_module, slicer_scene, tiny_model  # noqa
 # DTCSegmentationLib is importable once slicer_harness.fixtures has put the module folder on sys.path
 from DTCCore.errors import DTCError  # noqa: E402
 from DTCSegmentationLib import models
-from DTCSegmentationLib import trainjob as training  # noqa: E402  (importable once dtc_module put it on sys.path)
 from DTCSegmentationLib.curves import LossCurve  # noqa: E402
+from DTCSegmentationLib.jobs import trainjob as training  # noqa: E402  (importable once dtc_module put it on sys.path)
 
 SHAPE_KJI = (18, 20, 22)
 

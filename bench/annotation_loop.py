@@ -13,7 +13,7 @@ previous model (``--init-from``, ``--time-limit`` :data:`FINETUNE_MINUTES`), sco
 scans (``bench/la_eval.py``, windows, native grid). Arms (the first model is shared):
 
 - ``disagreement``: the picks are the top ``k`` of ``dtc rank`` over the arm's unlabeled scans with its
-  current model, run through the panel's own job (``DTCSegmentationLib.rankjob.RankJob``, what Next case
+  current model, run through the panel's own job (``DTCSegmentationLib.jobs.rankjob.RankJob``, what Next case
   starts); DTC fine-tunes on the labeled scans and the remaining unlabeled ones;
 - ``random-s<S>``: ``k`` at random (a fixed permutation per seed), DTC fine-tunes;
 - ``labeled-only``: the disagreement arm's picks, fine-tunes on the labeled scans only (``--mode seg``).
@@ -57,7 +57,7 @@ sys.path.insert(0, str(_common.REPO / "DTCSegmentation"))  # the panel's job cla
 
 from DTCCore.protocol import EVENT_KEY, Event, JobState  # noqa: E402
 from DTCCore.training.runlog import read_log  # noqa: E402
-from DTCSegmentationLib.rankjob import RankJob  # noqa: E402
+from DTCSegmentationLib.jobs.rankjob import RankJob  # noqa: E402
 
 INITIAL_LABELED = 4  # issue 24: the first 4 of train.list labeled, the other 76 unlabeled
 K = 2  # issue 24: cases "corrected" per round

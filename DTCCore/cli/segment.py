@@ -134,8 +134,12 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     jsonl, cancelled = getattr(args, "jsonl", False), events.cancel_check(getattr(args, "cancel_file", None))
     if jsonl:
+        from ..data.labels import read_table
+
+        # the label table goes with the results: a driver names the segments without a dtc info of its own
+        table = read_table(extra["path"], extra, config.network.num_classes)
         events.emit(Event.START, device=describe_device(device), precision=precision, total=len(images),
-                    num_classes=config.network.num_classes, threads=torch.get_num_threads())
+                    num_classes=config.network.num_classes, labels=table, threads=torch.get_num_threads())
 
     for path, case in zip(images, names):
         t0 = time.perf_counter()

@@ -4,11 +4,10 @@
 - :mod:`.results`: result nodes (segmentation, level-set and disagreement volumes) with the input's geometry
 - :mod:`.dataset`: the dataset folder (labeled pairs, unlabeled volumes, manifest, labels.json) written atomically
 - :mod:`.labelexport`: a segmentation as a label with a model's label values (segments matched by name/terminology)
-- :mod:`.enginejob`: the engine subprocess runner (reader threads -> queue -> poll, cancel file, process group)
-- :mod:`.segmentjob`: Segment as an engine job (``dtc segment``) and its result files
-- :mod:`.rankjob`: the Next case ranking as an engine job (``dtc rank``)
-- :mod:`.infojob`: a model's information as an engine job (``dtc info``)
-- :mod:`.trainjob`: the fine-tune job (``dtc train``)
+- :mod:`.jobs`: the engine jobs, one ``PythonSlicer -m DTCCore`` subprocess each: :mod:`.jobs.enginejob` (the
+  runner: reader threads -> queue -> poll, cancel file, process group), :mod:`.jobs.segmentjob` (``dtc segment``
+  and its result files), :mod:`.jobs.rankjob` (``dtc rank``), :mod:`.jobs.infojob` (``dtc info``),
+  :mod:`.jobs.trainjob` (``dtc train``)
 - :mod:`.logic`: the parameter node and the Logic, the one way in for the panel and for headless use
 - :mod:`.panel`: the module panel (the widget): set-up, parameter node, enabled buttons, job polling;
   its sections :mod:`.panel_model`, :mod:`.panel_segment`, :mod:`.panel_data`, :mod:`.panel_finetune`,

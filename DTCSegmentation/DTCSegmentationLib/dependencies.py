@@ -43,14 +43,14 @@ def _pip(requirements: list[str]) -> None:
 
 def torch_install_command() -> list[str]:
     """``PythonSlicer -m light_the_torch install "torch>=2.2,<3"``: the build for this GPU driver, torch alone."""
-    from .enginejob import python_executable
+    from .jobs.enginejob import python_executable
 
     return [python_executable(), "-m", TORCH_INSTALLER_MODULE, "install", TORCH_REQUIREMENT]
 
 
 def _install_torch() -> None:
     """PyTorch in a child process (never imported here); DTCError with the installer's last lines on failure."""
-    from .enginejob import popen_options
+    from .jobs.enginejob import popen_options
 
     if importlib.util.find_spec(TORCH_INSTALLER_MODULE) is None:
         _pip([TORCH_INSTALLER])

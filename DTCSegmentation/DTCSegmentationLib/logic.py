@@ -6,8 +6,8 @@ Usable from Slicer's Python console::
     nodes = DTCSegmentationLogic().segment(getNode("MRHead"), device="cpu")
 
 torch is never imported in Slicer's process: Segment, ranking, model information and fine-tuning run
-as ``PythonSlicer -m DTCCore ...`` subprocesses (:mod:`.enginejob`, :mod:`.segmentjob`,
-:mod:`.rankjob`, :mod:`.infojob`, :mod:`.trainjob`).
+as ``PythonSlicer -m DTCCore ...`` subprocesses (:mod:`.jobs.enginejob`, :mod:`.jobs.segmentjob`,
+:mod:`.jobs.rankjob`, :mod:`.jobs.infojob`, :mod:`.jobs.trainjob`).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from DTCCore.protocol import JobState
 from DTCCore.training.schedule import fit_schedule  # torch-free, as DTCCore.config
 
 from . import dataset, models, results, roihint, sceneio
-from .infojob import ModelInfoJob
-from .rankjob import RankJob
-from .segmentjob import SegmentJob
-from .trainjob import TrainingJob, TrainingRequest
+from .jobs.infojob import ModelInfoJob
+from .jobs.rankjob import RankJob
+from .jobs.segmentjob import SegmentJob
+from .jobs.trainjob import TrainingJob, TrainingRequest
 
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
 DATASET_LABELS = dataset.LABELS_NAME  # label table of the dataset's segments, for models fine-tuned on it
@@ -87,11 +87,7 @@ class DTCSegmentationParameterNode:
     consistencyRampup: Annotated[float, WithinRange(0.0, 1000.0)] = _RECIPE.recipe.consistency_rampup
 
 
-def _folder(path) -> Path | None:
-    return Path(path) if path is not None and str(path) not in ("", ".") else None
-
-
-def fit_schedule_dict(config: dict, iterations: int) -> None:
+def _fitSchedule(config: dict, iterations: int) -> None:
     """Scale the lr steps and consistency ramp of ``config`` (a config dict, possibly partial: DTCConfig's
     defaults fill it) from its own length to ``iterations``, in place, as ``dtc train --iterations`` does
     (:func:`DTCCore.training.schedule.fit_schedule`): lr x0.1 at 5/12 and 10/12 of the run and full consistency weight
@@ -118,10 +114,16 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self) -> DTCSegmentationParameterNode:
         return DTCSegmentationParameterNode(super().getParameterNode())
 
+    @staticmethod
+    def chosenFolder(folder) -> Path | None:
+        """The folder a folder setting (a parameter node's Path, a directory button's text) names; None when it
+        names none: unset, "" or "." (what ``Path("")`` becomes)."""
+        return Path(folder) if folder is not None and str(folder) not in ("", ".") else None
+
     # ---- model ----
     def listModels(self, modelsFolder) -> list[models.ModelEntry]:
         """The bundled default, then the models trained or imported into ``modelsFolder`` (unset: none)."""
-        return models.list_models(_folder(modelsFolder))
+        return models.list_models(self.chosenFolder(modelsFolder))
 
     @staticmethod
     def modelFile(modelPath: str | None) -> Path:
@@ -166,7 +168,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     def startSegment(self, volume, roi=None, modelPath: str = "", device: str = "auto", quality: str = "balanced",
                      largestComponent: bool = False, threads: int | None = None) -> SegmentJob:
         """Write the scan to a work folder and start ``dtc segment`` on it (the ROI's voxel box as ``--roi``:
-        the engine crops and pastes back, :mod:`.segmentjob`).
+        the engine crops and pastes back, :mod:`.jobs.segmentjob`).
 
         ``threads``: the job's CPU threads (``dtc segment --threads``; the panel's share, :mod:`.cores`);
         None: every core. ``job.extent`` is set when the engine finds the scan much larger than the
@@ -189,14 +191,16 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def segment(self, volume, roi=None, modelPath=None, device="auto", quality="balanced",
                 largestComponent=False, output=None, table: list | None = None) -> results.ResultNodes:
-        """Synchronous Segment (console, tests, self-test): the engine subprocess, then the result nodes."""
+        """Synchronous Segment (console, tests, self-test): the engine subprocess, then the result nodes.
+
+        ``table``: the label table naming the segments; None: the model's own, sent by the engine with the results.
+        """
         sceneio.require_scalar_volume(volume)
-        table = table or self.modelInfo(modelPath)["labels"]
         job = self.startSegment(volume, roi, modelPath or "", device, quality, largestComponent)
         job.wait(JOB_TIMEOUT_S)
         if job.state != JobState.DONE:
             raise DTCError(f"Segment {job.state}: {job.error}" if job.error else f"Segment {job.state}")
-        return self.writeResults(volume, job.result, table, output)
+        return self.writeResults(volume, job.result, table or job.labels, output)
 
     # ---- training data ----
     def addLabeledExample(self, datasetFolder, volume, segmentationNode, table: list | None = None,
@@ -234,7 +238,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     # ---- fine-tune ----
     def resumableRun(self, modelsFolder) -> tuple[Path, int] | None:
         """(run folder, checkpoint iteration) of the newest stopped fine-tune in ``modelsFolder``, or None."""
-        return models.resumable_run(_folder(modelsFolder))
+        return models.resumable_run(self.chosenFolder(modelsFolder))
 
     def startTraining(self, request: TrainingRequest) -> TrainingJob:
         """Start ``dtc train`` for ``request`` (:meth:`trainingRequest`) in the background."""
@@ -251,7 +255,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         """
         folder = dataset.DatasetFolder(p.datasetFolder)
         folder.require_labeled()
-        modelsFolder = _folder(p.modelsFolder)
+        modelsFolder = self.chosenFolder(p.modelsFolder)
         if modelsFolder is None:
             raise DTCError("no models folder is set; choose one in Model > Models folder")
         initFrom = None
@@ -263,7 +267,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             info = initInfo or self.modelInfo(str(initFrom))
             config = json.loads(json.dumps(info["config"]))  # same network and inference settings
         if resumeRunDir is None:  # a resume keeps its run's schedule
-            fit_schedule_dict(config, p.iterations)
+            _fitSchedule(config, p.iterations)
         config.setdefault("train", {}).update({
             "iterations": p.iterations, "lr": p.learningRate, "labeled_batch": p.labeledBatch,
             "unlabeled_batch": p.unlabeledBatch, "device": p.device,

@@ -3,7 +3,7 @@
 A model trained here lives in ``<models folder>/<run name>/model.pt`` (the trainer's run folder, next
 to its ``log.jsonl`` and ``curves.png``; ``model.labels.json`` holds its label table). Listing only
 looks at files (no torch in Slicer's process); what each model is and expects comes from ``dtc info``
-run in the background (:class:`~DTCSegmentationLib.infojob.ModelInfoJob`) and :func:`describe`.
+run in the background (:class:`~DTCSegmentationLib.jobs.infojob.ModelInfoJob`) and :func:`describe`.
 Import copies a model file (with its label table) into the models folder; export copies one out.
 """
 

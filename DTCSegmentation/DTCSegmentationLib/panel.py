@@ -3,20 +3,23 @@
 Each section is a mixin in a file of its own (:mod:`.panel_model`, :mod:`.panel_segment`,
 :mod:`.panel_data`, :mod:`.panel_finetune`, :mod:`.panel_nextcase`); this file holds what they share:
 set-up, the parameter node, which buttons can be used (``_checkCanApply``, Slicer's template) and the
-jobs. Every operation goes through :class:`.logic.DTCSegmentationLogic`, which runs headless; the
+job polling. Every operation goes through :class:`.logic.DTCSegmentationLogic`, which runs headless; the
 sections keep only what the user sees.
 
-Every torch job is an engine subprocess (:mod:`.enginejob`); the panel keeps one job per kind
+Every torch job is an engine subprocess (:mod:`.jobs.enginejob`); the panel keeps one job per kind
 ("info", "segment", "rank", "train") in ``self._jobs``, polls all of them from one ``qt.QTimer`` and
 stops the timer only when none is left, so Segment, ranking and fine-tuning can run side by side
-without hiding each other's progress. The widget's own slots are connected after ``connectGui``:
-Slicer's connectors store a widget's new value in the parameter node from the slot they connect, so
-slots connected later see the new value.
+without hiding each other's progress. The section that starts a job hands :meth:`_startJob` its own
+handlers for the job's progress, other events and end; this file knows no kind of job.
+
+The widget's own slots are connected after ``connectGui``: Slicer's connectors store a widget's new
+value in the parameter node from the slot they connect, so slots connected later see the new value.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import qt
 import slicer
@@ -25,20 +28,31 @@ from slicer.parameterNodeWrapper import SlicerParameterNamePropertyName  # "Slic
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from DTCCore.protocol import Event, JobEvent
+from DTCCore.protocol import EVENT_KEY, Event, JobEvent
 
 from . import nextcase
-from .logic import DTCSegmentationLogic, _folder
+from .logic import DTCSegmentationLogic
 from .panel_data import DataSection
 from .panel_finetune import FinetuneSection
 from .panel_model import ModelSection
 from .panel_nextcase import NextCaseSection
 from .panel_segment import SegmentSection
 
+CANCEL_TEXT = "Cancel"  # a job's button while the job runs
 POLL_INTERVAL_MS = 200  # UI refresh period while a job runs (our choice: smooth, negligible cost)
 # Why a button is disabled (its tooltip while it is; _checkCanApply)
 NEEDS_VOLUME = "Select an input volume first (load a scan: File > Add Data)."
 NEEDS_VOLUME_AND_SEGMENTATION = "Select the input volume and its corrected segmentation first."
+
+
+class JobHandlers(NamedTuple):
+    """What the panel does with a running job's events (:meth:`DTCSegmentationWidget._startJob`)."""
+
+    button: Any  # shows CANCEL_TEXT while the job runs; None: no button
+    text: str  # the button's own text, put back when the job ends
+    onProgress: Callable | None
+    onEvent: Callable | None
+    onEnd: Callable | None
 
 
 class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneSection, NextCaseSection,
@@ -52,7 +66,7 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._observed = None  # the parameter node _checkCanApply observes (not while the module is left)
         self._tips = {}  # button -> its own tooltip, shown while it is enabled
         self._jobs = {}  # kind -> EngineJob
-        self._buttonTexts = {}  # kind -> (button, its text before "Cancel")
+        self._handlers = {}  # kind -> JobHandlers: what the section that started the job does with its events
         self._models = []
         self._modelInfo = {}  # model path -> dtc info record
         self._describedDevice = None
@@ -62,7 +76,6 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._ranking = []  # [(path, mean disagreement)] highest first, the scans still unlabeled
         self._rankedCount = 0  # scans in the last ranking
         self._rankedSource = {}  # volume node ID -> the ranked unlabeled file Load the top-ranked volume read
-        self._segmentTarget = None
         self._roiSize = None  # mm x y z of the model's training scans, for the "Add ROI box" button
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -133,9 +146,9 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         p = self._parameterNode
         if not p.inputVolume:
             p.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        if _folder(p.modelsFolder) is None:
+        if self.logic.chosenFolder(p.modelsFolder) is None:
             p.modelsFolder = Path.home() / "DTCSegmentation" / "models"
-        if _folder(p.datasetFolder) is None:
+        if self.logic.chosenFolder(p.datasetFolder) is None:
             p.datasetFolder = Path.home() / "DTCSegmentation" / "dataset"
 
     def setParameterNode(self, parameterNode):
@@ -188,39 +201,46 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         button.toolTip = self._tips.get(button, "") if enabled else why
 
     # ---- jobs ----
-    def _startJob(self, kind, job, button=None, cancelText="Cancel"):
+    def _ensureEngine(self):
+        """Offer to install PyTorch before the first engine job (:mod:`.dependencies`); raises when declined."""
+        from .dependencies import ensure_torch
+
+        ensure_torch(lambda text: slicer.util.confirmOkCancelDisplay(text, "DTCSegmentation"))
+
+    def _startJob(self, kind, job, button=None, onProgress=None, onEvent=None, onEnd=None):
+        """Poll ``job`` (started) as the panel's ``kind`` job until it ends. The section that starts it handles
+        it: ``onProgress(job, event)`` each ``progress`` event, ``onEvent(job, event)`` any other engine event,
+        ``onEnd(job, event)`` once with the job's end event (job-done / job-cancelled / job-failed), after the
+        job has left ``self._jobs`` and ``button`` (Cancel while it runs) has its own text back."""
         self._jobs[kind] = job
+        self._handlers[kind] = JobHandlers(button, button.text if button is not None else "", onProgress, onEvent,
+                                           onEnd)
         if button is not None:
-            self._buttonTexts[kind] = (button, button.text)
-            button.text = cancelText
+            button.text = CANCEL_TEXT
         self._timer.start()
 
     def onTimer(self):
         for kind, job in list(self._jobs.items()):
+            handlers = self._handlers[kind]
             for event in job.poll():
-                if event["event"].startswith(JobEvent.PREFIX):
-                    self._finishJob(kind, job, event)
-                else:
-                    self._onJobEvent(kind, job, event)
+                name = event[EVENT_KEY]
+                if name.startswith(JobEvent.PREFIX):
+                    self._endJob(kind, job, event)  # the job's last event
+                    continue
+                handler = handlers.onProgress if name == Event.PROGRESS else handlers.onEvent
+                if handler is not None:
+                    handler(job, event)
         if not self._jobs:
             self._timer.stop()
 
-    def _finishJob(self, kind, job, event):
+    def _endJob(self, kind, job, event):
         del self._jobs[kind]
-        button, text = self._buttonTexts.pop(kind, (None, None))
-        if button is not None:
-            button.text = text
-        ends = {"info": self._endInfo, "segment": self._endSegment, "rank": self._endRank, "train": self._endTrain}
-        ends[kind](job, event)
+        handlers = self._handlers.pop(kind)
+        if handlers.button is not None:
+            handlers.button.text = handlers.text
+        if handlers.onEnd is not None:
+            handlers.onEnd(job, event)
         self._checkCanApply()  # Segment is no longer Cancel
-
-    def _onJobEvent(self, kind, job, event):
-        if event["event"] == Event.EXTENT_WARNING:
-            self._segmentExtentWarning(job)
-        elif event["event"] == Event.PROGRESS:
-            progress = {"segment": self._segmentProgress, "rank": self._rankProgress, "train": self._trainProgress}
-            if kind in progress:
-                progress[kind](job, event)
 
     @staticmethod
     def _succeeded(job, event, label, what) -> bool:

@@ -60,7 +60,7 @@ class FinetuneSection:
             self.ui.resumeButton.enabled = False
             self.ui.trainStatusLabel.text = (f"Starting in {request.run_dir}"
                                              + (f" ({request.note})" if request.note else "") + "...")
-            self._startJob("train", job, self.ui.trainButton)
+            self._startJob("train", job, self.ui.trainButton, onProgress=self._trainProgress, onEnd=self._endTrain)
 
     def _trainProgress(self, job, event):
         self._curve.add(event)

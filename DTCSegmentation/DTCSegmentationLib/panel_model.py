@@ -16,11 +16,6 @@ MODEL_FILTER = "DTCSegmentation model (*.pt)"
 
 
 class ModelSection:
-    def _ensureEngine(self):
-        from .dependencies import ensure_torch
-
-        ensure_torch(lambda text: slicer.util.confirmOkCancelDisplay(text, "DTCSegmentation"))
-
     def _engineInstalled(self) -> bool:
         import importlib.util
 
@@ -51,7 +46,7 @@ class ModelSection:
         self._describedDevice = self._parameterNode.device
         with slicer.util.tryWithErrorDisplay("Could not read the models."):
             self._startJob("info", self.logic.startModelInfo(paths, self._describedDevice,
-                                                             job_threads("info", self._jobs)))
+                                                             job_threads("info", self._jobs)), onEnd=self._endInfo)
 
     def _endInfo(self, job, event):
         self._modelInfo.update(job.models)
@@ -93,7 +88,7 @@ class ModelSection:
         info = self._modelInfo.get(str(self.logic.modelFile(modelPath)))
         if info and "labels" in info:
             return info["labels"]
-        return self.logic.modelInfo(modelPath)["labels"]  # rare: Segment ended before the model list was read
+        return self.logic.modelInfo(modelPath)["labels"]  # rare: asked for before the model list was read
 
     def onImportModel(self):
         path = qt.QFileDialog.getOpenFileName(None, "Import model", "", MODEL_FILTER)

@@ -25,7 +25,7 @@ class NextCaseSection:
             p = self._parameterNode
             job = self.logic.startRanking(p.datasetFolder, p.modelPath, p.device, job_threads("rank", self._jobs))
             self.ui.rankStatusLabel.text = "Ranking..."
-            self._startJob("rank", job, self.ui.rankButton)
+            self._startJob("rank", job, self.ui.rankButton, onProgress=self._rankProgress, onEnd=self._endRank)
 
     def _rankProgress(self, job, event):
         self.ui.rankStatusLabel.text = (f"Ranking: {event['done']}/{event['total']} volumes, "

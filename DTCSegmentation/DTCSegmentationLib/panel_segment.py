@@ -4,7 +4,11 @@ offered when a scan is much larger than the model's training scans. A mixin of
 
 from __future__ import annotations
 
+import functools
+
 import slicer
+
+from DTCCore.protocol import EVENT_KEY, Event
 
 from . import roihint
 from .cores import job_threads
@@ -30,9 +34,9 @@ class SegmentSection:
             job = self.logic.startSegment(p.inputVolume, p.inputROI, p.modelPath, p.device, p.quality,
                                           p.largestComponent, job_threads("segment", self._jobs))
             self.ui.roiButton.visible = False
-            self._segmentTarget = (p.inputVolume, output, p.modelPath)  # the table is read when results arrive
             self.ui.segmentStatusLabel.text = "Loading the model..."
-            self._startJob("segment", job, self.ui.segmentButton)
+            self._startJob("segment", job, self.ui.segmentButton, onProgress=self._segmentProgress,
+                           onEvent=self._segmentEvent, onEnd=functools.partial(self._endSegment, p.inputVolume, output))
 
     def _segmentProgress(self, job, event):
         bar = self.ui.segmentProgressBar
@@ -40,16 +44,17 @@ class SegmentSection:
         self.ui.segmentStatusLabel.text = (f"Running: window {event['done']}/{event['total']}, "
                                            f"{job.elapsed_s:.0f} s elapsed" + roihint.note(job))
 
-    def _segmentExtentWarning(self, job):
-        self.ui.segmentStatusLabel.text += roihint.note(job)
-        self.ui.roiButton.visible, self._roiSize = True, job.extent["model_mm"]
+    def _segmentEvent(self, job, event):
+        if event[EVENT_KEY] == Event.EXTENT_WARNING:  # the scan is much larger than the training scans
+            self.ui.segmentStatusLabel.text += roihint.note(job)
+            self.ui.roiButton.visible, self._roiSize = True, job.extent["model_mm"]
 
-    def _endSegment(self, job, event):
+    def _endSegment(self, volume, output, job, event):
+        """Segment ended: on success the result nodes for ``volume`` (into ``output`` when one was chosen)."""
         label = self.ui.segmentStatusLabel
         if self._succeeded(job, event, label, "Segment"):
-            volume, output, modelPath = self._segmentTarget
             with slicer.util.tryWithErrorDisplay("Could not create the result nodes."):
-                nodes = self.logic.writeResults(volume, job.result, self._labelTable(modelPath), output)
+                nodes = self.logic.writeResults(volume, job.result, job.labels, output)  # the model's, from the engine
                 self._parameterNode.segmentation = nodes.segmentation
                 label.text = (f"Done in {job.elapsed_s:.1f} s on {job.device}: {nodes.segmentation.GetName()}"
                               + roihint.note(job))

@@ -133,7 +133,7 @@ def show_results(volume, nodes: ResultNodes) -> None:
 
 
 def create_results(volume, result, table: list, output=None, input_name: str | None = None) -> ResultNodes:
-    """Result nodes of ``result`` (a :class:`~DTCSegmentationLib.segmentjob.SegmentResult` on the volume's grid).
+    """Result nodes of ``result`` (a :class:`~DTCSegmentationLib.jobs.segmentjob.SegmentResult` on the volume's grid).
 
     ``table``: the model's label table (one entry per class). ``output``: an existing segmentation node
     to write into (its same-named segments are replaced); ``None`` creates a new node.

@@ -16,6 +16,10 @@ v5.6.2, v5.8.1, v5.10.0 and v5.12.3, and the stand-ins expose what all four have
   by default, any tag through :mod:`wrapper_versions`);
 - ``slicer.app.coreIOManager()`` (:mod:`io_manager`): the volume reader behind ``slicer.util.loadVolume``.
 
+The module under test is imported as Slicer's module factory does (:mod:`module_import`, from :mod:`paths`);
+:mod:`fixtures` holds the pytest fixtures. The harness's files import each other without a cycle
+(Testing/test_slicer_import_cycles.py).
+
 Usage in a test module::
 
     from slicer_harness.fixtures import dtc_module, slicer_scene  # a fresh scene per test

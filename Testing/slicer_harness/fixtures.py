@@ -7,16 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from .paths import MODULE_FILE, REPO
 from .scene import import_module_file, install, new_scene
-
-REPO = Path(__file__).resolve().parents[2]
-MODULE_FILE = REPO / "DTCSegmentation" / "DTCSegmentation.py"
 
 # As in Slicer: the module's folder is on sys.path (DTCSegmentationLib imports), and so is DTCCore's.
 install()
-for _folder in (str(MODULE_FILE.parent), str(REPO)):
-    if _folder not in sys.path:
-        sys.path.append(_folder)
+sys.path.extend(folder for folder in (str(MODULE_FILE.parent), str(REPO)) if folder not in sys.path)
 
 
 @pytest.fixture

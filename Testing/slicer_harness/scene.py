@@ -9,7 +9,6 @@ Segmentations, Subject hierarchy, Markups and Plots logics. ``slicer.mrmlScene``
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import types
 from pathlib import Path
@@ -17,7 +16,8 @@ from pathlib import Path
 import slicer
 
 from . import app as _app
-from . import pythonqt, scripted_module
+from . import pythonqt, scripted_module, wrapper_versions
+from .module_import import exec_module_file
 
 _LOGICS = (  # (module name as in slicer.modules, logic class, registered module-logic name)
     ("colors", "vtkSlicerColorLogic", "Colors"),
@@ -43,8 +43,6 @@ def install() -> None:
     slicer.selfTests = {}
     sys.modules["slicer.ScriptedLoadableModule"] = scripted_module
     slicer.ScriptedLoadableModule = scripted_module
-    from . import wrapper_versions
-
     wrapper_versions.load(wrapper_versions.DEFAULT_TAG)  # Slicer's own package at that tag (vendor/README.md)
     slicer.modules = types.SimpleNamespace()
     slicer._dtc_harness_installed = True
@@ -76,21 +74,7 @@ def new_scene():
 
 
 def import_module_file(path: str | Path, name: str | None = None) -> types.ModuleType:
-    """Import a scripted module file (e.g. DTCSegmentation/DTCSegmentation.py) with its folder on sys.path."""
+    """Import a scripted module file (e.g. DTCSegmentation/DTCSegmentation.py) with its folder on sys.path,
+    the stand-ins installed first (:func:`.module_import.exec_module_file`)."""
     install()
-    path = Path(path).resolve()
-    name = name or path.stem
-    repo = str(path.parent.parent)  # DTCCore lives next to DTCSegmentation/ in the source tree
-    if repo not in sys.path:
-        sys.path.append(repo)
-    # as Slicer's module factory: slicer.modules.<name> knows the module file (slicer.util.modulePath reads it)
-    setattr(slicer.modules, name.lower(), types.SimpleNamespace(path=str(path), name=name))
-    if name in sys.modules:
-        return sys.modules[name]
-    if str(path.parent) not in sys.path:
-        sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return exec_module_file(path, name)

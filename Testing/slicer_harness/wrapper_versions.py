@@ -28,6 +28,8 @@ import pytest
 import slicer
 
 from . import api_versions
+from .module_import import exec_module_file
+from .paths import MODULE_FILE
 
 VENDOR = Path(__file__).resolve().parent / "vendor" / "parameterNodeWrapper"
 PACKAGE = "slicer.parameterNodeWrapper"
@@ -89,15 +91,17 @@ def load(tag: str) -> types.ModuleType:
 def module_under(tag: str, module_file: str | Path) -> Iterator[types.ModuleType]:
     """The scripted module ``module_file`` imported afresh on Slicer ``tag``'s wrapper. On exit the modules
     imported before (the wrapper, the scripted module and its library) are put back as they were, so other
-    tests keep the objects they imported."""
-    from .scene import import_module_file
-
+    tests keep the objects they imported. The stand-ins must be installed (:func:`.scene.install`; importing
+    ``slicer_harness.fixtures`` does it)."""
+    if not getattr(slicer, "_dtc_harness_installed", False):
+        raise RuntimeError("the harness is not installed; import slicer_harness.fixtures (or call "
+                           "slicer_harness.scene.install()) before importing a module under a tag")
     roots = (PACKAGE, *MODULE_NAMES)
     saved = _drop(roots)
     saved_tag, saved_attribute = current_tag(), getattr(slicer, "parameterNodeWrapper", None)
     try:
         load(tag)
-        yield import_module_file(module_file)
+        yield exec_module_file(module_file)
     finally:
         _drop(roots)
         sys.modules.update(saved)
@@ -116,7 +120,5 @@ def slicer_tag(request) -> str:
 @pytest.fixture
 def dtc_module_at(slicer_tag):
     """DTCSegmentation.py imported on ``slicer_tag``'s own parameterNodeWrapper (:func:`module_under`)."""
-    from .fixtures import MODULE_FILE
-
     with module_under(slicer_tag, MODULE_FILE) as module:
         yield module

@@ -3,7 +3,8 @@
 The logic writes the whole scan to the work folder; a region of interest goes to the engine as
 ``dtc segment --roi``, which crops, predicts and pastes the box back onto the scan's grid (outside it:
 label 0, level set ``DTCCore.protocol.OUTSIDE_LEVELSET``, disagreement 0), so the crop has one owner
-(``DTCCore.inference.predict.predict_volume``). :meth:`SegmentJob.done_event` reads the results back.
+(``DTCCore.inference.predict.predict_volume``). The engine's ``start`` event carries the model's label
+table (``labels``), which names the result's segments; :meth:`SegmentJob.done_event` reads the results back.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class SegmentJob(EngineJob):
         self.files: dict[str, str] = {}
         self.device = ""
         self.extent: dict[str, Any] | None = None  # the engine's "extent-warning": scan_mm, model_mm
+        self.labels: list[dict[str, Any]] | None = None  # the model's label table (the engine's "start" event)
         self.result: SegmentResult | None = None
 
     def on_event(self, event: dict[str, Any]) -> None:
@@ -64,6 +66,7 @@ class SegmentJob(EngineJob):
             self.files = dict(event["files"])
         elif event[EVENT_KEY] == Event.START:
             self.device = str(event.get("device", ""))
+            self.labels = event.get("labels")
         elif event[EVENT_KEY] == Event.EXTENT_WARNING:
             self.extent = event
 
@@ -72,6 +75,9 @@ class SegmentJob(EngineJob):
 
         if SEG not in self.files:
             raise RuntimeError("the engine finished without writing a segmentation")
+        if not self.labels:
+            raise RuntimeError("the engine sent no label table for the model; the module and its DTCCore are "
+                               "from different versions: reinstall the extension")
         label = read_image(self.files[SEG])[0].astype(np.uint8, copy=False)
         keys = sorted((k for k in self.files if k.startswith(LEVELSET)), key=lambda k: (len(k), k))
         levelsets = [read_image(self.files[k])[0].astype(np.float32, copy=False) for k in keys]

@@ -36,7 +36,7 @@ class TrainingRequest:
     resume: bool = False  # continue from the newest checkpoint in run_dir
     labels: list[dict[str, Any]] | None = None  # label table for the new model (names from the training data)
     note: str = ""  # what the panel planned (network pooling, patch fitted to the scans), shown on start
-    threads: int | None = None  # dtc train --threads (the panel's share of the cores, .cores); None: every core
+    threads: int | None = None  # dtc train --threads (the panel's share of the cores, ..cores); None: every core
 
     def args(self) -> list[str]:
         args = [TRAIN, str(self.manifest), "-o", str(self.run_dir), "--config", str(self.config_path)]

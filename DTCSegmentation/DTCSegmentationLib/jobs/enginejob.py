@@ -53,7 +53,7 @@ CANCEL_FILE_NAME = "cancel"
 
 
 def threads_args(threads: int | None) -> list[str]:
-    """``--threads N`` for a job given its share of the cores (:mod:`.cores`); nothing for the default."""
+    """``--threads N`` for a job given its share of the cores (:mod:`..cores`); nothing for the default."""
     return [] if threads is None else ["--threads", str(int(threads))]
 
 
