@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # The ONE script to run on a lent GPU machine (one H100/H200, ~12 minutes, at most 10 minutes a command):
 # trains DTC with the paper's protocol (16 labeled + 64 unlabeled LA cases, 6000 iterations), saves the
-# model as fp16, times inference and training (bench/speed.py GPU mode --train), evaluates on test.list
+# model as fp16, times inference and training (bench/speed/speed.py GPU mode --train), evaluates on test.list
 # when MedPy and the test cases are there, and copies everything small to $OUT.
 #
 # Prepare (on the CPU machine, from the project root; read ../shared/tools/device-pack.sh first):
 #   bash ../shared/tools/device-pack.sh --wheels "SimpleITK monai"      # train.list cases + wheels
 # send the printed part calls back to back, then ONE call (timeout_s ~590):
-#   <PREAMBLE printed by device-pack.sh>; bash bench/device_run.sh
+#   <PREAMBLE printed by device-pack.sh>; bash bench/gpu/device_run.sh
 # Environment knobs: DATA (default /tmp/dtc-parts/la2018), ITER (6000), MODE (dtc), TRAIN_LIMIT_S (300; on timeout the trainer
 # saves a checkpoint on SIGTERM and that one is shipped),
 # SPEED_LIMIT_S (200), SKIP_SPEED=1 skips step 3, SEG=1 also trains supervised-only if time is left (rarely fits in one call).
 # Back here: reassemble the model (cat model_fp16.pt.part-* > model.pt) and evaluate it on the CPU:
-#   python bench/reproduce_la.py --eval-only model.pt --device cpu --json bench/results_dtc_eval.json
+#   python bench/studies/reproduce_la.py --eval-only model.pt --device cpu --json bench/results/results_dtc_eval.json
 # $OUT receives at most 8 files of <= 16 MiB: model_fp16.pt.part-00/01 (split -b 15M) and results.tar.gz.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root
 DATA=${DATA:-/tmp/dtc-parts/la2018}
 ITER=${ITER:-6000}
 MODE=${MODE:-dtc}
@@ -36,7 +36,7 @@ evalflag=--no-eval
 if python3 -c "import medpy" 2>/dev/null && [ -f "$DATA/$(head -1 "$DATA/test.list")/image.nrrd" ]; then evalflag=""; fi
 
 log "1. train $MODE, $ITER iterations (limit ${TRAIN_LIMIT_S}s)"
-timeout "$TRAIN_LIMIT_S" python3 bench/reproduce_la.py --data "$DATA" --mode "$MODE" --iterations "$ITER" \
+timeout "$TRAIN_LIMIT_S" python3 bench/studies/reproduce_la.py --data "$DATA" --mode "$MODE" --iterations "$ITER" \
   --device "$DEVICE" --workers 6 --out "$RUN" $evalflag $EXTRA --json "$RES/reproduce_$MODE.json" \
   --markdown "$RES/reproduce_$MODE.md" > "$RES/reproduce_$MODE.out" 2>&1
 log "   exit $? ; $(tail -3 "$RES/reproduce_$MODE.out" | tr '\n' ' ')"
@@ -44,19 +44,19 @@ cp "$RUN/run_$MODE/log.jsonl" "$RES/log_$MODE.jsonl" 2>/dev/null || true
 cp "$RUN/run_$MODE/curves.png" "$RES/curves_$MODE.png" 2>/dev/null || true
 
 log "2. fp16 model"
-python3 bench/ship_fp16.py "$RUN/run_$MODE" "$OUT/model_fp16.pt" 2>&1 | tee -a "$RES/device_run.log"
+python3 bench/shipping/ship_fp16.py "$RUN/run_$MODE" "$OUT/model_fp16.pt" 2>&1 | tee -a "$RES/device_run.log"
 ( cd "$OUT" && split -b 15M -d model_fp16.pt model_fp16.pt.part- && rm -f model_fp16.pt && sha256sum model_fp16.pt.part-* ) >> "$RES/device_run.log" 2>&1
 tar -czf "$OUT/results.tar.gz" -C "$RES" . 2>/dev/null  # early copy in case the speed step runs out of time
 
 log "3. speed (limit ${SPEED_LIMIT_S}s)"
-[ "${SKIP_SPEED:-0}" = 1 ] || timeout "$SPEED_LIMIT_S" python3 bench/speed.py --device "$DEVICE" --train --data "$DATA" $EXTRA --json "$RES/speed_gpu.json" \
+[ "${SKIP_SPEED:-0}" = 1 ] || timeout "$SPEED_LIMIT_S" python3 bench/speed/speed.py --device "$DEVICE" --train --data "$DATA" $EXTRA --json "$RES/speed_gpu.json" \
   > "$RES/speed_gpu.md" 2> "$RES/speed_gpu.err"
 log "   exit $?"
 
 if [ "${SEG:-0}" = 1 ]; then
   left=$(( 560 - ($(date +%s) - t0) ))
   log "4. supervised-only, ${left}s left"
-  [ "$left" -gt 120 ] && timeout "$left" python3 bench/reproduce_la.py --data "$DATA" --mode seg --iterations "$ITER" \
+  [ "$left" -gt 120 ] && timeout "$left" python3 bench/studies/reproduce_la.py --data "$DATA" --mode seg --iterations "$ITER" \
     --device "$DEVICE" --workers 6 --out "$RUN" $evalflag $EXTRA --json "$RES/reproduce_seg.json" > "$RES/reproduce_seg.out" 2>&1
 fi
 log "done"

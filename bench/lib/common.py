@@ -1,7 +1,7 @@
 """Helpers shared by the bench scripts: repo on sys.path, data folder, device names, tables, JSON.
 
-The bench scripts run from a clone (``python bench/speed.py``); they import DTCCore from the repository
-they live in, not from an installed copy.
+The bench scripts run from a clone (``python bench/speed/speed.py``); they import DTCCore from the repository
+they live in, not from an installed copy. Each script puts this folder (``bench/lib``) on ``sys.path`` first.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+LIB = Path(__file__).resolve().parent  # bench/lib: these helpers, and la_eval.py / cpu_account.py run by path
+REPO = LIB.parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 

@@ -1,6 +1,6 @@
 """Run one command and record the CPU seconds it and every process it waited for used (trainer + loaders).
 
-    python bench/cpu_account.py LEDGER.jsonl -- COMMAND...
+    python bench/lib/cpu_account.py LEDGER.jsonl -- COMMAND...
 
 Appends one JSON line to LEDGER per run: ``{"cpu_s", "user_s", "system_s", "wall_s", "exit", "started"}``, from
 ``getrusage(RUSAGE_CHILDREN)`` after the command ends: the process CPU seconds of the command and of its loader
@@ -30,7 +30,7 @@ def cpu_minutes(ledger: Path) -> float | None:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3 or argv[1] != "--":
-        raise SystemExit("usage: python bench/cpu_account.py LEDGER.jsonl -- COMMAND...")
+        raise SystemExit("usage: python bench/lib/cpu_account.py LEDGER.jsonl -- COMMAND...")
     ledger, command = Path(argv[0]), argv[2:]
     started, t0 = time.strftime("%Y-%m-%d %H:%M:%S"), time.monotonic()
     proc = subprocess.Popen(command)

@@ -1,6 +1,6 @@
 """Evaluate a model on LA cases, on their native grid or resampled to another spacing.
 
-    python bench/la_eval.py MODEL --list test.list [--data ../shared/data/la2018] [--cases N]
+    python bench/lib/la_eval.py MODEL --list test.list [--data ../shared/data/la2018] [--cases N]
         [--resample S | SX SY SZ] [--windows | --whole-volume] [--largest-component] [--json F]
 
 Each case is read, optionally resampled (image linearly, label through its signed distance: the same
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
+import common
 
 
 def load_case(data: Path, case: str, spacing: tuple[float, float, float] | None):
@@ -29,7 +29,7 @@ def load_case(data: Path, case: str, spacing: tuple[float, float, float] | None)
     from DTCCore.data.images import read_image, read_label
     from DTCCore.data.resample import resample_label, resize_linear, target_shape
 
-    image_path, label_path = _common.case_files(data, case)
+    image_path, label_path = common.case_files(data, case)
     image, geometry = read_image(image_path)
     label = read_label(label_path, geometry, image.shape)
     if spacing is None:
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = args.data or _common.DEFAULT_DATA
+    data = args.data or common.DEFAULT_DATA
     list_path = Path(args.list)
-    names = (list_path.read_text().split() if list_path.is_file() else _common.read_list(data, args.list))
+    names = (list_path.read_text().split() if list_path.is_file() else common.read_list(data, args.list))
     cases = names[args.start: args.start + args.cases if args.cases else None]
     spacing = None
     if args.resample:
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
               "median_seconds": float(np.median([r["seconds"] for r in rows])), "rows": rows}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     if args.json:
-        _common.write_json(args.json, result)
+        common.write_json(args.json, result)
     return result
 
 

@@ -1,6 +1,6 @@
 """Hand-made mutants of the engine: each plausible bug must make a named test fail.
 
-    python bench/mutants.py [--list | --check] [--only NAME...] [--keep] [--no-baseline]
+    python bench/reliability/mutants.py [--list | --check] [--only NAME...] [--keep] [--no-baseline]
 
 For each mutant, the repository's files (``git ls-files``: tracked and untracked-but-not-ignored files,
 as they are in the working tree, so uncommitted edits count) are copied to a temporary folder, one exact
@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 After every kill the newest checkpoint (by name) must verify and load; at the end ``--resume`` must
 finish. Run from the repository root::
 
-    python bench/reliability_soak.py --moments 50 [--seed 0] [--work /tmp/dtc-soak]
+    python bench/reliability/reliability_soak.py --moments 50 [--seed 0] [--work /tmp/dtc-soak]
 
 Prints one line per moment and a summary ``survived K/N cancels``; exit status 0 only if all survived.
 """
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "Testing")]
 
 from conftest import make_blob_dataset, tiny_config  # noqa: E402

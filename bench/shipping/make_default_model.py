@@ -1,6 +1,6 @@
 """Package a trained run as the bundled default model, with its model card.
 
-    python bench/make_default_model.py RUN_DIR [--baseline SUP_RUN_DIR] [--data ../shared/data/la2018]
+    python bench/shipping/make_default_model.py RUN_DIR [--baseline SUP_RUN_DIR] [--data ../shared/data/la2018]
         [--validation 8] [--title "..."] [--trained-on "..."] [--device cpu]
 
 1. Inference settings are chosen on VALIDATION scans only: the last ``--validation`` cases of train.list
@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 from la_eval import evaluate, mean
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "DTCCore" / "models"
 WHOLE_VOLUME_DICE_MARGIN = 0.001  # our choice: one pass may cost at most 0.1 Dice point on validation
 MIRROR_DICE_GAIN = 0.005  # our choice: mirroring costs ~3x the inference time, so it must gain 0.5 point
@@ -58,11 +60,11 @@ def main() -> int:
     from DTCCore.runtime.devices import resolve_device
     from DTCCore.training.runlog import read_log
 
-    data = args.data or _common.DEFAULT_DATA
+    data = args.data or common.DEFAULT_DATA
     device = resolve_device(args.device)
     payload = load_checkpoint(args.run / "model.pt")
     model, config = load_model(args.run / "model.pt", device)
-    validation = _common.read_list(data, "train.list")[-args.validation:]
+    validation = common.read_list(data, "train.list")[-args.validation:]
     config.infer.largest_component = False
     val = {}
     for whole in (False, True):
@@ -80,7 +82,7 @@ def main() -> int:
         print(f"validation ({len(validation)} held-out cases), test-time mirroring:")
         mirror_rows = evaluate(model, config, data, validation, device)
         config.infer.tta = mean(mirror_rows, which)["dice"] >= mean(val[whole], which)["dice"] + MIRROR_DICE_GAIN
-    test_cases = _common.read_list(data, "test.list")[: args.test_cases or None]
+    test_cases = common.read_list(data, "test.list")[: args.test_cases or None]
     print(f"test.list ({len(test_cases)} cases), whole volume {whole}, largest component {lcc}, "
           f"mirroring {config.infer.tta}:")
     test = evaluate(model, config, data, test_cases, device)
@@ -184,7 +186,7 @@ def render_card(c: dict) -> str:
     return f"""# Model card: {c['title']}
 
 - **File**: `DTCCore/models/default.pt` ({c['size_bytes'] / 1e6:.1f} MB, fp16 weights, loaded as fp32),
-  sha256 `{c['sha256']}`; created {c['created']} by `bench/make_default_model.py` from run `{c['source_run']}`.
+  sha256 `{c['sha256']}`; created {c['created']} by `bench/shipping/make_default_model.py` from run `{c['source_run']}`.
 - **Task**: left-atrium cavity in late-gadolinium-enhanced cardiac MRI, as the semi-supervised literature
   preprocesses the 2018 Atrial Segmentation Challenge data (0.625 mm isotropic, cropped around the atrium).
   Other anatomy or modalities: fine-tune on your data first.

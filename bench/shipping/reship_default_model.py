@@ -1,20 +1,21 @@
 """Re-ship the bundled model with its validation-chosen post-processing, and its card with measured numbers.
 
     # 1. a copy of the bundled model with the largest component switched on (weights unchanged)
-    python bench/reship_default_model.py checkpoint --largest-component on --out /tmp/reship/default.pt
+    python bench/shipping/reship_default_model.py checkpoint --largest-component on --out /tmp/reship/default.pt
     # 2. measure it exactly as a user runs it: dtc segment with no option, then dtc evaluate
     dtc segment $(for c in $(cat DATA/test.list); do echo DATA/$c/image.nrrd; done) --model /tmp/reship/default.pt \\
         -o /tmp/reship/shipped --jsonl > /tmp/reship/shipped.jsonl
     dtc evaluate /tmp/reship/shipped DATA --json /tmp/reship/shipped.json
     (and the same with --no-largest-component into /tmp/reship/raw, raw.json: the "without post-processing" column)
     # 3. the bundled model, default.json and MODEL_CARD.md from that copy and those two measurements
-    python bench/reship_default_model.py card /tmp/reship/default.pt --shipped /tmp/reship/shipped.json \\
+    python bench/shipping/reship_default_model.py card /tmp/reship/default.pt --shipped /tmp/reship/shipped.json \\
         --raw /tmp/reship/raw.json --note "..."
 
-``bench/make_default_model.py`` chose the largest component on validation (card ``validation.largest_component``)
-but saved the model with it off, so ``dtc segment`` gave less than the card said (issue 23, item 4). This
-script changes only inference settings and metadata: the fp16 weights are the same tensors. The card's
-per-case seconds are kept from the card's own evaluation (inference only, on an unloaded machine).
+``bench/shipping/make_default_model.py`` chose the largest component on validation (card
+``validation.largest_component``) but saved the model with it off, so ``dtc segment`` gave less than the card
+said (issue 23, item 4). This script changes only inference settings and metadata: the fp16 weights are the
+same tensors. The card's per-case seconds are kept from the card's own evaluation (inference only, on an
+unloaded machine).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "DTCCore" / "models"
 
 

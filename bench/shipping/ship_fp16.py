@@ -1,10 +1,10 @@
 """Ship a training run's model from a device machine as fp16 (half the bytes of the fp32 weights).
 
-    python bench/ship_fp16.py RUN_DIR OUT.pt [--result RESULT_JSON]
+    python bench/shipping/ship_fp16.py RUN_DIR OUT.pt [--result RESULT_JSON]
 
 ``RUN_DIR``: a trainer run folder. Its ``model.pt`` is shipped, or, when the run was cut short (a timeout
 sends SIGTERM, on which the trainer checkpoints), its newest checkpoint, and the script says which.
-``--result``: a bench result JSON of that run (``bench/train_acdc.py --json``), copied beside ``OUT.pt``
+``--result``: a bench result JSON of that run (``bench/studies/train_acdc.py --json``), copied beside ``OUT.pt``
 with its ``"model"`` set to ``OUT.pt``'s file name; ``train_acdc.py --assess`` resolves such a relative
 name against the JSON's folder, so the pair can be scored wherever it lands.
 """
@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 
 
 def ship(run_dir: Path, out: Path) -> tuple[str, int]:
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.result:
         result = json.loads(args.result.read_text())
         result["model"] = args.out.name
-        _common.write_json(args.out.parent / args.result.name, result)
+        common.write_json(args.out.parent / args.result.name, result)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Cost of one training step in every mode, measured in the same run: CPU seconds per step and the ratio to ``seg``.
 
-    python bench/mode_step_cost.py [--warmup 2 --steps 4] [--data LA_FOLDER] [--variants seg,dtc,...] [--json F]
+    python bench/speed/mode_step_cost.py [--warmup 2 --steps 4] [--data LA_FOLDER] [--variants seg,dtc,...] [--json F]
 
 The LA plan of the bundled model (2.0 mm, 48x48x32 patch, base 16), fp32, one torch thread, batches built in
 the training process (``--workers 0``, so a step's CPU time includes its crops), batch 2 labeled + 2
@@ -28,9 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
 
-PATCH, BASE, SPACING = (48, 48, 32), 16, (2.0, 2.0, 2.0)  # the bundled model's plan (bench/few_label_la.py PLAN)
+import common
+
+# the bundled model's plan (bench/studies/few_label_la.py PLAN)
+PATCH, BASE, SPACING = (48, 48, 32), 16, (2.0, 2.0, 2.0)
 SYNTHETIC_SHAPE = (96, 96, 28)  # an LA scan (576 x 576 x 88 at 0.625 mm) on the 2.0 mm grid, trimmed
 # name: (mode, recipe overrides, stage-1 fraction)
 VARIANTS = {
@@ -68,10 +71,10 @@ def synthetic_manifest(folder: Path, labeled: int = 4, unlabeled: int = 4, seed:
 
 
 def la_manifest(data: Path, folder: Path) -> Path:
-    cases = _common.read_list(data, "train.list")
-    body = {"labeled": [{"image": str(_common.case_files(data, c)[0]), "label": str(_common.case_files(data, c)[1])}
+    cases = common.read_list(data, "train.list")
+    body = {"labeled": [{"image": str(common.case_files(data, c)[0]), "label": str(common.case_files(data, c)[1])}
                         for c in cases[:4]],
-            "unlabeled": [str(_common.case_files(data, c)[0]) for c in cases[4:8]]}
+            "unlabeled": [str(common.case_files(data, c)[0]) for c in cases[4:8]]}
     path = folder / "manifest.json"
     path.write_text(json.dumps(body, indent=1))
     return path
@@ -128,20 +131,20 @@ def main(argv: list[str] | None = None) -> dict:
     seg = next((r["cpu_s"] for r in rows if r["variant"] == "seg"), None)
     for r in rows:
         r["ratio_to_seg"] = r["cpu_s"] / seg if seg else None
-    out: dict = {"device": _common.device_name("cpu"), "warmup": args.warmup, "steps": args.steps,
+    out: dict = {"device": common.device_name("cpu"), "warmup": args.warmup, "steps": args.steps,
                  "data": str(args.data) if args.data else "synthetic", "rows": rows}
     by = {r["variant"]: r["cpu_s"] for r in rows}
     if "copy-paste-teacher-s1" in by and "copy-paste-teacher-s2" in by:
         out["stage2_over_stage1"] = by["copy-paste-teacher-s2"] / by["copy-paste-teacher-s1"]
     print(f"CPU seconds per training step, {out['device']}, {args.steps} steps after {args.warmup}, "
           f"{out['data']} data")
-    print(_common.markdown_table(["variant", "CPU s / step", "wall s / step", "x seg (CPU)"],
+    print(common.markdown_table(["variant", "CPU s / step", "wall s / step", "x seg (CPU)"],
                                  [[r["variant"], round(r["cpu_s"], 3), round(r["wall_s"], 3),
                                    "" if r["ratio_to_seg"] is None else round(r["ratio_to_seg"], 2)] for r in rows]))
     if "stage2_over_stage1" in out:
         print(f"copy-paste-teacher stage 2 / stage 1: {out['stage2_over_stage1']:.2f}")
     if args.json:
-        _common.write_json(args.json, out)
+        common.write_json(args.json, out)
     return out
 
 

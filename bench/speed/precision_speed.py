@@ -1,7 +1,7 @@
 """CPU speed of the training step and of inference: fp32 against bf16 and the other levers, one run.
 
-    python bench/precision_speed.py [--model DTCCore/models/default.pt] [--image SCAN] [--threads 1]
-                                    [--rounds 3] [--steps 3] [--variants fp32,bf16,cl,compile] [--json F]
+    python bench/speed/precision_speed.py [--model DTCCore/models/default.pt] [--image SCAN] [--threads 1]
+                                          [--rounds 3] [--steps 3] [--variants fp32,bf16,cl,compile] [--json F]
 
 Training: the bundled model's plan (48x48x32 patch, base 16), one SGD step = forward, the DTC losses,
 backward and the SGD update, on random crops of the right shapes: a DTC step has 4 crops (2 labeled +
@@ -26,9 +26,11 @@ from pathlib import Path
 
 import torch
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
 
-SAMPLE = _common.REPO / "DTCCore" / "sample" / "la_sample_image.nrrd"
+import common
+
+SAMPLE = common.REPO / "DTCCore" / "sample" / "la_sample_image.nrrd"
 
 
 def training_step(model, optimizer, batch: int, patch, dtype, channels_last: bool) -> float:
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     image, geometry = read_image(args.image)
     if args.tiny:
         image = image[:64, :64, :40]  # one window at the model's grid
-    result: dict = {"machine": _common.device_name("cpu"), "native_bf16": cpu_native_bf16(),
+    result: dict = {"machine": common.device_name("cpu"), "native_bf16": cpu_native_bf16(),
                     "threads": args.threads, "patch": list(patch), "variants": variants, "train": {}, "infer": {}}
     print(f"{result['machine']}; native bf16: {result['native_bf16']}", file=sys.stderr)
 
@@ -157,11 +159,11 @@ def main(argv: list[str] | None = None) -> dict:
     base = result["infer"]["fp32 one pass"]["s"]
     for key, value in result["infer"].items():
         rows.append(["inference, one case", key, round(value["s"], 2), round(base / value["s"], 2)])
-    print(_common.markdown_table(["what", "variant", "ms / s (median)", "speed-up vs fp32"], rows))
+    print(common.markdown_table(["what", "variant", "ms / s (median)", "speed-up vs fp32"], rows))
     if compile_s:
         print(f"torch.compile: first step (compile) {compile_s['compile']:.1f} s")
     if args.json:
-        _common.write_json(args.json, result)
+        common.write_json(args.json, result)
     return result
 
 

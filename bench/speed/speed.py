@@ -1,10 +1,10 @@
 """Whole-volume inference speed: ours vs MONAI vs the reference loop, one run, same machine.
 
-    python bench/speed.py --cpu [--data DIR] [--case NAME | --image FILE] [--model M] [--repeats 2] [--json F]
-    python bench/speed.py [--device cuda] [--model M] [--train] [--json F]       # GPU mode
-    python bench/speed.py --tiny [--cpu]                                           # smoke test (seconds)
+    python bench/speed/speed.py --cpu [--data DIR] [--case NAME | --image FILE] [--model M] [--repeats 2] [--json F]
+    python bench/speed/speed.py [--device cuda] [--model M] [--train] [--json F]       # GPU mode
+    python bench/speed/speed.py --tiny [--cpu]                                           # smoke test (seconds)
 
-Every method runs in its own child process (``bench/speed_worker.py``: peak RSS and GPU memory are its
+Every method runs in its own child process (``bench/speed/speed_worker.py``: peak RSS and GPU memory are its
 own), and the repetitions alternate between methods (round 1: ours, ours-whole, MONAI, reference;
 round 2: ...) so that load from other work on the machine hits all of them alike.
 
@@ -15,7 +15,7 @@ round 2: ...) so that load from other work on the machine hits all of them alike
 GPU     random 576x576x88 and 320x320x240 volumes, timed array to arrays after a warm-up (z-score +
         inference + label/level set/disagreement on the host): ours bf16/fp32, MONAI bf16/fp32, the
         reference loop fp32 (``--reference-windows N`` times the first N windows and extrapolates);
-        ``--train`` adds ``bench/train_speed.py`` (our iteration vs a reference-mode iteration).
+        ``--train`` adds ``bench/speed/train_speed.py`` (our iteration vs a reference-mode iteration).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 
 HERE = Path(__file__).resolve().parent
 GPU_SHAPES = ((576, 576, 88), (320, 320, 240))  # a whole LA MRI, an abdomen CT
@@ -74,14 +76,14 @@ def table(rows: list[dict], baseline: str, gpu: bool) -> str:
         name = r["method"] + (" (extrapolated)" if r["extrapolated"] else "")
         body.append([name, r["windows"], r["median_s"], r["x_slower_than_" + baseline],
                      r["peak_gpu_mb"] if gpu else r["process_s"], r["peak_rss_mb"]])
-    return _common.markdown_table(header, body)
+    return common.markdown_table(header, body)
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cpu", action="store_true", help="one LA case on the CPU, file to file")
     p.add_argument("--tiny", action="store_true", help="minuscule volumes and network (smoke test)")
-    p.add_argument("--data", type=Path, default=_common.DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=common.DEFAULT_DATA)
     p.add_argument("--case", help="case of --data (default: the first of test.list)")
     p.add_argument("--image", type=Path, help="any image file instead of an LA case")
     p.add_argument("--model", type=Path, help="a model.pt (default: random initialisation)")
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="dtc-speed-bench-"))
     base, patch = (2, (16, 16, 16)) if args.tiny else (16, (112, 112, 80))
-    model = args.model or _common.random_model_file(tmp / "random.pt", base, patch)
+    model = args.model or common.random_model_file(tmp / "random.pt", base, patch)
     out: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "model": str(args.model or "random init"),
                  "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}
     if args.cpu:
@@ -112,27 +114,27 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit("error: no CUDA GPU here; run GPU mode on a GPU machine, or use --cpu (or --device cpu)")
         out.update(gpu_mode(args, model))
         if args.json:  # written now too, in case the training part is cut short
-            _common.write_json(args.json, out)
+            common.write_json(args.json, out)
         if args.train:
             import train_speed
 
             targs = ["--device", args.device, "--data", str(args.data)] + (["--tiny"] if args.tiny else [])
             out["train"] = train_speed.main(targs)
     if args.json:
-        _common.write_json(args.json, out)
+        common.write_json(args.json, out)
     return out
 
 
 def cpu_mode(args, model: Path, tmp: Path) -> dict:
     if args.tiny:
-        from train_speed import synthetic_data
+        from synthetic_la import synthetic_data
 
         image = synthetic_data(tmp / "data", 1, 0, shape=(40, 36, 24)) / "case00" / "image.nrrd"
     elif args.image is not None:
         image = args.image
     else:
-        case = args.case or _common.read_list(args.data, "test.list")[0]
-        image = _common.case_files(args.data, case)[0]
+        case = args.case or common.read_list(args.data, "test.list")[0]
+        image = common.case_files(args.data, case)[0]
     methods = (args.methods or "ours,ours-whole,monai,reference").split(",")
     repeats = args.repeats or (1 if args.tiny else 2)
     runs: dict[str, list[dict]] = {m: [] for m in methods}
@@ -146,12 +148,12 @@ def cpu_mode(args, model: Path, tmp: Path) -> dict:
             print(f"round {r + 1}/{repeats} {m}: {res['seconds'][0]:.2f} s, peak RSS {res['peak_rss_mb']:.0f} MB",
                   file=sys.stderr, flush=True)
     rows = summarize(runs, "ours")
-    print(f"\n## CPU, one case ({image}), {_common.device_name('cpu')}\n")
+    print(f"\n## CPU, one case ({image}), {common.device_name('cpu')}\n")
     print("Seconds: file to file (model load + read + z-score + inference + 3 NRRD outputs), median of "
           f"{repeats} alternating rounds (reference: {len(runs.get('reference', []))}); process s includes Python "
           "start-up and imports.\n")
     print(table(rows, "ours", gpu=False))
-    return {"mode": "cpu", "image": str(image), "device": _common.device_name("cpu"), "repeats": repeats,
+    return {"mode": "cpu", "image": str(image), "device": common.device_name("cpu"), "repeats": repeats,
             "results": rows}
 
 
@@ -186,11 +188,11 @@ def gpu_mode(args, model: Path) -> dict:
         rows = summarize(runs, baseline)
         key = "x".join(map(str, shape))
         results[key] = rows
-        print(f"\n## {key} random volume on {_common.device_name(args.device)}\n")
+        print(f"\n## {key} random volume on {common.device_name(args.device)}\n")
         print("Seconds: in-memory volume -> label, level set and disagreement on the host, after 1 warm-up; "
               "median of the timed runs.\n")
         print(table(rows, baseline, gpu=cuda))
-    return {"mode": "gpu", "device": _common.device_name(args.device), "volumes": results}
+    return {"mode": "gpu", "device": common.device_name(args.device), "volumes": results}
 
 
 if __name__ == "__main__":

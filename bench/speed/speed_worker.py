@@ -1,6 +1,6 @@
 """One timed inference method in its own process (so that peak RSS / GPU memory belong to it alone).
 
-    python bench/speed_worker.py METHOD --model M (--image FILE | --shape X Y Z) [options]
+    python bench/speed/speed_worker.py METHOD --model M (--image FILE | --shape X Y Z) [options]
 
 METHOD:
   ours        DTCCore: ``dtc segment`` in-process (file mode) or ``predict_volume`` (memory mode)
@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import _common  # noqa: F401  (puts the repo on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common  # noqa: F401  (puts the repo on sys.path)
 
 REFERENCE_STRIDE = (18, 18, 4)  # reference test_LA.py: stride_xy=18, stride_z=4
 MONAI_WINDOWS_PER_PASS = 4  # as our default batch_windows (and MONAI's 0.62 s whole-LA-MRI figure on an H200)
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         once(True)
     if args.method.startswith("ours") and not result["windows"]:
         result["windows"] = count_our_windows(args, image if args.image is None else None)
-    from _common import peak_rss_mb
+    from common import peak_rss_mb
 
     result["peak_rss_mb"] = peak_rss_mb()
     result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None

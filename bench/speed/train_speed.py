@@ -1,7 +1,7 @@
 """Training-iteration speed: our trainer vs a reference-mode iteration, same data, same device, one run.
 
-    python bench/train_speed.py [--data ../shared/data/la2018] [--device cuda] [--labeled 4 --unlabeled 4]
-                                [--warmup 10 --iterations 40] [--tiny] [--json FILE]
+    python bench/speed/train_speed.py [--data ../shared/data/la2018] [--device cuda] [--labeled 4 --unlabeled 4]
+                                      [--warmup 10 --iterations 40] [--tiny] [--json FILE]
 
 ours       ``DTCCore.training.trainer.train`` itself (the real loader with worker processes, level sets cached per
            volume, bf16 autocast + channels_last_3d + cuDNN autotuning on CUDA), timed from its progress
@@ -22,41 +22,23 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
+from synthetic_la import synthetic_data
 
 
 def make_manifest(data: Path, labeled: int, unlabeled: int, folder: Path) -> Path:
     """A manifest of the first ``labeled`` + next ``unlabeled`` cases of ``data/train.list``."""
-    cases = _common.read_list(data, "train.list")
-    lab = [{"image": str(_common.case_files(data, c)[0]), "label": str(_common.case_files(data, c)[1])}
+    cases = common.read_list(data, "train.list")
+    lab = [{"image": str(common.case_files(data, c)[0]), "label": str(common.case_files(data, c)[1])}
            for c in cases[:labeled]]
-    unl = [str(_common.case_files(data, c)[0]) for c in cases[labeled:labeled + unlabeled]]
+    unl = [str(common.case_files(data, c)[0]) for c in cases[labeled:labeled + unlabeled]]
     path = folder / "manifest.json"
     path.write_text(json.dumps({"labeled": lab, "unlabeled": unl}, indent=1))
     return path
-
-
-def synthetic_data(folder: Path, n_train: int = 3, n_test: int = 2, shape=(40, 36, 24), seed: int = 0) -> Path:
-    """An LA2018-like folder of noisy ellipsoids: train.list, test.list, <case>/image.nrrd + label.nrrd."""
-    from DTCCore.data.images import Geometry, write_image
-
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij"))
-    names = [f"case{i:02d}" for i in range(n_train + n_test)]
-    for name in names:
-        centre = np.array([rng.uniform(0.4, 0.6) * s for s in shape], np.float32)
-        radii = np.array([rng.uniform(0.2, 0.3) * s for s in shape], np.float32)
-        label = (sum(((grid[i] - centre[i]) / radii[i]) ** 2 for i in range(3)) <= 1).astype(np.uint8)
-        image = 100 + 60 * label + rng.normal(0, 10, shape)
-        geometry = Geometry(spacing=(0.625, 0.625, 0.625))
-        write_image(folder / name / "image.nrrd", image.astype(np.float32), geometry)
-        write_image(folder / name / "label.nrrd", label, geometry)
-    (folder / "train.list").write_text("\n".join(names[:n_train]) + "\n")
-    (folder / "test.list").write_text("\n".join(names[n_train:]) + "\n")
-    return folder
 
 
 def time_ours(config, manifest: Path, warmup: int, iterations: int) -> float:
@@ -122,7 +104,7 @@ def time_reference(config, manifest: Path, warmup: int, iterations: int, device:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=_common.DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=common.DEFAULT_DATA)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--labeled", type=int, default=4)
     p.add_argument("--unlabeled", type=int, default=4)
@@ -152,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.labeled, args.unlabeled, args.warmup, args.iterations, args.workers = 2, 1, 1, 2, 0
     manifest = make_manifest(data, args.labeled, args.unlabeled, tmp)
     device = torch.device(args.device)
-    out = {"device": _common.device_name(args.device), "labeled": args.labeled, "unlabeled": args.unlabeled,
+    out = {"device": common.device_name(args.device), "labeled": args.labeled, "unlabeled": args.unlabeled,
            "warmup": args.warmup, "iterations": args.iterations}
     if args.only != "reference":
         out["ours_ms"] = 1000 * time_ours(config(), manifest, args.warmup, args.iterations)
@@ -163,9 +145,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [[k, out[k]] for k in ("ours_ms", "reference_ms", "speedup") if k in out]
     print(f"training iteration on {out['device']} ({args.labeled}+{args.unlabeled} cases, "
           f"{args.iterations} timed after {args.warmup} warm-up)")
-    print(_common.markdown_table(["quantity", "value"], rows))
+    print(common.markdown_table(["quantity", "value"], rows))
     if args.json:
-        _common.write_json(args.json, out)
+        common.write_json(args.json, out)
     return out
 
 

@@ -9,7 +9,7 @@ iterations per second during the Segment and alone afterwards, then cancel the t
 - ``split``: the Slicer panel's split (DTCSegmentation/DTCSegmentationLib/cores.py): the trainer
   ``train_threads(cores)``, the Segment the cores it leaves.
 
-    python bench/two_jobs.py [--modes alone default split] [--json OUT.json]
+    python bench/speed/two_jobs.py [--modes alone default split] [--json OUT.json]
 
 Say what else loaded the CPU when reporting: the numbers are only comparable within one run.
 """
@@ -29,10 +29,12 @@ from types import SimpleNamespace
 import numpy as np
 import SimpleITK as sitk
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 from DTCCore.runtime.threads import available_cores
 
-sys.path.insert(0, str(_common.REPO / "DTCSegmentation"))
+sys.path.insert(0, str(common.REPO / "DTCSegmentation"))
 from DTCSegmentationLib.cores import job_threads, train_threads  # noqa: E402
 
 WARM_ITERATIONS = 3  # progress events before timing starts (data loaded, first steps done)
@@ -81,7 +83,7 @@ class Trainer:
         self.process = subprocess.Popen(
             dtc("train", str(manifest), "-o", str(run_dir), "--config", str(manifest.parent / "config.json"),
                 "--jsonl", "--cancel-file", str(self.cancel), *with_threads(threads)),
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=_common.REPO)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=common.REPO)
         self.progress: list[tuple[float, int]] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -111,7 +113,7 @@ class Trainer:
 def segment_seconds(out: Path, threads: int | None) -> float:
     t0 = time.monotonic()
     subprocess.run(dtc("segment", "--sample", "-o", str(out), "--overwrite", "--device", "cpu",
-                       *with_threads(threads)), check=True, capture_output=True, cwd=_common.REPO, timeout=900)
+                       *with_threads(threads)), check=True, capture_output=True, cwd=common.REPO, timeout=900)
     return round(time.monotonic() - t0, 2)
 
 
@@ -152,7 +154,7 @@ def main() -> None:
                 rows.append(one_setting(work, manifest, f"default{n}", None, None) | {"setting": "default"})
             else:
                 rows.append(one_setting(work, manifest, f"split{n}", split_train, split_segment) | {"setting": "split"})
-    result = {"cores": cores, "cpu": _common.device_name("cpu"), "rows": rows}
+    result = {"cores": cores, "cpu": common.device_name("cpu"), "rows": rows}
     mean = {s: float(np.mean([r["segment_s"] for r in rows if r["setting"] == s])) for s in set(args.modes)}
     if "default" in mean and "split" in mean:
         result["segment_speedup_split_vs_default"] = round(mean["default"] / mean["split"], 2)

@@ -1,6 +1,7 @@
 """Best per-class Dice a model working on a coarser grid could reach on ACDC (labels only, no network).
 
-    python bench/acdc_grid_bound.py --data ../shared/data/acdc --list val.list --spacing 2 2 1 --spacing 1.5 1.5 1
+    python bench/studies/acdc_grid_bound.py --data ../shared/data/acdc --list val.list \
+        --spacing 2 2 1 --spacing 1.5 1.5 1
 
 Each label map goes to the coarse grid through its per-class signed distances (DTCCore.data.resample, as
 training does), back to the original grid linearly as one-hot channels, and takes the arg-max; the Dice
@@ -11,11 +12,14 @@ real spacing is unknown; every header says 1 x 1 x 1).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 from train_acdc import CLASSES as ACDC_CLASSES
 
 CLASSES = len(ACDC_CLASSES)  # ACDC label values 1..3 (train_acdc.CLASSES, from the data's README)
@@ -39,7 +43,7 @@ def main() -> None:
     args = p.parse_args()
     from DTCCore.data.images import read_image, read_label
 
-    cases = _common.read_list(args.data, args.list)
+    cases = common.read_list(args.data, args.list)
     for spacing in args.spacing:
         rows = []
         for case in cases:

@@ -1,16 +1,17 @@
 """The annotation loop, simulated on LA (issue 24): does a short fine-tune after each correction help,
 and does the panel's Next case (dual-task disagreement) pick better scans than chance?
 
-    python bench/annotation_loop.py run --out DIR [--data ../shared/data/la2018] [--rounds 6] [--k 2]
+    python bench/studies/annotation_loop.py run --out DIR [--data ../shared/data/la2018] [--rounds 6] [--k 2]
         [--seeds 1 2] [--initial-minutes 30] [--finetune-minutes 8] [--parallel N] [--train-arg=--precision ...]
-    python bench/annotation_loop.py report --out DIR [--markdown F] [--json F] [--plot bench/annotation_loop.png]
-    python bench/annotation_loop.py --smoke [--out DIR]      # tiny synthetic version, about a minute
+    python bench/studies/annotation_loop.py report --out DIR [--markdown F] [--json F]
+        [--plot bench/results/annotation_loop.png]
+    python bench/studies/annotation_loop.py --smoke [--out DIR]      # tiny synthetic version, about a minute
 
 Start: the first 4 cases of ``train.list`` are labeled, the other 76 unlabeled (their labels hidden). The
 first model is DTC on them for :data:`INITIAL_MINUTES`. Each round, in every arm: pick ``k`` of the
 arm's unlabeled scans, reveal their labels (the annotator's corrected masks), fine-tune from the arm's
 previous model (``--init-from``, ``--time-limit`` :data:`FINETUNE_MINUTES`), score the 20 ``test.list``
-scans (``bench/la_eval.py``, windows, native grid). Arms (the first model is shared):
+scans (``bench/lib/la_eval.py``, windows, native grid). Arms (the first model is shared):
 
 - ``disagreement``: the picks are the top ``k`` of ``dtc rank`` over the arm's unlabeled scans with its
   current model, run through the panel's own job (``DTCSegmentationLib.rankjob.RankJob``, what Next case
@@ -50,10 +51,12 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 import few_label_la
 
-sys.path.insert(0, str(_common.REPO / "DTCSegmentation"))  # the panel's job classes (they never import slicer)
+sys.path.insert(0, str(common.REPO / "DTCSegmentation"))  # the panel's job classes (they never import slicer)
 
 from DTCCore.protocol import EVENT_KEY, Event, JobState  # noqa: E402
 from DTCCore.training.runlog import read_log  # noqa: E402
@@ -75,7 +78,7 @@ NICE = "5"  # few_label_la.train_command's niceness, for the scoring too: the st
 # --smoke: 10 synthetic train cases (4 labeled, 6 unlabeled), 2 test cases, 2 rounds, a tiny network (base 2,
 # 16^3 patch, the scans' own grid, no loader process: options given last override few_label_la.PLAN's) and a
 # few iterations with the schedule fitted (no BatchNorm pass at the end): the structure of the study in about
-# 150 CPU seconds (bench/train_speed.synthetic_data).
+# 150 CPU seconds (bench/lib/synthetic_la.synthetic_data).
 SMOKE_TRAIN, SMOKE_TEST, SMOKE_ROUNDS = 10, 2, 2
 SMOKE_PLAN = ["--spacing", "native", "--patch", "16", "16", "16", "--base-filters", "2", "--workers", "0"]
 SMOKE_INITIAL, SMOKE_FINETUNE = {"iterations": 8}, {"iterations": 4}
@@ -131,7 +134,7 @@ def save_or_check_study(out: Path, study: Study) -> None:
             raise SystemExit(f"error: {out} holds a study with other settings ({diff}); "
                              "use the same options or another --out folder")
     else:
-        _common.write_json(path, asdict(study))
+        common.write_json(path, asdict(study))
 
 
 # ---- where everything lives ----
@@ -152,14 +155,14 @@ def labeled_cases(out: Path, study: Study, arm: Arm | None, r: int) -> list[str]
 
 
 def train_cases(study: Study) -> list[str]:
-    return _common.read_list(Path(study.data), "train.list")
+    return common.read_list(Path(study.data), "train.list")
 
 
 def update_timing(folder: Path, stage: str, record: dict) -> None:
     path = folder / "timing.json"
     timing = json.loads(path.read_text()) if path.is_file() else {}
     timing[stage] = record
-    _common.write_json(path, timing)
+    common.write_json(path, timing)
 
 
 def say(text: str) -> None:
@@ -203,7 +206,7 @@ def pick(out: Path, study: Study, arm: Arm, r: int) -> None:
     pool = [c for c in cases if c not in before]
     ranking = None
     if arm.picker == "rank":
-        images = {str(_common.case_files(data, c)[0]): c for c in pool}
+        images = {str(common.case_files(data, c)[0]): c for c in pool}
         ranked, timing = rank_pool(model_path(out, arm, r - 1), [Path(p) for p in images], RANK_TIMEOUT_S)
         ranking = [[images[p], round(s, 6)] for p, s in ranked]
         revealed = [c for c, _ in ranking[:study.k]]
@@ -216,7 +219,7 @@ def pick(out: Path, study: Study, arm: Arm, r: int) -> None:
         revealed = json.loads((round_dir(out, leader, r) / "picks.json").read_text())["revealed"]
     else:
         raise SystemExit(f"error: unknown picker {arm.picker!r}")
-    _common.write_json(folder / "picks.json", {
+    common.write_json(folder / "picks.json", {
         "round": r, "arm": arm.name, "picker": arm.picker, "revealed": revealed, "labeled": before + revealed,
         "unlabeled": [c for c in pool if c not in revealed], "ranking": ranking})
     say(f"{arm.name} round {r}: reveals {', '.join(revealed)}")
@@ -225,9 +228,9 @@ def pick(out: Path, study: Study, arm: Arm, r: int) -> None:
 # ---- training and scoring ----
 def write_manifest(folder: Path, data: Path, labeled: list[str], unlabeled: list[str]) -> Path:
     path = folder / "manifest.json"
-    _common.write_json(path, {
-        "labeled": [dict(zip(("image", "label"), map(str, _common.case_files(data, c)))) for c in labeled],
-        "unlabeled": [str(_common.case_files(data, c)[0]) for c in unlabeled]})
+    common.write_json(path, {
+        "labeled": [dict(zip(("image", "label"), map(str, common.case_files(data, c)))) for c in labeled],
+        "unlabeled": [str(common.case_files(data, c)[0]) for c in unlabeled]})
     return path
 
 
@@ -280,7 +283,7 @@ def score_stage(out: Path, study: Study, arm: Arm | None, r: int) -> tuple | Non
     folder = round_dir(out, arm, r)
     if (folder / "score_test.json").is_file():
         return None
-    cmd = ["nice", "-n", NICE, sys.executable, str(Path(__file__).parent / "la_eval.py"), str(model_path(out, arm, r)),
+    cmd = ["nice", "-n", NICE, sys.executable, str(common.LIB / "la_eval.py"), str(model_path(out, arm, r)),
            "--data", study.data, "--list", "test.list", "--windows", "--threads", "1",
            "--json", str(folder / "score_test.json")]
     return (arm.name if arm else "initial", r), cmd, folder / "score.log"
@@ -306,7 +309,7 @@ def run_parallel(stages: list[tuple], parallel: int) -> dict:
                 fh.write((" ".join(map(str, cmd)) + "\n").encode())
                 fh.flush()
                 proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        cwd=_common.REPO, env=env)
+                                        cwd=common.REPO, env=env)
             _RUNNING[proc.pid], started[proc.pid] = proc, (key, time.monotonic(), log, "--resume" in cmd)
             say(f"{key[0]} round {key[1]}: {log.stem} started{' (--resume)' if '--resume' in cmd else ''} (log {log})")
         pid, status, usage = os.wait4(-1, 0)
@@ -360,7 +363,7 @@ def run(out: Path, study: Study, parallel: int) -> None:
 
 def smoke_data(out: Path) -> Path:
     """The synthetic LA2018-like folder of the smoke (made once in ``<out>/data``); never ../shared."""
-    from train_speed import synthetic_data
+    from synthetic_la import synthetic_data
 
     folder = out / "data"
     if not (folder / "test.list").is_file():
@@ -372,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", nargs="?", choices=("run", "report"), default="run")
     p.add_argument("--out", type=Path, help="study folder, outside the repository (--smoke: a temporary one)")
-    p.add_argument("--data", type=Path, default=_common.DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=common.DEFAULT_DATA)
     p.add_argument("--rounds", type=int, default=ROUNDS)
     p.add_argument("--k", type=int, default=K, help="cases revealed per round")
     p.add_argument("--seeds", type=int, nargs="+", default=list(RANDOM_SEEDS), help="seeds of the random arms")
@@ -405,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if args.rounds < 1 or args.k < 1 or not args.seeds:
             p.error("--rounds and --k must be at least 1 and --seeds name at least one seed")
-        cases = _common.read_list(args.data, "train.list")
+        cases = common.read_list(args.data, "train.list")
         if len(cases) < INITIAL_LABELED + args.rounds * args.k:
             p.error(f"train.list has {len(cases)} cases: too few for {args.rounds} rounds of {args.k}")
         initial = ({"iterations": args.initial_iterations} if args.initial_iterations

@@ -1,4 +1,4 @@
-"""Tables, goals and plot of an annotation-loop study folder (``bench/annotation_loop.py report``).
+"""Tables, goals and plot of an annotation-loop study folder (``bench/studies/annotation_loop.py report``).
 
 Dice is the mean over the 20 ``test.list`` scans with the largest connected component (the bundled
 model's post-processing; without it in brackets). CPU minutes of a round are its ranking and its
@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 import few_label_la
 
 NOISE_SE = 2.0  # our threshold: a change beyond 2 standard errors (~95 %) is more than noise
@@ -92,12 +95,12 @@ def tables(study, data: dict) -> str:
     head = ["round", "labeled"]
     parts = [
         "Test Dice % per round (20 test.list scans, largest component; without it in brackets)\n",
-        _common.markdown_table(head + names + ["random: mean (seed range)"], dice_rows),
+        common.markdown_table(head + names + ["random: mean (seed range)"], dice_rows),
         "\nDice change from the previous round, points (± standard error of the paired per-case change; Wilcoxon p)\n",
-        _common.markdown_table(head + names, change_rows) if change_rows else "(no round finished yet)",
+        common.markdown_table(head + names, change_rows) if change_rows else "(no round finished yet)",
         "\nCPU minutes: this round (ranking + fine-tune) / cumulative (the first model included; * a fine-tune "
         "resumed after a stop: the minutes before the stop are not counted)\n",
-        _common.markdown_table(head + names, minute_rows),
+        common.markdown_table(head + names, minute_rows),
         "\n" + goals(study, data, n),
     ]
     return "\n".join(parts)
@@ -187,5 +190,5 @@ def main(out: Path, study, markdown: Path | None = None, json_path: Path | None 
     plot(study, data, plot_path or out / "annotation_loop.png")
     slim = {a: [{k: v for k, v in row.items() if k != "score"} for row in rows] for a, rows in data.items()}
     if json_path:
-        _common.write_json(json_path, slim)
+        common.write_json(json_path, slim)
     return slim

@@ -1,12 +1,13 @@
 """The copy-paste teacher (BCP + DTC) against labeled-only, copy-paste labeled-only and DTC on LA, at equal CPU time.
 
-    python bench/copy_paste_la.py run --labeled 4 --minutes 30 90 --seed 1337 --out DIR [--arms ...] [--jobs 2]
-                                      [--costs mode_step_cost.json] [--stage1-fraction F]
-    python bench/copy_paste_la.py teacher --labeled 4 --minutes 90 --seed 1337 --out DIR [--cases 20] [--replay 8]
-    python bench/copy_paste_la.py report --labeled 4 --minutes 30 90 --seed 1337 --out DIR [--json F]
+    python bench/studies/copy_paste_la.py run --labeled 4 --minutes 30 90 --seed 1337 --out DIR [--arms ...] [--jobs 2]
+                                              [--costs mode_step_cost.json] [--stage1-fraction F]
+    python bench/studies/copy_paste_la.py teacher --labeled 4 --minutes 90 --seed 1337 --out DIR
+        [--cases 20] [--replay 8]
+    python bench/studies/copy_paste_la.py report --labeled 4 --minutes 30 90 --seed 1337 --out DIR [--json F]
 
 Regime: the first ``--labeled`` cases of ``train.list`` labeled, the other ``80 - labeled`` unlabeled (their labels
-never used in training; bench/few_label_la.py's manifests). Every arm trains on the bundled model's 2.0 mm plan
+never used in training; bench/studies/few_label_la.py's manifests). Every arm trains on the bundled model's 2.0 mm plan
 (48x48x32 patch, base 16, default augmentation), fp32, one torch thread and one loader process, with ``--seed``.
 Arms (``ARMS``):
 
@@ -20,7 +21,7 @@ Arms (``ARMS``):
 - ``bcp`` (not run unless named): ``copy-paste-teacher`` with neither, BCP's own recipe.
 
 Equal CPU time: each arm's budget is iterations, ``minutes x 60 / (CPU seconds per step)`` with the per-step cost
-of its mode measured on this machine by bench/mode_step_cost.py (``STEP_SECONDS``, or a fresh ``--costs`` JSON);
+of its mode measured on this machine by bench/speed/mode_step_cost.py (``STEP_SECONDS``, or a fresh ``--costs`` JSON);
 a copy-paste-teacher run of T iterations costs ``T (f c1 + (1 - f) c2)`` for its stage fraction f. Iterations
 rather than ``--time-limit``: arms that run side by side share the cores unevenly and a time limit would give the
 arm that happens to be slowed fewer steps; an iteration budget does not depend on the load (as few_label_la.py).
@@ -29,7 +30,7 @@ end, stage 1 the first f of the run).
 
 ``run`` starts ``--jobs`` arms at a time. A finished arm (its ``model.pt`` exists) is not run again; one with
 checkpoints resumes, so a killed study continues. Each final model is scored once, as few_label_la.py does, on
-the 20 ``test.list`` scans and on the last 8 of ``train.list`` (validation) with bench/la_eval.py.
+the 20 ``test.list`` scans and on the last 8 of ``train.list`` (validation) with bench/lib/la_eval.py.
 
 ``teacher`` measures, for every checkpoint of the copy-paste-teacher arms that holds a teacher: (1) the teacher's
 pseudo-labels on ``--cases`` of the unlabeled training scans (evenly spread; their labels exist on LA), whole
@@ -53,7 +54,9 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 import cpu_account
 import few_label_la
 import la_eval
@@ -74,10 +77,10 @@ LABELED_ONLY_ARMS = ("seg", "copy-paste")
 # CPU seconds per step (trainer + its loader process) on the LA 2.0 mm plan, one thread, fp32, this project's
 # 2-core VM. seg and dtc: the 4-labeled few-label study's process-monitored totals (bench/RESULTS.md, "Few labels
 # on LA: 4 labeled": 1900 seg iterations in 16.7 CPU min, 1000 dtc iterations in 16.6), the cleanest we have. The
-# copy-paste variants: their cost relative to seg from bench/mode_step_cost.py (--steps 8, 2026-12-07: copy-paste
+# copy-paste variants: their cost relative to seg from bench/speed/mode_step_cost.py (--steps 8, 2026-12-07: copy-paste
 # 0.874 x seg, teacher stage 1 0.871 x, stage 2 1.223 x, without consistency 1.181 x, BCP's own 1.106 x; measured
 # side by side on a loaded machine, so each ratio is noisy by up to 20 %), times seg's cost. A study records the
-# CPU seconds each arm really used (bench/cpu_account.py) and reports them beside its Dice.
+# CPU seconds each arm really used (bench/lib/cpu_account.py) and reports them beside its Dice.
 SEG_STEP_SECONDS = 16.7 * 60 / 1900
 STEP_SECONDS = {
     "seg": SEG_STEP_SECONDS, "dtc": 16.6 * 60 / 1000, "copy-paste-bcp": 0.874 * SEG_STEP_SECONDS,
@@ -119,8 +122,8 @@ def start_arm(arm: str, run_dir: Path, command: list[str]) -> subprocess.Popen |
         command.append("--resume")
     print(f"[{time.strftime('%H:%M:%S')}] {run_dir.parent.name} {arm}: {' '.join(command)}", flush=True)
     log = open(f"{run_dir}.out", "a")  # noqa: SIM115 - handed to the child process, closed when it ends
-    ledger = [sys.executable, str(Path(__file__).parent / "cpu_account.py"), f"{run_dir}.cpu.jsonl", "--"]
-    return subprocess.Popen(ledger + command, cwd=_common.REPO, stdout=log, stderr=subprocess.STDOUT,
+    ledger = [sys.executable, str(common.LIB / "cpu_account.py"), f"{run_dir}.cpu.jsonl", "--"]
+    return subprocess.Popen(ledger + command, cwd=common.REPO, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
@@ -128,11 +131,11 @@ def score(run_dir: Path, out: Path, data: Path) -> None:
     """Score a finished arm once on test.list and on the validation cases (few_label_la.py's protocol)."""
     val = out / "val.list"
     if not val.exists():
-        val.write_text("\n".join(_common.read_list(data, "train.list")[-few_label_la.VALIDATION_CASES:]) + "\n")
+        val.write_text("\n".join(common.read_list(data, "train.list")[-few_label_la.VALIDATION_CASES:]) + "\n")
     for name, lst in (("test", "test.list"), ("val", str(val))):
         target = run_dir / f"score_{name}.json"
         if (run_dir / "model.pt").exists() and not target.exists():
-            subprocess.run(["nice", "-n", "5", sys.executable, str(Path(__file__).parent / "la_eval.py"),
+            subprocess.run(["nice", "-n", "5", sys.executable, str(common.LIB / "la_eval.py"),
                             str(run_dir / "model.pt"), "--data", str(data), "--list", lst, "--windows",
                             "--threads", "1", "--json", str(target)], check=True, stdout=subprocess.DEVNULL)
 
@@ -265,7 +268,7 @@ def teacher_study(run_dir: Path, data: Path, cases: int, count: int) -> dict:
               f"{100 * row['replay_crop_dice_mean']:.2f}, pasted targets {100 * row['replay_mixed_dice_mean']:.2f}",
               flush=True)
         out["checkpoints"].append(row)
-    _common.write_json(run_dir / "teacher_dice.json", out)
+    common.write_json(run_dir / "teacher_dice.json", out)
     return out
 
 
@@ -306,7 +309,7 @@ def report(out: Path, labeled_list: list[int], minutes_list: list[float], seed: 
                              summary[arm]["test_lcc"],
                              f"{vs['mean']:+.2f} ({vs['higher']}/{vs['lower']}, p = {vs['p']:.3f})" if vs else ""])
             print(f"\n{labeled} labeled + {80 - labeled} unlabeled, {minutes:g} CPU minutes per arm, seed {seed}\n")
-            print(_common.markdown_table(["arm", "iterations", "CPU min (trainer + loader)", "wall min (shared CPU)",
+            print(common.markdown_table(["arm", "iterations", "CPU min (trainer + loader)", "wall min (shared CPU)",
                                           "val Dice %", "test Dice %",
                                           "test, largest comp.",
                                           f"arm - {best} per case (higher/lower, Wilcoxon p)"], rows))
@@ -324,7 +327,7 @@ def _report_teacher(run_dir: Path) -> None:
     study = json.loads(path.read_text())
     print(f"\n{run_dir.parent.name} {run_dir.name}: Dice % on {len(study['cases'])} unlabeled training scans and on "
           "the replayed training batches\n")
-    print(_common.markdown_table(
+    print(common.markdown_table(
         ["iteration", "teacher, scans", "student, scans", "teacher pseudo-labels, crops", "pasted targets",
          "pasted targets, pseudo-labelled part"],
         [[r["iteration"], 100 * r["teacher_scan_mean"], 100 * r["student_scan_mean"], 100 * r["replay_crop_dice_mean"],
@@ -347,14 +350,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("run", "teacher", "report"))
     p.add_argument("--out", type=Path, required=True, help="folder for runs and scores (outside the repository)")
-    p.add_argument("--data", type=Path, default=_common.DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=common.DEFAULT_DATA)
     p.add_argument("--labeled", type=int, nargs="+", default=[4])
     p.add_argument("--minutes", type=float, nargs="+", default=[30.0, 90.0], help="CPU minutes per arm")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     p.add_argument("--stage1-fraction", type=float, default=2000 / 17000,
                    help="copy-paste-teacher arms: fraction of the run in stage 1 (default BCP LA's 2000 / 17000)")
-    p.add_argument("--costs", type=Path, help="a bench/mode_step_cost.py --json file (default STEP_SECONDS)")
+    p.add_argument("--costs", type=Path, help="a bench/speed/mode_step_cost.py --json file (default STEP_SECONDS)")
     p.add_argument("--jobs", type=int, default=2, help="arms trained at once")
     p.add_argument("--cases", type=int, default=20, help="teacher: unlabeled scans scored per checkpoint")
     p.add_argument("--replay", type=int, default=8, help="teacher: training batches replayed per checkpoint")
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "report":
         result = report(args.out, args.labeled, args.minutes, args.seed)
         if args.json:
-            _common.write_json(args.json, result)
+            common.write_json(args.json, result)
     elif args.action == "teacher":
         for minutes in args.minutes:
             for labeled in args.labeled:

@@ -1,7 +1,7 @@
 """The few-label regime on LA: DTC against labeled-only at equal CPU time and at equal iterations.
 
-    python bench/few_label_la.py run --labeled 8 4 --iterations 1000 --out DIR [--arms dtc,seg,warm,seg_eqit]
-    python bench/few_label_la.py report --out DIR [--labeled 8 4] [--json F]
+    python bench/studies/few_label_la.py run --labeled 8 4 --iterations 1000 --out DIR [--arms dtc,seg,warm,seg_eqit]
+    python bench/studies/few_label_la.py report --out DIR [--labeled 8 4] [--json F]
 
 The first ``--labeled`` cases of ``train.list`` are labeled, the other ``80 - labeled`` unlabeled (their
 labels never used in training). Every arm trains on the 2.0 mm plan of the bundled model (48x48x32
@@ -21,7 +21,7 @@ All arms of all regimes given start together. An arm whose ``model.pt`` exists i
 with checkpoints resumes (``--resume``), so a killed run continues. Each final model is scored once on the
 20 ``test.list`` scans and on the last 8 of ``train.list`` (validation: unlabeled in training, used only
 to choose between recipes), at their native grid with windows and without test-time mirroring
-(``bench/la_eval.py``); Dice with and without the largest connected component. ``report`` pairs every arm
+(``bench/lib/la_eval.py``); Dice with and without the largest connected component. ``report`` pairs every arm
 with ``seg`` per test case: mean difference, cases higher / lower, Wilcoxon signed-rank p (SciPy).
 """
 
@@ -37,7 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 
 PLAN = ["--spacing", "2.0", "--patch", "48", "48", "32", "--base-filters", "16"]  # the bundled model's plan
 VALIDATION_CASES = 8  # the last 8 of train.list, as in the spacing sweep and the default model's choices
@@ -50,13 +52,13 @@ EQUAL_TIME_RATIO = 1.9
 
 def manifest(out: Path, data: Path, labeled: int, with_unlabeled: bool) -> Path:
     """Write (once) the manifest of one regime: the first ``labeled`` cases labeled, the rest unlabeled."""
-    cases = _common.read_list(data, "train.list")
+    cases = common.read_list(data, "train.list")
     path = out / f"manifest_{labeled}{'' if with_unlabeled else '_labeled'}.json"
     if not path.exists():
-        body = {"labeled": [dict(zip(("image", "label"), map(str, _common.case_files(data, c))))
+        body = {"labeled": [dict(zip(("image", "label"), map(str, common.case_files(data, c))))
                             for c in cases[:labeled]],
-                "unlabeled": [str(_common.case_files(data, c)[0]) for c in cases[labeled:]] if with_unlabeled else []}
-        _common.write_json(path, body)
+                "unlabeled": [str(common.case_files(data, c)[0]) for c in cases[labeled:]] if with_unlabeled else []}
+        common.write_json(path, body)
     return path
 
 
@@ -113,21 +115,21 @@ def run_arm(arm: str, out: Path, data: Path, labeled: int, iterations: int) -> s
     if not parts:
         return None
     print(f"[{time.strftime('%H:%M:%S')}] L{labeled} {arm}: " + " && ".join(parts), flush=True)
-    return subprocess.Popen(["bash", "-c", " && ".join(parts)], cwd=_common.REPO,
+    return subprocess.Popen(["bash", "-c", " && ".join(parts)], cwd=common.REPO,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def score(out: Path, data: Path, labeled: int, arm: str) -> None:
     """Score a finished arm once on test.list and on the validation cases (JSON beside its run)."""
     run_dir = out / f"L{labeled}" / arm
-    cases = _common.read_list(data, "train.list")
+    cases = common.read_list(data, "train.list")
     val = out / "val.list"
     if not val.exists():
         val.write_text("\n".join(cases[-VALIDATION_CASES:]) + "\n")
     for name, lst in (("test", "test.list"), ("val", str(val))):
         target = run_dir / f"score_{name}.json"
         if (run_dir / "model.pt").exists() and not target.exists():
-            subprocess.run(["nice", "-n", "5", sys.executable, str(Path(__file__).parent / "la_eval.py"),
+            subprocess.run(["nice", "-n", "5", sys.executable, str(common.LIB / "la_eval.py"),
                             str(run_dir / "model.pt"), "--data", str(data), "--list", lst, "--windows",
                             "--threads", "1", "--json", str(target)], check=True, stdout=subprocess.DEVNULL)
 
@@ -179,7 +181,7 @@ def report(out: Path, regimes: list[int]) -> dict:
             rows.append(["dtc - seg_eqit (equal iterations)", "", "", "", "", "",
                          f"{eq['mean']:+.2f} ({eq['higher']}/{eq['lower']}, p = {eq['p']:.3f})", ""])
         print(f"\n{labeled} labeled + {80 - labeled} unlabeled\n")
-        print(_common.markdown_table(["arm", "iterations", "wall min (shared CPU)", "val Dice %", "test Dice %",
+        print(common.markdown_table(["arm", "iterations", "wall min (shared CPU)", "val Dice %", "test Dice %",
                                       "test, largest comp.", "arm - seg per case (higher/lower, Wilcoxon p)",
                                       "vs seg, largest comp."], rows))
         result[str(labeled)] = summary
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=("run", "report"))
     p.add_argument("--out", type=Path, required=True, help="folder for runs and scores (outside the repository)")
-    p.add_argument("--data", type=Path, default=_common.DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=common.DEFAULT_DATA)
     p.add_argument("--labeled", type=int, nargs="+", default=[8])
     p.add_argument("--iterations", type=int, default=1000, help="DTC iterations (the others follow)")
     p.add_argument("--arms", default=",".join(ARMS))
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "report":
         result = report(args.out, args.labeled)
         if args.json:
-            _common.write_json(args.json, result)
+            common.write_json(args.json, result)
         return
     arms = args.arms.split(",")
     procs = [(labeled, arm, run_arm(arm, args.out, args.data, labeled, args.iterations))

@@ -1,14 +1,14 @@
 """Does bf16 training cost Dice? The same short DTC schedule in fp32 and in bf16, several seeds, on LA.
 
-    python bench/precision_dice.py run --out DIR [--seeds 1337 2 3] [--iterations 800] [--parallel 1]
-    python bench/precision_dice.py report --out DIR [--seeds ...] [--json F]
+    python bench/studies/precision_dice.py run --out DIR [--seeds 1337 2 3] [--iterations 800] [--parallel 1]
+    python bench/studies/precision_dice.py report --out DIR [--seeds ...] [--json F]
 
 The bundled model's 2.0 mm plan (``few_label_la.PLAN``), 16 labeled (the first of ``train.list``) + the
 other 64 unlabeled, DTC, ``--iterations`` with the recipe's schedule fitted to them, one torch thread and
 one loader process per run; each (seed, precision) pair is trained once (``--precision fp32`` and
 ``--precision bf16``: on a CPU with native bf16, bf16 steps whose weight gradients are not finite are redone
 in fp32 and counted) and scored once on the 8 validation cases (the last 8 of ``train.list``, unlabeled in
-training; ``bench/la_eval.py --windows``). ``report`` pairs bf16 with fp32 per seed and per validation
+training; ``bench/lib/la_eval.py --windows``). ``report`` pairs bf16 with fp32 per seed and per validation
 case: mean difference, Wilcoxon signed-rank p over the seed x case pairs (SciPy), wall seconds of each
 training, and how many bf16 steps were redone. Resumable: a run whose ``model.pt`` exists is not trained
 again, one with checkpoints continues with ``--resume``.
@@ -23,7 +23,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 import few_label_la
 
 LABELED = 16  # the paper's 20 % regime and the bundled model's data
@@ -57,8 +59,8 @@ def score(out: Path, data: Path, seed: int, precision: str) -> None:
         return
     val = out / "val.list"
     if not val.is_file():
-        val.write_text("\n".join(_common.read_list(data, "train.list")[-few_label_la.VALIDATION_CASES:]) + "\n")
-    subprocess.run(["nice", "-n", "5", sys.executable, str(Path(__file__).parent / "la_eval.py"),
+        val.write_text("\n".join(common.read_list(data, "train.list")[-few_label_la.VALIDATION_CASES:]) + "\n")
+    subprocess.run(["nice", "-n", "5", sys.executable, str(common.LIB / "la_eval.py"),
                     str(folder / "model.pt"), "--data", str(data), "--list", str(val), "--windows",
                     "--threads", "1", "--json", str(target)], check=True, stdout=subprocess.DEVNULL)
 
@@ -76,7 +78,7 @@ def run(out: Path, data: Path, seeds: list[int], iterations: int, parallel: int)
                 continue
             log = open(f"{run_dir(out, seed, precision)}.out", "ab")
             print(" ".join(cmd), flush=True)
-            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=_common.REPO,
+            running.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=common.REPO,
                                              env={**os.environ, **env}), (seed, precision)))
         if running:
             proc, key = running.pop(0)
@@ -116,14 +118,14 @@ def report(out: Path, seeds: list[int], json_path: Path | None) -> None:
     print(f"bf16 - fp32 over {len(diffs)} seed x case pairs: {100 * mean:+.2f} points, "
           f"higher on {sum(d > 0 for d in diffs)}, Wilcoxon p = {p:.3f}")
     if json_path is not None:
-        _common.write_json(json_path, {"rows": rows, "mean_difference": mean, "wilcoxon_p": p})
+        common.write_json(json_path, {"rows": rows, "mean_difference": mean, "wilcoxon_p": p})
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("action", choices=("run", "report"))
     ap.add_argument("--out", type=Path, required=True, help="scratch folder outside the repository")
-    ap.add_argument("--data", type=Path, default=_common.DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, default=common.DEFAULT_DATA)
     ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     ap.add_argument("--iterations", type=int, default=ITERATIONS)
     ap.add_argument("--parallel", type=int, default=1, help="trainings at once (one core each)")

@@ -1,6 +1,6 @@
 """Which per-scan score best finds the scans a model segments worst? (issue 24: the Next case signal)
 
-    python bench/rank_signals.py MODEL [--data ../shared/data/la2018] [--list train.list] [--skip 4]
+    python bench/studies/rank_signals.py MODEL [--data ../shared/data/la2018] [--list train.list] [--skip 4]
         [--picks DIR/round_R/picks.json] [--k 2 10] [--json F]
 
 For every case of the list (after the first ``--skip``: by default the 76 scans the annotation-loop study
@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 
 SIGNALS = ("mean", "frac50", "per_fg", "seg_unsure")
 FRAC_THRESHOLD = 0.5  # the heads call opposite labels where |p_seg - p_levelset| > 0.5 (both thresholded at 0.5)
@@ -62,7 +65,7 @@ def summarise(rows: list[dict], ks: list[int]) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", type=Path)
-    p.add_argument("--data", type=Path, default=_common.DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=common.DEFAULT_DATA)
     p.add_argument("--list", default="train.list")
     p.add_argument("--skip", type=int, default=4, help="leave out the list's first N cases (the labeled ones)")
     p.add_argument("--picks", type=Path, help="an annotation-loop picks.json: its unlabeled scans are the pool")
@@ -84,9 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
     config.infer.overlap = RANK_OVERLAP
     rows = []
     cases = (json.loads(args.picks.read_text())["unlabeled"] if args.picks
-             else _common.read_list(args.data, args.list)[args.skip:])
+             else common.read_list(args.data, args.list)[args.skip:])
     for i, case in enumerate(cases):
-        image_path, label_path = _common.case_files(args.data, case)
+        image_path, label_path = common.case_files(args.data, case)
         image, geometry = read_image(image_path)
         truth = read_label(label_path, geometry, image.shape) > 0
         t0 = time.perf_counter()
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         tops = "  ".join(f"{100 * s[f'top{k}_mean_dice']:8.2f}" for k in args.k)
         print(f"{name:<12} {s['spearman_rho']:+.3f}  {tops}")
     if args.json:
-        _common.write_json(args.json, summary)
+        common.write_json(args.json, summary)
     return summary
 
 

@@ -1,6 +1,6 @@
 """Reproduce the paper's left-atrium table (Luo et al., AAAI 2021, Table 3) with DTCCore.
 
-    python bench/reproduce_la.py [--data ../shared/data/la2018] [--mode dtc|seg] [--labeled 16]
+    python bench/studies/reproduce_la.py [--data ../shared/data/la2018] [--mode dtc|seg] [--labeled 16]
         [--iterations 6000] [--patch 112 112 80] [--base-filters 16] [--device auto] [--out DIR]
         [--eval-only MODEL] [--no-eval] [--stride X Y Z] [--whole-volume] [--json F] [--markdown F] [--tiny]
 
@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 
 # Luo et al. AAAI 2021, Table 3, LA with 16 labeled (20%): Dice %, Jaccard %, ASD vox, 95HD vox.
 PAPER = {
@@ -36,12 +38,12 @@ PAPER = {
 
 
 def build_manifest(data: Path, labeled: int, unlabeled: int | None, mode: str, folder: Path) -> tuple[Path, int, int]:
-    cases = _common.read_list(data, "train.list")
+    cases = common.read_list(data, "train.list")
     lab = cases[:labeled]
     unl = [] if mode == "seg" else cases[labeled:] if unlabeled is None else cases[labeled:labeled + unlabeled]
-    manifest = {"labeled": [{"image": str(_common.case_files(data, c)[0]), "label": str(_common.case_files(data, c)[1])}
+    manifest = {"labeled": [{"image": str(common.case_files(data, c)[0]), "label": str(common.case_files(data, c)[1])}
                             for c in lab],
-                "unlabeled": [str(_common.case_files(data, c)[0]) for c in unl]}
+                "unlabeled": [str(common.case_files(data, c)[0]) for c in unl]}
     path = folder / "manifest.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=1))
@@ -97,11 +99,11 @@ def evaluate(model_path: Path, data: Path, args) -> dict:
         config.infer.stride = tuple(args.stride)
     config.infer.whole_volume = bool(args.whole_volume)
     config.infer.largest_component = False
-    cases = _common.read_list(data, "test.list")[: args.test_cases or None]
+    cases = common.read_list(data, "test.list")[: args.test_cases or None]
     rows = {"plain": [], "lcc": []}
     t0 = time.perf_counter()
     for case in cases:
-        image_path, label_path = _common.case_files(data, case)
+        image_path, label_path = common.case_files(data, case)
         image, geometry = read_image(image_path)
         truth = read_label(label_path, geometry, image.shape, 1) > 0
         pred = predict_volume(model, image, config, device).label > 0
@@ -135,7 +137,7 @@ def report(result: dict) -> str:
                          m["hd95_vox"], m["asd_mm"], m["hd95_mm"], train_txt, result["device"]])
     lines = [f"# LA reproduction ({result['mode']}, {result.get('labeled', '?')} labeled + "
              f"{result.get('unlabeled', '?')} unlabeled), {result['date']}", "",
-             _common.markdown_table(head, body), ""]
+             common.markdown_table(head, body), ""]
     if ev:
         lines.append(f"Evaluated on {ev['cases']} test.list cases ({ev['inference']}); model {result['model']}.")
     return "\n".join(lines)
@@ -166,9 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.out is None:
         args.out = Path(tempfile.mkdtemp(prefix="dtc-reproduce-"))
-    data = args.data or _common.DEFAULT_DATA
+    data = args.data or common.DEFAULT_DATA
     if args.tiny:
-        from train_speed import synthetic_data
+        from synthetic_la import synthetic_data
 
         if args.data is None or not (Path(args.data) / "train.list").is_file():  # --tiny: synthetic unless given
             data = synthetic_data(Path(args.out) / "data")
@@ -185,13 +187,13 @@ def main(argv: list[str] | None = None) -> dict:
     result["model"] = str(model)
     from DTCCore.runtime.devices import resolve_device
 
-    result["device"] = _common.device_name(str(resolve_device(args.device)))
+    result["device"] = common.device_name(str(resolve_device(args.device)))
     if not args.no_eval:
         result["evaluation"] = evaluate(model, data, args)
     text = report(result)
     print(text)
     if args.json:
-        _common.write_json(args.json, result)
+        common.write_json(args.json, result)
     if args.markdown:
         from DTCCore.atomic import atomic_write_text
 

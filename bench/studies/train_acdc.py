@@ -1,9 +1,11 @@
 """ACDC multi-class benchmark: DTC vs labeled-only at the same time budget, per-class test metrics.
 
-    python bench/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode dtc --minutes 40 --json dtc.json
-    python bench/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode seg --minutes 40 --json seg.json
-    python bench/train_acdc.py --data ../shared/data/acdc --assess dtc.json
-    python bench/train_acdc.py --table dtc.json seg.json [--markdown table.md]   # two: also paired by patient
+    python bench/studies/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode dtc --minutes 40 \
+        --json dtc.json
+    python bench/studies/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode seg --minutes 40 \
+        --json seg.json
+    python bench/studies/train_acdc.py --data ../shared/data/acdc --assess dtc.json
+    python bench/studies/train_acdc.py --table dtc.json seg.json [--markdown table.md]   # two: also paired by patient
 
 ACDC (end-diastolic frames, 1 = right-ventricle cavity, 2 = myocardium, 3 = left-ventricle cavity): the
 first ``--labeled`` (14 = 20 %) patients of ``train.list`` are labeled, the next ``--unlabeled`` (56) are
@@ -27,7 +29,7 @@ from a seg result (semi-supervised fine-tuning of a labeled-only model; its leve
 untrained there, so keep the ramp). Each stage ramps the
 consistency weight up from 0 again unless ``--no-ramp`` (full weight from the start: the weights were
 already trained with it). ``--dims 2`` trains the 2-D plan (``dtc train --dims 2``).
-``--no-assess`` only trains (``bench/device_acdc.sh``: the device machine
+``--no-assess`` only trains (``bench/gpu/device_acdc.sh``: the device machine
 has no MedPy); the result is scored later with ``--assess``. ``--tiny`` is a seconds-long smoke run.
 """
 
@@ -41,7 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 
 CLASSES = {1: "RV cavity", 2: "myocardium", 3: "LV cavity"}  # ACDC label values (the data's README)
 METRICS = ("dice", "jaccard", "asd_vox", "hd95_vox")
@@ -51,7 +55,7 @@ TTA_NOTE = "test-time turns/flips"  # how tables name results scored with --mirr
 def build_manifest(data: Path, labeled: int, unlabeled: int, mode: str, folder: Path) -> Path:
     """Write ``folder/manifest_<mode>.json``: the first ``labeled`` train.list patients with labels, then
     ``unlabeled`` patients as images only (none for the labeled-only ``seg`` mode)."""
-    cases = _common.read_list(data, "train.list")
+    cases = common.read_list(data, "train.list")
     if labeled + unlabeled > len(cases):
         raise SystemExit(f"error: train.list has {len(cases)} patients; {labeled} + {unlabeled} asked")
     lab = [{"image": str(data / c / "image.nrrd"), "label": str(data / c / "label.nrrd")} for c in cases[:labeled]]
@@ -63,7 +67,7 @@ def build_manifest(data: Path, labeled: int, unlabeled: int, mode: str, folder: 
 
 
 def model_of(result_json: Path, result: dict) -> Path:
-    """The model file of a result read from ``result_json``: a relative name (``bench/ship_fp16.py`` writes
+    """The model file of a result read from ``result_json``: a relative name (``bench/shipping/ship_fp16.py`` writes
     one) lies beside the JSON."""
     model = Path(result["model"])
     return model if model.is_absolute() else Path(result_json).parent / model
@@ -146,14 +150,14 @@ def assess(model_path: Path, data: Path, args) -> dict:
     model, config = load_model(model_path, torch_device)
     config.infer.largest_component = False  # both variants are scored from the same raw prediction
     config.infer.tta = bool(args.mirror)  # test-time flips, or turns of a no-mirror model (DTCCore.inference.tta)
-    val_cases = _common.read_list(data, "val.list")[: args.test_cases or None]
+    val_cases = common.read_list(data, "val.list")[: args.test_cases or None]
     print(f"validation ({len(val_cases)} patients of val.list):", file=sys.stderr, flush=True)
     val = evaluate(model, config, torch_device, data, val_cases)
     dice = {w: val[w]["means"]["mean"]["dice"] for w in val}
     lcc = dice["lcc"] > dice["raw"]
     print(f"test.list, largest component per class {'on' if lcc else 'off'}:", file=sys.stderr, flush=True)
     test = evaluate(model, config, torch_device, data,
-                    _common.read_list(data, "test.list")[: args.test_cases or None])
+                    common.read_list(data, "test.list")[: args.test_cases or None])
     validation = {"cases": val_cases, "dice_raw": dice["raw"], "dice_lcc": dice["lcc"], "largest_component": lcc}
     return {"validation": validation, "test": test["lcc" if lcc else "raw"], "test_raw": test["raw"],
             "test_time_augmentation": bool(args.mirror)}
@@ -191,7 +195,7 @@ def run(args) -> dict:
     done = [e for e in events if e["event"] == "progress"]
     result = {
         "mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M"), "model": str(model), "resumed": args.resume,
-        "device": _common.device_name(args.device), "labeled": args.labeled,
+        "device": common.device_name(args.device), "labeled": args.labeled,
         "unlabeled": args.unlabeled if args.mode == "dtc" else 0, "train_seconds": train_seconds,
         "iterations": done[-1]["iteration"] if done else 0, "config": config.to_dict(), "stages": earlier,
     }
@@ -233,7 +237,7 @@ def table(results: list[dict]) -> str:
         for key, name in [(str(c), n) for c, n in CLASSES.items()] + [("mean", "**mean**")]:
             m = r["test"]["means"][key]
             rows.append([label, name, 100 * m["dice"], 100 * m["jaccard"], m["asd_vox"], m["hd95_vox"]])
-    return _common.markdown_table(header, rows)
+    return common.markdown_table(header, rows)
 
 
 def _total_iterations(result: dict) -> int:
@@ -349,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict | str:
         result.update(assess(model, args.data, args))
         if args.json and args.json.resolve() != args.assess.resolve():
             result["model"] = str(model.resolve())  # the new file may lie elsewhere: no relative name
-        _common.write_json(args.json or args.assess, result)
+        common.write_json(args.json or args.assess, result)
         return result
     if args.data is None or args.out is None:
         p.error("--data and --out are needed to train")
@@ -358,7 +362,7 @@ def main(argv: list[str] | None = None) -> dict | str:
         args.patch, args.base_filters, args.spacing, args.test_cases = [32, 32, 16], 2, [4.0, 4.0, 1.0], 2
     result = run(args)
     if args.json:
-        _common.write_json(args.json, result)
+        common.write_json(args.json, result)
     if args.no_assess:
         print(f"{args.mode}: {result['iterations']} iterations in {result['train_seconds'] / 60:.1f} min; not scored "
               "(--no-assess): score with --assess RESULT_JSON")

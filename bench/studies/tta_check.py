@@ -1,6 +1,6 @@
 """Test-time mirroring (``dtc segment --mirror``) against plain inference: Dice and seconds per case.
 
-    python bench/tta_check.py [MODEL] --data ../shared/data/la2018 --cases CASE... [--threads 1] [--json F]
+    python bench/studies/tta_check.py [MODEL] --data ../shared/data/la2018 --cases CASE... [--threads 1] [--json F]
 
 MODEL defaults to the bundled model. Each case is segmented twice by the same process, plain and with
 ``infer.tta`` (the flips, or a no-mirror model's turns, it was trained with), alternating so that
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 from la_eval import evaluate
 
 
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
               "tta_flip_axes": list(tta_flip_axes(config.train.augment)),
               "turns": list(tta_turns(config.train.augment, config.train.patch, config.network.pools)),
               "whole_volume": config.infer.whole_volume,
-              "threads": torch.get_num_threads(), "device": _common.device_name("cpu"), "cases": args.cases}
+              "threads": torch.get_num_threads(), "device": common.device_name("cpu"), "cases": args.cases}
     for mirror, key in ((False, "plain"), (True, "mirror")):
         result[key] = {"dice": float(np.mean([r["raw"]["dice"] for r in rows[mirror]])),
                        "seconds": [r["seconds"] for r in rows[mirror]]}
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"mean Dice {100 * result['plain']['dice']:.2f} plain, {100 * result['mirror']['dice']:.2f} mirrored "
           f"(axes {result['tta_flip_axes']}); median time ratio {result['median_time_ratio']:.2f}")
     if args.json:
-        _common.write_json(args.json, result)
+        common.write_json(args.json, result)
     return result
 
 

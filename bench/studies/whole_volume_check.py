@@ -1,6 +1,6 @@
 """How much does one whole-volume forward pass change the result vs 50%-overlap windows?
 
-    python bench/whole_volume_check.py --model MODEL [--data DIR] [--cases 3] [--json F] [--tiny]
+    python bench/studies/whole_volume_check.py --model MODEL [--data DIR] [--cases 3] [--json F] [--tiny]
 
 For ``--cases`` validation scans (train.list after the 16 labeled ones; never test.list): both predictions
 (``InferConfig.whole_volume`` False / True), seconds of each (in this process, alternating), the mean and max
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-import _common
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
 
 VALIDATION_START = 16  # the first 16 of train.list are the labeled training cases
 
@@ -36,22 +38,22 @@ def main(argv: list[str] | None = None) -> dict:
     from DTCCore.inference.predict import predict_volume
     from DTCCore.model.checkpoint import load_model
 
-    data = args.data or _common.DEFAULT_DATA
+    data = args.data or common.DEFAULT_DATA
     if args.tiny:
         import tempfile
 
-        from train_speed import synthetic_data
+        from synthetic_la import synthetic_data
 
         tmp = Path(tempfile.mkdtemp(prefix="dtc-whole-"))
         data = args.data or synthetic_data(tmp / "data", 1, 2)
-        args.model = args.model or _common.random_model_file(tmp / "m.pt", 2, (16, 16, 16))
+        args.model = args.model or common.random_model_file(tmp / "m.pt", 2, (16, 16, 16))
     if args.model is None:
         raise SystemExit("error: pass --model MODEL (a trained model: the difference depends on the weights)")
     model, config = load_model(args.model, "cpu")
     rows = []
     # validation scans: the unlabeled pool of train.list (labels never used in training), never test.list
-    for case in _common.read_list(data, "train.list")[VALIDATION_START : VALIDATION_START + args.cases]:
-        image_path, label_path = _common.case_files(data, case)
+    for case in common.read_list(data, "train.list")[VALIDATION_START : VALIDATION_START + args.cases]:
+        image_path, label_path = common.case_files(data, case)
         image, geometry = read_image(image_path)
         truth = read_label(label_path, geometry, image.shape, 1) > 0
         preds, secs = {}, {}
@@ -74,10 +76,10 @@ def main(argv: list[str] | None = None) -> dict:
             "Dice windows vs truth", "Dice whole vs truth"]
     keys = ["case", "windows_s", "whole_s", "mean_abs_prob_diff", "max_abs_prob_diff", "label_voxels_differing",
             "dice_whole_vs_windows", "dice_windows_vs_truth", "dice_whole_vs_truth"]
-    print(_common.markdown_table(head, [[r[k] for k in keys] for r in rows]))
+    print(common.markdown_table(head, [[r[k] for k in keys] for r in rows]))
     out = {"model": str(args.model), "rows": rows}
     if args.json:
-        _common.write_json(args.json, out)
+        common.write_json(args.json, out)
     return out
 
 
