@@ -39,11 +39,11 @@ def test_train_commands_name_the_mode_its_switches_and_the_seed(tmp_path):
 
 def test_teacher_study_replays_training_batches_and_scores_teacher_and_student(tmp_path, capsys):
     cp = bench_module("copy_paste_la")
-    few = bench_module("few_label_la")
+    la_study = bench_module("la_study")
     from DTCCore.training.trainer import train
 
     data = _la_folder(tmp_path / "data")
-    manifest = few.manifest(tmp_path / "out", data, 2, True)
+    manifest = la_study.manifest(tmp_path / "out", data, 2, True)
     config = tiny_config(iterations=3, checkpoint_every=1, precise_bn_batches=0)
     config.recipe.mode, config.recipe.cp_stage1_fraction = "copy-paste-teacher", 0.4  # stage 2 from step 1
     run = tmp_path / "out" / "run"

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/li
 
 import common
 
-# the bundled model's plan (bench/studies/few_label_la.py PLAN)
+# the bundled model's plan (bench/lib/la_study.py PLAN)
 PATCH, BASE, SPACING = (48, 48, 32), 16, (2.0, 2.0, 2.0)
 SYNTHETIC_SHAPE = (96, 96, 28)  # an LA scan (576 x 576 x 88 at 0.625 mm) on the 2.0 mm grid, trimmed
 # name: (mode, recipe overrides, stage-1 fraction)

@@ -7,7 +7,7 @@
     python bench/studies/copy_paste_la.py report --labeled 4 --minutes 30 90 --seed 1337 --out DIR [--json F]
 
 Regime: the first ``--labeled`` cases of ``train.list`` labeled, the other ``80 - labeled`` unlabeled (their labels
-never used in training; bench/studies/few_label_la.py's manifests). Every arm trains on the bundled model's 2.0 mm plan
+never used in training; bench/lib/la_study.py's manifests). Every arm trains on the bundled model's 2.0 mm plan
 (48x48x32 patch, base 16, default augmentation), fp32, one torch thread and one loader process, with ``--seed``.
 Arms (``ARMS``):
 
@@ -58,8 +58,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/li
 
 import common
 import cpu_account
-import few_label_la
 import la_eval
+import la_study
 
 # (mode, extra dtc train options, cost variant of stage 1 (or the whole run), cost variant of stage 2 or None)
 ARMS = {
@@ -103,12 +103,12 @@ def regime_dir(out: Path, labeled: int, minutes: float, seed: int) -> Path:
 def train_command(arm: str, out: Path, data: Path, labeled: int, iterations: int, seed: int,
                   fraction: float) -> list[str]:
     mode, options, _, second = ARMS[arm]
-    manifest = few_label_la.manifest(out, data, labeled, with_unlabeled=mode in ("dtc", "copy-paste-teacher"))
+    manifest = la_study.manifest(out, data, labeled, with_unlabeled=mode in ("dtc", "copy-paste-teacher"))
     command = ["--mode", mode, *options, "--seed", str(seed)]
     if second is not None:
         command += ["--stage1-fraction", repr(fraction)]
     return [sys.executable, "-m", "DTCCore", "train", str(manifest), "--config",
-            str(few_label_la.fitted_config(out, iterations)), *few_label_la.PLAN, "--workers", "1", "--threads", "1",
+            str(la_study.fitted_config(out, iterations)), *la_study.PLAN, "--workers", "1", "--threads", "1",
             "--jsonl", *command]
 
 
@@ -131,7 +131,7 @@ def score(run_dir: Path, out: Path, data: Path) -> None:
     """Score a finished arm once on test.list and on the validation cases (few_label_la.py's protocol)."""
     val = out / "val.list"
     if not val.exists():
-        val.write_text("\n".join(common.read_list(data, "train.list")[-few_label_la.VALIDATION_CASES:]) + "\n")
+        val.write_text("\n".join(common.read_list(data, "train.list")[-la_study.VALIDATION_CASES:]) + "\n")
     for name, lst in (("test", "test.list"), ("val", str(val))):
         target = run_dir / f"score_{name}.json"
         if (run_dir / "model.pt").exists() and not target.exists():
@@ -293,11 +293,11 @@ def report(out: Path, labeled_list: list[int], minutes_list: list[float], seed: 
             for arm, (test, val) in scores.items():
                 if test is None:
                     continue
-                vs = few_label_la.paired(test, tests[best], "raw") if best and arm != best else None
+                vs = la_study.paired(test, tests[best], "raw") if best and arm != best else None
                 done = [json.loads(ln) for ln in (regime / arm / "log.jsonl").read_text().splitlines()
                         if '"done"' in ln]
                 cpu = cpu_account.cpu_minutes(regime / f"{arm}.cpu.jsonl")
-                summary[arm] = {"iterations": few_label_la.final_iteration(regime / arm),
+                summary[arm] = {"iterations": la_study.final_iteration(regime / arm),
                                 "cpu_minutes": cpu if cpu is not None else float("nan"),
                                 "wall_minutes": done[-1]["elapsed_s"] / 60 if done else float("nan"),
                                 "test_raw": 100 * test["mean_raw"]["dice"], "test_lcc": 100 * test["mean_lcc"]["dice"],

@@ -3,7 +3,7 @@
     python bench/studies/precision_dice.py run --out DIR [--seeds 1337 2 3] [--iterations 800] [--parallel 1]
     python bench/studies/precision_dice.py report --out DIR [--seeds ...] [--json F]
 
-The bundled model's 2.0 mm plan (``few_label_la.PLAN``), 16 labeled (the first of ``train.list``) + the
+The bundled model's 2.0 mm plan (``la_study.PLAN``), 16 labeled (the first of ``train.list``) + the
 other 64 unlabeled, DTC, ``--iterations`` with the recipe's schedule fitted to them, one torch thread and
 one loader process per run; each (seed, precision) pair is trained once (``--precision fp32`` and
 ``--precision bf16``: on a CPU with native bf16, bf16 steps whose weight gradients are not finite are redone
@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
 
 import common
-import few_label_la
+import la_study
 
 LABELED = 16  # the paper's 20 % regime and the bundled model's data
 PRECISIONS = ("fp32", "bf16")
@@ -44,8 +44,8 @@ def train_command(out: Path, data: Path, seed: int, precision: str, iterations: 
     if (folder / "model.pt").is_file():
         return None
     cmd = ["nice", "-n", "5", sys.executable, "-m", "DTCCore", "train",
-           str(few_label_la.manifest(out, data, LABELED, True)), "-o", str(folder), "--mode", "dtc",
-           "--config", str(few_label_la.fitted_config(out, iterations)), *few_label_la.PLAN,
+           str(la_study.manifest(out, data, LABELED, True)), "-o", str(folder), "--mode", "dtc",
+           "--config", str(la_study.fitted_config(out, iterations)), *la_study.PLAN,
            "--precision", precision, "--seed", str(seed), "--workers", "1", "--threads", "1", "--jsonl"]
     if any((folder / "checkpoints").glob("*.pt")):
         cmd.append("--resume")
@@ -59,7 +59,7 @@ def score(out: Path, data: Path, seed: int, precision: str) -> None:
         return
     val = out / "val.list"
     if not val.is_file():
-        val.write_text("\n".join(common.read_list(data, "train.list")[-few_label_la.VALIDATION_CASES:]) + "\n")
+        val.write_text("\n".join(common.read_list(data, "train.list")[-la_study.VALIDATION_CASES:]) + "\n")
     subprocess.run(["nice", "-n", "5", sys.executable, str(common.LIB / "la_eval.py"),
                     str(folder / "model.pt"), "--data", str(data), "--list", str(val), "--windows",
                     "--threads", "1", "--json", str(target)], check=True, stdout=subprocess.DEVNULL)
