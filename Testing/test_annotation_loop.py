@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-ARMS = ["disagreement", "random-s1", "random-s2", "labeled-only"]  # bench/studies/annotation_loop.study_arms([1, 2])
+ARMS = ["disagreement", "random-s1", "random-s2", "labeled-only"]  # bench/lib/annotation_layout.study_arms([1, 2])
 K, ROUNDS, INITIAL = 2, 2, 4  # the smoke: k, rounds, labeled at the start
 TEST_CASES = 2  # the smoke's test scans
 SMOKE_FINETUNE = 4  # bench/studies/annotation_loop.SMOKE_FINETUNE: iterations of a DTC fine-tune in the smoke
-# bench/studies/few_label_la.EQUAL_TIME_RATIO (measured): labeled-only iterations per DTC iteration
+# bench/lib/la_study.EQUAL_TIME_RATIO (measured): labeled-only iterations per DTC iteration
 EQUAL_TIME_RATIO = 1.9
 # One thread per process: on a busy 2-core machine OpenMP threads of several tiny processes spin-wait for each
 # other (see test_bench_smoke.ONE_THREAD).

@@ -20,11 +20,11 @@ scans (``bench/lib/la_eval.py``, windows, native grid). Arms (the first model is
 - ``labeled-only``: the disagreement arm's picks, fine-tunes on the labeled scans only (``--mode seg``).
 
 Every training runs as ``nice 5 python -m DTCCore train`` on the 2.0 mm plan of the bundled model
-(``few_label_la.PLAN``), one torch thread and one loader process; the arms of a round train at once
+(``la_study.PLAN``), one torch thread and one loader process; the arms of a round train at once
 (``--parallel``, default all), so give the run one free core per arm. Budgets are minutes (``--time-limit``,
 what the panel's *Train for* does) or, with ``--initial-iterations`` / ``--finetune-iterations``, iterations
-with the recipe's schedule fitted to them (``few_label_la.fitted_config``): the same result whatever else
-loads the machine; a labeled-only fine-tune then gets ``few_label_la.EQUAL_TIME_RATIO`` x the iterations (its
+with the recipe's schedule fitted to them (``la_study.fitted_config``): the same result whatever else
+loads the machine; a labeled-only fine-tune then gets ``la_study.EQUAL_TIME_RATIO`` x the iterations (its
 step has half the crops: equal CPU time). Resumable: every stage writes its
 output under ``--out`` (``<arm>/round_<r>/``: ``picks.json``, ``manifest.json``, ``run/model.pt``,
 ``score_test.json``, ``timing.json``); a stage whose output exists is skipped, a training with
@@ -46,15 +46,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
 
+import annotation_loop_report
 import common
-import few_label_la
+import la_study
+from annotation_layout import (
+    INITIAL_LABELED,
+    Arm,
+    Study,
+    labeled_cases,
+    load_study,
+    model_path,
+    round_dir,
+    save_or_check_study,
+    train_cases,
+)
 
 sys.path.insert(0, str(common.REPO / "DTCSegmentation"))  # the panel's job classes (they never import slicer)
 
@@ -62,7 +73,6 @@ from DTCCore.protocol import EVENT_KEY, Event, JobState  # noqa: E402
 from DTCCore.training.runlog import read_log  # noqa: E402
 from DTCSegmentationLib.rankjob import RankJob  # noqa: E402
 
-INITIAL_LABELED = 4  # issue 24: the first 4 of train.list labeled, the other 76 unlabeled
 K = 2  # issue 24: cases "corrected" per round
 ROUNDS = 6  # issue 24: 4 -> 16 labeled
 RANDOM_SEEDS = (1, 2)  # issue 24: at least 2 random seeds, the spread shown
@@ -76,86 +86,12 @@ FINETUNE_MINUTES = 8.0
 RANK_TIMEOUT_S = 3600.0  # our bound for one ranking of 76 scans (about 3 s a scan on one core)
 NICE = "5"  # few_label_la.train_command's niceness, for the scoring too: the study yields to interactive work
 # --smoke: 10 synthetic train cases (4 labeled, 6 unlabeled), 2 test cases, 2 rounds, a tiny network (base 2,
-# 16^3 patch, the scans' own grid, no loader process: options given last override few_label_la.PLAN's) and a
+# 16^3 patch, the scans' own grid, no loader process: options given last override la_study.PLAN's) and a
 # few iterations with the schedule fitted (no BatchNorm pass at the end): the structure of the study in about
 # 150 CPU seconds (bench/lib/synthetic_la.synthetic_data).
 SMOKE_TRAIN, SMOKE_TEST, SMOKE_ROUNDS = 10, 2, 2
 SMOKE_PLAN = ["--spacing", "native", "--patch", "16", "16", "16", "--base-filters", "2", "--workers", "0"]
 SMOKE_INITIAL, SMOKE_FINETUNE = {"iterations": 8}, {"iterations": 4}
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One way of running the loop: how it picks (``rank`` | ``random`` | ``follow``) and trains (``--mode``)."""
-
-    name: str
-    picker: str
-    mode: str
-    seed: int = 0
-
-
-def study_arms(seeds: list[int]) -> list[Arm]:
-    """The arms, in the order a round runs them (the ranking arm first: ``follow`` copies its picks)."""
-    return ([Arm("disagreement", "rank", "dtc")] + [Arm(f"random-s{s}", "random", "dtc", s) for s in seeds]
-            + [Arm("labeled-only", "follow", "seg")])
-
-
-@dataclass
-class Study:
-    """The settings of one study folder, stored in ``<out>/study.json`` (a rerun must use the same)."""
-
-    data: str
-    rounds: int
-    k: int
-    seeds: list
-    initial_budget: dict  # {"minutes": M} (--time-limit) or {"iterations": N} (schedule fitted to N)
-    finetune_budget: dict
-    train_args: list = field(default_factory=list)  # last on the line: plan overrides (smoke), --precision...
-
-    @property
-    def arms(self) -> list[Arm]:
-        return study_arms(self.seeds)
-
-
-def load_study(out: Path) -> Study:
-    path = out / "study.json"
-    if not path.is_file():
-        raise SystemExit(f"error: {path} not found; run 'annotation_loop.py run --out {out}' first")
-    return Study(**json.loads(path.read_text()))
-
-
-def save_or_check_study(out: Path, study: Study) -> None:
-    """Write ``study.json`` once; a later run with other settings is refused (it would mix two studies)."""
-    path = out / "study.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        if old != asdict(study):
-            diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in asdict(study).items() if old.get(k) != v)
-            raise SystemExit(f"error: {out} holds a study with other settings ({diff}); "
-                             "use the same options or another --out folder")
-    else:
-        common.write_json(path, asdict(study))
-
-
-# ---- where everything lives ----
-def round_dir(out: Path, arm: Arm | None, r: int) -> Path:
-    """Stage folder of round ``r`` of ``arm`` (round 0 is the shared first model: ``<out>/initial``)."""
-    return out / "initial" if r == 0 else out / arm.name / f"round_{r}"
-
-
-def model_path(out: Path, arm: Arm | None, r: int) -> Path:
-    return round_dir(out, arm, r) / "run" / "model.pt"
-
-
-def labeled_cases(out: Path, study: Study, arm: Arm | None, r: int) -> list[str]:
-    """Labeled case names after round ``r`` (round 0: the first INITIAL_LABELED of train.list)."""
-    if r == 0:
-        return train_cases(study)[:INITIAL_LABELED]
-    return json.loads((round_dir(out, arm, r) / "picks.json").read_text())["labeled"]
-
-
-def train_cases(study: Study) -> list[str]:
-    return common.read_list(Path(study.data), "train.list")
 
 
 def update_timing(folder: Path, stage: str, record: dict) -> None:
@@ -238,7 +174,7 @@ def budget_args(out: Path, budget: dict) -> list[str]:
     """``dtc train`` options of a budget: ``--time-limit M``, or a config with the schedule fitted to N iterations."""
     if "minutes" in budget:
         return ["--time-limit", f"{float(budget['minutes']):g}"]
-    return ["--config", str(few_label_la.fitted_config(out, int(budget["iterations"])))]
+    return ["--config", str(la_study.fitted_config(out, int(budget["iterations"])))]
 
 
 def train_command(run_dir: Path, manifest: Path, mode: str, budget: list[str], init: Path | None,
@@ -246,7 +182,7 @@ def train_command(run_dir: Path, manifest: Path, mode: str, budget: list[str], i
     """``nice 5 python -m DTCCore train`` on the bundled model's plan, one thread, one loader; ``--resume``
     when the run has checkpoints."""
     cmd = ["nice", "-n", NICE, sys.executable, "-m", "DTCCore", "train", str(manifest), "-o", str(run_dir),
-           "--mode", mode, *few_label_la.PLAN, *budget, "--workers", "1", "--threads", "1", "--jsonl", *extra]
+           "--mode", mode, *la_study.PLAN, *budget, "--workers", "1", "--threads", "1", "--jsonl", *extra]
     if init is not None:
         cmd += ["--init-from", str(init)]
     if any((run_dir / "checkpoints").glob("*.pt")):
@@ -270,7 +206,7 @@ def train_stage(out: Path, study: Study, arm: Arm | None, r: int) -> tuple | Non
         picks = json.loads((folder / "picks.json").read_text())
         labeled, mode, budget, init = picks["labeled"], arm.mode, study.finetune_budget, model_path(out, arm, r - 1)
         if arm.mode == "seg" and "iterations" in budget:  # equal CPU time: a labeled-only step has half the crops
-            budget = {"iterations": round(few_label_la.EQUAL_TIME_RATIO * int(budget["iterations"]))}
+            budget = {"iterations": round(la_study.EQUAL_TIME_RATIO * int(budget["iterations"]))}
         unlabeled = picks["unlabeled"] if arm.mode == "dtc" else []
     folder.mkdir(parents=True, exist_ok=True)
     manifest = write_manifest(folder, data, labeled, unlabeled)
@@ -397,8 +333,6 @@ def main(argv: list[str] | None = None) -> None:
         args.out = Path(tempfile.mkdtemp(prefix="dtc-annotation-loop-"))
     args.out = args.out.absolute()
     args.out.mkdir(parents=True, exist_ok=True)
-    import annotation_loop_report
-
     if args.action == "report":
         annotation_loop_report.main(args.out, load_study(args.out), args.markdown, args.json, args.plot)
         return

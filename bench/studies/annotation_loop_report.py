@@ -22,7 +22,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
 
 import common
-import few_label_la
+import la_study
+from annotation_layout import INITIAL_LABELED, round_dir
 
 NOISE_SE = 2.0  # our threshold: a change beyond 2 standard errors (~95 %) is more than noise
 # Points between two training seeds of one fine-tune on the same data and model (the study's round 6 of the
@@ -39,8 +40,6 @@ def _json(path: Path) -> dict | None:
 
 def collect(out: Path, study) -> dict:
     """Per arm name: the finished rounds in order, each {round, labeled, dice, dice_raw, minutes, cumulative, ...}."""
-    from annotation_loop import INITIAL_LABELED, round_dir
-
     first = _json(round_dir(out, None, 0) / "score_test.json")
     timing0 = _json(round_dir(out, None, 0) / "timing.json") or {}
     if first is None:
@@ -63,7 +62,7 @@ def collect(out: Path, study) -> dict:
             row["dice"] = 100 * row["score"]["mean_lcc"]["dice"]
             row["dice_raw"] = 100 * row["score"]["mean_raw"]["dice"]
         for prev, row in zip(rows, rows[1:]):
-            change = few_label_la.paired(row["score"], prev["score"], "lcc")
+            change = la_study.paired(row["score"], prev["score"], "lcc")
             change["se"] = float(np.std(change["diffs"], ddof=1) / np.sqrt(len(change["diffs"])))
             row["change"] = change
         result[arm.name] = rows
