@@ -1,6 +1,6 @@
 """Best per-class Dice a model working on a coarser grid could reach on ACDC (labels only, no network).
 
-    python bench/studies/acdc_grid_bound.py --data ../shared/data/acdc --list val.list \
+    python bench/studies/acdc_grid_bound.py --data ../shared/data/acdc --list val.list
         --spacing 2 2 1 --spacing 1.5 1.5 1
 
 Each label map goes to the coarse grid through its per-class signed distances (DTCCore.data.resample, as

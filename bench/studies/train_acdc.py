@@ -1,8 +1,8 @@
 """ACDC multi-class benchmark: DTC vs labeled-only at the same time budget, per-class test metrics.
 
-    python bench/studies/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode dtc --minutes 40 \
+    python bench/studies/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode dtc --minutes 40
         --json dtc.json
-    python bench/studies/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode seg --minutes 40 \
+    python bench/studies/train_acdc.py --data ../shared/data/acdc --out /tmp/acdc --mode seg --minutes 40
         --json seg.json
     python bench/studies/train_acdc.py --data ../shared/data/acdc --assess dtc.json
     python bench/studies/train_acdc.py --table dtc.json seg.json [--markdown table.md]   # two: also paired by patient
