@@ -9,7 +9,8 @@ on the unmutated code elsewhere in this suite, which is the baseline ``bench/rel
 
 All 16 mutants run, each on the narrowest tests that catch it: 75 s of CPU for the file (user + sys, most
 of it each child's imports of torch and slicer; the slowest mutant, lr-of-next-iteration, trains a few
-iterations), 148 s of wall time on a 2-core machine shared at load 7 (measured; bench/RESULTS.md, "Mutants").
+iterations), 148 s of wall time on a 2-core machine shared at load 7 (measured; bench/results/reliability.md,
+"Mutants").
 Marked ``mutants``: ``-m "not mutants"`` leaves them out of a quick local run.
 """
 

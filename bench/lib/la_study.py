@@ -16,7 +16,7 @@ import common
 PLAN = ["--spacing", "2.0", "--patch", "48", "48", "32", "--base-filters", "16"]  # the bundled model's plan
 VALIDATION_CASES = 8  # the last 8 of train.list, as in the spacing sweep and the default model's choices
 # Labeled-only iterations that take the time of one DTC iteration on this plan, 1 thread each, run side by
-# side on the 2-core VM (bench/RESULTS.md, "The default LA model"): 1995 / 1007, 1093 / 580 and 5660 / 3098
+# side on the 2-core VM (bench/results/la-model.md, "The default LA model"): 1995 / 1007, 1093 / 580 and 5660 / 3098
 # in the three equal-time stages -> 1.98, 1.88, 1.83; mean 1.90. A DTC step has 4 crops, labeled-only 2.
 EQUAL_TIME_RATIO = 1.9
 

@@ -78,10 +78,10 @@ ROUNDS = 6  # issue 24: 4 -> 16 labeled
 RANDOM_SEEDS = (1, 2)  # issue 24: at least 2 random seeds, the spread shown
 # The first model's budget, our choice: under a quarter of the bundled model's 134 minutes, so that with the
 # fine-tunes the loop stays far below it; ~1,700 iterations at the 1.03 s per DTC iteration of this plan on a
-# quiet core (bench/RESULTS.md, the default LA model, stage 3: 3098 iterations in 53 min).
+# quiet core (bench/results/la-model.md, the default LA model, stage 3: 3098 iterations in 53 min).
 INITIAL_MINUTES = 30.0
 # A round's fine-tune: issue 24 asks for 8-10 CPU minutes; the lower end keeps the loop's training at
-# 30 + 6 x 8 = 78 minutes, against the 134 minutes of the bundled model (RESULTS.md, 88.06 % at 16 labeled).
+# 30 + 6 x 8 = 78 minutes, against the 134 minutes of the bundled model (bench/results/la-model.md, 88.06 %).
 FINETUNE_MINUTES = 8.0
 RANK_TIMEOUT_S = 3600.0  # our bound for one ranking of 76 scans (about 3 s a scan on one core)
 NICE = "5"  # few_label_la.train_command's niceness, for the scoring too: the study yields to interactive work

@@ -27,10 +27,10 @@ from annotation_layout import INITIAL_LABELED, round_dir
 
 NOISE_SE = 2.0  # our threshold: a change beyond 2 standard errors (~95 %) is more than noise
 # Points between two training seeds of one fine-tune on the same data and model (the study's round 6 of the
-# disagreement arm, seeds 1337 and 2: 86.58 and 87.30 %, bench/RESULTS.md): one pair, a rough standard deviation
-# of a round's change from the fine-tune's randomness alone, which the per-case SE does not see.
+# disagreement arm, seeds 1337 and 2: 86.58 and 87.30 %, bench/results/annotation-loop.md): one pair, a rough
+# standard deviation of a round's change from the fine-tune's randomness alone, which the per-case SE does not see.
 SEED_NOISE = 0.72
-BUNDLED = (16, 134.0, 88.06)  # the bundled model: labeled scans, CPU minutes, test Dice % (bench/RESULTS.md)
+BUNDLED = (16, 134.0, 88.06)  # the bundled model: labeled scans, CPU minutes, test Dice % (bench/results/la-model.md)
 GOAL_GAIN, GOAL_DICE = 1.0, 87.0  # issue 24: disagreement beats random by >= 1 point; >= 87 % at 16 labeled
 
 

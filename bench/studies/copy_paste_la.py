@@ -74,13 +74,13 @@ ARMS = {
 }
 DEFAULT_ARMS = ("seg", "copy-paste", "dtc", "cpt", "cpt_nocons")
 LABELED_ONLY_ARMS = ("seg", "copy-paste")
-# CPU seconds per step (trainer + its loader process) on the LA 2.0 mm plan, one thread, fp32, this project's
-# 2-core VM. seg and dtc: the 4-labeled few-label study's process-monitored totals (bench/RESULTS.md, "Few labels
+# CPU seconds per step (trainer + its loader process) on the LA 2.0 mm plan, one thread, fp32, this project's 2-core
+# VM. seg and dtc: the 4-labeled few-label study's process-monitored totals (bench/results/few-labels.md, "Few labels
 # on LA: 4 labeled": 1900 seg iterations in 16.7 CPU min, 1000 dtc iterations in 16.6), the cleanest we have. The
-# copy-paste variants: their cost relative to seg from bench/speed/mode_step_cost.py (--steps 8, 2026-12-07: copy-paste
-# 0.874 x seg, teacher stage 1 0.871 x, stage 2 1.223 x, without consistency 1.181 x, BCP's own 1.106 x; measured
-# side by side on a loaded machine, so each ratio is noisy by up to 20 %), times seg's cost. A study records the
-# CPU seconds each arm really used (bench/lib/cpu_account.py) and reports them beside its Dice.
+# copy-paste variants: their cost relative to seg from bench/speed/mode_step_cost.py (--steps 8, 2026-12-07:
+# copy-paste 0.874 x seg, teacher stage 1 0.871 x, stage 2 1.223 x, without consistency 1.181 x, BCP's own 1.106 x;
+# measured side by side on a loaded machine, so each ratio is noisy by up to 20 %), times seg's cost. A study records
+# the CPU seconds each arm really used (bench/lib/cpu_account.py) and reports them beside its Dice.
 SEG_STEP_SECONDS = 16.7 * 60 / 1900
 STEP_SECONDS = {
     "seg": SEG_STEP_SECONDS, "dtc": 16.6 * 60 / 1000, "copy-paste-bcp": 0.874 * SEG_STEP_SECONDS,

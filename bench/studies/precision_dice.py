@@ -30,8 +30,8 @@ import la_study
 
 LABELED = 16  # the paper's 20 % regime and the bundled model's data
 PRECISIONS = ("fp32", "bf16")
-SEEDS = (1337, 2, 3)  # 1337 is the trainer's default (bench/RESULTS.md's first fp32/bf16 pair used it)
-ITERATIONS = 800  # the first pair's budget (RESULTS.md, "Precision on a CPU with native bf16")
+SEEDS = (1337, 2, 3)  # 1337 is the trainer's default (bench/results/precision.md: the first fp32/bf16 pair used it)
+ITERATIONS = 800  # the first pair's budget (bench/results/precision.md, "native bf16")
 
 
 def run_dir(out: Path, seed: int, precision: str) -> Path:
