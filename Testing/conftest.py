@@ -20,12 +20,18 @@ SAMPLE_LABEL = REPO / "DTCCore" / "sample" / "la_sample_label.nrrd"
 
 
 def bench_module(name: str) -> ModuleType:
-    """Import ``bench/<name>.py`` as the bench scripts run (their folder first on sys.path, for ``_common``)."""
-    sys.path.insert(0, str(REPO / "bench"))
+    """Import the bench script or helper ``bench/<group>/<name>.py`` (whichever group folder holds it) as the
+    scripts run: ``bench/lib`` (``common``, ``la_eval``...) and the script's own folder first on sys.path."""
+    found = sorted((REPO / "bench").glob(f"*/{name}.py"))
+    if len(found) != 1:
+        raise LookupError(f"bench/*/{name}.py matches {[str(f) for f in found]}; name one bench script")
+    folders = [str(REPO / "bench" / "lib"), str(found[0].parent)]
+    sys.path[:0] = folders
     try:
         return importlib.import_module(name)
     finally:
-        sys.path.remove(str(REPO / "bench"))
+        for folder in folders:
+            sys.path.remove(folder)
 
 
 BLOB_SHAPE = (40, 36, 24)  # small enough for CPU tests; not a multiple of the patch on purpose

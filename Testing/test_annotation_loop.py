@@ -1,4 +1,4 @@
-"""The annotation-loop study (bench/annotation_loop.py, issue 24) at smoke scale, run as a user runs it.
+"""The annotation-loop study (bench/studies/annotation_loop.py, issue 24) at smoke scale, run as a user runs it.
 
 One ``--smoke`` study (synthetic scans it makes itself, never ../shared: 4 labeled, 6 unlabeled, 2 test,
 2 rounds of k = 2, a tiny network) is run once for the module; the tests read what it wrote: the tables,
@@ -19,18 +19,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-ARMS = ["disagreement", "random-s1", "random-s2", "labeled-only"]  # bench/annotation_loop.study_arms([1, 2])
+ARMS = ["disagreement", "random-s1", "random-s2", "labeled-only"]  # bench/lib/annotation_layout.study_arms([1, 2])
 K, ROUNDS, INITIAL = 2, 2, 4  # the smoke: k, rounds, labeled at the start
 TEST_CASES = 2  # the smoke's test scans
-SMOKE_FINETUNE = 4  # bench/annotation_loop.SMOKE_FINETUNE: iterations of a DTC fine-tune in the smoke
-EQUAL_TIME_RATIO = 1.9  # bench/few_label_la.EQUAL_TIME_RATIO (measured): labeled-only iterations per DTC iteration
+SMOKE_FINETUNE = 4  # bench/studies/annotation_loop.SMOKE_FINETUNE: iterations of a DTC fine-tune in the smoke
+# bench/lib/la_study.EQUAL_TIME_RATIO (measured): labeled-only iterations per DTC iteration
+EQUAL_TIME_RATIO = 1.9
 # One thread per process: on a busy 2-core machine OpenMP threads of several tiny processes spin-wait for each
 # other (see test_bench_smoke.ONE_THREAD).
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def smoke(out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "bench/annotation_loop.py", "--smoke", "--out", str(out), *extra],
+    proc = subprocess.run([sys.executable, "bench/studies/annotation_loop.py", "--smoke", "--out", str(out), *extra],
                           cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, **ONE_THREAD})
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Smoke test of bench/train_acdc.py on a synthetic ACDC-like folder (3 nested classes), --tiny scale."""
+"""Smoke test of bench/studies/train_acdc.py on a synthetic ACDC-like folder (3 nested classes), --tiny scale."""
 
 from __future__ import annotations
 
@@ -171,12 +171,12 @@ def test_minutes_zero_runs_exact_iterations_with_the_fitted_schedule():
 
 
 def test_device_acdc_script_ships_both_models_scored_back_here(tmp_path):
-    """bench/device_acdc.sh as a CPU smoke run: both modes train, ship as fp16 parts with relative result
+    """bench/gpu/device_acdc.sh as a CPU smoke run: both modes train, ship as fp16 parts with relative result
     JSONs, and, reassembled elsewhere, score with --assess and compare with --table."""
     data, out = _acdc_like(tmp_path / "acdc"), tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DEVICE": "cpu", "EXTRA": "--tiny", "WORKERS": "0",
            "DATA": str(data), "OUT": str(out)}
-    proc = subprocess.run(["bash", "bench/device_acdc.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+    proc = subprocess.run(["bash", "bench/gpu/device_acdc.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and "done" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     with tarfile.open(out / "results.tar.gz") as tar:

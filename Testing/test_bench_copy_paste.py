@@ -1,5 +1,6 @@
-"""bench/copy_paste_la.py: equal-CPU budgets per arm, its dtc train command lines, and the teacher study's replay
-of training batches (the replayed crops must be the training batch's) on a tiny copy-paste-teacher run."""
+"""bench/studies/copy_paste_la.py: equal-CPU budgets per arm, its dtc train command lines, and the teacher
+study's replay of training batches (the replayed crops must be the training batch's) on a tiny copy-paste-teacher
+run."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from conftest import bench_module, tiny_config
 
 
 def _la_folder(folder):
-    """bench/train_speed.py's synthetic LA2018-like folder: 4 training cases (2 labeled + 2 unlabeled), 1 test."""
-    return bench_module("train_speed").synthetic_data(folder, n_train=4, n_test=1)
+    """bench/lib/synthetic_la.py's LA2018-like folder: 4 training cases (2 labeled + 2 unlabeled), 1 test."""
+    return bench_module("synthetic_la").synthetic_data(folder, n_train=4, n_test=1)
 
 
 def test_arm_budgets_are_minutes_over_the_cost_of_a_step():
@@ -38,11 +39,11 @@ def test_train_commands_name_the_mode_its_switches_and_the_seed(tmp_path):
 
 def test_teacher_study_replays_training_batches_and_scores_teacher_and_student(tmp_path, capsys):
     cp = bench_module("copy_paste_la")
-    few = bench_module("few_label_la")
+    la_study = bench_module("la_study")
     from DTCCore.training.trainer import train
 
     data = _la_folder(tmp_path / "data")
-    manifest = few.manifest(tmp_path / "out", data, 2, True)
+    manifest = la_study.manifest(tmp_path / "out", data, 2, True)
     config = tiny_config(iterations=3, checkpoint_every=1, precise_bn_batches=0)
     config.recipe.mode, config.recipe.cp_stage1_fraction = "copy-paste-teacher", 0.4  # stage 2 from step 1
     run = tmp_path / "out" / "run"
@@ -60,7 +61,7 @@ def test_teacher_study_replays_training_batches_and_scores_teacher_and_student(t
 
 
 def test_cpu_ledger_counts_the_command_and_the_processes_it_waited_for(tmp_path):
-    """bench/cpu_account.py: a command whose child process burns CPU; the ledger's seconds cover both (each
+    """bench/lib/cpu_account.py: a command whose child process burns CPU; the ledger's seconds cover both (each
     reports its own process_time, the oracle), segments add up, and the exit status passes through."""
     import subprocess
     import sys
@@ -75,7 +76,7 @@ def test_cpu_ledger_counts_the_command_and_the_processes_it_waited_for(tmp_path)
               "sys.exit(3)")
     ledger = tmp_path / "arm.cpu.jsonl"
     for _ in range(2):
-        code = subprocess.run([sys.executable, str(REPO / "bench" / "cpu_account.py"), str(ledger), "--",
+        code = subprocess.run([sys.executable, str(REPO / "bench" / "lib" / "cpu_account.py"), str(ledger), "--",
                                sys.executable, "-c", parent]).returncode
         assert code == 3
     rows = [json.loads(line) for line in ledger.read_text().splitlines()]

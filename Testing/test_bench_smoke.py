@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_SHAPE = (40, 36, 24)  # synthetic volume of the --tiny benches (bench/train_speed.synthetic_data)
+TINY_SHAPE = (40, 36, 24)  # synthetic volume of the --tiny benches (bench/lib/synthetic_la.synthetic_data)
 # One thread per process: on a busy 2-core machine two OpenMP threads per tiny process spin-wait for each
 # other and run ~4x slower (our measurement: reproduce_la.py --tiny 103 s -> 25 s at load average 6).
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -38,7 +38,7 @@ def windows(shape, patch, stride) -> int:
 
 def test_speed_cpu_mode_reports_every_method(tmp_path):
     out = tmp_path / "speed.json"
-    proc = run([sys.executable, "bench/speed.py", "--cpu", "--tiny", "--json", str(out)], tmp_path)
+    proc = run([sys.executable, "bench/speed/speed.py", "--cpu", "--tiny", "--json", str(out)], tmp_path)
     data = json.loads(out.read_text())
     rows = {r["method"]: r for r in data["results"]}
     assert set(rows) == {"ours", "ours-whole", "monai", "reference"}
@@ -55,7 +55,7 @@ def test_speed_cpu_mode_reports_every_method(tmp_path):
 
 def test_speed_gpu_mode_logic_and_training_bench_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.json"
-    run([sys.executable, "bench/speed.py", "--tiny", "--device", "cpu", "--train", "--json", str(out)], tmp_path)
+    run([sys.executable, "bench/speed/speed.py", "--tiny", "--device", "cpu", "--train", "--json", str(out)], tmp_path)
     data = json.loads(out.read_text())
     rows = {r["method"]: r for r in data["volumes"]["x".join(map(str, TINY_SHAPE))]}
     assert {"ours fp32", "monai fp32", "reference fp32"} <= set(rows)
@@ -70,7 +70,7 @@ def test_speed_gpu_mode_logic_and_training_bench_on_the_cpu(tmp_path):
 def test_reproduce_la_trains_evaluates_and_prints_the_paper_table(tmp_path):
     out = tmp_path / "repro.json"
     md = tmp_path / "repro.md"
-    run([sys.executable, "bench/reproduce_la.py", "--tiny", "--out", str(tmp_path / "run"), "--json", str(out),
+    run([sys.executable, "bench/studies/reproduce_la.py", "--tiny", "--out", str(tmp_path / "run"), "--json", str(out),
          "--markdown", str(md)], tmp_path)
     data = json.loads(out.read_text())
     assert data["training"]["iterations"] == 4 and data["labeled"] == 2 and data["unlabeled"] == 1
@@ -115,7 +115,7 @@ def test_reproduce_la_trains_evaluates_and_prints_the_paper_table(tmp_path):
 
 def test_device_run_script_ships_a_loadable_fp16_model(tmp_path):
     out = tmp_path / "out"
-    run(["bash", "bench/device_run.sh"], tmp_path,
+    run(["bash", "bench/gpu/device_run.sh"], tmp_path,
         env={"DEVICE": "cpu", "EXTRA": "--tiny", "OUT": str(out), "SKIP_SPEED": "1", "DATA": str(tmp_path / "none")})
     parts = sorted(out.glob("model_fp16.pt.part-*"))
     assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)

@@ -104,7 +104,7 @@ def test_old_name_of_test_time_augmentation_is_read_as_tta():
 
 def test_the_bundled_model_loads_with_its_stored_test_time_augmentation():
     """The bundled model predates the name tta: its checkpoint stores infer.mirror, and its card (default.json,
-    written by bench/make_default_model.py) says test-time mirroring is on. Loaded, the setting survives."""
+    written by bench/shipping/make_default_model.py) says test-time mirroring is on. Loaded, the setting survives."""
     from DTCCore.model.checkpoint import load_checkpoint
     from DTCCore.protocol import DEFAULT_MODEL
 

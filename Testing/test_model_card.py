@@ -1,7 +1,7 @@
 """The bundled model's card, ``dtc info`` and the README state what ``dtc segment`` gives with the shipped settings.
 
 The card's test numbers were measured with ``dtc segment`` (no option) and ``dtc evaluate`` on the 20 LA
-test scans (bench/RESULTS.md, 2026-12-04); these tests cannot read that data, so they tie the card to the
+test scans (bench/results/la-model.md, 2026-12-04); these tests cannot read that data, so they tie the card to the
 shipped model: its post-processing is the one the card was scored with and the one chosen on validation,
 and every place a user reads the test Dice shows the card's number.
 """

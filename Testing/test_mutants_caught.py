@@ -1,14 +1,16 @@
-"""The hand-made mutants of ``bench/mutants.py`` run in CI: each plausible bug must make its named tests fail.
+"""The hand-made mutants of ``bench/reliability/mutants.py`` run in CI: each plausible bug must make its named
+tests fail.
 
 The repository (``git ls-files``, as in the working tree) is copied once to a temporary folder; each mutant
 is applied there (never in place), its tests run with ``pytest -q -x`` in a child process that imports the
 copy, and the file is put back. Only pytest's "tests failed" status counts: a mutant that breaks collection
 or selects no test fails here as an error, so does one whose tests pass (MISSED). The tests themselves pass
-on the unmutated code elsewhere in this suite, which is the baseline ``bench/mutants.py`` runs first.
+on the unmutated code elsewhere in this suite, which is the baseline ``bench/reliability/mutants.py`` runs first.
 
 All 16 mutants run, each on the narrowest tests that catch it: 75 s of CPU for the file (user + sys, most
 of it each child's imports of torch and slicer; the slowest mutant, lr-of-next-iteration, trains a few
-iterations), 148 s of wall time on a 2-core machine shared at load 7 (measured; bench/RESULTS.md, "Mutants").
+iterations), 148 s of wall time on a 2-core machine shared at load 7 (measured; bench/results/reliability.md,
+"Mutants").
 Marked ``mutants``: ``-m "not mutants"`` leaves them out of a quick local run.
 """
 

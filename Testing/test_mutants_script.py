@@ -1,5 +1,5 @@
-"""``bench/mutants.py --check``: every hand-made mutant still names a snippet that is in the code exactly once
-(a changed line must update its mutant, not silently retire it). test_mutants_caught.py runs them."""
+"""``bench/reliability/mutants.py --check``: every hand-made mutant still names a snippet that is in the code
+exactly once (a changed line must update its mutant, not silently retire it). test_mutants_caught.py runs them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from conftest import REPO, bench_module
 
 
 def test_every_mutant_snippet_is_in_the_code_once():
-    proc = subprocess.run([sys.executable, "bench/mutants.py", "--check"], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run([sys.executable, "bench/reliability/mutants.py", "--check"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) >= 6 and all(line.split()[-1] == "ok" for line in lines), proc.stdout

@@ -35,7 +35,7 @@ from DTCCore.model.network import build_network
 from DTCCore.training.runlog import read_log
 from DTCCore.training.trainer import train
 
-KILL_MOMENTS = 2  # 1 SIGTERM + 1 SIGKILL (suite time); the bench (bench/reliability_soak.py) does 50
+KILL_MOMENTS = 2  # 1 SIGTERM + 1 SIGKILL (suite time); the bench (bench/reliability/reliability_soak.py) does 50
 
 
 def _mount(args: list[str], allowed: bool = True) -> bool:

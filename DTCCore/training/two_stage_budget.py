@@ -20,7 +20,7 @@ from ..config import DTCConfig
 from .schedule import CALIBRATION_ITERATIONS, CALIBRATION_SKIP, REFIT_BEFORE, fit_schedule
 
 # Seconds of a stage-2 step over a stage-1 step: 1.40 and 1.34 measured (CPU time, 8 and 4 steps) with
-# bench/mode_step_cost.py on the 2.0 mm LA plan (48x48x32, base 16), one thread, level set and consistency on
+# bench/speed/mode_step_cost.py on the 2.0 mm LA plan (48x48x32, base 16), one thread, level set and consistency on
 # (bench/RESULTS.md, "Cost per step of every mode"). Only a first guess: the run re-times stage 2 itself.
 STAGE2_COST_RATIO = 1.4
 

@@ -19,7 +19,7 @@ from typing import Any
 from DTCCore.runtime.threads import available_cores
 
 # A fine-tune leaves a quarter of the cores, at least one, to the short jobs (our choice). Our measurement
-# (bench/two_jobs.py, bench/RESULTS.md "Two jobs at once"): on 2 cores, a Segment beside a fine-tune at
+# (bench/speed/two_jobs.py, bench/RESULTS.md "Two jobs at once"): on 2 cores, a Segment beside a fine-tune at
 # default threads took 1.9x as long as with this split (1 thread each), and the 1-thread fine-tune ran
 # no slower than a 2-thread one, alone or beside the Segment.
 RESERVED_SHARE = 4

@@ -47,7 +47,7 @@ AUGMENT_FROM_MODEL = "model's own"  # fine-tune: keep the starting model's augme
 # one owner; only the run's length is the panel's own: a laptop user asks for minutes, not the recipe's 6000.
 _RECIPE = DTCConfig()
 # "Train for" by default (0 = off: use iterations); the schedule is fitted to what fits. The annotation-loop study
-# (bench/annotation_loop.py, bench/RESULTS.md) fine-tuned 500 iterations after every 2 corrections and went from
+# (bench/studies/annotation_loop.py, bench/RESULTS.md) fine-tuned 500 iterations after every 2 corrections and went from
 # 74.5 to 87.4 % Dice in 5 rounds; 500 iterations take 8.6 minutes on one core in fp32 (1.03 s each, the bundled
 # model's plan), so 10 minutes give at least that on any computer with a core free for it.
 FINETUNE_MINUTES = 10

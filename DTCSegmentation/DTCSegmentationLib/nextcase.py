@@ -21,7 +21,7 @@ SCORE_TOOLTIP = ("Mean disagreement between the segmentation and the level-set h
                  "Higher: the model is less sure of this scan, so correcting it teaches the model more.")
 
 
-# Scans to correct before the next fine-tune: the annotation-loop study's k (bench/annotation_loop.py, issue 24;
+# Scans to correct before the next fine-tune: the annotation-loop study's k (bench/studies/annotation_loop.py, issue 24;
 # bench/RESULTS.md, "The annotation loop"), where each round of 2 corrections and a short fine-tune gained.
 SUGGESTED_PER_ROUND = 2
 

@@ -1,0 +1,387 @@
+"""The copy-paste teacher (BCP + DTC) against labeled-only, copy-paste labeled-only and DTC on LA, at equal CPU time.
+
+    python bench/studies/copy_paste_la.py run --labeled 4 --minutes 30 90 --seed 1337 --out DIR [--arms ...] [--jobs 2]
+                                              [--costs mode_step_cost.json] [--stage1-fraction F]
+    python bench/studies/copy_paste_la.py teacher --labeled 4 --minutes 90 --seed 1337 --out DIR
+        [--cases 20] [--replay 8]
+    python bench/studies/copy_paste_la.py report --labeled 4 --minutes 30 90 --seed 1337 --out DIR [--json F]
+
+Regime: the first ``--labeled`` cases of ``train.list`` labeled, the other ``80 - labeled`` unlabeled (their labels
+never used in training; bench/lib/la_study.py's manifests). Every arm trains on the bundled model's 2.0 mm plan
+(48x48x32 patch, base 16, default augmentation), fp32, one torch thread and one loader process, with ``--seed``.
+Arms (``ARMS``):
+
+- ``seg``: labeled-only (``--mode seg``);
+- ``copy-paste``: labeled-only with BCP's stage-1 copy-paste for the whole budget, BCP's own loss (``--mode
+  copy-paste --no-cp-levelset --no-cp-consistency``): the control for what the teacher adds;
+- ``dtc``: the paper's DTC on labeled + unlabeled;
+- ``cpt``: ``--mode copy-paste-teacher`` (BCP's two stages, the level-set head and DTC's consistency on the
+  mixed images);
+- ``cpt_nocons``: the same without DTC's consistency (level set still on);
+- ``bcp`` (not run unless named): ``copy-paste-teacher`` with neither, BCP's own recipe.
+
+Equal CPU time: each arm's budget is iterations, ``minutes x 60 / (CPU seconds per step)`` with the per-step cost
+of its mode measured on this machine by bench/speed/mode_step_cost.py (``STEP_SECONDS``, or a fresh ``--costs`` JSON);
+a copy-paste-teacher run of T iterations costs ``T (f c1 + (1 - f) c2)`` for its stage fraction f. Iterations
+rather than ``--time-limit``: arms that run side by side share the cores unevenly and a time limit would give the
+arm that happens to be slowed fewer steps; an iteration budget does not depend on the load (as few_label_la.py).
+The recipe's schedule is fitted to the iterations (lr x0.1 at 5/12 and 10/12, consistency ramp full at the
+end, stage 1 the first f of the run).
+
+``run`` starts ``--jobs`` arms at a time. A finished arm (its ``model.pt`` exists) is not run again; one with
+checkpoints resumes, so a killed study continues. Each final model is scored once, as few_label_la.py does, on
+the 20 ``test.list`` scans and on the last 8 of ``train.list`` (validation) with bench/lib/la_eval.py.
+
+``teacher`` measures, for every checkpoint of the copy-paste-teacher arms that holds a teacher: (1) the teacher's
+pseudo-labels on ``--cases`` of the unlabeled training scans (evenly spread; their labels exist on LA), whole
+scans on the 2.0 mm grid, the teacher in evaluation mode, threshold 0.5 + largest component (the pseudo-label
+rule), beside the student's Dice at the same checkpoint; (2) a replay of the ``--replay`` training batches from
+that iteration with the checkpoint's teacher run as in training (training mode, the step's dropout seed): the
+Dice of its pseudo-labels on the unlabeled crops, and of the pasted (mixed) targets against the true labels,
+over each whole mixed crop and over its pseudo-labelled part. The first replayed batch used exactly this teacher;
+the next ones used a teacher a few EMA updates on. Written to ``<arm>/teacher_dice.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+
+import common
+import cpu_account
+import la_eval
+import la_study
+
+# (mode, extra dtc train options, cost variant of stage 1 (or the whole run), cost variant of stage 2 or None)
+ARMS = {
+    "seg": ("seg", [], "seg", None),
+    "copy-paste": ("copy-paste", ["--no-cp-levelset", "--no-cp-consistency"], "copy-paste-bcp", None),
+    "dtc": ("dtc", [], "dtc", None),
+    "cpt": ("copy-paste-teacher", [], "copy-paste-teacher-s1", "copy-paste-teacher-s2"),
+    "cpt_nocons": ("copy-paste-teacher", ["--no-cp-consistency"], "copy-paste-teacher-s1",
+                   "copy-paste-teacher-s2-nocons"),
+    "bcp": ("copy-paste-teacher", ["--no-cp-levelset", "--no-cp-consistency"], "copy-paste-bcp",
+            "copy-paste-teacher-s2-bcp"),
+}
+DEFAULT_ARMS = ("seg", "copy-paste", "dtc", "cpt", "cpt_nocons")
+LABELED_ONLY_ARMS = ("seg", "copy-paste")
+# CPU seconds per step (trainer + its loader process) on the LA 2.0 mm plan, one thread, fp32, this project's 2-core
+# VM. seg and dtc: the 4-labeled few-label study's process-monitored totals (bench/results/few-labels.md, "Few labels
+# on LA: 4 labeled": 1900 seg iterations in 16.7 CPU min, 1000 dtc iterations in 16.6), the cleanest we have. The
+# copy-paste variants: their cost relative to seg from bench/speed/mode_step_cost.py (--steps 8, 2026-12-07:
+# copy-paste 0.874 x seg, teacher stage 1 0.871 x, stage 2 1.223 x, without consistency 1.181 x, BCP's own 1.106 x;
+# measured side by side on a loaded machine, so each ratio is noisy by up to 20 %), times seg's cost. A study records
+# the CPU seconds each arm really used (bench/lib/cpu_account.py) and reports them beside its Dice.
+SEG_STEP_SECONDS = 16.7 * 60 / 1900
+STEP_SECONDS = {
+    "seg": SEG_STEP_SECONDS, "dtc": 16.6 * 60 / 1000, "copy-paste-bcp": 0.874 * SEG_STEP_SECONDS,
+    "copy-paste-teacher-s1": 0.871 * SEG_STEP_SECONDS, "copy-paste-teacher-s2": 1.223 * SEG_STEP_SECONDS,
+    "copy-paste-teacher-s2-nocons": 1.181 * SEG_STEP_SECONDS, "copy-paste-teacher-s2-bcp": 1.106 * SEG_STEP_SECONDS,
+}
+
+
+def arm_iterations(arm: str, minutes: float, costs: dict[str, float], fraction: float) -> int:
+    """Iterations of ``arm`` that cost ``minutes`` CPU minutes (module docstring)."""
+    _, _, first, second = ARMS[arm]
+    per_step = costs[first] if second is None else fraction * costs[first] + (1 - fraction) * costs[second]
+    return max(1, int(round(minutes * 60.0 / per_step)))
+
+
+def regime_dir(out: Path, labeled: int, minutes: float, seed: int) -> Path:
+    return out / f"L{labeled}_{minutes:g}min_seed{seed}"
+
+
+def train_command(arm: str, out: Path, data: Path, labeled: int, iterations: int, seed: int,
+                  fraction: float) -> list[str]:
+    mode, options, _, second = ARMS[arm]
+    manifest = la_study.manifest(out, data, labeled, with_unlabeled=mode in ("dtc", "copy-paste-teacher"))
+    command = ["--mode", mode, *options, "--seed", str(seed)]
+    if second is not None:
+        command += ["--stage1-fraction", repr(fraction)]
+    return [sys.executable, "-m", "DTCCore", "train", str(manifest), "--config",
+            str(la_study.fitted_config(out, iterations)), *la_study.PLAN, "--workers", "1", "--threads", "1",
+            "--jsonl", *command]
+
+
+def start_arm(arm: str, run_dir: Path, command: list[str]) -> subprocess.Popen | None:
+    """Start (or resume) one arm's training; None when its model.pt exists."""
+    if (run_dir / "model.pt").exists():
+        return None
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    command = command + ["-o", str(run_dir)]
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.pt")):
+        command.append("--resume")
+    print(f"[{time.strftime('%H:%M:%S')}] {run_dir.parent.name} {arm}: {' '.join(command)}", flush=True)
+    log = open(f"{run_dir}.out", "a")  # noqa: SIM115 - handed to the child process, closed when it ends
+    ledger = [sys.executable, str(common.LIB / "cpu_account.py"), f"{run_dir}.cpu.jsonl", "--"]
+    return subprocess.Popen(ledger + command, cwd=common.REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def score(run_dir: Path, out: Path, data: Path) -> None:
+    """Score a finished arm once on test.list and on the validation cases (few_label_la.py's protocol)."""
+    val = out / "val.list"
+    if not val.exists():
+        val.write_text("\n".join(common.read_list(data, "train.list")[-la_study.VALIDATION_CASES:]) + "\n")
+    for name, lst in (("test", "test.list"), ("val", str(val))):
+        target = run_dir / f"score_{name}.json"
+        if (run_dir / "model.pt").exists() and not target.exists():
+            subprocess.run(["nice", "-n", "5", sys.executable, str(common.LIB / "la_eval.py"),
+                            str(run_dir / "model.pt"), "--data", str(data), "--list", lst, "--windows",
+                            "--threads", "1", "--json", str(target)], check=True, stdout=subprocess.DEVNULL)
+
+
+def run(args: argparse.Namespace, costs: dict[str, float]) -> None:
+    pending = []
+    for minutes in args.minutes:
+        for labeled in args.labeled:
+            regime = regime_dir(args.out, labeled, minutes, args.seed)
+            for arm in args.arms:
+                its = arm_iterations(arm, minutes, costs, args.stage1_fraction)
+                cmd = train_command(arm, args.out, args.data, labeled, its, args.seed, args.stage1_fraction)
+                pending.append((regime / arm, arm, cmd))
+    running: list[tuple[Path, str, subprocess.Popen]] = []
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            run_dir, arm, cmd = pending.pop(0)
+            proc = start_arm(arm, run_dir, cmd)
+            if proc is None:
+                score(run_dir, args.out, args.data)
+            else:
+                running.append((run_dir, arm, proc))
+        time.sleep(5)
+        for item in list(running):
+            run_dir, arm, proc = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                raise SystemExit(f"error: {run_dir} failed (exit {proc.returncode}); see {run_dir}.out")
+            score(run_dir, args.out, args.data)
+            print(f"[{time.strftime('%H:%M:%S')}] {run_dir.parent.name} {arm} done and scored", flush=True)
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2.0 * (a & b).sum() / total)
+
+
+def unlabeled_truth(manifest_path: Path, config) -> tuple[list, list]:
+    """The run's labeled cases and its unlabeled cases with their LA labels (as LabeledCase, the images exactly as
+    training loads them)."""
+    from DTCCore.data.manifest import LabeledPair, Manifest, load_manifest
+    from DTCCore.training.batches import load_cases
+
+    manifest = load_manifest(manifest_path)
+    pairs = [LabeledPair(Path(p), Path(p).parent / "label.nrrd") for p in manifest.unlabeled]
+    labeled, _ = load_cases(Manifest(manifest.labeled, []), 1, spacing=config.plan.spacing, dims=config.network.dims)
+    truth, _ = load_cases(Manifest(pairs, []), 1, spacing=config.plan.spacing, dims=config.network.dims)
+    return labeled, truth
+
+
+def replay(config, labeled: list, truth: list, teacher, iteration: int, count: int) -> list[dict]:
+    """Pseudo-label and pasted-target Dice of the training batches ``iteration .. iteration + count - 1``."""
+    import torch
+
+    from DTCCore.training.batches import _CROP, _LABELED_ORDER, _UNLABELED_ORDER, TrainBatches, UnlabeledCase, _rng
+    from DTCCore.training.copypaste import draw_box, pseudo_label, stage2_mix
+    from DTCCore.training.copypaste_step import TEACHER_SEED_OFFSET, box_rng
+    from DTCCore.training.teacher import teacher_forward
+    from DTCCore.training.trainer import SEED_STRIDE
+
+    t = config.train
+    batches = TrainBatches(labeled, [UnlabeledCase(c.name, c.image) for c in truth], t, config.recipe, seed=t.seed)
+    n_lab, rows = t.labeled_batch, []
+    for i in range(iteration, iteration + count):
+        batch = batches[i]
+        rng = _rng(t.seed, 0, _CROP, i)  # the same draws as batches[i]: labeled crops first, then unlabeled
+        for c in batches.picks(_LABELED_ORDER, i):
+            batches._crop({"image": labeled[c].image}, rng)
+        crops = [batches._crop({"image": truth[c].image, "label": truth[c].label}, rng)
+                 for c in batches.picks(_UNLABELED_ORDER, i)]
+        if not all(np.array_equal(c["image"], batch["image"][n_lab + k, 0].numpy()) for k, c in enumerate(crops)):
+            raise SystemExit("error: the replayed unlabeled crops differ from the training batch's")
+        true_u = torch.from_numpy(np.stack([c["label"] for c in crops]).astype(np.int64))
+        torch.manual_seed(t.seed * SEED_STRIDE + i + TEACHER_SEED_OFFSET)
+        pseudo = pseudo_label(teacher_forward(teacher, batch["image"][n_lab:]), config.network.dims)
+        box = draw_box(tuple(t.patch), config.network.dims, box_rng(t.seed, 0, i))
+        image_l, image_u = batch["image"][:n_lab], batch["image"][n_lab:]
+        _, mixed, from_labeled = stage2_mix(image_l, batch["label"], image_u, pseudo, box)
+        _, truth_mixed, _ = stage2_mix(image_l, batch["label"], image_u, true_u, box)
+        pseudo_part = ~from_labeled.numpy()
+        rows.append({"iteration": i,
+                     "crop_dice": [_dice(p > 0, q > 0) for p, q in zip(pseudo.numpy(), true_u.numpy())],
+                     "mixed_dice": [_dice(p > 0, q > 0) for p, q in zip(mixed.numpy(), truth_mixed.numpy())],
+                     "pseudo_part_dice": [_dice((p > 0) & m, (q > 0) & m) for p, q, m
+                                          in zip(mixed.numpy(), truth_mixed.numpy(), pseudo_part)]})
+    return rows
+
+
+def teacher_study(run_dir: Path, data: Path, cases: int, count: int) -> dict:
+    """Teacher and student Dice over a copy-paste-teacher run's checkpoints (module docstring)."""
+    import torch
+
+    from DTCCore.data.manifest import load_manifest
+    from DTCCore.inference.postprocess import largest_component
+    from DTCCore.model.checkpoint import list_checkpoints, load_checkpoint
+    from DTCCore.model.network import build_network
+
+    saved = sorted(list_checkpoints(run_dir))
+    newest = load_checkpoint(saved[-1][1])
+    config, manifest_path = newest["config"], Path(newest["extra"]["manifest"])
+    labeled, truth = unlabeled_truth(manifest_path, config)
+    unlabeled_cases = [Path(p).parent.name for p in load_manifest(manifest_path).unlabeled]  # LA2018 case folders
+    pick = sorted({int(round(k)) for k in np.linspace(0, len(truth) - 1, min(cases, len(truth)))})
+    spacing = tuple(config.plan.spacing) if config.plan.spacing is not None else None
+    scans = {unlabeled_cases[k]: la_eval.load_case(data, unlabeled_cases[k], spacing) for k in pick}
+    out: dict = {"run": str(run_dir), "cases": list(scans), "checkpoints": []}
+    for it, path in saved:
+        payload = load_checkpoint(path)
+        if payload.get("teacher") is None:
+            continue
+        row: dict = {"iteration": it}
+        for who, state in (("teacher", payload["teacher"]), ("student", payload["model"])):
+            net = build_network(config.network)
+            net.load_state_dict(state)
+            net.eval()
+            row[f"{who}_scan_dice"] = {name: _dice(largest_component(_predict(net, config, image, grid)), label)
+                                       for name, (image, label, grid) in scans.items()}
+            row[f"{who}_scan_mean"] = float(np.mean(list(row[f"{who}_scan_dice"].values())))
+        teacher = build_network(config.network)
+        teacher.load_state_dict(payload["teacher"])
+        with torch.no_grad():
+            row["replay"] = replay(config, labeled, truth, teacher, it, count)
+        for key in ("crop_dice", "mixed_dice", "pseudo_part_dice"):
+            row[f"replay_{key}_mean"] = float(np.mean([v for r in row["replay"] for v in r[key]]))
+        print(f"  {run_dir.name} iteration {it}: teacher {100 * row['teacher_scan_mean']:.2f}, student "
+              f"{100 * row['student_scan_mean']:.2f} on {len(scans)} unlabeled scans; replay crops "
+              f"{100 * row['replay_crop_dice_mean']:.2f}, pasted targets {100 * row['replay_mixed_dice_mean']:.2f}",
+              flush=True)
+        out["checkpoints"].append(row)
+    common.write_json(run_dir / "teacher_dice.json", out)
+    return out
+
+
+def _predict(net, config, image: np.ndarray, spacing) -> np.ndarray:
+    """The network's foreground (bool, the image's grid) on a scan of ``spacing`` mm."""
+    from DTCCore.inference.predict import predict_volume
+
+    return predict_volume(net, image, config, "cpu", spacing=spacing).label > 0
+
+
+def report(out: Path, labeled_list: list[int], minutes_list: list[float], seed: int) -> dict:
+    """Markdown tables (printed) and the numbers behind them (returned)."""
+    result: dict = {}
+    for minutes in minutes_list:
+        for labeled in labeled_list:
+            regime = regime_dir(out, labeled, minutes, seed)
+            scores = {arm: (_load(regime / arm, "test"), _load(regime / arm, "val")) for arm in ARMS}
+            tests = {arm: s[0] for arm, s in scores.items() if s[0] is not None}
+            base_arms = [a for a in LABELED_ONLY_ARMS if a in tests]
+            best = max(base_arms, key=lambda a: tests[a]["mean_raw"]["dice"]) if base_arms else None
+            rows, summary = [], {}
+            for arm, (test, val) in scores.items():
+                if test is None:
+                    continue
+                vs = la_study.paired(test, tests[best], "raw") if best and arm != best else None
+                done = [json.loads(ln) for ln in (regime / arm / "log.jsonl").read_text().splitlines()
+                        if '"done"' in ln]
+                cpu = cpu_account.cpu_minutes(regime / f"{arm}.cpu.jsonl")
+                summary[arm] = {"iterations": la_study.final_iteration(regime / arm),
+                                "cpu_minutes": cpu if cpu is not None else float("nan"),
+                                "wall_minutes": done[-1]["elapsed_s"] / 60 if done else float("nan"),
+                                "test_raw": 100 * test["mean_raw"]["dice"], "test_lcc": 100 * test["mean_lcc"]["dice"],
+                                "val_raw": 100 * val["mean_raw"]["dice"] if val else float("nan"),
+                                f"vs_{best}": vs}
+                rows.append([arm, summary[arm]["iterations"], round(summary[arm]["cpu_minutes"], 1),
+                         round(summary[arm]["wall_minutes"], 1),
+                             summary[arm]["val_raw"], summary[arm]["test_raw"],
+                             summary[arm]["test_lcc"],
+                             f"{vs['mean']:+.2f} ({vs['higher']}/{vs['lower']}, p = {vs['p']:.3f})" if vs else ""])
+            print(f"\n{labeled} labeled + {80 - labeled} unlabeled, {minutes:g} CPU minutes per arm, seed {seed}\n")
+            print(common.markdown_table(["arm", "iterations", "CPU min (trainer + loader)", "wall min (shared CPU)",
+                                          "val Dice %", "test Dice %",
+                                          "test, largest comp.",
+                                          f"arm - {best} per case (higher/lower, Wilcoxon p)"], rows))
+            result[regime.name] = summary
+            for arm in ARMS:
+                _report_teacher(regime / arm)
+    return result
+
+
+def _report_teacher(run_dir: Path) -> None:
+    """The teacher study's table of one arm, if it was measured (``teacher`` action)."""
+    path = run_dir / "teacher_dice.json"
+    if not path.exists():
+        return
+    study = json.loads(path.read_text())
+    print(f"\n{run_dir.parent.name} {run_dir.name}: Dice % on {len(study['cases'])} unlabeled training scans and on "
+          "the replayed training batches\n")
+    print(common.markdown_table(
+        ["iteration", "teacher, scans", "student, scans", "teacher pseudo-labels, crops", "pasted targets",
+         "pasted targets, pseudo-labelled part"],
+        [[r["iteration"], 100 * r["teacher_scan_mean"], 100 * r["student_scan_mean"], 100 * r["replay_crop_dice_mean"],
+          100 * r["replay_mixed_dice_mean"], 100 * r["replay_pseudo_part_dice_mean"]] for r in study["checkpoints"]]))
+
+
+def _load(run_dir: Path, split: str) -> dict | None:
+    path = run_dir / f"score_{split}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def load_costs(path: Path | None) -> dict[str, float]:
+    if path is None:
+        return dict(STEP_SECONDS)
+    rows = json.loads(path.read_text())["rows"]
+    return {r["variant"]: float(r["cpu_s"]) for r in rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", choices=("run", "teacher", "report"))
+    p.add_argument("--out", type=Path, required=True, help="folder for runs and scores (outside the repository)")
+    p.add_argument("--data", type=Path, default=common.DEFAULT_DATA)
+    p.add_argument("--labeled", type=int, nargs="+", default=[4])
+    p.add_argument("--minutes", type=float, nargs="+", default=[30.0, 90.0], help="CPU minutes per arm")
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    p.add_argument("--stage1-fraction", type=float, default=2000 / 17000,
+                   help="copy-paste-teacher arms: fraction of the run in stage 1 (default BCP LA's 2000 / 17000)")
+    p.add_argument("--costs", type=Path, help="a bench/speed/mode_step_cost.py --json file (default STEP_SECONDS)")
+    p.add_argument("--jobs", type=int, default=2, help="arms trained at once")
+    p.add_argument("--cases", type=int, default=20, help="teacher: unlabeled scans scored per checkpoint")
+    p.add_argument("--replay", type=int, default=8, help="teacher: training batches replayed per checkpoint")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    args.arms = args.arms.split(",")
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown:
+        raise SystemExit(f"error: unknown arm(s) {', '.join(unknown)}; use {', '.join(ARMS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.action == "report":
+        result = report(args.out, args.labeled, args.minutes, args.seed)
+        if args.json:
+            common.write_json(args.json, result)
+    elif args.action == "teacher":
+        for minutes in args.minutes:
+            for labeled in args.labeled:
+                for arm in (a for a in args.arms if ARMS[a][3] is not None):
+                    run_dir = regime_dir(args.out, labeled, minutes, args.seed) / arm
+                    if (run_dir / "checkpoints").is_dir():
+                        teacher_study(run_dir, args.data, args.cases, args.replay)
+    else:
+        run(args, load_costs(args.costs))
+
+
+if __name__ == "__main__":
+    main()
