@@ -25,10 +25,10 @@ EXIT_WITHIN_S = 10.0  # a waiting spare polls its parent every 0.5 s; generous f
 WARM_UP_TIMEOUT_S = 180.0
 
 
-def spawn_spare(**kwargs) -> subprocess.Popen:
+def spawn_spare(*args, **kwargs) -> subprocess.Popen:
     kwargs.setdefault("stdin", subprocess.PIPE)
-    return subprocess.Popen([sys.executable, "-m", "DTCCore", "spare"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen([sys.executable, "-m", "DTCCore", "spare", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 def ready_event(process: subprocess.Popen) -> dict:
@@ -74,9 +74,10 @@ def wait_gone(pid: int, timeout: float) -> bool:
 
 
 def test_the_spare_runs_segment_exactly_as_the_one_shot_command(tiny_model_file, tmp_path):
-    spare = spawn_spare()
+    spare = spawn_spare("--model", tiny_model_file)  # the model loaded in advance is the one the command uses
     ready = ready_event(spare)
     assert ready["cuda_initialized"] is False  # it holds no GPU while it waits
+    assert ready["model"] == str(Path(tiny_model_file).resolve())
     common = ["--model", tiny_model_file, "--device", "cpu", "--jsonl", "--whole-volume", "--threads", "1"]
     code, warm, _ = send(spare, ["segment", SAMPLE_IMAGE, "-o", tmp_path / "warm", *common], cwd=str(REPO),
                          env=dict(os.environ))

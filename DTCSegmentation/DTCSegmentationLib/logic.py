@@ -185,7 +185,8 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         work = Path(tempfile.mkdtemp(prefix="DTCSegment-"))
         sceneio.write_volume_file(volume, work / "input.nrrd")
         job = SegmentJob(work, work / "input.nrrd", region, modelPath or "", device, QUALITY_OVERLAP[quality],
-                         largestComponent, runner=self.spare.runner(), tta=QUALITY_TTA[quality], threads=threads)
+                         largestComponent, runner=self.spare.runner(self.modelFile(modelPath)),
+                         tta=QUALITY_TTA[quality], threads=threads)
         job.start()
         return job
 
@@ -340,7 +341,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         if not m.unlabeled:
             raise DTCError("the dataset has no unlabeled volumes; add some in Training data first")
         job = RankJob(Path(tempfile.mkdtemp(prefix="DTCRank-")), list(m.unlabeled), modelPath or "", device,
-                      runner=self.spare.runner(), threads=threads)
+                      runner=self.spare.runner(self.modelFile(modelPath)), threads=threads)
         job.start()
         return job
 

@@ -126,8 +126,8 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
     def enter(self):
         self.initializeParameterNode()  # connects the widgets only to a parameter node they are not connected to
         self._observe(self._parameterNode)
-        if self._engineInstalled():
-            self.logic.spare.start()  # the next job's engine process imports torch now, not at the click
+        if self._engineInstalled():  # the next job's engine process imports torch and loads the model now
+            self.logic.spare.start(self.logic.modelFile(self._parameterNode.modelPath))
 
     def exit(self):
         """Leaving the module stops reacting to parameter node changes (Slicer's template; ``enter()`` checks
@@ -145,7 +145,7 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         if self.parent.isEntered:
             self.initializeParameterNode()
             if self._engineInstalled():
-                self.logic.spare.start()
+                self.logic.spare.start(self.logic.modelFile(self._parameterNode.modelPath))
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())

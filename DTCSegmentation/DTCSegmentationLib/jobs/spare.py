@@ -10,7 +10,9 @@ the rule: a spare runs one command and exits.
 
 The next spare starts when the job that took the last one ends: on a 2-core computer a spare importing
 torch beside a running job slows that job down, and the time the user spends looking at a result is
-enough for the imports. A job that finds no live spare (it died, or the panel was never entered) starts
+enough for the imports. A spare also loads the model of the last job (or the one the panel had chosen
+when entered) on the CPU while it waits; a job on another model or device loads its own, as before. A job
+that finds no live spare (it died, or the panel was never entered) starts
 its process cold, as before. A spare still importing is used all the same: it started earlier than a cold
 process would, so it is never slower.
 
@@ -164,13 +166,14 @@ class Spare:
 
     def __init__(self) -> None:
         self.enabled = False
+        self.model: str | None = None  # the model file the next spare loads while it waits (the last one used)
         self.handed = 0
         self.cold = 0
         self._spare: SpareRunner | None = None
 
-    @staticmethod
-    def command() -> list[str]:
-        return [python_executable(), "-m", ENGINE_MODULE, SPARE]
+    def command(self) -> list[str]:
+        """``python -m DTCCore spare`` and the model it loads in advance (``--model``), if one is known."""
+        return [python_executable(), "-m", ENGINE_MODULE, SPARE] + (["--model", self.model] if self.model else [])
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -182,9 +185,11 @@ class Spare:
         """A live spare has finished its imports."""
         return self._spare is not None and self._spare.alive and self._spare.ready.is_set()
 
-    def start(self) -> None:
-        """Keep a spare from now on; start one unless a live one waits."""
+    def start(self, model: str | os.PathLike | None = None) -> None:
+        """Keep a spare from now on (loading ``model`` while it waits, when given); start one unless one waits."""
         self.enabled = True
+        if model:
+            self.model = str(model)
         self._refill()
 
     def _refill(self) -> None:
@@ -196,11 +201,14 @@ class Spare:
         spare.spawn(self.command(), engine_env())
         self._spare = spare
 
-    def runner(self) -> ProcessRunner:
+    def runner(self, model: str | os.PathLike | None = None) -> ProcessRunner:
         """The runner for a job about to start: the live spare when there is one (the next one starts when
-        that job ends), else a runner that starts the job cold."""
+        that job ends, loading ``model``, the job's model file, when given), else a runner that starts the job
+        cold."""
         if not self.enabled:
             return ProcessRunner()
+        if model:
+            self.model = str(model)
         spare, self._spare = self._spare, None
         if spare is not None and spare.alive:
             self.handed += 1
