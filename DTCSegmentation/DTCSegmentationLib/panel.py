@@ -117,7 +117,8 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self.refreshDataset()
 
     def cleanup(self):
-        self.logic.spare.stop()  # quit and Reload: the waiting engine process exits (jobs/spare.py)
+        if self.logic is not None:  # quit and Reload: the waiting engine process exits (jobs/spare.py)
+            self.logic.spare.stop()
         self._timer.stop()
         for job in self._jobs.values():
             job.cancel()  # the trainer saves a checkpoint; Resume continues from it after a restart
