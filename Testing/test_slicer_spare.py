@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import slicer
 
-from slicer_harness.fixtures import slicer_scene, tiny_model  # noqa: F401
+from slicer_harness.fixtures import dtc_module, slicer_scene, tiny_model  # noqa: F401
 from slicer_harness.wrapper_versions import dtc_module_at, slicer_tag  # noqa: F401
 from test_engine_spare import gone, wait_gone
 from test_slicer_widget import (  # noqa: F401  (panel and models_folder are fixtures)
@@ -83,3 +83,24 @@ def test_scene_close_and_the_widgets_cleanup_end_the_spare(panel):
     w.cleanup()  # what Slicer calls on quit and on Reload
     assert gone(after) and spare.process is None and not spare.enabled
     w.logic.spare.stop()  # a second stop (the fixture's cleanup) is harmless
+
+
+def test_model_information_runs_in_the_spare_and_its_ready_line_is_not_a_job_event(slicer_scene, dtc_module,
+                                                                                   tiny_model):
+    from DTCSegmentationLib.jobs.spare import engine_argv
+
+    assert engine_argv(["py", "-X", "utf8", "-m", "DTCCore", "info", "m.pt"]) == ["info", "m.pt"]
+    with pytest.raises(ValueError, match="not a 'python -m DTCCore' command line"):
+        engine_argv(["py", "-m", "other", "info"])
+    logic = dtc_module.DTCSegmentationLogic()
+    try:
+        logic.spare.start(tiny_model)
+        assert logic.spare.wait_ready(READY_S)
+        job = logic.startModelInfo([str(tiny_model)], "cpu")
+        events = job.wait(READY_S)
+        assert job.runner.warm and job.state == "done"
+        assert [e["event"] for e in events] == ["model", "device", "job-done"]  # no spare-ready among them
+        assert job.models[str(tiny_model)]["num_classes"] == 1 and job.device["resolved"] == "cpu"
+        assert logic.spare.process is not None and logic.spare.model == str(tiny_model)  # the next one
+    finally:
+        logic.spare.stop()

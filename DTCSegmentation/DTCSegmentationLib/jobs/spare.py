@@ -8,18 +8,18 @@ exactly as the one-shot command would, with the same events, cancel file, escala
 since the job drives it through the same :class:`~.enginejob.ProcessRunner`. One process per job stays
 the rule: a spare runs one command and exits.
 
-The next spare starts when the job that took the last one ends: on a 2-core computer a spare importing
-torch beside a running job slows that job down, and the time the user spends looking at a result is
-enough for the imports. A spare also loads the model of the last job (or the one the panel had chosen
-when entered) on the CPU while it waits; a job on another model or device loads its own, as before. A job
-that finds no live spare (it died, or the panel was never entered) starts
-its process cold, as before. A spare still importing is used all the same: it started earlier than a cold
-process would, so it is never slower.
+The next spare starts when the job that took the last one ends: on a 2-core computer a spare importing torch
+beside a running job slows that job down, and the time the user spends looking at a result is enough for the
+imports. A spare also loads the model of the last job (or the one the panel had chosen when entered) on the
+CPU while it waits; a job on another model or device loads its own, as before. A job that finds no live
+spare (it died, or the panel was never entered) starts its process cold, as before. A spare still importing
+is used all the same: it started earlier than a cold process would, so it is never slower.
 
-A spare never outlives the panel: :meth:`Spare.stop` (module cleanup on quit and Reload, scene close)
-closes its stdin, which it takes as the signal to exit, and kills its process group if it has not
-exited within the timeout. If Slicer dies, the pipe closes with it and the spare exits by itself (it
-also exits when its parent dies). The spare never initialises CUDA: it holds no GPU memory while it waits.
+A spare never outlives the panel: :meth:`Spare.stop` (module cleanup on quit and Reload, scene close) closes
+its stdin, which it takes as the signal to exit, and kills its process group if it has not exited within the
+timeout (one still importing is killed at once: it holds nothing yet). If Slicer dies, the pipe closes with
+it and the spare exits by itself (it also exits when its parent dies). The spare never initialises CUDA: it
+holds no GPU memory while it waits.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from DTCCore.protocol import ENGINE_MODULE, EVENT_KEY, SPARE, SPARE_ARGV, SPARE_
 from .enginejob import ProcessRunner, engine_env, python_executable
 
 SPARE_STOP_S = 5.0  # our choice: a waiting spare exits at once when its stdin closes; then it is killed
+READER_JOIN_S = 2.0  # our choice: a dead process's pipes close with it; its reader threads end at once
 
 
 def engine_argv(command: list[str]) -> list[str]:
@@ -105,6 +106,8 @@ class SpareRunner(ProcessRunner):
             if self.process.poll() is None:
                 self._kill_group()
             self.process.wait()
+        for thread in self._threads:  # its last lines must not reach the queue the cold start will use
+            thread.join(READER_JOIN_S)
         self.process, self._spawned, self._threads = None, False, []
         self._lines = queue.Queue()
         self.ready.clear()
