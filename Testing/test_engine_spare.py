@@ -58,10 +58,13 @@ def gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return not stat.parent.exists()
+    if stat.parent.exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except (OSError, IndexError):
+            return True  # gone between the two looks
+    state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return not state or state.startswith("Z")  # no /proc (macOS): ask ps
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
