@@ -7,10 +7,25 @@ NumPy or SimpleITK (``DTCCore/__init__.py`` stays torch-free too).
 
 Commands (``python -m DTCCore <command>`` or ``dtc <command>``)
 -----------------------------------------------------------------
-``train``, ``segment``, ``evaluate``, ``info``, ``rank``. ``segment``, ``rank`` and ``train`` take
+``train``, ``segment``, ``evaluate``, ``info``, ``rank``, ``spare`` (below). ``segment``, ``rank`` and ``train`` take
 ``--jsonl`` (progress and results as JSON lines on stdout) and ``--cancel-file PATH`` (stop at the next
 check once PATH exists): :data:`STREAMING_COMMANDS`, options built by :func:`driver_options`. ``info``
 always prints JSON lines and takes neither; ``evaluate`` prints a table (and writes ``--json``).
+
+The spare (``python -m DTCCore spare``)
+---------------------------------------
+A driver may start the process of its next job in advance: ``spare`` imports torch and DTCCore (it never
+initialises CUDA; ``--model PATH`` or ``--bundled-model``: also loads that model on the CPU, used by a command
+on the same unchanged file on the CPU), prints one ``spare-ready`` event on stdout (:data:`Event.SPARE_READY`:
+pid, seconds, cuda_initialized, model: the file loaded or null), then reads ONE line from stdin, a JSON object
+{:data:`SPARE_ARGV`: the arguments ``python -m DTCCore`` would get, :data:`SPARE_CWD`: working folder or null,
+:data:`SPARE_ENV`: the whole environment or null}, and runs that command in the same process exactly as the
+one-shot ``python -m DTCCore <argv...>`` would: the same events, cancel file and exit codes. Only the
+:data:`SPARE_COMMANDS` are accepted (another command, or a line that is not such an object: exit
+:data:`EXIT_USER_ERROR` with an ``error:`` line). One command per process: it exits afterwards. Before its
+command it exits by itself (status :data:`EXIT_OK`) when stdin closes (the driver stopped it or is gone) or
+its parent process dies (POSIX: it is re-parented). The driver reads the ``spare-ready`` line
+itself; it is not one of the job's events.
 
 Exit codes
 ----------
@@ -69,7 +84,11 @@ from pathlib import Path
 # ---- commands ---------------------------------------------------------------------------------------
 ENGINE_MODULE = "DTCCore"  # python -m DTCCore <command>
 TRAIN, SEGMENT, EVALUATE, INFO, RANK = "train", "segment", "evaluate", "info", "rank"
-COMMANDS = (TRAIN, SEGMENT, EVALUATE, INFO, RANK)
+SPARE = "spare"  # python -m DTCCore spare: a process started in advance that runs one command sent on stdin
+COMMANDS = (TRAIN, SEGMENT, EVALUATE, INFO, RANK, SPARE)
+# What a spare runs: the short jobs a click waits for. A fine-tune runs minutes: its start-up is not worth a spare.
+SPARE_COMMANDS = frozenset({SEGMENT, RANK, INFO})
+SPARE_ARGV, SPARE_CWD, SPARE_ENV = "argv", "cwd", "env"  # keys of the spare's command line (one JSON object)
 STREAMING_COMMANDS = frozenset({TRAIN, SEGMENT, RANK})  # take --jsonl and --cancel-file
 JSONL_OPTION = "--jsonl"
 CANCEL_FILE_OPTION = "--cancel-file"
@@ -108,6 +127,7 @@ class Event:
     MESSAGE = "message"  # train
     DONE = "done"  # train
     CANCELLED = "cancelled"  # train
+    SPARE_READY = "spare-ready"  # spare: imports done, waiting for its command (read by the driver, not a job event)
 
 
 class JobEvent:

@@ -23,6 +23,7 @@ DTC: semi-supervised 3D segmentation through dual-task consistency (Luo et al., 
   dtc evaluate PRED LABEL           Dice, Jaccard, ASD, 95HD (voxels and mm)
   dtc info [MODEL...]               a model's classes, label table, plan and training data (JSON lines)
   dtc rank IMAGE...                 order unlabeled scans by dual-task disagreement (annotate next)
+  dtc spare                         for programs: import now, run one segment/rank/info sent later on stdin
 
 Run 'dtc COMMAND --help' for the options of each command.
 """
@@ -39,14 +40,14 @@ def device_argument(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import evaluate, info, rank, segment, train
+    from . import evaluate, info, rank, segment, spare, train
 
     parser = argparse.ArgumentParser(
         prog="dtc", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"DTCSegmentation {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (train, segment, evaluate, info, rank):
+    for module in (train, segment, evaluate, info, rank, spare):
         module.add_parser(sub)
     for command in sub.choices.values():  # every command: the CPU threads it may use
         command.add_argument("--threads", type=threads_argument, metavar="N",

@@ -262,13 +262,22 @@ def write_image(path: str | os.PathLike, array_xyz: np.ndarray, geometry: Geomet
     the new one, never a part. bool arrays are written as uint8. Raises DTCError when the folder cannot
     be written (the temp file is removed).
     """
-    path = Path(path)
     array = np.asarray(array_xyz)
     if array.ndim != 3:
         raise DTCError(f"cannot write {path}: a 3D (x, y, z) array is required, got shape {array.shape}")
+    write_image_zyx(path, array.transpose(2, 1, 0), geometry, compress)
+
+
+def write_image_zyx(path: str | os.PathLike, array_zyx: np.ndarray, geometry: Geometry, compress: bool = True) -> None:
+    """:func:`write_image` of an array in SimpleITK's (Z, Y, X) order (Slicer's (K, J, I)): a C-contiguous array
+    of any numeric type is written as it is, its only copy SimpleITK's own."""
+    path = Path(path)
+    array = np.asarray(array_zyx)
+    if array.ndim != 3:
+        raise DTCError(f"cannot write {path}: a 3D (z, y, x) array is required, got shape {array.shape}")
     if array.dtype == bool:
         array = array.astype(np.uint8)
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array))
     geometry.apply_to(img)
     ext = _full_extension(path.name) or ".nrrd"
     base = path.name[: len(path.name) - len(ext)] if path.name.endswith(ext) else path.name

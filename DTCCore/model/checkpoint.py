@@ -127,9 +127,16 @@ def load_model(
 def load_model_with_extra(
     path: str | os.PathLike | None, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, DTCConfig, dict[str, Any]]:
-    """:func:`load_model` plus the checkpoint's metadata (``extra``) and ``"path"``, the file read."""
+    """:func:`load_model` plus the checkpoint's metadata (``extra``) and ``"path"``, the file read.
+
+    A model a spare process loaded in advance for this file is used when it is still the same file
+    (:mod:`.preload`)."""
+    from . import preload
     from .network import build_network
 
+    held = preload.take(path, device)
+    if held is not None:
+        return held
     if path is None:
         if not DEFAULT_MODEL.exists():
             raise DTCError(

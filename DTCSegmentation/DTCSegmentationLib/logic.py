@@ -34,6 +34,7 @@ from . import dataset, models, results, roihint, sceneio
 from .jobs.infojob import ModelInfoJob
 from .jobs.rankjob import RankJob
 from .jobs.segmentjob import SegmentJob
+from .jobs.spare import Spare
 from .jobs.trainjob import TrainingJob, TrainingRequest
 
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
@@ -110,6 +111,9 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
+        # The next Segment / ranking / info job's engine process, started in advance once the panel calls
+        # spare.start() (jobs/spare.py); off until then: every job starts its process cold.
+        self.spare = Spare()
 
     def getParameterNode(self) -> DTCSegmentationParameterNode:
         return DTCSegmentationParameterNode(super().getParameterNode())
@@ -141,7 +145,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     def startModelInfo(self, modelPaths: list, device: str | None = None, threads: int | None = None) -> ModelInfoJob:
         """``dtc info`` on the models (and the device choice) in the background (``threads``: see startSegment)."""
         job = ModelInfoJob(Path(tempfile.mkdtemp(prefix="DTCInfo-")), [str(p) for p in modelPaths], device,
-                           threads=threads)
+                           runner=self.spare.runner(), threads=threads)
         job.start()
         return job
 
@@ -172,16 +176,17 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
         ``threads``: the job's CPU threads (``dtc segment --threads``; the panel's share, :mod:`.cores`);
         None: every core. ``job.extent`` is set when the engine finds the scan much larger than the
-        model's training scans (:mod:`DTCCore.planning.extent`).
+        model's training scans (:mod:`DTCCore.planning.extent`). The scan goes to the engine in its own voxel
+        type, uncompressed, straight from the node's array (:func:`.sceneio.write_volume_file`); the job runs in
+        the spare engine process when one waits (:mod:`.jobs.spare`).
         """
-        from DTCCore.data.images import write_image
-
-        image, geometry = sceneio.volume_to_array(volume)
+        sceneio.require_scalar_volume(volume)
         region = sceneio.roi_to_slices(roi, volume)
         work = Path(tempfile.mkdtemp(prefix="DTCSegment-"))
-        write_image(work / "input.nrrd", image, geometry, compress=False)
+        sceneio.write_volume_file(volume, work / "input.nrrd")
         job = SegmentJob(work, work / "input.nrrd", region, modelPath or "", device, QUALITY_OVERLAP[quality],
-                         largestComponent, tta=QUALITY_TTA[quality], threads=threads)
+                         largestComponent, runner=self.spare.runner(self.modelFile(modelPath)),
+                         tta=QUALITY_TTA[quality], threads=threads)
         job.start()
         return job
 
@@ -336,7 +341,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         if not m.unlabeled:
             raise DTCError("the dataset has no unlabeled volumes; add some in Training data first")
         job = RankJob(Path(tempfile.mkdtemp(prefix="DTCRank-")), list(m.unlabeled), modelPath or "", device,
-                      threads=threads)
+                      runner=self.spare.runner(self.modelFile(modelPath)), threads=threads)
         job.start()
         return job
 

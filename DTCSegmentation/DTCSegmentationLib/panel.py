@@ -117,6 +117,8 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self.refreshDataset()
 
     def cleanup(self):
+        if self.logic is not None:  # quit and Reload: the waiting engine process exits (jobs/spare.py)
+            self.logic.spare.stop()
         self._timer.stop()
         for job in self._jobs.values():
             job.cancel()  # the trainer saves a checkpoint; Resume continues from it after a restart
@@ -125,6 +127,8 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
     def enter(self):
         self.initializeParameterNode()  # connects the widgets only to a parameter node they are not connected to
         self._observe(self._parameterNode)
+        if self._engineInstalled():  # the next job's engine process imports torch and loads the model now
+            self.logic.spare.start(self.logic.modelFile(self._parameterNode.modelPath))
 
     def exit(self):
         """Leaving the module stops reacting to parameter node changes (Slicer's template; ``enter()`` checks
@@ -135,11 +139,14 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._observe(None)
 
     def onSceneStartClose(self, caller, event):
+        self.logic.spare.stop()  # no engine process outlives the scene (a new one starts once it is closed)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
             self.initializeParameterNode()
+            if self._engineInstalled():
+                self.logic.spare.start(self.logic.modelFile(self._parameterNode.modelPath))
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())

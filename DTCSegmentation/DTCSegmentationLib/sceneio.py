@@ -15,6 +15,9 @@ from DTCCore.data.images import Geometry
 from DTCCore.errors import DTCError
 
 LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0])  # DICOM/ITK LPS vs Slicer RAS: x and y axes flipped
+# The scan Segment hands the engine is written uncompressed: measured faster end to end (write + the engine's
+# read) than zlib on the bundled sample (bench/speed/segment_click.py, bench/RESULTS.md).
+SCAN_COMPRESSION = False
 
 
 def ijk_to_ras(volume_node) -> np.ndarray:
@@ -56,6 +59,18 @@ def volume_to_array(volume_node) -> tuple[np.ndarray, Geometry]:
     require_scalar_volume(volume_node)
     array = kji_to_xyz(slicer.util.arrayFromVolume(volume_node)).astype(np.float32, copy=False)
     return array, geometry_from_ijk_to_ras(ijk_to_ras(volume_node))
+
+
+def write_volume_file(volume_node, path, compress: bool = SCAN_COMPRESSION) -> None:
+    """Write a scalar volume node to ``path`` (atomic) for the engine: its voxels in their own type, with
+    its geometry, straight from Slicer's (K, J, I) array, which is SimpleITK's (z, y, x) order: no transpose,
+    no cast, the only copy SimpleITK's (the engine reads any type as float32, so the values it sees are the
+    same as from a float32 copy)."""
+    from DTCCore.data.images import write_image_zyx
+
+    require_scalar_volume(volume_node)
+    write_image_zyx(path, slicer.util.arrayFromVolume(volume_node),
+                    geometry_from_ijk_to_ras(ijk_to_ras(volume_node)), compress=compress)
 
 
 def kji_to_xyz(array_kji: np.ndarray) -> np.ndarray:

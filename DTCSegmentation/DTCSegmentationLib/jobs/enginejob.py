@@ -71,6 +71,11 @@ def engine_pythonpath() -> str:
     return root + (os.pathsep + rest if rest else "")
 
 
+def engine_env() -> dict[str, str]:
+    """Environment of an engine process: this one's, DTCCore importable, output unbuffered."""
+    return dict(os.environ, PYTHONPATH=engine_pythonpath(), PYTHONUNBUFFERED="1")
+
+
 def cancel_deadlines(step_s: float | None = None) -> tuple[float, float]:
     """(signal after, kill after), seconds from Cancel, for a job whose steps take ``step_s`` seconds.
 
@@ -104,8 +109,12 @@ class ProcessRunner:
         self.signal_after_s, self.grace_s = cancel_deadlines()
 
     def start(self, command: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> None:
+        self._launch(command, env, cwd, subprocess.DEVNULL)
+
+    def _launch(self, command: list[str], env: dict[str, str] | None, cwd: str | None, stdin: Any) -> None:
+        """Start ``command`` (stdin: DEVNULL, or PIPE for a spare, :mod:`.spare`) and one reader thread per pipe."""
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin, env=env, cwd=cwd,
             text=True, encoding="utf-8", errors="replace", bufsize=1, **popen_options(),
         )
         for name, stream in (("stdout", self.process.stdout), ("stderr", self.process.stderr)):
@@ -234,9 +243,8 @@ class EngineJob:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.cancel_file.exists():
             self.cancel_file.unlink()  # a resumed run must not stop at once
-        env = dict(os.environ, PYTHONPATH=engine_pythonpath(), PYTHONUNBUFFERED="1")
         self.started_at = time.monotonic()
-        self.runner.start(self.command(), env=env)
+        self.runner.start(self.command(), env=engine_env())
         self.state = JobState.RUNNING
 
     @property
