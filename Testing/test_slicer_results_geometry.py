@@ -47,7 +47,7 @@ def on_grid(segmentation_node, segment_id: str, geometry) -> np.ndarray:
 
 
 def test_the_segmentation_stores_the_oblique_volumes_grid(slicer_scene, dtc_module):
-    from DTCSegmentationLib.segmentjob import SegmentResult
+    from DTCSegmentationLib.jobs.segmentjob import SegmentResult
 
     volume, _ = make_volume("Oblique scan")  # rotated axes, 0.7 x 1.3 x 2.1 mm, origin off zero
     xyz = SHAPE_KJI[::-1]

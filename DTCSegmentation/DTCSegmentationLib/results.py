@@ -43,8 +43,12 @@ class ResultNodes:
         return self.segment_ids[0]
 
 
-def _place_next_to(node, reference) -> None:
-    """Same parent transform and same subject-hierarchy parent (study/patient folder) as ``reference``."""
+def place_next_to(node, reference) -> None:
+    """Same parent transform and same subject-hierarchy parent (study/patient folder) as ``reference``.
+
+    A new segmentation is placed *before* its masks are imported: the import maps the labelmap (created
+    under the reference's transform by ``updateSegmentBinaryLabelmapFromArray``) into the segmentation's
+    frame, so a segmentation parented afterwards would carry the transform twice."""
     node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
     reference_item = sh.GetItemByDataNode(reference)
@@ -56,11 +60,15 @@ def _place_next_to(node, reference) -> None:
         sh.CreateItem(parent, node)
 
 
-def _new_node(class_name: str, name: str):
-    """A new node called ``name``, or ``name_1``, ``name_2`` ... when the name is taken."""
+def _new_node(class_name: str, name: str, reference=None):
+    """A new node called ``name``, or ``name_1``, ``name_2`` ... when the name is taken; placed next to
+    ``reference`` (:func:`place_next_to`) when one is given."""
     scene = slicer.mrmlScene
     unique = name if scene.GetFirstNodeByName(name) is None else scene.GenerateUniqueName(name)
-    return scene.AddNewNodeByClass(class_name, unique)
+    node = scene.AddNewNodeByClass(class_name, unique)
+    if reference is not None:
+        place_next_to(node, reference)
+    return node
 
 
 def add_scalar_result(array_xyz: np.ndarray, reference, name: str):
@@ -69,7 +77,7 @@ def add_scalar_result(array_xyz: np.ndarray, reference, name: str):
     node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras(reference)))
     slicer.util.updateVolumeFromArray(node, array_to_kji(np.asarray(array_xyz, np.float32)))
     node.CreateDefaultDisplayNodes()
-    _place_next_to(node, reference)
+    place_next_to(node, reference)
     return node
 
 
@@ -94,7 +102,10 @@ def set_terminology(segment, entry: str) -> None:
 
 
 def write_segments(node, masks: list, table: list, reference) -> list:
-    """Write one segment per label-table entry into ``node`` (same-named segments are updated); their ids."""
+    """Write one segment per label-table entry into ``node`` (same-named segments are updated); their ids.
+
+    ``node`` must already be in its place (:func:`place_next_to` for a new node): the masks are on the
+    reference's grid and are imported into ``node``'s own frame through their parent transforms."""
     node.CreateDefaultDisplayNodes()
     node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
     segmentation = node.GetSegmentation()
@@ -110,7 +121,6 @@ def write_segments(node, masks: list, table: list, reference) -> list:
         slicer.util.updateSegmentBinaryLabelmapFromArray(array_to_kji(np.asarray(mask, np.uint8)), node, segment_id,
                                                          reference)
         ids.append(segment_id)
-    _place_next_to(node, reference)
     return ids
 
 
@@ -141,10 +151,10 @@ def create_results(volume, result, table: list, output=None, input_name: str | N
     base = input_name or volume.GetName()
     label = np.asarray(result.label)
     masks = [label == entry["value"] for entry in table]
-    seg_node = output if output is not None else _new_node("vtkMRMLSegmentationNode", f"{base} DTC")
+    seg_node = output if output is not None else _new_node("vtkMRMLSegmentationNode", f"{base} DTC", volume)
     segment_ids = write_segments(seg_node, masks, table, volume)
     levelset = np.asarray(result.levelsets[0], np.float32)
-    contour = _new_node("vtkMRMLSegmentationNode", f"{base} DTC level-set zero contour")
+    contour = _new_node("vtkMRMLSegmentationNode", f"{base} DTC level-set zero contour", volume)
     write_segments(contour, [levelset < 0], [{"name": "Level set < 0", "color": CONTOUR_COLOR}], volume)
     nodes = ResultNodes(
         segmentation=seg_node,
