@@ -135,6 +135,7 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._observe(None)
 
     def onSceneStartClose(self, caller, event):
+        self._rankedSource.clear()  # the new scene reuses node IDs (vtkMRMLScene::Clear resets the counters)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
