@@ -13,11 +13,14 @@ that each ends exactly after the close; the scene, the parameter node and the wi
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import slicer
 
-from DTCCore.protocol import EVENT_KEY
+from DTCCore.data.labels import LEFT_ATRIUM, write_sidecar
+from DTCCore.protocol import EVENT_KEY, JobEvent
 from slicer_harness import pythonqt
 from slicer_harness.fixtures import slicer_scene, tiny_model  # noqa: F401
 from slicer_harness.wrapper_versions import dtc_module_at, slicer_tag  # noqa: F401
@@ -89,3 +92,52 @@ def test_next_case_after_a_scene_close_keeps_the_unlabeled_scans(panel, tmp_path
     manifest = json.loads((dataset / "manifest.json").read_text())
     assert sorted(Path(u).resolve() for u in manifest["unlabeled"]) == sorted(f.resolve() for f in files)
     assert w._ranking and Path(w._ranking[0][0]) == files[0]  # still the next case
+
+
+def test_jobs_ending_after_a_scene_close_while_another_module_is_shown(panel, tmp_path, tiny_model):
+    from DTCSegmentationLib.jobs.segmentjob import SegmentResult
+
+    w = panel
+    enter_module(w)
+    models = tmp_path / "models"
+    models.mkdir()
+    w.ui.modelsFolderButton.directory = str(models)
+    pump_until(lambda: "info" not in w._jobs, what="dtc info of the bundled model")
+    volume, mask = make_volume("Patient 7")
+    w._parameterNode.inputVolume = volume
+    train, info, segment = ScriptedJob(), ScriptedJob(models={}), ScriptedJob(device="cpu")
+    w._startJob("train", train, w.ui.trainButton, onEnd=w._endTrain)
+    w._startJob("info", info, onEnd=w._endInfo)
+    w._startJob("segment", segment, w.ui.segmentButton,
+                onEnd=lambda job, event: w._endSegment(volume, None, job, event))
+    exit_module(w)  # another module is shown
+    close_scene()
+    assert w._jobs.keys() == {"train", "info", "segment"}  # a scene close stops none of them
+
+    run = models / "run-1"  # what the trainer writes
+    run.mkdir()
+    shutil.copyfile(tiny_model, run / "model.pt")
+    write_sidecar(run / "model.pt", [LEFT_ATRIUM])
+    train.finish(JobEvent.DONE, model=str(run / "model.pt"))
+    info.device = {"description": "CPU (scripted)"}
+    info.finish(JobEvent.DONE)
+    label = np.zeros(SHAPE_KJI[::-1], np.uint8)
+    label[7:16, 6:14, 5:13] = 1
+    segment.result = SegmentResult(label, [np.where(label > 0, -0.5, 0.5).astype(np.float32)],
+                                   np.zeros(label.shape, np.float32))
+    segment.labels = [LEFT_ATRIUM]
+    segment.finish(JobEvent.DONE)
+    pump_until(lambda: not w._jobs, timeout=120, what="the three jobs' ends (and dtc info of the new model)")
+
+    p = w._parameterNode
+    assert p is not None and p.modelsFolder == models  # the user's folders survive the close
+    assert p.modelPath == str(run / "model.pt"), p.modelPath
+    assert w.ui.trainStatusLabel.text == f"Done: new model {run / 'model.pt'} is selected."
+    assert str(run / "model.pt") in w._modelInfo  # the info job's end read the new model (a real dtc info)
+    assert w.ui.deviceInfoLabel.text.startswith("Device: CPU"), w.ui.deviceInfoLabel.text
+    assert "closed" in w.ui.segmentStatusLabel.text, w.ui.segmentStatusLabel.text
+    assert slicer.mrmlScene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+    assert slicer.mrmlScene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 0
+    assert w.ui.segmentButton.text == "Segment" and w.ui.trainButton.text == "Start fine-tuning"
+    enter_module(w)
+    assert w._parameterNode.modelPath == str(run / "model.pt")

@@ -43,6 +43,8 @@ POLL_INTERVAL_MS = 200  # UI refresh period while a job runs (our choice: smooth
 # Why a button is disabled (its tooltip while it is; _checkCanApply)
 NEEDS_VOLUME = "Select an input volume first (load a scan: File > Add Data)."
 NEEDS_VOLUME_AND_SEGMENTATION = "Select the input volume and its corrected segmentation first."
+# The user's settings that are not scene data: a scene close keeps them in the new scene's parameter node.
+KEPT_ON_SCENE_CLOSE = ("modelsFolder", "datasetFolder", "modelPath", "device")
 
 
 class JobHandlers(NamedTuple):
@@ -76,6 +78,7 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._ranking = []  # [(path, mean disagreement)] highest first, the scans still unlabeled
         self._rankedCount = 0  # scans in the last ranking
         self._rankedSource = {}  # volume node ID -> the ranked unlabeled file Load the top-ranked volume read
+        self._keptSettings = {}  # KEPT_ON_SCENE_CLOSE values across a scene close
         self._roiSize = None  # mm x y z of the model's training scans, for the "Add ROI box" button
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -135,12 +138,23 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._observe(None)
 
     def onSceneStartClose(self, caller, event):
-        self._rankedSource.clear()  # the new scene reuses node IDs (vtkMRMLScene::Clear resets the counters)
+        """A scene close: the running jobs go on (a fine-tune registers its model, ``dtc info`` and a ranking
+        are about files; a Segment of the closed scene is dropped when it ends, :meth:`_endSegment`). The
+        loaded-by-Next-case map is cleared: the new scene reuses node IDs (``vtkMRMLScene::Clear`` resets them)."""
+        p = self._parameterNode
+        self._keptSettings = {name: getattr(p, name) for name in KEPT_ON_SCENE_CLOSE} if p is not None else {}
+        self._rankedSource.clear()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.initializeParameterNode()
+        """The new scene's parameter node, with the user's folders and model, also while another module is
+        shown: the jobs that end after the close write into it."""
+        self.initializeParameterNode()
+        for name, value in self._keptSettings.items():
+            setattr(self._parameterNode, name, value)
+        self._keptSettings = {}
+        if not self.parent.isEntered:
+            self._observe(None)  # as exit(): enter() checks the buttons again
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())

@@ -50,8 +50,12 @@ class SegmentSection:
             self.ui.roiButton.visible, self._roiSize = True, job.extent["model_mm"]
 
     def _endSegment(self, volume, output, job, event):
-        """Segment ended: on success the result nodes for ``volume`` (into ``output`` when one was chosen)."""
+        """Segment ended: on success the result nodes for ``volume`` (into ``output`` when one was chosen); nothing
+        when the scene of ``volume`` was closed meanwhile (its results belong to no scene now)."""
         label = self.ui.segmentStatusLabel
+        if any(node is not None and node.GetScene() is not slicer.mrmlScene for node in (volume, output)):
+            label.text = f"Dropped: the scene of {volume.GetName()} was closed while Segment ran."
+            return
         if self._succeeded(job, event, label, "Segment"):
             with slicer.util.tryWithErrorDisplay("Could not create the result nodes."):
                 nodes = self.logic.writeResults(volume, job.result, job.labels, output)  # the model's, from the engine
