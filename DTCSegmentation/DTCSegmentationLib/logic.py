@@ -155,6 +155,22 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             raise DTCError((info or {}).get("error") or job.error or f"cannot read model {path}")
         return info
 
+    # ---- engine ----
+    @staticmethod
+    def startEngineInstall(confirm, action: str = "the button"):
+        """None when the engine's packages are installed; else, once ``confirm(message)`` agrees, the started
+        PyTorch install job (:mod:`.jobs.installjob`; poll it). DTCError when declined or failed."""
+        from . import dependencies
+
+        return dependencies.start_install(confirm, action)
+
+    @staticmethod
+    def checkEngineInstalled() -> None:
+        """DTCError naming the fix when torch is not importable after an install."""
+        from . import dependencies
+
+        dependencies.check_installed()
+
     # ---- segment ----
     @staticmethod
     def checkInputVolume(volume) -> None:

@@ -18,6 +18,7 @@ value in the parameter node from the slot they connect, so slots connected later
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -216,11 +217,49 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         button.toolTip = self._tips.get(button, "") if enabled else why
 
     # ---- jobs ----
-    def _ensureEngine(self):
-        """Offer to install PyTorch before the first engine job (:mod:`.dependencies`); raises when declined."""
-        from .dependencies import ensure_torch
+    def _installing(self, button, label) -> bool:
+        """True while PyTorch is being installed (:meth:`_ensureEngine`): ``button`` then cancels the install it
+        started, or ``label`` says to wait for the one another button started."""
+        job = self._jobs.get("install")
+        if job is None:
+            return False
+        if self._handlers["install"].button is button:
+            job.cancel()
+            label.text = "Cancelling the PyTorch installation..."
+        else:
+            label.text = "PyTorch is being installed; wait for it to finish (or cancel it), then click again."
+        return True
 
-        ensure_torch(lambda text: slicer.util.confirmOkCancelDisplay(text, "DTCSegmentation"))
+    def _ensureEngine(self, button, label, bar=None) -> bool:
+        """True when the engine can run. Else offers to install what it needs (:mod:`.dependencies`; raises
+        DTCError when declined) and starts the PyTorch install as the panel's "install" job: polled, its output
+        in ``label``, its phase in ``bar``, ``button`` its Cancel; once it is done the user clicks ``button`` again."""
+        job = self.logic.startEngineInstall(
+            lambda text: slicer.util.confirmOkCancelDisplay(text, "DTCSegmentation"), f"'{button.text}'")
+        if job is None:
+            return True
+        label.text = "Installing PyTorch: starting the installer..."
+        self._startJob("install", job, button, onProgress=functools.partial(self._installProgress, label, bar),
+                       onEnd=functools.partial(self._endInstall, label, button.text))
+        return False
+
+    @staticmethod
+    def _installProgress(label, bar, job, event):
+        if bar is not None:
+            bar.maximum, bar.value = event["total"], event["done"]
+        label.text = f"Installing PyTorch ({job.elapsed_s:.0f} s): {event['line']}"
+
+    def _endInstall(self, label, action, job, event):
+        if event["event"] == JobEvent.DONE:
+            with slicer.util.tryWithErrorDisplay("PyTorch was installed but cannot be imported."):
+                self.logic.checkEngineInstalled()
+                label.text = f"PyTorch is installed ({job.elapsed_s:.0f} s): click {action} again."
+                self.refreshModels()  # dtc info of the models, now that the engine runs
+        elif event["event"] == JobEvent.CANCELLED:
+            label.text = "PyTorch installation cancelled; nothing was installed while it downloaded."
+        else:
+            label.text = f"PyTorch was not installed: {job.error}"
+            slicer.util.errorDisplay(job.error)
 
     def _startJob(self, kind, job, button=None, onProgress=None, onEvent=None, onEnd=None):
         """Poll ``job`` (started) as the panel's ``kind`` job until it ends. The section that starts it handles

@@ -20,6 +20,8 @@ class SegmentSection:
             self._jobs["segment"].cancel()
             self.ui.segmentStatusLabel.text = "Cancelling..."
             return
+        if self._installing(self.ui.segmentButton, self.ui.segmentStatusLabel):
+            return
         with slicer.util.tryWithErrorDisplay("Segment failed to start.", waitCursor=True):
             p = self._parameterNode
             self.logic.checkInputVolume(p.inputVolume)  # before any question: a clear error names the fix
@@ -30,7 +32,8 @@ class SegmentSection:
                         "Edits in them are lost.",
                         "DTCSegmentation"):
                     return
-            self._ensureEngine()
+            if not self._ensureEngine(self.ui.segmentButton, self.ui.segmentStatusLabel, self.ui.segmentProgressBar):
+                return  # PyTorch is being installed first
             job = self.logic.startSegment(p.inputVolume, p.inputROI, p.modelPath, p.device, p.quality,
                                           p.largestComponent, job_threads("segment", self._jobs))
             self.ui.roiButton.visible = False
