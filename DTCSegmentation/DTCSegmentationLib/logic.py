@@ -35,6 +35,7 @@ from .jobs.infojob import ModelInfoJob
 from .jobs.rankjob import RankJob
 from .jobs.segmentjob import SegmentJob
 from .jobs.trainjob import TrainingJob, TrainingRequest
+from .lifecycle import STOP_GRACE_S, ProcessRegistry
 
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
 DATASET_LABELS = dataset.LABELS_NAME  # label table of the dataset's segments, for models fine-tuned on it
@@ -110,6 +111,18 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
+        self._processes = ProcessRegistry()
+
+    # ---- processes ----
+    def registerJob(self, job):
+        """Have :meth:`stopAllJobs` stop ``job`` (anything holding a ``runner``, :mod:`.lifecycle`); returns it.
+        Every job this Logic starts is registered."""
+        return self._processes.register(job)
+
+    def stopAllJobs(self, graceSeconds: float = STOP_GRACE_S) -> list:
+        """Stop every engine process this Logic started or was given, within ``graceSeconds`` (SIGTERM and
+        cancel files, then kill), and remove their temporary folders (quit, Reload); the jobs that ran."""
+        return self._processes.stop_all(graceSeconds)
 
     def getParameterNode(self) -> DTCSegmentationParameterNode:
         return DTCSegmentationParameterNode(super().getParameterNode())
@@ -142,6 +155,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         """``dtc info`` on the models (and the device choice) in the background (``threads``: see startSegment)."""
         job = ModelInfoJob(Path(tempfile.mkdtemp(prefix="DTCInfo-")), [str(p) for p in modelPaths], device,
                            threads=threads)
+        self.registerJob(job)
         job.start()
         return job
 
@@ -156,13 +170,13 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         return info
 
     # ---- engine ----
-    @staticmethod
-    def startEngineInstall(confirm, action: str = "the button"):
+    def startEngineInstall(self, confirm, action: str = "the button"):
         """None when the engine's packages are installed; else, once ``confirm(message)`` agrees, the started
         PyTorch install job (:mod:`.jobs.installjob`; poll it). DTCError when declined or failed."""
         from . import dependencies
 
-        return dependencies.start_install(confirm, action)
+        job = dependencies.start_install(confirm, action)
+        return self.registerJob(job) if job is not None else None
 
     @staticmethod
     def checkEngineInstalled() -> None:
@@ -198,6 +212,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         write_image(work / "input.nrrd", image, geometry, compress=False)
         job = SegmentJob(work, work / "input.nrrd", region, modelPath or "", device, QUALITY_OVERLAP[quality],
                          largestComponent, tta=QUALITY_TTA[quality], threads=threads)
+        self.registerJob(job)
         job.start()
         return job
 
@@ -259,6 +274,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     def startTraining(self, request: TrainingRequest) -> TrainingJob:
         """Start ``dtc train`` for ``request`` (:meth:`trainingRequest`) in the background."""
         job = TrainingJob(request)
+        self.registerJob(job)
         job.start()
         return job
 
@@ -353,6 +369,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             raise DTCError("the dataset has no unlabeled volumes; add some in Training data first")
         job = RankJob(Path(tempfile.mkdtemp(prefix="DTCRank-")), list(m.unlabeled), modelPath or "", device,
                       threads=threads)
+        self.registerJob(job)
         job.start()
         return job
 

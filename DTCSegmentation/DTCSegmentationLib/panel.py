@@ -31,7 +31,7 @@ from slicer.util import VTKObservationMixin
 
 from DTCCore.protocol import EVENT_KEY, Event, JobEvent
 
-from . import nextcase
+from . import lifecycle, nextcase
 from .logic import DTCSegmentationLogic
 from .panel_data import DataSection
 from .panel_finetune import FinetuneSection
@@ -121,10 +121,22 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self.refreshDataset()
 
     def cleanup(self):
+        """The module is unloaded (quit, or Reload before the new panel is built): the panel stops reacting
+        (its widgets are disconnected from the parameter node) and every engine process it started ends
+        within a bounded time, its temporary folders removed (:mod:`.lifecycle`). A fine-tune saves a
+        checkpoint on the way; Resume continues from it after a restart."""
         self._timer.stop()
-        for job in self._jobs.values():
-            job.cancel()  # the trainer saves a checkpoint; Resume continues from it after a restart
+        self.setParameterNode(None)
+        self.logic.stopAllJobs()
+        self._jobs.clear()
+        self._handlers.clear()
         self.removeObservers()
+
+    def onReload(self):
+        """Reload (developer mode): the module's own packages are imported afresh, then Slicer's Reload
+        (``slicer.util.reloadScriptedModule``: the module file, this panel's cleanup(), a new panel)."""
+        lifecycle.forget_packages()
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self):
         self.initializeParameterNode()  # connects the widgets only to a parameter node they are not connected to
@@ -266,6 +278,7 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         it: ``onProgress(job, event)`` each ``progress`` event, ``onEvent(job, event)`` any other engine event,
         ``onEnd(job, event)`` once with the job's end event (job-done / job-cancelled / job-failed), after the
         job has left ``self._jobs`` and ``button`` (Cancel while it runs) has its own text back."""
+        self.logic.registerJob(job)  # stopped on quit and Reload (cleanup)
         self._jobs[kind] = job
         self._handlers[kind] = JobHandlers(button, button.text if button is not None else "", onProgress, onEvent,
                                            onEnd)
