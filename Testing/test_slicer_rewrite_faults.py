@@ -48,7 +48,7 @@ def test_dataset_manifest_keeps_its_cases_when_adding_one_fails(slicer_scene, dt
 @pytest.mark.parametrize("fault", FAULTS)
 def test_resumed_fine_tune_keeps_the_requested_config_when_its_write_fails(dtc_module, tmp_path, monkeypatch,
                                                                            fault):
-    from DTCSegmentationLib.trainjob import TrainingJob, TrainingRequest
+    from DTCSegmentationLib.jobs.trainjob import TrainingJob, TrainingRequest
 
     class NeverStarted:
         """A process runner that must not be reached: the config is written before the process starts."""
