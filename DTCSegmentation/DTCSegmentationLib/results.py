@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import slicer
 
-from .sceneio import array_to_kji, ijk_to_ras, kji_to_xyz
+from .sceneio import array_to_kji, ijk_to_ras, kji_to_xyz, no_new_nodes
 
 CONTOUR_COLOR = (1.0, 1.0, 0.0)  # yellow: distinct from the segment colour on grey-level scans
 LEVELSET_COLOR_NAME = "DTC level set (diverging)"
@@ -118,8 +118,9 @@ def write_segments(node, masks: list, table: list, reference) -> list:
         segment.SetColor(*entry["color"])
         if entry.get("terminology"):
             set_terminology(segment, entry["terminology"])
-        slicer.util.updateSegmentBinaryLabelmapFromArray(array_to_kji(np.asarray(mask, np.uint8)), node, segment_id,
-                                                         reference)
+        with no_new_nodes():  # its temporary label map's display node
+            slicer.util.updateSegmentBinaryLabelmapFromArray(array_to_kji(np.asarray(mask, np.uint8)), node,
+                                                             segment_id, reference)
         ids.append(segment_id)
     return ids
 
