@@ -191,6 +191,13 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         """DTCError naming the fix unless ``volume`` is a grey-level scalar volume with voxels."""
         sceneio.require_scalar_volume(volume)
 
+    @staticmethod
+    def checkOutputSegmentation(output, volume) -> None:
+        """DTCError naming the fix when the chosen output segmentation cannot take ``volume``'s labels as it is
+        (:func:`.results.check_output`); None (a new node each time) always can."""
+        if output is not None:
+            results.check_output(output, volume)
+
     def addRoiBox(self, volume, sizeMm):
         """A new ROI node of ``sizeMm`` (x y z mm) at the centre of ``volume``, along its axes (:mod:`.roihint`)."""
         return roihint.add_roi_box(volume, sizeMm)

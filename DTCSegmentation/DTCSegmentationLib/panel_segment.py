@@ -26,6 +26,7 @@ class SegmentSection:
             p = self._parameterNode
             self.logic.checkInputVolume(p.inputVolume)  # before any question: a clear error names the fix
             output = p.outputSegmentation
+            self.logic.checkOutputSegmentation(output, p.inputVolume)  # before the run, not after it
             if output is not None and output.GetSegmentation().GetNumberOfSegments() > 0:
                 if not slicer.util.confirmOkCancelDisplay(
                         f"Replace the segments of '{output.GetName()}' with the model's result? "
