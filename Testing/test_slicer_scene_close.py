@@ -141,4 +141,3 @@ def test_jobs_ending_after_a_scene_close_while_another_module_is_shown(panel, tm
     assert w.ui.segmentButton.text == "Segment" and w.ui.trainButton.text == "Start fine-tuning"
     enter_module(w)
     assert w._parameterNode.modelPath == str(run / "model.pt")
-
