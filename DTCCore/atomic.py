@@ -7,6 +7,7 @@ with SimpleITK's writer.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -36,6 +37,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except OSError as exc:
         silent_unlink(tmp)
         raise DTCError(f"cannot write {path} ({exc.strerror}); free disk space or choose another folder") from None
+    except BaseException:
+        silent_unlink(tmp)
+        raise
+
+
+def atomic_copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` atomically: the copy is made in a temp file next to ``target``, flushed to
+    disk, then renamed; an interrupted copy (disk full, a killed process) leaves no part of ``target``."""
+    target = Path(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise DTCError(f"cannot write to folder {target.parent} ({exc.strerror}); choose a writable folder") from None
+    try:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, target)
+    except OSError as exc:
+        silent_unlink(tmp)
+        raise DTCError(f"cannot copy {source} to {target} ({exc.strerror}); free disk space or choose another "
+                       "folder") from None
     except BaseException:
         silent_unlink(tmp)
         raise

@@ -38,7 +38,7 @@ def sleeping_job(tmp_path):
     job = _SleepingTrainingJob(TrainingRequest(tmp_path / "manifest.json", tmp_path / "run"))
     job.start()
     yield job
-    job.runner._kill_tree()
+    job.runner.kill_tree()
     job.runner.process.wait(10)
 
 

@@ -266,7 +266,8 @@ def test_a_failed_torch_install_says_why(tmp_path, monkeypatch):
 def test_an_old_torch_is_replaced_through_the_installer(monkeypatch):
     steps = []
     monkeypatch.setattr(dependencies, "_pip", lambda r: steps.append(("pip", r)))
-    monkeypatch.setattr(dependencies, "_install_torch", lambda: steps.append(("torch",)))
+    done = types.SimpleNamespace(state=dependencies.JobState.DONE, wait=lambda timeout: [], error="")
+    monkeypatch.setattr(dependencies, "start_torch_install", lambda action: steps.append(("torch",)) or done)
     monkeypatch.setattr(dependencies, "torch_too_old", lambda: True)  # an old torch is installed
     monkeypatch.setattr(dependencies.importlib.util, "find_spec", lambda name: object())
     dependencies.ensure_torch(lambda text: "PyTorch" in text)

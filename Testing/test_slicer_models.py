@@ -56,3 +56,36 @@ def test_describe_says_what_the_model_expects():
     assert "test Dice" not in text and "largest" not in text
     shipped = models.describe({"test_dice": 0.88064, "config": {"infer": {"largest_component": True}}})
     assert "test Dice 88.06% as Segment runs it" in shipped and "keeps the largest connected component" in shipped
+
+
+def _disk_full_after(monkeypatch, written: int) -> None:
+    """The next file copies stop with ENOSPC after ``written`` bytes (shutil copies with os.sendfile on Linux)."""
+    import errno
+    import os
+
+    def sendfile(out_fd, in_fd, offset, count):
+        data = os.pread(in_fd, written, 0)
+        os.write(out_fd, data)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+
+
+def test_an_interrupted_import_or_export_leaves_no_partial_model(tiny_model, tmp_path, monkeypatch):
+    source = tmp_path / "incoming" / "liver.pt"
+    source.parent.mkdir()
+    source.write_bytes(tiny_model.read_bytes())
+    models_folder = tmp_path / "models"
+    models_folder.mkdir()
+    _disk_full_after(monkeypatch, len(models.MODEL_MAGIC) + 100)  # a model.pt that starts like one
+    with pytest.raises((DTCError, OSError)):
+        models.import_model(source, models_folder)
+    listed = models.list_models(models_folder)
+    assert [e for e in listed if not e.bundled] == [], "the model list shows a partial model"
+    assert sorted(p.name for p in models_folder.rglob("*")) == []  # no run folder, no temp file
+    with pytest.raises((DTCError, OSError)):
+        models.export_model(source, tmp_path / "out.pt")
+    assert sorted(p.name for p in tmp_path.glob("*out*")) == []
+    monkeypatch.undo()
+    exported = models.export_model(source, tmp_path / "out.pt")  # the next try succeeds
+    assert exported.read_bytes() == source.read_bytes()

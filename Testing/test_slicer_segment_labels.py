@@ -83,3 +83,29 @@ def test_segment_jsonl_refuses_a_model_whose_label_table_does_not_fit(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == EXIT_USER_ERROR
     assert "must list 1 class" in run.stderr.splitlines()[-1]
+
+
+def test_a_finished_segment_reads_one_level_set_not_every_classs(slicer_scene, dtc_module, tmp_path, monkeypatch):
+    """A C-class model writes C level sets (``levelset_<c>``); the panel shows the first class's only, so only
+    that one is read on Slicer's GUI thread: the result has it, and the others are never opened."""
+    import DTCCore.data.images as images
+    from DTCCore.data.images import Geometry, write_image
+    from DTCCore.protocol import EVENT_KEY, Event
+    from DTCSegmentationLib.jobs.segmentjob import SegmentJob
+
+    shape, geometry = (6, 5, 4), Geometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    files = {"seg": tmp_path / "seg.nrrd", "disagreement": tmp_path / "dis.nrrd"}
+    write_image(files["seg"], np.ones(shape, np.uint8), geometry)
+    write_image(files["disagreement"], np.zeros(shape, np.float32), geometry)
+    for c in (1, 2, 3):
+        files[f"levelset_{c}"] = tmp_path / f"ls{c}.nrrd"
+        write_image(files[f"levelset_{c}"], np.full(shape, -c / 10, np.float32), geometry)
+    read = []
+    real = images.read_image
+    monkeypatch.setattr(images, "read_image", lambda path, *a, **k: read.append(str(path)) or real(path, *a, **k))
+    job = SegmentJob(tmp_path, tmp_path / "scan.nrrd")
+    job.on_event({EVENT_KEY: Event.START, "device": "cpu", "labels": [TUMOUR, TUMOUR, TUMOUR]})
+    job.on_event({EVENT_KEY: Event.CASE_DONE, "files": {k: str(v) for k, v in files.items()}})
+    job.done_event()
+    assert sorted(read) == sorted(str(files[k]) for k in ("seg", "levelset_1", "disagreement"))
+    assert len(job.result.levelsets) == 1 and np.allclose(job.result.levelsets[0], -0.1)

@@ -26,7 +26,7 @@ import vtk
 
 from DTCCore.errors import DTCError
 
-from .sceneio import geometry_from_ijk_to_ras, ijk_to_ras, kji_to_xyz
+from .sceneio import geometry_from_ijk_to_ras, ijk_to_ras, kji_to_xyz, no_new_nodes
 
 # Fields of a serialized terminology entry, "context~category~type~type modifier~region context~region~region
 # modifier" with codes "scheme^value^meaning" (vtkSlicerTerminologiesModuleLogic::SerializeTerminologyEntry,
@@ -126,8 +126,8 @@ def _export_segment(node, segment_id: str, volume) -> np.ndarray:
     """(K, J, I) bool mask of one segment on ``volume``'s grid."""
     ids = vtk.vtkStringArray()
     ids.InsertNextValue(segment_id)
-    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__dtc_export__")
-    try:
+    with no_new_nodes():  # the label map, its display node and the colour table the export makes
+        labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__dtc_export__")
         ok = slicer.modules.segmentations.logic().ExportSegmentsToLabelmapNode(
             node, ids, labelmap, volume, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY
         )
@@ -135,8 +135,6 @@ def _export_segment(node, segment_id: str, volume) -> np.ndarray:
             raise DTCError(f"cannot export segment '{node.GetSegmentation().GetSegment(segment_id).GetName()}' of "
                            f"{node.GetName()} onto {volume.GetName()}'s grid; check the segment")
         mask = slicer.util.arrayFromVolume(labelmap) > 0
-    finally:
-        slicer.mrmlScene.RemoveNode(labelmap)
     if mask.shape != tuple(reversed(volume.GetImageData().GetDimensions())):  # EXTENT_REFERENCE_GEOMETRY: never
         raise DTCError(f"segment export of {node.GetName()} is not on {volume.GetName()}'s grid; check the segment")
     return mask

@@ -36,6 +36,7 @@ from .jobs.rankjob import RankJob
 from .jobs.segmentjob import SegmentJob
 from .jobs.spare import Spare
 from .jobs.trainjob import TrainingJob, TrainingRequest
+from .lifecycle import STOP_GRACE_S, ProcessRegistry
 
 JOB_TIMEOUT_S = 3600.0  # synchronous (console) calls only; the panel never waits
 DATASET_LABELS = dataset.LABELS_NAME  # label table of the dataset's segments, for models fine-tuned on it
@@ -114,6 +115,18 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         # The next Segment / ranking / info job's engine process, started in advance once the panel calls
         # spare.start() (jobs/spare.py); off until then: every job starts its process cold.
         self.spare = Spare()
+        self._processes = ProcessRegistry()
+
+    # ---- processes ----
+    def registerJob(self, job):
+        """Have :meth:`stopAllJobs` stop ``job`` (anything holding a ``runner``, :mod:`.lifecycle`); returns it.
+        Every job this Logic starts is registered."""
+        return self._processes.register(job)
+
+    def stopAllJobs(self, graceSeconds: float = STOP_GRACE_S) -> list:
+        """Stop every engine process this Logic started or was given, within ``graceSeconds`` (SIGTERM and
+        cancel files, then kill), and remove their temporary folders (quit, Reload); the jobs that ran."""
+        return self._processes.stop_all(graceSeconds)
 
     def getParameterNode(self) -> DTCSegmentationParameterNode:
         return DTCSegmentationParameterNode(super().getParameterNode())
@@ -146,6 +159,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         """``dtc info`` on the models (and the device choice) in the background (``threads``: see startSegment)."""
         job = ModelInfoJob(Path(tempfile.mkdtemp(prefix="DTCInfo-")), [str(p) for p in modelPaths], device,
                            runner=self.spare.runner(), threads=threads)
+        self.registerJob(job)
         job.start()
         return job
 
@@ -159,11 +173,34 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             raise DTCError((info or {}).get("error") or job.error or f"cannot read model {path}")
         return info
 
+    # ---- engine ----
+    def startEngineInstall(self, confirm, action: str = "the button"):
+        """None when the engine's packages are installed; else, once ``confirm(message)`` agrees, the started
+        PyTorch install job (:mod:`.jobs.installjob`; poll it). DTCError when declined or failed."""
+        from . import dependencies
+
+        job = dependencies.start_install(confirm, action)
+        return self.registerJob(job) if job is not None else None
+
+    @staticmethod
+    def checkEngineInstalled() -> None:
+        """DTCError naming the fix when torch is not importable after an install."""
+        from . import dependencies
+
+        dependencies.check_installed()
+
     # ---- segment ----
     @staticmethod
     def checkInputVolume(volume) -> None:
         """DTCError naming the fix unless ``volume`` is a grey-level scalar volume with voxels."""
         sceneio.require_scalar_volume(volume)
+
+    @staticmethod
+    def checkOutputSegmentation(output, volume) -> None:
+        """DTCError naming the fix when the chosen output segmentation cannot take ``volume``'s labels as it is
+        (:func:`.results.check_output`); None (a new node each time) always can."""
+        if output is not None:
+            results.check_output(output, volume)
 
     def addRoiBox(self, volume, sizeMm):
         """A new ROI node of ``sizeMm`` (x y z mm) at the centre of ``volume``, along its axes (:mod:`.roihint`)."""
@@ -187,6 +224,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         job = SegmentJob(work, work / "input.nrrd", region, modelPath or "", device, QUALITY_OVERLAP[quality],
                          largestComponent, runner=self.spare.runner(self.modelFile(modelPath)),
                          tta=QUALITY_TTA[quality], threads=threads)
+        self.registerJob(job)
         job.start()
         return job
 
@@ -248,6 +286,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     def startTraining(self, request: TrainingRequest) -> TrainingJob:
         """Start ``dtc train`` for ``request`` (:meth:`trainingRequest`) in the background."""
         job = TrainingJob(request)
+        self.registerJob(job)
         job.start()
         return job
 
@@ -342,6 +381,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             raise DTCError("the dataset has no unlabeled volumes; add some in Training data first")
         job = RankJob(Path(tempfile.mkdtemp(prefix="DTCRank-")), list(m.unlabeled), modelPath or "", device,
                       runner=self.spare.runner(self.modelFile(modelPath)), threads=threads)
+        self.registerJob(job)
         job.start()
         return job
 

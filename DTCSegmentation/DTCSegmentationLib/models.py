@@ -88,7 +88,9 @@ def list_models(models_folder: str | Path | None) -> list[ModelEntry]:
 
 
 def import_model(model_file: str | Path, models_folder: str | Path) -> Path:
-    """Copy a model file (and its ``.labels.json`` when present) to ``<models>/<name>/model.pt``."""
+    """Copy a model file (and its ``.labels.json`` when present) to ``<models>/<name>/model.pt``, atomically
+    (an interrupted copy leaves no run folder)."""
+    from DTCCore.atomic import atomic_copy_file
     from DTCCore.data.labels import sidecar_path
     from DTCCore.errors import DTCError
 
@@ -100,26 +102,32 @@ def import_model(model_file: str | Path, models_folder: str | Path) -> Path:
                        "pick a model.pt written by 'dtc train' or exported here")
     target = new_run_dir(models_folder, prefix=f"imported-{source.stem}") / "model.pt"
     target.parent.mkdir(parents=True)
-    shutil.copyfile(source, target)
-    if sidecar_path(source).exists():
-        shutil.copyfile(sidecar_path(source), sidecar_path(target))
+    try:  # the label table first: the model list shows a model.pt only once it is whole, with its table
+        if sidecar_path(source).exists():
+            atomic_copy_file(sidecar_path(source), sidecar_path(target))
+        atomic_copy_file(source, target)
+    except BaseException:
+        shutil.rmtree(target.parent, ignore_errors=True)
+        raise
     return target
 
 
 def export_model(model_file: str | Path, target: str | Path) -> Path:
-    """Copy a model (with its label table and model card, when present) to ``target`` (never overwrites)."""
+    """Copy a model (with its label table and model card, when present) to ``target`` (never overwrites),
+    each file atomically."""
+    from DTCCore.atomic import atomic_copy_file
     from DTCCore.data.labels import sidecar_path
     from DTCCore.errors import DTCError
 
     source, target = Path(model_file), Path(target)
     if target.exists():
         raise DTCError(f"{target} already exists; choose another file name")
-    shutil.copyfile(source, target)
     if sidecar_path(source).exists():
-        shutil.copyfile(sidecar_path(source), sidecar_path(target))
+        atomic_copy_file(sidecar_path(source), sidecar_path(target))
     card = source.with_suffix(".json")  # the bundled model's card (default.json)
     if card.exists():
-        shutil.copyfile(card, target.with_suffix(".card.json"))
+        atomic_copy_file(card, target.with_suffix(".card.json"))
+    atomic_copy_file(source, target)  # last: a whole model.pt means its table and card are there
     return target
 
 

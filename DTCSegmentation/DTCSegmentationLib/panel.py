@@ -18,6 +18,7 @@ value in the parameter node from the slot they connect, so slots connected later
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -30,7 +31,7 @@ from slicer.util import VTKObservationMixin
 
 from DTCCore.protocol import EVENT_KEY, Event, JobEvent
 
-from . import nextcase
+from . import lifecycle, nextcase
 from .logic import DTCSegmentationLogic
 from .panel_data import DataSection
 from .panel_finetune import FinetuneSection
@@ -43,6 +44,8 @@ POLL_INTERVAL_MS = 200  # UI refresh period while a job runs (our choice: smooth
 # Why a button is disabled (its tooltip while it is; _checkCanApply)
 NEEDS_VOLUME = "Select an input volume first (load a scan: File > Add Data)."
 NEEDS_VOLUME_AND_SEGMENTATION = "Select the input volume and its corrected segmentation first."
+# The user's settings that are not scene data: a scene close keeps them in the new scene's parameter node.
+KEPT_ON_SCENE_CLOSE = ("modelsFolder", "datasetFolder", "modelPath", "device")
 
 
 class JobHandlers(NamedTuple):
@@ -76,6 +79,7 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._ranking = []  # [(path, mean disagreement)] highest first, the scans still unlabeled
         self._rankedCount = 0  # scans in the last ranking
         self._rankedSource = {}  # volume node ID -> the ranked unlabeled file Load the top-ranked volume read
+        self._keptSettings = {}  # KEPT_ON_SCENE_CLOSE values across a scene close
         self._roiSize = None  # mm x y z of the model's training scans, for the "Add ROI box" button
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_INTERVAL_MS)
@@ -117,12 +121,24 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self.refreshDataset()
 
     def cleanup(self):
-        if self.logic is not None:  # quit and Reload: the waiting engine process exits (jobs/spare.py)
+        """The module is unloaded (quit, or Reload before the new panel is built): the panel stops reacting
+        (its widgets are disconnected from the parameter node) and every engine process it started ends
+        within a bounded time, its temporary folders removed (:mod:`.lifecycle`). A fine-tune saves a
+        checkpoint on the way; Resume continues from it after a restart."""
+        if self.logic is not None:  # the waiting engine process exits too (jobs/spare.py)
             self.logic.spare.stop()
         self._timer.stop()
-        for job in self._jobs.values():
-            job.cancel()  # the trainer saves a checkpoint; Resume continues from it after a restart
+        self.setParameterNode(None)
+        self.logic.stopAllJobs()
+        self._jobs.clear()
+        self._handlers.clear()
         self.removeObservers()
+
+    def onReload(self):
+        """Reload (developer mode): the module's own packages are imported afresh, then Slicer's Reload
+        (``slicer.util.reloadScriptedModule``: the module file, this panel's cleanup(), a new panel)."""
+        lifecycle.forget_packages()
+        ScriptedLoadableModuleWidget.onReload(self)
 
     def enter(self):
         self.initializeParameterNode()  # connects the widgets only to a parameter node they are not connected to
@@ -139,14 +155,26 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._observe(None)
 
     def onSceneStartClose(self, caller, event):
-        self.logic.spare.stop()  # no engine process outlives the scene (a new one starts once it is closed)
+        """A scene close: the running jobs go on (a fine-tune registers its model, ``dtc info`` and a ranking
+        are about files; a Segment of the closed scene is dropped when it ends, :meth:`_endSegment`). The
+        loaded-by-Next-case map is cleared: the new scene reuses node IDs (``vtkMRMLScene::Clear`` resets them)."""
+        p = self._parameterNode
+        self._keptSettings = {name: getattr(p, name) for name in KEPT_ON_SCENE_CLOSE} if p is not None else {}
+        self._rankedSource.clear()
+        self.logic.spare.stop()  # no spare engine process outlives the scene; a new one starts after
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-            if self._engineInstalled():
-                self.logic.spare.start(self.logic.modelFile(self._parameterNode.modelPath))
+        """The new scene's parameter node, with the user's folders and model, also while another module is
+        shown: the jobs that end after the close write into it."""
+        self.initializeParameterNode()
+        for name, value in self._keptSettings.items():
+            setattr(self._parameterNode, name, value)
+        self._keptSettings = {}
+        if not self.parent.isEntered:
+            self._observe(None)  # as exit(): enter() checks the buttons again
+        elif self._engineInstalled():
+            self.logic.spare.start(self.logic.modelFile(self._parameterNode.modelPath))
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
@@ -208,17 +236,56 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         button.toolTip = self._tips.get(button, "") if enabled else why
 
     # ---- jobs ----
-    def _ensureEngine(self):
-        """Offer to install PyTorch before the first engine job (:mod:`.dependencies`); raises when declined."""
-        from .dependencies import ensure_torch
+    def _installing(self, button, label) -> bool:
+        """True while PyTorch is being installed (:meth:`_ensureEngine`): ``button`` then cancels the install it
+        started, or ``label`` says to wait for the one another button started."""
+        job = self._jobs.get("install")
+        if job is None:
+            return False
+        if self._handlers["install"].button is button:
+            job.cancel()
+            label.text = "Cancelling the PyTorch installation..."
+        else:
+            label.text = "PyTorch is being installed; wait for it to finish (or cancel it), then click again."
+        return True
 
-        ensure_torch(lambda text: slicer.util.confirmOkCancelDisplay(text, "DTCSegmentation"))
+    def _ensureEngine(self, button, label, bar=None) -> bool:
+        """True when the engine can run. Else offers to install what it needs (:mod:`.dependencies`; raises
+        DTCError when declined) and starts the PyTorch install as the panel's "install" job: polled, its output
+        in ``label``, its phase in ``bar``, ``button`` its Cancel; once it is done the user clicks ``button`` again."""
+        job = self.logic.startEngineInstall(
+            lambda text: slicer.util.confirmOkCancelDisplay(text, "DTCSegmentation"), f"'{button.text}'")
+        if job is None:
+            return True
+        label.text = "Installing PyTorch: starting the installer..."
+        self._startJob("install", job, button, onProgress=functools.partial(self._installProgress, label, bar),
+                       onEnd=functools.partial(self._endInstall, label, button.text))
+        return False
+
+    @staticmethod
+    def _installProgress(label, bar, job, event):
+        if bar is not None:
+            bar.maximum, bar.value = event["total"], event["done"]
+        label.text = f"Installing PyTorch ({job.elapsed_s:.0f} s): {event['line']}"
+
+    def _endInstall(self, label, action, job, event):
+        if event["event"] == JobEvent.DONE:
+            with slicer.util.tryWithErrorDisplay("PyTorch was installed but cannot be imported."):
+                self.logic.checkEngineInstalled()
+                label.text = f"PyTorch is installed ({job.elapsed_s:.0f} s): click {action} again."
+                self.refreshModels()  # dtc info of the models, now that the engine runs
+        elif event["event"] == JobEvent.CANCELLED:
+            label.text = "PyTorch installation cancelled; nothing was installed while it downloaded."
+        else:
+            label.text = f"PyTorch was not installed: {job.error}"
+            slicer.util.errorDisplay(job.error)
 
     def _startJob(self, kind, job, button=None, onProgress=None, onEvent=None, onEnd=None):
         """Poll ``job`` (started) as the panel's ``kind`` job until it ends. The section that starts it handles
         it: ``onProgress(job, event)`` each ``progress`` event, ``onEvent(job, event)`` any other engine event,
         ``onEnd(job, event)`` once with the job's end event (job-done / job-cancelled / job-failed), after the
         job has left ``self._jobs`` and ``button`` (Cancel while it runs) has its own text back."""
+        self.logic.registerJob(job)  # stopped on quit and Reload (cleanup)
         self._jobs[kind] = job
         self._handlers[kind] = JobHandlers(button, button.text if button is not None else "", onProgress, onEvent,
                                            onEnd)

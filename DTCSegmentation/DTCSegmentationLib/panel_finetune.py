@@ -46,11 +46,14 @@ class FinetuneSection:
         self.ui.lossPlotWidget.setMRMLPlotViewNode(self._plotView)
 
     def _startTraining(self, resumeRunDir):
+        if self._installing(self.ui.trainButton, self.ui.trainStatusLabel):
+            return
         with slicer.util.tryWithErrorDisplay("Fine-tuning failed to start."):
-            self._ensureEngine()
+            if not self._ensureEngine(self.ui.trainButton, self.ui.trainStatusLabel, self.ui.trainProgressBar):
+                return  # PyTorch is being installed first
             p = self._parameterNode
-            entry = self._currentEntry()
-            initInfo = self._modelInfo.get(str(entry.path)) if entry is not None else None
+            fineTune = p.startFrom == "current model" and resumeRunDir is None
+            initInfo = self._knownInfo(p.modelPath) if fineTune else None  # never read here: the GUI would wait
             request = self.logic.trainingRequest(p, resumeRunDir, initInfo, job_threads("train", self._jobs))
             from .curves import LossCurve
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import qt
 import slicer
 
+from DTCCore.errors import DTCError
 from DTCCore.protocol import JobEvent
 
 from . import models
@@ -83,12 +84,23 @@ class ModelSection:
         self.ui.deviceInfoLabel.text = f"Device: {self._parameterNode.device} (checking...)"
         self._startInfo([])
 
+    def _knownInfo(self, modelPath: str) -> dict:
+        """``dtc info`` of a model ("" = bundled) as read in the background. Not read yet: starts reading it and
+        raises a DTCError asking to click again (reading it here would block the GUI while a child process
+        imports torch)."""
+        path = self.logic.modelFile(modelPath)
+        info = self._modelInfo.get(str(path))
+        if info and "error" in info:
+            raise DTCError(f"cannot read model {path}: {info['error']}; pick another model")
+        if info:
+            return info
+        self._startInfo([path])
+        raise DTCError(f"the model {path.name} is still being read (its classes and settings); click again in a "
+                       "moment")
+
     def _labelTable(self, modelPath: str):
-        """The label table of a model ("" = bundled): from the background ``dtc info``, else read now."""
-        info = self._modelInfo.get(str(self.logic.modelFile(modelPath)))
-        if info and "labels" in info:
-            return info["labels"]
-        return self.logic.modelInfo(modelPath)["labels"]  # rare: asked for before the model list was read
+        """The label table of a model ("" = bundled), from the background ``dtc info`` (:meth:`_knownInfo`)."""
+        return self._knownInfo(modelPath)["labels"]
 
     def onImportModel(self):
         path = qt.QFileDialog.getOpenFileName(None, "Import model", "", MODEL_FILTER)

@@ -20,8 +20,11 @@ class NextCaseSection:
         if "rank" in self._jobs:
             self._jobs["rank"].cancel()
             return
+        if self._installing(self.ui.rankButton, self.ui.rankStatusLabel):
+            return
         with slicer.util.tryWithErrorDisplay("Ranking failed to start.", waitCursor=True):
-            self._ensureEngine()
+            if not self._ensureEngine(self.ui.rankButton, self.ui.rankStatusLabel):
+                return  # PyTorch is being installed first
             p = self._parameterNode
             job = self.logic.startRanking(p.datasetFolder, p.modelPath, p.device, job_threads("rank", self._jobs))
             self.ui.rankStatusLabel.text = "Ranking..."

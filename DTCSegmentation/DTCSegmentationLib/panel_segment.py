@@ -20,17 +20,21 @@ class SegmentSection:
             self._jobs["segment"].cancel()
             self.ui.segmentStatusLabel.text = "Cancelling..."
             return
+        if self._installing(self.ui.segmentButton, self.ui.segmentStatusLabel):
+            return
         with slicer.util.tryWithErrorDisplay("Segment failed to start.", waitCursor=True):
             p = self._parameterNode
             self.logic.checkInputVolume(p.inputVolume)  # before any question: a clear error names the fix
             output = p.outputSegmentation
+            self.logic.checkOutputSegmentation(output, p.inputVolume)  # before the run, not after it
             if output is not None and output.GetSegmentation().GetNumberOfSegments() > 0:
                 if not slicer.util.confirmOkCancelDisplay(
                         f"Replace the segments of '{output.GetName()}' with the model's result? "
                         "Edits in them are lost.",
                         "DTCSegmentation"):
                     return
-            self._ensureEngine()
+            if not self._ensureEngine(self.ui.segmentButton, self.ui.segmentStatusLabel, self.ui.segmentProgressBar):
+                return  # PyTorch is being installed first
             job = self.logic.startSegment(p.inputVolume, p.inputROI, p.modelPath, p.device, p.quality,
                                           p.largestComponent, job_threads("segment", self._jobs))
             self.ui.roiButton.visible = False
@@ -50,8 +54,12 @@ class SegmentSection:
             self.ui.roiButton.visible, self._roiSize = True, job.extent["model_mm"]
 
     def _endSegment(self, volume, output, job, event):
-        """Segment ended: on success the result nodes for ``volume`` (into ``output`` when one was chosen)."""
+        """Segment ended: on success the result nodes for ``volume`` (into ``output`` when one was chosen); nothing
+        when the scene of ``volume`` was closed meanwhile (its results belong to no scene now)."""
         label = self.ui.segmentStatusLabel
+        if any(node is not None and node.GetScene() is not slicer.mrmlScene for node in (volume, output)):
+            label.text = f"Dropped: the scene of {volume.GetName()} was closed while Segment ran."
+            return
         if self._succeeded(job, event, label, "Segment"):
             with slicer.util.tryWithErrorDisplay("Could not create the result nodes."):
                 nodes = self.logic.writeResults(volume, job.result, job.labels, output)  # the model's, from the engine

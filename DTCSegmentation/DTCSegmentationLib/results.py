@@ -23,11 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 import slicer
 
-from .sceneio import array_to_kji, ijk_to_ras, kji_to_xyz
+from DTCCore.errors import DTCError
+
+from .sceneio import array_to_kji, ijk_to_ras, kji_to_xyz, no_new_nodes
 
 CONTOUR_COLOR = (1.0, 1.0, 0.0)  # yellow: distinct from the segment colour on grey-level scans
 LEVELSET_COLOR_NAME = "DTC level set (diverging)"
 LEVELSET_OPACITY = 0.4  # foreground opacity: the scan stays readable under the overlay
+# vtkSegmentationConverter's names (Libs/vtkSegmentationCore/vtkSegmentationConverter.h, the same at 5.6.2 and
+# 5.12.3; the class itself is not reached from the module, so its names are spelled here)
+BINARY_LABELMAP = "Binary labelmap"
+REFERENCE_GEOMETRY = "Reference image geometry"
 
 
 @dataclass
@@ -43,8 +49,12 @@ class ResultNodes:
         return self.segment_ids[0]
 
 
-def _place_next_to(node, reference) -> None:
-    """Same parent transform and same subject-hierarchy parent (study/patient folder) as ``reference``."""
+def place_next_to(node, reference) -> None:
+    """Same parent transform and same subject-hierarchy parent (study/patient folder) as ``reference``.
+
+    A new segmentation is placed *before* its masks are imported: the import maps the labelmap (created
+    under the reference's transform by ``updateSegmentBinaryLabelmapFromArray``) into the segmentation's
+    frame, so a segmentation parented afterwards would carry the transform twice."""
     node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
     reference_item = sh.GetItemByDataNode(reference)
@@ -56,11 +66,15 @@ def _place_next_to(node, reference) -> None:
         sh.CreateItem(parent, node)
 
 
-def _new_node(class_name: str, name: str):
-    """A new node called ``name``, or ``name_1``, ``name_2`` ... when the name is taken."""
+def _new_node(class_name: str, name: str, reference=None):
+    """A new node called ``name``, or ``name_1``, ``name_2`` ... when the name is taken; placed next to
+    ``reference`` (:func:`place_next_to`) when one is given."""
     scene = slicer.mrmlScene
     unique = name if scene.GetFirstNodeByName(name) is None else scene.GenerateUniqueName(name)
-    return scene.AddNewNodeByClass(class_name, unique)
+    node = scene.AddNewNodeByClass(class_name, unique)
+    if reference is not None:
+        place_next_to(node, reference)
+    return node
 
 
 def add_scalar_result(array_xyz: np.ndarray, reference, name: str):
@@ -69,7 +83,7 @@ def add_scalar_result(array_xyz: np.ndarray, reference, name: str):
     node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras(reference)))
     slicer.util.updateVolumeFromArray(node, array_to_kji(np.asarray(array_xyz, np.float32)))
     node.CreateDefaultDisplayNodes()
-    _place_next_to(node, reference)
+    place_next_to(node, reference)
     return node
 
 
@@ -93,10 +107,29 @@ def set_terminology(segment, entry: str) -> None:
     segment.SetTag(slicer.vtkSegment.GetTerminologyEntryTagName(), entry)
 
 
+def check_output(node, volume) -> None:
+    """DTCError, before anything is written, when ``node`` (a user's output segmentation) cannot take the labels
+    of ``volume`` as it is: another parent transform than the volume's, or a source representation that is not
+    a binary labelmap (closed surfaces, for example)."""
+    if node.GetTransformNodeID() != volume.GetTransformNodeID():
+        raise DTCError(f"segmentation {node.GetName()} is not under the same transform as {volume.GetName()}; "
+                       "choose another output segmentation, or none (Segment then creates a new one next to the "
+                       "scan), or put both under the same transform (Data module)")
+    source = node.GetSegmentation().GetSourceRepresentationName()
+    if source != BINARY_LABELMAP:
+        raise DTCError(f"segmentation {node.GetName()} is made of {source.lower()}s, not a binary labelmap; "
+                       "choose another output segmentation, or none (Segment then creates a new one)")
+
+
 def write_segments(node, masks: list, table: list, reference) -> list:
-    """Write one segment per label-table entry into ``node`` (same-named segments are updated); their ids."""
+    """Write one segment per label-table entry into ``node`` (same-named segments are updated); their ids.
+
+    ``node`` must already be in its place (:func:`place_next_to` for a new node): the masks are on the
+    reference's grid and are imported into ``node``'s own frame through their parent transforms. A node
+    that has a reference geometry keeps it (a user's output segmentation may be oversampled)."""
     node.CreateDefaultDisplayNodes()
-    node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
+    if not node.GetSegmentation().GetConversionParameter(REFERENCE_GEOMETRY):
+        node.SetReferenceImageGeometryParameterFromVolumeNode(reference)
     segmentation = node.GetSegmentation()
     ids = []
     for mask, entry in zip(masks, table):
@@ -107,10 +140,10 @@ def write_segments(node, masks: list, table: list, reference) -> list:
         segment.SetColor(*entry["color"])
         if entry.get("terminology"):
             set_terminology(segment, entry["terminology"])
-        slicer.util.updateSegmentBinaryLabelmapFromArray(array_to_kji(np.asarray(mask, np.uint8)), node, segment_id,
-                                                         reference)
+        with no_new_nodes():  # its temporary label map's display node
+            slicer.util.updateSegmentBinaryLabelmapFromArray(array_to_kji(np.asarray(mask, np.uint8)), node,
+                                                             segment_id, reference)
         ids.append(segment_id)
-    _place_next_to(node, reference)
     return ids
 
 
@@ -136,15 +169,19 @@ def create_results(volume, result, table: list, output=None, input_name: str | N
     """Result nodes of ``result`` (a :class:`~DTCSegmentationLib.jobs.segmentjob.SegmentResult` on the volume's grid).
 
     ``table``: the model's label table (one entry per class). ``output``: an existing segmentation node
-    to write into (its same-named segments are replaced); ``None`` creates a new node.
+    to write into (its same-named segments are replaced; it keeps its place, transform and reference
+    geometry; refused before anything is written when it cannot take labels, :func:`check_output`);
+    ``None`` creates a new node next to the volume.
     """
     base = input_name or volume.GetName()
     label = np.asarray(result.label)
     masks = [label == entry["value"] for entry in table]
-    seg_node = output if output is not None else _new_node("vtkMRMLSegmentationNode", f"{base} DTC")
+    if output is not None:
+        check_output(output, volume)  # before any node is touched
+    seg_node = output if output is not None else _new_node("vtkMRMLSegmentationNode", f"{base} DTC", volume)
     segment_ids = write_segments(seg_node, masks, table, volume)
     levelset = np.asarray(result.levelsets[0], np.float32)
-    contour = _new_node("vtkMRMLSegmentationNode", f"{base} DTC level-set zero contour")
+    contour = _new_node("vtkMRMLSegmentationNode", f"{base} DTC level-set zero contour", volume)
     write_segments(contour, [levelset < 0], [{"name": "Level set < 0", "color": CONTOUR_COLOR}], volume)
     nodes = ResultNodes(
         segmentation=seg_node,

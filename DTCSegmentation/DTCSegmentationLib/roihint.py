@@ -14,7 +14,7 @@ import slicer
 
 from DTCCore.planning.extent import oversize_warning
 
-from . import sceneio
+from . import results, sceneio
 
 WHERE = "move the box of 'Add ROI box' onto the structure, or pick a Region of interest, then Segment again"
 
@@ -28,7 +28,8 @@ def note(job) -> str:
 
 def add_roi_box(volume, size_mm) -> object:
     """A new ``vtkMRMLMarkupsROINode`` on ``volume``'s axes, at its centre, ``size_mm`` (x y z mm, cut to
-    the scan's own size) large; a box is symmetric, so a mirrored IJK-to-RAS is turned into a rotation."""
+    the scan's own size) large; a box is symmetric, so a mirrored IJK-to-RAS is turned into a rotation. The box
+    is put under the volume's parent transform, as the volume is."""
     sceneio.require_scalar_volume(volume)
     matrix = sceneio.ijk_to_ras(volume)
     spacing = np.linalg.norm(matrix[:3, :3], axis=0)
@@ -42,6 +43,7 @@ def add_roi_box(volume, size_mm) -> object:
     size = np.minimum(np.asarray(size_mm, float), dims * spacing)
     roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", f"{volume.GetName()} ROI")
     roi.CreateDefaultDisplayNodes()
+    results.place_next_to(roi, volume)  # in the volume's frame: object-to-node is on the volume's own axes
     roi.SetAndObserveObjectToNodeMatrix(slicer.util.vtkMatrixFromArray(object_to_node))
     roi.SetSize(*[float(v) for v in size])
     return roi

@@ -7,6 +7,9 @@ direction)`` in LPS. LPS = diag(-1, -1, 1) * RAS, applied to the origin and to t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import slicer
 import vtk
@@ -38,6 +41,26 @@ def geometry_from_ijk_to_ras(matrix: np.ndarray) -> Geometry:
         origin=tuple(float(v) for v in origin_lps),
         direction=tuple(float(v) for v in direction_lps.reshape(-1)),  # row-major, columns = axes
     )
+
+
+@contextmanager
+def no_new_nodes() -> Iterator[None]:
+    """Remove every node added to the scene inside the block (the temporary label map volumes of
+    ``updateSegmentBinaryLabelmapFromArray`` and ``ExportSegmentsToLabelmapNode`` leave their display nodes and
+    a ``<name>_ColorTable`` colour node behind, which would be saved with the user's scene)."""
+    scene = slicer.mrmlScene
+
+    def ids() -> list[str]:
+        return [scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())]
+
+    before = set(ids())
+    try:
+        yield
+    finally:
+        for node_id in ids():
+            node = scene.GetNodeByID(node_id) if node_id not in before else None
+            if node is not None:
+                scene.RemoveNode(node)
 
 
 def require_scalar_volume(volume_node, what: str = "input volume") -> None:

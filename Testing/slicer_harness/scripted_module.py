@@ -61,6 +61,10 @@ class ScriptedLoadableModuleWidget:
     def cleanup(self) -> None:
         pass
 
+    def onReload(self) -> None:
+        """Slicer's Reload button (developer mode): the module file again, through slicer.util (5.6 to 5.12)."""
+        slicer.util.reloadScriptedModule(self.moduleName)
+
     def resourcePath(self, filename: str) -> str:
         import os
 

@@ -50,6 +50,7 @@ CHECKPOINT_WRITE_S = CANCEL_GRACE_S - CANCEL_SIGNAL_AFTER_S  # time to write a c
 STEPS_BEFORE_SIGNAL = 2  # the engine checks the cancel file once per step: let two steps pass before the signal
 STDERR_TAIL_LINES = 40  # lines of stderr kept to explain a failure
 CANCEL_FILE_NAME = "cancel"
+KILL_REAP_S = 5.0  # our choice: a killed process is gone within this; waiting reaps it (no zombie)
 
 
 def threads_args(threads: int | None) -> list[str]:
@@ -143,9 +144,9 @@ class ProcessRunner:
         if self._cancel_time is not None and self.process is not None:
             waited = time.monotonic() - self._cancel_time
             if self.process.poll() is not None and self.output_closed:
-                self._kill_tree()  # leftover batch workers, if any
+                self.kill_tree()  # leftover batch workers, if any
             elif waited > self.grace_s:
-                self._kill_tree()
+                self.kill_tree()
             elif waited > self.signal_after_s and not self._signalled:
                 self.signal_group()
         return out
@@ -181,7 +182,10 @@ class ProcessRunner:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def _kill_tree(self) -> None:
+    def kill_tree(self) -> None:
+        """SIGKILL to the whole process group (``taskkill /T`` on Windows); reaps the process."""
+        if self.process is None:
+            return
         pid = self.process.pid
         if os.name == "nt":
             subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False,
@@ -192,6 +196,10 @@ class ProcessRunner:
             except (ProcessLookupError, PermissionError):
                 pass
         self._cancel_time = None
+        try:
+            self.process.wait(timeout=KILL_REAP_S)
+        except subprocess.TimeoutExpired:
+            pass
 
     def wait(self, timeout: float) -> int | None:
         """Block up to ``timeout`` s (tests, console and shutdown only); the exit status or None."""

@@ -27,7 +27,7 @@ class SegmentResult:
     """Engine results on the full (X, Y, Z) grid of the scan."""
 
     label: np.ndarray  # uint8, 0 background, 1..C classes
-    levelsets: list  # one float32 array per class, negative inside
+    levelsets: list  # float32 arrays, negative inside: the first class's (the job reads no other)
     disagreement: np.ndarray  # float32 in [0, 1]
     device: str = ""
     seconds: float = 0.0
@@ -79,8 +79,12 @@ class SegmentJob(EngineJob):
             raise RuntimeError("the engine sent no label table for the model; the module and its DTCCore are "
                                "from different versions: reinstall the extension")
         label = read_image(self.files[SEG])[0].astype(np.uint8, copy=False)
-        keys = sorted((k for k in self.files if k.startswith(LEVELSET)), key=lambda k: (len(k), k))
-        levelsets = [read_image(self.files[k])[0].astype(np.float32, copy=False) for k in keys]
+        # the first class's level set only ("levelset", or "levelset_1" of a multi-class model): the panel shows
+        # that one, and each other class's would be one more full-size read on Slicer's GUI thread
+        first = min((k for k in self.files if k.startswith(LEVELSET)), key=lambda k: (len(k), k), default=None)
+        if first is None:
+            raise RuntimeError("the engine finished without writing a level set")
+        levelsets = [read_image(self.files[first])[0].astype(np.float32, copy=False)]
         disagreement = read_image(self.files[DISAGREEMENT])[0].astype(np.float32, copy=False)
         self.result = SegmentResult(label, levelsets, disagreement, self.device, self.elapsed_s)
         return {EVENT_KEY: JobEvent.DONE}
