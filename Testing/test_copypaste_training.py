@@ -204,8 +204,7 @@ def test_two_stage_iterations_fill_the_time_left():
 
 
 def test_the_two_stage_budget_times_each_stage_and_refits_once_in_stage_two(monkeypatch):
-    from DTCCore import two_stage_budget
-    from DTCCore.training import schedule
+    from DTCCore.training import schedule, two_stage_budget
 
     clock = {"now": 0.0}
     monkeypatch.setattr(two_stage_budget.time, "monotonic", lambda: clock["now"])

@@ -139,8 +139,9 @@ def test_commands_say_which_precision_they_use(tmp_path, capsys, monkeypatch, ti
     assert main(["train", str(manifest), "-o", str(tmp_path / "run"), "--config", str(cfg), "--jsonl",
                  "--precision", "bf16"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert events[0]["event"] == "start" and events[0]["precision"].startswith("bf16 (")
-    assert precision.CPU_BF16_TRAINING_NOTE in events[0]["precision"]  # the warning, native bf16 or emulated
+    assert events[0] == {"event": "message", "text": f"classes: 1 (--config {cfg})"}  # dtc train's first line
+    assert events[1]["event"] == "start" and events[1]["precision"].startswith("bf16 (")
+    assert precision.CPU_BF16_TRAINING_NOTE in events[1]["precision"]  # the warning, native bf16 or emulated
     assert events[-1]["event"] == "done"
     assert DTCConfig.load(tmp_path / "run" / "config.json").train.precision == "bf16"
     assert used == [torch.bfloat16, torch.bfloat16]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -294,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
     classes_line = set_num_classes(config, args, Path(args.manifest))
     config.validate()
     printer = _Printer(args.jsonl)
-    if classes_line:  # the run's first line (a message event for programs)
+    if classes_line and os.environ.get("RANK", "0") == "0":  # the run's first line (rank 0 only, as threads:)
         if args.jsonl:
             printer({EVENT_KEY: Event.MESSAGE, "text": classes_line})
         else:

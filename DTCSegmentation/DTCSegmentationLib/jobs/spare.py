@@ -139,7 +139,7 @@ class SpareRunner(ProcessRunner):
 
     def _kill_group(self) -> None:
         self._cancel_time = None
-        self._kill_tree()
+        self.kill_tree()
 
     @property
     def returncode(self) -> int | None:
