@@ -7,6 +7,8 @@ the measured equal-time ratio of the two steps, and per-case paired Dice statist
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,20 @@ def fitted_config(out: Path, iterations: int) -> Path:
         fit_schedule(config, iterations)
         config.save(path)
     return path
+
+
+def score_run(run_dir: Path, out: Path, data: Path) -> None:
+    """Score a finished run once on test.list and on the validation cases (the last ``VALIDATION_CASES`` of
+    train.list, written to ``out/val.list``) with la_eval.py, on the native grid with windows: JSON beside the run."""
+    val = out / "val.list"
+    if not val.exists():
+        val.write_text("\n".join(common.read_list(data, "train.list")[-VALIDATION_CASES:]) + "\n")
+    for name, lst in (("test", "test.list"), ("val", str(val))):
+        target = run_dir / f"score_{name}.json"
+        if (run_dir / "model.pt").exists() and not target.exists():
+            subprocess.run(["nice", "-n", "5", sys.executable, str(common.LIB / "la_eval.py"),
+                            str(run_dir / "model.pt"), "--data", str(data), "--list", lst, "--windows",
+                            "--threads", "1", "--json", str(target)], check=True, stdout=subprocess.DEVNULL)
 
 
 def paired(a: dict, b: dict, which: str) -> dict:

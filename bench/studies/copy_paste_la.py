@@ -127,19 +127,6 @@ def start_arm(arm: str, run_dir: Path, command: list[str]) -> subprocess.Popen |
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def score(run_dir: Path, out: Path, data: Path) -> None:
-    """Score a finished arm once on test.list and on the validation cases (few_label_la.py's protocol)."""
-    val = out / "val.list"
-    if not val.exists():
-        val.write_text("\n".join(common.read_list(data, "train.list")[-la_study.VALIDATION_CASES:]) + "\n")
-    for name, lst in (("test", "test.list"), ("val", str(val))):
-        target = run_dir / f"score_{name}.json"
-        if (run_dir / "model.pt").exists() and not target.exists():
-            subprocess.run(["nice", "-n", "5", sys.executable, str(common.LIB / "la_eval.py"),
-                            str(run_dir / "model.pt"), "--data", str(data), "--list", lst, "--windows",
-                            "--threads", "1", "--json", str(target)], check=True, stdout=subprocess.DEVNULL)
-
-
 def run(args: argparse.Namespace, costs: dict[str, float]) -> None:
     pending = []
     for minutes in args.minutes:
@@ -155,7 +142,7 @@ def run(args: argparse.Namespace, costs: dict[str, float]) -> None:
             run_dir, arm, cmd = pending.pop(0)
             proc = start_arm(arm, run_dir, cmd)
             if proc is None:
-                score(run_dir, args.out, args.data)
+                la_study.score_run(run_dir, args.out, args.data)
             else:
                 running.append((run_dir, arm, proc))
         time.sleep(5)
@@ -166,7 +153,7 @@ def run(args: argparse.Namespace, costs: dict[str, float]) -> None:
             running.remove(item)
             if proc.returncode != 0:
                 raise SystemExit(f"error: {run_dir} failed (exit {proc.returncode}); see {run_dir}.out")
-            score(run_dir, args.out, args.data)
+            la_study.score_run(run_dir, args.out, args.data)
             print(f"[{time.strftime('%H:%M:%S')}] {run_dir.parent.name} {arm} done and scored", flush=True)
 
 

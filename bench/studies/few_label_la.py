@@ -38,7 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
 
 import common
-from la_study import EQUAL_TIME_RATIO, PLAN, VALIDATION_CASES, final_iteration, fitted_config, manifest, paired
+import la_study
+from la_study import EQUAL_TIME_RATIO, PLAN, final_iteration, fitted_config, manifest, paired
 
 ARMS = ("dtc", "seg", "warm", "seg_eqit")
 
@@ -80,17 +81,7 @@ def run_arm(arm: str, out: Path, data: Path, labeled: int, iterations: int) -> s
 
 def score(out: Path, data: Path, labeled: int, arm: str) -> None:
     """Score a finished arm once on test.list and on the validation cases (JSON beside its run)."""
-    run_dir = out / f"L{labeled}" / arm
-    cases = common.read_list(data, "train.list")
-    val = out / "val.list"
-    if not val.exists():
-        val.write_text("\n".join(cases[-VALIDATION_CASES:]) + "\n")
-    for name, lst in (("test", "test.list"), ("val", str(val))):
-        target = run_dir / f"score_{name}.json"
-        if (run_dir / "model.pt").exists() and not target.exists():
-            subprocess.run(["nice", "-n", "5", sys.executable, str(common.LIB / "la_eval.py"),
-                            str(run_dir / "model.pt"), "--data", str(data), "--list", lst, "--windows",
-                            "--threads", "1", "--json", str(target)], check=True, stdout=subprocess.DEVNULL)
+    la_study.score_run(out / f"L{labeled}" / arm, out, data)
 
 
 def load_scores(out: Path, labeled: int, arm: str, split: str) -> dict | None:

@@ -212,7 +212,25 @@ class ProcessRunner:
         return self.returncode
 
 
-class EngineJob:
+class PolledJob:
+    """What every polled job shares: ``poll()`` returns its new events, ``state`` is a JobState."""
+
+    state: str
+
+    def poll(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> list[dict[str, Any]]:
+        """Block until the job ends (console, tests and the self-test only); all its events."""
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while self.state == JobState.RUNNING and time.monotonic() < deadline:
+            events += self.poll()
+            time.sleep(0.05)
+        return events
+
+
+class EngineJob(PolledJob):
     """``python -m DTCCore <command> <args...> --jsonl --cancel-file <work_dir>/cancel`` as events.
 
     ``args`` start with the command's name; the driver options are the ones that command takes
@@ -299,14 +317,6 @@ class EngineJob:
         code = self.runner.returncode
         if self.state == JobState.RUNNING and code is not None:
             events.append(self._finish(code))
-        return events
-
-    def wait(self, timeout: float) -> list[dict[str, Any]]:
-        """Block until the job ends (console, tests and the self-test only); all its events."""
-        events, deadline = [], time.monotonic() + timeout
-        while self.state == JobState.RUNNING and time.monotonic() < deadline:
-            events += self.poll()
-            time.sleep(0.05)
         return events
 
     def _finish(self, code: int) -> dict[str, Any]:

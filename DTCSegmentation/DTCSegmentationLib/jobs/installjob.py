@@ -19,7 +19,7 @@ from typing import Any
 
 from DTCCore.protocol import EVENT_KEY, Event, JobEvent, JobState
 
-from .enginejob import ProcessRunner
+from .enginejob import PolledJob, ProcessRunner
 
 # pip's own words at each phase of an install (pip 23-25), in order: the progress shown is the phase reached.
 PHASES = ("Collecting", "Downloading", "Installing collected packages", "Successfully installed")
@@ -46,7 +46,7 @@ def looks_offline(lines) -> str:
     return next((line.strip() for line in lines if any(m in line for m in OFFLINE_MARKERS)), "")
 
 
-class TorchInstallJob:
+class TorchInstallJob(PolledJob):
     """``command`` (light-the-torch installing torch) as events; ``state`` a :class:`~DTCCore.protocol.JobState`."""
 
     kind = "install"
@@ -95,14 +95,6 @@ class TorchInstallJob:
         code = self.runner.returncode
         if self.state == JobState.RUNNING and code is not None:
             events.append(self._end_event(code))
-        return events
-
-    def wait(self, timeout: float) -> list[dict[str, Any]]:
-        """Block until the installation ends (console use only); all its events."""
-        events, deadline = [], time.monotonic() + timeout
-        while self.state == JobState.RUNNING and time.monotonic() < deadline:
-            events += self.poll()
-            time.sleep(0.05)
         return events
 
     def _end_event(self, code: int) -> dict[str, Any]:
