@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -267,6 +268,7 @@ class DTCConfig:
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:
             raise DTCError("labeled_batch must be >= 1 and unlabeled_batch >= 0")
         self._validate_copy_paste()
+        self._validate_batchnorm()
         for where, value in (("train.precision", self.train.precision), ("infer.precision", self.infer.precision)):
             if check_precision(value, where) != value:  # a saved config holds the normalised name
                 raise DTCError(f"{where} {value!r}: use one of {', '.join(PRECISIONS)} (lower case)")
@@ -280,6 +282,21 @@ class DTCConfig:
             stride = tuple(int(s) for s in self.infer.stride)
             if len(stride) != 3 or any(s < 1 for s in stride):
                 raise DTCError(f"stride {stride} must be 3 positive sizes")
+
+    def _validate_batchnorm(self) -> None:
+        """BatchNorm in training mode needs more than one value per channel: the smallest batch a step of the mode
+        feeds the network, times the voxels of the coarsest level (the patch halved ``pools`` times per axis; a 2-D
+        network's slices join its batch, the same product), must exceed 1. torch's own error says only
+        "Expected more than 1 value per channel"."""
+        t, mode = self.train, self.recipe.mode
+        # copy-paste modes: stage 1 runs the student on half the labeled crops (copypaste_step.forward_backward)
+        smallest = {"dtc": t.labeled_batch + t.unlabeled_batch, "copy-paste": max(1, t.labeled_batch // 2),
+                    TEACHER_MODE: max(1, t.labeled_batch // 2)}.get(mode, t.labeled_batch)
+        coarsest = [int(size) >> int(k) for size, k in zip(self.train.patch, self.network.pools)]
+        if smallest * math.prod(coarsest) <= 1:
+            raise DTCError(f"--mode {mode} feeds the network {smallest} crop at a time and patch "
+                           f"{' x '.join(map(str, self.train.patch))} shrinks to 1 voxel at its coarsest level: "
+                           "BatchNorm needs more than one value; use a larger patch or a larger labeled batch")
 
     def _validate_copy_paste(self) -> None:
         """The copy-paste modes pair the first half of the labeled crops with the second half (BCP's img_a / img_b)
