@@ -77,7 +77,8 @@ def ramp_weight(iteration: int, recipe: RecipeConfig) -> float:
     return float(recipe.consistency) * math.exp(-RAMP_SHARPNESS * phase * phase)
 
 
-def _no_autocast(device_type: str):
+def no_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """A context in which ``device_type``'s autocast is off (losses in fp32 under a bf16 forward pass)."""
     try:
         return torch.autocast(device_type=device_type, enabled=False)
     except RuntimeError:  # a device type without autocast support
@@ -117,7 +118,7 @@ def compute_losses(
             f"compute_losses: seg channels {seg_logits.shape[1]}, lsf channels {n_lsf}, sdf {tuple(sdf.shape)} mismatch"
         )
 
-    with _no_autocast(seg_logits.device.type):
+    with no_autocast(seg_logits.device.type):
         seg_logits = seg_logits.float()
         lsf = lsf.float()
         prob = foreground_probability(seg_logits)  # (N, C, X, Y, Z)

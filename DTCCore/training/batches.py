@@ -34,7 +34,7 @@ from . import augment
 # outside the object (the normalised signed distance is positive outside, at most 1).
 PAD_VALUES = {"image": 0.0, "label": 0, "sdf": 1.0}
 # Stream tags that keep the random streams of one (seed, rank) independent of each other.
-_LABELED_ORDER, _UNLABELED_ORDER, _CROP = 0, 1, 2
+LABELED_ORDER, UNLABELED_ORDER, CROP_STREAM = 0, 1, 2
 _ORDER_CACHE_SIZE = 16  # epoch permutations kept per stream (a batch touches at most 2 epochs)
 
 Progress = Callable[[int, int, str], None]  # (volumes done, volumes in all, name of the last one)
@@ -152,7 +152,9 @@ def random_crop(arrays: Mapping[str, np.ndarray], patch, rng: np.random.Generato
     return {key: a[(Ellipsis,) + window] for key, a in padded.items()}
 
 
-def _rng(*keys: int) -> np.random.Generator:
+def stream_rng(*keys: int) -> np.random.Generator:
+    """The random stream of ``keys`` (seed, rank, a stream tag such as ``CROP_STREAM``, then an epoch or iteration):
+    the same keys draw the same numbers in any process, which is what makes a resumed run repeat."""
     return np.random.default_rng([int(k) & 0xFFFFFFFFFFFFFFFF for k in keys])
 
 
@@ -201,12 +203,12 @@ class TrainBatches(torch.utils.data.Dataset):
         if key not in self._orders:
             if len(self._orders) >= _ORDER_CACHE_SIZE:
                 self._orders.clear()
-            self._orders[key] = _rng(self.seed, self.rank, stream, epoch).permutation(n)
+            self._orders[key] = stream_rng(self.seed, self.rank, stream, epoch).permutation(n)
         return self._orders[key]
 
     def picks(self, stream: int, i: int) -> list[int]:
-        """Case indices used by iteration ``i`` for a stream (``_LABELED_ORDER`` or ``_UNLABELED_ORDER``)."""
-        n, per = (len(self.labeled), self.labeled_batch) if stream == _LABELED_ORDER else (
+        """Case indices used by iteration ``i`` for a stream (``LABELED_ORDER`` or ``UNLABELED_ORDER``)."""
+        n, per = (len(self.labeled), self.labeled_batch) if stream == LABELED_ORDER else (
             len(self.unlabeled), self.unlabeled_batch)
         out = []
         for p in range(i * per, i * per + per):
@@ -218,9 +220,9 @@ class TrainBatches(torch.utils.data.Dataset):
         i = int(i)
         if i < 0:
             raise IndexError(i)
-        rng = _rng(self.seed, self.rank, _CROP, i)
+        rng = stream_rng(self.seed, self.rank, CROP_STREAM, i)
         images, labels, sdfs = [], [], []
-        for c in self.picks(_LABELED_ORDER, i):
+        for c in self.picks(LABELED_ORDER, i):
             case = self.labeled[c]
             arrays = {"image": case.image, "label": case.label}
             if not self.patch_sdf:
@@ -230,7 +232,7 @@ class TrainBatches(torch.utils.data.Dataset):
             labels.append(arrays["label"])
             if not self.patch_sdf:
                 sdfs.append(arrays["sdf"])
-        for c in self.picks(_UNLABELED_ORDER, i):
+        for c in self.picks(UNLABELED_ORDER, i):
             images.append(self._crop({"image": self.unlabeled[c].image}, rng)["image"])
         label = np.stack(labels)
         sdf = self._patch_sdf(label) if self.patch_sdf else np.stack(sdfs)

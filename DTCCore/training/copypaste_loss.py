@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import RecipeConfig
-from ..model.losses import _no_autocast, consistency_loss, ramp_weight
+from ..model.losses import consistency_loss, no_autocast, ramp_weight
 from ..model.network import foreground_probability, seg_probability
 from .copypaste import LABELED_WEIGHT, PSEUDO_WEIGHT
 
@@ -93,7 +93,7 @@ def copy_paste_losses(seg_logits: torch.Tensor, lsf: torch.Tensor, target: torch
     over groups and regions (total = (dice + ce) / 2 + ...); ``lsf`` is 0 when ``recipe.cp_levelset`` is off (not
     computed); ``consistency`` is always the value, ``lambda`` the weight it has in the total (0 when off).
     """
-    with _no_autocast(seg_logits.device.type):
+    with no_autocast(seg_logits.device.type):
         seg_logits, lsf = seg_logits.float(), lsf.float()
         prob = class_probabilities(seg_logits)
         onehot = one_hot(target, prob.shape[1])

@@ -1,10 +1,11 @@
 """The copy-paste teacher (BCP + DTC) against labeled-only, copy-paste labeled-only and DTC on LA, at equal CPU time.
 
-    python bench/studies/copy_paste_la.py run --labeled 4 --minutes 30 90 --seed 1337 --out DIR [--arms ...] [--jobs 2]
-                                              [--costs mode_step_cost.json] [--stage1-fraction F]
+    python bench/studies/copy_paste_la.py run --labeled 4 --minutes 30 90 --seed 1337 [2] --out DIR [--arms ...]
+                                              [--jobs 2] [--costs mode_step_cost.json] [--stage1-fraction F]
     python bench/studies/copy_paste_la.py teacher --labeled 4 --minutes 90 --seed 1337 --out DIR
         [--cases 20] [--replay 8]
-    python bench/studies/copy_paste_la.py report --labeled 4 --minutes 30 90 --seed 1337 --out DIR [--json F]
+    python bench/studies/copy_paste_la.py report --labeled 4 --minutes 30 90 --seed 1337 [2] --out DIR [--json F]
+    python bench/studies/copy_paste_la.py archive --out DIR [--to bench/results/copy-paste-la]
 
 Regime: the first ``--labeled`` cases of ``train.list`` labeled, the other ``80 - labeled`` unlabeled (their labels
 never used in training; bench/lib/la_study.py's manifests). Every arm trains on the bundled model's 2.0 mm plan
@@ -40,6 +41,11 @@ that iteration with the checkpoint's teacher run as in training (training mode, 
 Dice of its pseudo-labels on the unlabeled crops, and of the pasted (mixed) targets against the true labels,
 over each whole mixed crop and over its pseudo-labelled part. The first replayed batch used exactly this teacher;
 the next ones used a teacher a few EMA updates on. Written to ``<arm>/teacher_dice.json``.
+
+``archive`` copies the finished arms' small result files into the repository (bench/results/copy-paste-la, the
+same layout), so that a study's results outlive the machine it ran on; ``report --out bench/results/copy-paste-la``
+reads them there. ``report`` takes several ``--seed``: one table per regime and seed, each arm compared per test
+scan with the better labeled-only arm of the same seed (or, where that seed has none, of the first seed).
 """
 
 from __future__ import annotations
@@ -136,11 +142,12 @@ def run(args: argparse.Namespace, costs: dict[str, float]) -> None:
     pending = []
     for minutes in args.minutes:
         for labeled in args.labeled:
-            regime = regime_dir(args.out, labeled, minutes, args.seed)
-            for arm in args.arms:
-                its = arm_iterations(arm, minutes, costs, args.stage1_fraction)
-                cmd = train_command(arm, args.out, args.data, labeled, its, args.seed, args.stage1_fraction)
-                pending.append((regime / arm, arm, cmd))
+            for seed in args.seed:
+                regime = regime_dir(args.out, labeled, minutes, seed)
+                for arm in args.arms:
+                    its = arm_iterations(arm, minutes, costs, args.stage1_fraction)
+                    cmd = train_command(arm, args.out, args.data, labeled, its, seed, args.stage1_fraction)
+                    pending.append((regime / arm, arm, cmd))
     running: list[tuple[Path, str, subprocess.Popen]] = []
     while pending or running:
         while pending and len(running) < args.jobs:
@@ -185,7 +192,14 @@ def replay(config, labeled: list, truth: list, teacher, iteration: int, count: i
     """Pseudo-label and pasted-target Dice of the training batches ``iteration .. iteration + count - 1``."""
     import torch
 
-    from DTCCore.training.batches import _CROP, _LABELED_ORDER, _UNLABELED_ORDER, TrainBatches, UnlabeledCase, _rng
+    from DTCCore.training.batches import (
+        CROP_STREAM,
+        LABELED_ORDER,
+        UNLABELED_ORDER,
+        TrainBatches,
+        UnlabeledCase,
+        stream_rng,
+    )
     from DTCCore.training.copypaste import draw_box, pseudo_label, stage2_mix
     from DTCCore.training.copypaste_step import TEACHER_SEED_OFFSET, box_rng
     from DTCCore.training.teacher import teacher_forward
@@ -196,11 +210,11 @@ def replay(config, labeled: list, truth: list, teacher, iteration: int, count: i
     n_lab, rows = t.labeled_batch, []
     for i in range(iteration, iteration + count):
         batch = batches[i]
-        rng = _rng(t.seed, 0, _CROP, i)  # the same draws as batches[i]: labeled crops first, then unlabeled
-        for c in batches.picks(_LABELED_ORDER, i):
+        rng = stream_rng(t.seed, 0, CROP_STREAM, i)  # the same draws as batches[i]: labeled crops first, then unlabeled
+        for c in batches.picks(LABELED_ORDER, i):
             batches._crop({"image": labeled[c].image}, rng)
         crops = [batches._crop({"image": truth[c].image, "label": truth[c].label}, rng)
-                 for c in batches.picks(_UNLABELED_ORDER, i)]
+                 for c in batches.picks(UNLABELED_ORDER, i)]
         if not all(np.array_equal(c["image"], batch["image"][n_lab + k, 0].numpy()) for k, c in enumerate(crops)):
             raise SystemExit("error: the replayed unlabeled crops differ from the training batch's")
         true_u = torch.from_numpy(np.stack([c["label"] for c in crops]).astype(np.int64))
@@ -271,44 +285,68 @@ def _predict(net, config, image: np.ndarray, spacing) -> np.ndarray:
     return predict_volume(net, image, config, "cpu", spacing=spacing).label > 0
 
 
-def report(out: Path, labeled_list: list[int], minutes_list: list[float], seed: int) -> dict:
-    """Markdown tables (printed) and the numbers behind them (returned)."""
+def report(out: Path, labeled_list: list[int], minutes_list: list[float], seeds: list[int]) -> dict:
+    """Markdown tables (printed) and the numbers behind them (returned): per regime and seed, every arm against
+    the better labeled-only arm of that seed (else of the first seed), then each arm's mean over the seeds."""
     result: dict = {}
     for minutes in minutes_list:
         for labeled in labeled_list:
-            regime = regime_dir(out, labeled, minutes, seed)
-            scores = {arm: (_load(regime / arm, "test"), _load(regime / arm, "val")) for arm in ARMS}
-            tests = {arm: s[0] for arm, s in scores.items() if s[0] is not None}
-            base_arms = [a for a in LABELED_ONLY_ARMS if a in tests]
-            best = max(base_arms, key=lambda a: tests[a]["mean_raw"]["dice"]) if base_arms else None
-            rows, summary = [], {}
-            for arm, (test, val) in scores.items():
-                if test is None:
-                    continue
-                vs = la_study.paired(test, tests[best], "raw") if best and arm != best else None
-                done = [json.loads(ln) for ln in (regime / arm / "log.jsonl").read_text().splitlines()
-                        if '"done"' in ln]
-                cpu = cpu_account.cpu_minutes(regime / f"{arm}.cpu.jsonl")
-                summary[arm] = {"iterations": la_study.final_iteration(regime / arm),
-                                "cpu_minutes": cpu if cpu is not None else float("nan"),
-                                "wall_minutes": done[-1]["elapsed_s"] / 60 if done else float("nan"),
-                                "test_raw": 100 * test["mean_raw"]["dice"], "test_lcc": 100 * test["mean_lcc"]["dice"],
-                                "val_raw": 100 * val["mean_raw"]["dice"] if val else float("nan"),
-                                f"vs_{best}": vs}
-                rows.append([arm, summary[arm]["iterations"], round(summary[arm]["cpu_minutes"], 1),
-                         round(summary[arm]["wall_minutes"], 1),
-                             summary[arm]["val_raw"], summary[arm]["test_raw"],
-                             summary[arm]["test_lcc"],
-                             f"{vs['mean']:+.2f} ({vs['higher']}/{vs['lower']}, p = {vs['p']:.3f})" if vs else ""])
-            print(f"\n{labeled} labeled + {80 - labeled} unlabeled, {minutes:g} CPU minutes per arm, seed {seed}\n")
-            print(common.markdown_table(["arm", "iterations", "CPU min (trainer + loader)", "wall min (shared CPU)",
-                                          "val Dice %", "test Dice %",
-                                          "test, largest comp.",
-                                          f"arm - {best} per case (higher/lower, Wilcoxon p)"], rows))
-            result[regime.name] = summary
+            tests_by_seed = {seed: {arm: _load(regime_dir(out, labeled, minutes, seed) / arm, "test") for arm in ARMS}
+                             for seed in seeds}
+            for seed in seeds:
+                regime = regime_dir(out, labeled, minutes, seed)
+                own = {a: t for a, t in tests_by_seed[seed].items() if t is not None}
+                bases = {a: own[a] for a in LABELED_ONLY_ARMS if a in own}
+                base_seed = seed
+                if not bases:
+                    base_seed = seeds[0]
+                    bases = {a: t for a in LABELED_ONLY_ARMS if (t := tests_by_seed[seeds[0]][a]) is not None}
+                best = max(bases, key=lambda a: bases[a]["mean_raw"]["dice"]) if bases else None
+                summary = _regime_table(regime, own, best, bases.get(best) if best else None, base_seed, seed)
+                if summary:
+                    print(f"\n{labeled} labeled + {80 - labeled} unlabeled, {minutes:g} CPU minutes per arm, "
+                          f"seed {seed}\n")
+                    print(summary.pop("_table"))
+                    result[regime.name] = summary
+                for arm in ARMS:
+                    _report_teacher(regime / arm)
+            rows = []
             for arm in ARMS:
-                _report_teacher(regime / arm)
+                dice = [100 * t["mean_raw"]["dice"] for seed in seeds if (t := tests_by_seed[seed][arm]) is not None]
+                if len(dice) > 1:
+                    rows.append([arm, len(dice), float(np.mean(dice)), float(np.min(dice)), float(np.max(dice)),
+                                 " / ".join(f"{d:.2f}" for d in dice)])
+            if rows:
+                print(f"\n{labeled} labeled, {minutes:g} CPU minutes: test Dice % over seeds {seeds}\n")
+                print(common.markdown_table(["arm", "seeds", "mean", "min", "max", "per seed"], rows))
     return result
+
+
+def _regime_table(regime: Path, tests: dict, best: str | None, base: dict | None, base_seed: int,
+                  seed: int) -> dict:
+    """One regime's rows: iterations, CPU and wall minutes, validation and test Dice, and each arm against
+    ``best`` (the better labeled-only arm, of seed ``base_seed``) per test scan; the table under ``_table``."""
+    rows, summary = [], {}
+    versus = best if base_seed == seed else f"{best} (seed {base_seed})"
+    for arm, test in tests.items():
+        val = _load(regime / arm, "val")
+        vs = la_study.paired(test, base, "raw") if base is not None and (arm != best or base_seed != seed) else None
+        done = [json.loads(ln) for ln in (regime / arm / "log.jsonl").read_text().splitlines() if '"done"' in ln]
+        cpu = cpu_account.cpu_minutes(regime / f"{arm}.cpu.jsonl")
+        summary[arm] = {"iterations": la_study.final_iteration(regime / arm),
+                        "cpu_minutes": cpu if cpu is not None else float("nan"),
+                        "wall_minutes": done[-1]["elapsed_s"] / 60 if done else float("nan"),
+                        "test_raw": 100 * test["mean_raw"]["dice"], "test_lcc": 100 * test["mean_lcc"]["dice"],
+                        "val_raw": 100 * val["mean_raw"]["dice"] if val else float("nan"), "versus": versus, "vs": vs}
+        rows.append([arm, summary[arm]["iterations"], round(summary[arm]["cpu_minutes"], 1),
+                     round(summary[arm]["wall_minutes"], 1), summary[arm]["val_raw"], summary[arm]["test_raw"],
+                     summary[arm]["test_lcc"],
+                     f"{vs['mean']:+.2f} ({vs['higher']}/{vs['lower']}, p = {vs['p']:.3f})" if vs else ""])
+    if rows:
+        summary["_table"] = common.markdown_table(
+            ["arm", "iterations", "CPU min (trainer + loader)", "wall min (shared CPU)", "val Dice %", "test Dice %",
+             "test, largest comp.", f"arm - {versus} per case (higher/lower, Wilcoxon p)"], rows)
+    return summary
 
 
 def _report_teacher(run_dir: Path) -> None:
@@ -331,6 +369,38 @@ def _load(run_dir: Path, split: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+ARCHIVED = ("score_test.json", "score_val.json", "teacher_dice.json")  # an arm's small result files
+
+
+def archive(out: Path, to: Path) -> list[Path]:
+    """Copy every finished arm's results from the study folder ``out`` into ``to`` (in the repository:
+    bench/results/copy-paste-la), laid out as ``out`` so that ``report --out TO`` reads them: the scores, the
+    teacher study, the CPU ledger and the ``done`` event of its log; no model, no machine paths. Returns the arms
+    copied."""
+    copied = []
+    for run_dir in sorted(out.glob("L*_*min_seed*/*/")):
+        if not (run_dir / "score_test.json").exists():
+            continue
+        target = to / run_dir.parent.name / run_dir.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ARCHIVED:
+            if (run_dir / name).exists():
+                body = json.loads((run_dir / name).read_text())
+                for key in ("list", "model", "run"):  # paths of this machine: their file names only
+                    if isinstance(body.get(key), str):
+                        body[key] = Path(body[key]).name
+                common.write_json(target / name, body)
+        done = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if '"done"' in ln]
+        if done:
+            done[-1]["model"] = Path(done[-1].get("model", "model.pt")).name
+        (target / "log.jsonl").write_text("".join(json.dumps(d) + "\n" for d in done[-1:]))
+        ledger = run_dir.parent / f"{run_dir.name}.cpu.jsonl"
+        if ledger.exists():
+            (to / run_dir.parent.name / ledger.name).write_text(ledger.read_text())
+        copied.append(target)
+    return copied
+
+
 def load_costs(path: Path | None) -> dict[str, float]:
     if path is None:
         return dict(STEP_SECONDS)
@@ -340,12 +410,12 @@ def load_costs(path: Path | None) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("action", choices=("run", "teacher", "report"))
+    p.add_argument("action", choices=("run", "teacher", "report", "archive"))
     p.add_argument("--out", type=Path, required=True, help="folder for runs and scores (outside the repository)")
     p.add_argument("--data", type=Path, default=common.DEFAULT_DATA)
     p.add_argument("--labeled", type=int, nargs="+", default=[4])
     p.add_argument("--minutes", type=float, nargs="+", default=[30.0, 90.0], help="CPU minutes per arm")
-    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--seed", type=int, nargs="+", default=[1337], help="one or more seeds (each a regime)")
     p.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     p.add_argument("--stage1-fraction", type=float, default=2000 / 17000,
                    help="copy-paste-teacher arms: fraction of the run in stage 1 (default BCP LA's 2000 / 17000)")
@@ -354,23 +424,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cases", type=int, default=20, help="teacher: unlabeled scans scored per checkpoint")
     p.add_argument("--replay", type=int, default=8, help="teacher: training batches replayed per checkpoint")
     p.add_argument("--json", type=Path)
+    p.add_argument("--to", type=Path, default=common.REPO / "bench" / "results" / "copy-paste-la",
+                   help="archive: where the results go (default bench/results/copy-paste-la)")
     args = p.parse_args(argv)
     args.arms = args.arms.split(",")
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
         raise SystemExit(f"error: unknown arm(s) {', '.join(unknown)}; use {', '.join(ARMS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.action == "report":
+    if args.action == "archive":
+        for target in archive(args.out, args.to):
+            print(f"archived {target}")
+    elif args.action == "report":
         result = report(args.out, args.labeled, args.minutes, args.seed)
         if args.json:
             common.write_json(args.json, result)
     elif args.action == "teacher":
         for minutes in args.minutes:
             for labeled in args.labeled:
-                for arm in (a for a in args.arms if ARMS[a][3] is not None):
-                    run_dir = regime_dir(args.out, labeled, minutes, args.seed) / arm
-                    if (run_dir / "checkpoints").is_dir():
-                        teacher_study(run_dir, args.data, args.cases, args.replay)
+                for seed in args.seed:
+                    for arm in (a for a in args.arms if ARMS[a][3] is not None):
+                        run_dir = regime_dir(args.out, labeled, minutes, seed) / arm
+                        if (run_dir / "checkpoints").is_dir():
+                            teacher_study(run_dir, args.data, args.cases, args.replay)
     else:
         run(args, load_costs(args.costs))
 
