@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import bench_module, tiny_config
 
 
@@ -87,3 +89,68 @@ def test_cpu_ledger_counts_the_command_and_the_processes_it_waited_for(tmp_path)
     cpu_account = bench_module("cpu_account")
     assert abs(cpu_account.cpu_minutes(ledger) - sum(r["cpu_s"] for r in rows) / 60) < 1e-12
     assert cpu_account.cpu_minutes(tmp_path / "none.jsonl") is None
+
+
+def _fake_arm(out, regime, arm, dice, cpu_s, iterations):
+    """A finished arm's files as a study leaves them: scores with per-case rows (absolute paths where la_eval and
+    the trainer write them), the log's done event, the CPU ledger."""
+    run_dir = out / regime / arm
+    run_dir.mkdir(parents=True)
+    for split in ("test", "val"):
+        rows = [{"case": f"case{i}", "raw": {"dice": d}, "lcc": {"dice": d}} for i, d in enumerate(dice)]
+        mean = sum(dice) / len(dice)
+        body = {"model": str(run_dir / "model.pt"), "list": str(out / f"{split}.list"), "rows": rows,
+                "mean_raw": {"dice": mean}, "mean_lcc": {"dice": mean}}
+        (run_dir / f"score_{split}.json").write_text(json.dumps(body))
+    (run_dir / "log.jsonl").write_text(json.dumps({"event": "progress", "iteration": 1}) + "\n" + json.dumps(
+        {"event": "done", "iteration": iterations, "elapsed_s": 120.0, "model": str(run_dir / "model.pt")}) + "\n")
+    (out / regime / f"{arm}.cpu.jsonl").write_text(json.dumps({"cpu_s": cpu_s}) + "\n")
+
+
+def test_archive_keeps_the_results_without_machine_paths_and_report_reads_it(tmp_path, capsys):
+    from scipy.stats import wilcoxon
+
+    cp = bench_module("copy_paste_la")
+    out, archive = tmp_path / "study", tmp_path / "repo" / "copy-paste-la"
+    seg = [0.70, 0.72, 0.65, 0.80, 0.75, 0.60]
+    cpt = [0.74, 0.71, 0.70, 0.86, 0.79, 0.66]
+    _fake_arm(out, "L4_90min_seed1", "seg", seg, 5400.0, 5000)
+    _fake_arm(out, "L4_90min_seed1", "cpt", cpt, 5460.0, 4000)
+    _fake_arm(out, "L4_90min_seed2", "cpt", [d - 0.01 for d in cpt], 5300.0, 4000)
+    (out / "L4_90min_seed2" / "dtc").mkdir(parents=True)  # unfinished: not archived
+    copied = cp.archive(out, archive)
+    assert sorted(p.relative_to(archive).as_posix() for p in copied) == [
+        "L4_90min_seed1/cpt", "L4_90min_seed1/seg", "L4_90min_seed2/cpt"]
+    for path in archive.rglob("*"):
+        if path.is_file():
+            assert str(tmp_path) not in path.read_text(), path
+    result = cp.report(archive, [4], [90.0], [1, 2])
+    first = result["L4_90min_seed1"]
+    diffs = [100 * (a - b) for a, b in zip(cpt, seg)]
+    assert first["cpt"]["vs"]["mean"] == pytest.approx(sum(diffs) / len(diffs))
+    assert first["cpt"]["vs"]["p"] == pytest.approx(wilcoxon(diffs).pvalue)
+    assert (first["cpt"]["vs"]["higher"], first["cpt"]["vs"]["lower"]) == (5, 1)
+    assert first["cpt"]["cpu_minutes"] == pytest.approx(91.0) and first["cpt"]["iterations"] == 4000
+    second = result["L4_90min_seed2"]["cpt"]  # seed 2 has no labeled-only arm: compared with seed 1's
+    assert second["versus"] == "seg (seed 1)"
+    assert second["vs"]["mean"] == pytest.approx(sum(diffs) / len(diffs) - 1.0)
+    shown = capsys.readouterr().out
+    assert "| cpt | 2 | " in shown  # the arm's mean over both seeds
+
+
+def test_the_curve_has_a_point_per_arm_and_budget_with_the_seeds_measured_minutes(tmp_path):
+    curve = bench_module("copy_paste_curve")
+    out = tmp_path / "archive"
+    _fake_arm(out, "L4_30min_seed1", "seg", [0.70, 0.72], 1800.0, 2000)
+    _fake_arm(out, "L4_90min_seed1", "seg", [0.71, 0.73], 5400.0, 6000)
+    _fake_arm(out, "L4_90min_seed1", "cpt", [0.76, 0.78], 5520.0, 5000)
+    _fake_arm(out, "L4_90min_seed2", "cpt", [0.72, 0.74], 5280.0, 5000)
+    _fake_arm(out, "L8_90min_seed1", "cpt", [0.9, 0.9], 5400.0, 5000)  # another regime: not on this curve
+    curves = curve.collect(out, 4)
+    assert [p["minutes"] for p in curves["seg"]] == [30.0, 90.0]
+    (point,) = curves["cpt"]
+    assert point["seeds"] == [1, 2] and point["cpu_minutes"] == pytest.approx([92.0, 88.0])
+    assert point["dice"] == pytest.approx([77.0, 73.0])
+    png = tmp_path / "curve.png"
+    curve.main(["--out", str(out), "--png", str(png)])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
