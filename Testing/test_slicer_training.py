@@ -64,6 +64,7 @@ def test_finetune_cancel_resume_register(slicer_scene, dtc_module, tiny_model, t
     p.modelPath, p.startFrom = str(tiny_model), "current model"
     p.patchX = p.patchY = p.patchZ = 16
     p.labeledBatch, p.unlabeledBatch, p.iterations, p.timeLimitMinutes = 1, 1, 10_000, 0
+    p.mode = "dtc"  # the paper's recipe on 1 labeled + 1 unlabeled crop (auto would pick a mode by length)
     _add_labeled_example(slicer_scene, logic, p.datasetFolder)
     logic.addUnlabeledVolumes(p.datasetFolder, [_volume("unlabeled case", 1)[0]])
 

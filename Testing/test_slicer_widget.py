@@ -201,6 +201,7 @@ def test_annotator_flow_finetune_cancel_resume_rank(panel, models_folder, tmp_pa
     p.patchX = p.patchY = p.patchZ = 16  # parameter node -> widgets through connectGui
     assert w.ui.patchXSpinBox.value == 16
     p.labeledBatch, p.unlabeledBatch, p.iterations = 1, 1, 100000
+    p.mode = "dtc"  # the paper's recipe on 1 labeled + 1 unlabeled crop (auto would pick a mode by length)
     assert w.ui.timeLimitSpinBox.value == 10  # "Train for: 10 min" by default
     w.ui.timeLimitSpinBox.value = 0  # off: the iterations count (widget -> parameter node)
     assert p.timeLimitMinutes == 0
@@ -344,7 +345,7 @@ def test_every_choice_survives_leaving_and_entering_the_module(panel, tmp_path, 
     w = panel
     p = w._parameterNode
     defaults = {name: getattr(p, name) for name in bound_widgets(w)}
-    assert (defaults["quality"], defaults["mode"]) == ("balanced", "dtc")
+    assert (defaults["quality"], defaults["mode"]) == ("balanced", "auto")
     enter_module(w)
     assert_shown(w, defaults, f"{slicer_tag}, first enter()")
 
@@ -360,7 +361,7 @@ def test_every_choice_survives_leaving_and_entering_the_module(panel, tmp_path, 
 
     slicer.mrmlScene.Clear(0)  # File / Close scene while the module is shown: a reset parameter node, reconnected
     p = w._parameterNode
-    assert (p.quality, p.mode, bound_widgets(w)["quality"].currentText) == ("balanced", "dtc", "balanced")
+    assert (p.quality, p.mode, bound_widgets(w)["quality"].currentText) == ("balanced", "auto", "balanced")
     chosen = user_choices(tmp_path, 2)
     for name, value in chosen.items():
         choose(bound_widgets(w)[name], value)

@@ -15,6 +15,7 @@ from ..planning.dims import SLICE_ANISOTROPY, SLICES_PER_CROP_2D, auto_dims, par
 from ..planning.pools import auto_pools, check_pools
 from ..planning.spacing import manifest_auto_spacing, manifest_median_spacing, parse_spacing
 from ..protocol import CHECKPOINT_DIR, EVENT_KEY, EXIT_CANCELLED, Event
+from ..training.mode_choice import AUTO_MODE, budget_minutes, pick_mode
 from ..training.schedule import fit_schedule
 from ..training.two_stage_budget import STAGE2_COST_RATIO
 from . import device_argument, events
@@ -74,9 +75,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, metavar="C",
                    help="foreground classes of the model (default: a new model takes the label values found in the "
                         "labeled scans, 1..C; a fine-tune keeps its model's)")
-    p.add_argument("--mode", choices=MODES,
+    p.add_argument("--mode", choices=(*MODES, AUTO_MODE),
                    help="what to train (default dtc): dtc; the labeled-only ablations of the paper's Table 1 (seg, "
-                        "lsf, seg+lsf); copy-paste-teacher or copy-paste (see above)")
+                        "lsf, seg+lsf); copy-paste-teacher or copy-paste (see above); auto: the mode our "
+                        "equal-CPU-time studies show wins for the run's length (the panel's default; the choice and "
+                        "its reason are printed)")
     p.add_argument("--stage1-fraction", type=float, metavar="F",
                    help="copy-paste-teacher: fraction of the run before the teacher starts (default 0.118, BCP's "
                         "2000 of 17000 LA iterations); scaled with --iterations and --time-limit")
@@ -113,7 +116,7 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         "train.time_limit_minutes": getattr(args, "time_limit", None),
         "train.patch": tuple(args.patch) if args.patch else None,
         "network.base_filters": args.base_filters,
-        "recipe.mode": args.mode,
+        "recipe.mode": None if args.mode == AUTO_MODE else args.mode,
         "recipe.cp_stage1_fraction": getattr(args, "stage1_fraction", None),
         "recipe.cp_levelset": getattr(args, "cp_levelset", None),
         "recipe.cp_consistency": getattr(args, "cp_consistency", None),
@@ -184,6 +187,20 @@ def set_num_classes(config: DTCConfig, args: argparse.Namespace, manifest: Path)
                                f"class{'es' if classes > 1 else ''} ({source}) — {fix}")
     config.network.num_classes = classes
     return f"classes: {classes} ({source})"
+
+
+def set_auto_mode(config: DTCConfig, args: argparse.Namespace, manifest: Path) -> str | None:
+    """``--mode auto``: set ``config.recipe.mode`` by the run's length (training/mode_choice.py) and return the line
+    that says which mode and why; None without ``--mode auto`` or for a resumed run (it keeps its mode)."""
+    if getattr(args, "mode", None) != AUTO_MODE:
+        return None
+    if getattr(args, "resume", False) and (Path(args.output) / CHECKPOINT_DIR).is_dir():
+        return None
+    from ..data.manifest import load_manifest
+
+    mode, reason = pick_mode(budget_minutes(config), len(load_manifest(manifest, check_files=False).unlabeled))
+    config.recipe.mode = mode
+    return f"mode: {mode} ({reason})"
 
 
 def _labeled_values(manifest: Path) -> dict[Path, list[int]]:
@@ -292,14 +309,16 @@ def run(args: argparse.Namespace) -> int:
     from .events import cancel_check
 
     config = build_config(args)
+    mode_line = set_auto_mode(config, args, Path(args.manifest))
     classes_line = set_num_classes(config, args, Path(args.manifest))
     config.validate()
     printer = _Printer(args.jsonl)
-    if classes_line and os.environ.get("RANK", "0") == "0":  # the run's first line (rank 0 only, as threads:)
-        if args.jsonl:
-            printer({EVENT_KEY: Event.MESSAGE, "text": classes_line})
-        else:
-            print(classes_line, file=sys.stderr)
+    for line in (mode_line, classes_line):
+        if line and os.environ.get("RANK", "0") == "0":  # the run's first lines (rank 0 only, as threads:)
+            if args.jsonl:
+                printer({EVENT_KEY: Event.MESSAGE, "text": line})
+            else:
+                print(line, file=sys.stderr)
     train(config, Path(args.manifest), Path(args.output), resume=args.resume, init_from=args.init_from,
           progress=printer, cancel=cancel_check(getattr(args, "cancel_file", None)))
     return 0

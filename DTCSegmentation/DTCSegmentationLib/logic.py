@@ -28,6 +28,8 @@ from DTCCore.planning.dims import SLICES_PER_CROP_2D, auto_dims, plane_pools  # 
 from DTCCore.planning.pools import auto_pools, check_patch, fit_patch
 from DTCCore.planning.spacing import manifest_geometry, median_spacing  # torch-free: image headers only
 from DTCCore.protocol import JobState
+from DTCCore.training import mode_choice
+from DTCCore.training.mode_choice import AUTO_MODE
 from DTCCore.training.schedule import fit_schedule  # torch-free, as DTCCore.config
 
 from . import dataset, models, results, roihint, sceneio
@@ -79,7 +81,9 @@ class DTCSegmentationParameterNode:
     patchY: Annotated[int, WithinRange(16, 256)] = _RECIPE.train.patch[1]
     # Slice axis down to 4: a thick-slice network halves it fewer times (scratchNetwork), e.g. 128 x 128 x 8.
     patchZ: Annotated[int, WithinRange(4, 256)] = _RECIPE.train.patch[2]
-    mode: Annotated[str, Choice(list(MODES))] = _RECIPE.recipe.mode
+    # auto (default): the mode the equal-CPU-time studies show wins for the run's length (modeChoice); the others
+    # as dtc train --mode (dtc: the paper's recipe).
+    mode: Annotated[str, Choice([AUTO_MODE, *MODES])] = AUTO_MODE
     # Training augmentation: a flip turns a left structure into a right one, so labels that depend on side need
     # no-mirror; nnU-Net's scaling/intensity augmentations paid on cardiac MRI (bench/RESULTS.md, ACDC stage 6).
     augment: Annotated[str, Choice([AUGMENT_FROM_MODEL, *AUGMENT_CHOICES])] = AUGMENT_FROM_MODEL
@@ -327,9 +331,9 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             dims, pools, patch, note = self.scratchNetwork(folder.manifest_path, p)
             config["train"]["patch"] = list(patch)
             config.setdefault("network", {}).update({"pools": list(pools), "dims": dims})
-        config.setdefault("recipe", {}).update({
-            "mode": p.mode, "beta": p.beta, "k": p.k, "consistency_rampup": p.consistencyRampup,
-        })
+        config.setdefault("recipe", {}).update({"beta": p.beta, "k": p.k, "consistency_rampup": p.consistencyRampup})
+        if resumeRunDir is None:  # a resume keeps its run's mode
+            config["recipe"]["mode"] = self.modeChoice(p, folder)[0]  # its reason: the panel's line under Mode
         labelsFile = Path(p.datasetFolder) / DATASET_LABELS
         table = json.loads(labelsFile.read_text(encoding="utf-8"))["labels"] if labelsFile.exists() else None
         if initFrom is None and resumeRunDir is None and table:
@@ -339,6 +343,22 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
                                    threads=threads)
         return TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom, labels=table,
                                note=note, threads=threads)
+
+    def modeChoice(self, p: DTCSegmentationParameterNode, folder: dataset.DatasetFolder | None = None
+                   ) -> tuple[str, str]:
+        """(mode, one-line reason) of the next fine-tune: ``p.mode``, or with ``auto`` the mode the studies show wins
+        for its length (Train for, else the iterations) on the dataset's unlabeled scans (none when the dataset
+        folder is unset or empty); the reason is "" for a mode the user chose."""
+        if p.mode != AUTO_MODE:
+            return p.mode, ""
+        minutes = (float(p.timeLimitMinutes) if p.timeLimitMinutes > 0
+                   else p.iterations * mode_choice.STEP_SECONDS / 60.0)
+        chosen = self.chosenFolder(p.datasetFolder)
+        if folder is None and chosen is not None:
+            folder = dataset.DatasetFolder(chosen)
+        unlabeled = len(folder.load().unlabeled) if folder is not None and folder.manifest_path.exists() else 0
+        mode, reason = mode_choice.pick_mode(minutes, unlabeled)
+        return mode, f"auto: {reason}"
 
     @staticmethod
     def scratchNetwork(manifestPath: Path, p: DTCSegmentationParameterNode

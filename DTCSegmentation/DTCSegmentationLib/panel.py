@@ -230,6 +230,7 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
         self._enable(self.ui.segmentButton, p.inputVolume is not None or "segment" in self._jobs, NEEDS_VOLUME)
         self._enable(self.ui.addLabeledButton, p.inputVolume is not None and p.segmentation is not None,
                      NEEDS_VOLUME_AND_SEGMENTATION)
+        self._showModeChoice()
 
     def _enable(self, button, enabled: bool, why: str) -> None:
         button.enabled = enabled

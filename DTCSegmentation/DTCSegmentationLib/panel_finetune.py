@@ -8,6 +8,7 @@ import time
 
 import slicer
 
+from DTCCore.errors import DTCError
 from DTCCore.protocol import JobEvent
 
 from .cores import job_threads
@@ -23,6 +24,15 @@ class FinetuneSection:
 
     def onResume(self):
         self._startTraining(self._lastCancelledRun)
+
+    def _showModeChoice(self):
+        """Under Mode: with auto, which mode the next fine-tune trains and why (the run's length and the studies),
+        in one line; empty for a mode the user chose. A dataset that cannot be read leaves the reason to Start."""
+        try:
+            _, reason = self.logic.modeChoice(self._parameterNode)
+        except DTCError:
+            reason = ""
+        self.ui.modeChoiceLabel.text = reason
 
     def _findResumableRun(self):
         """Enable Resume for the newest stopped fine-tune in the models folder (found on disk: it survives

@@ -1,0 +1,68 @@
+"""``--mode auto``: the training mode that our equal-CPU-time studies show wins for a run of a given length.
+
+    mode, reason = pick_mode(budget_minutes(config), unlabeled_scans=12)
+    # ("seg", "labeled-only for a 10-minute run: at equal CPU time, unlabeled scans have not beaten it ...")
+
+The panel's fine-tune and training from scratch use it by default, and show the one-line reason; ``dtc train
+--mode auto`` prints the same line. ``dtc train`` without ``--mode`` keeps the paper's recipe (``dtc``).
+
+The rule follows the studies' tables (bench/results/few-labels.md): for each length of run, the arm with the
+best test Dice at equal process CPU time, final checkpoints, paired per scan. Where no arm beat labeled-only
+significantly, labeled-only is picked: it is the cheapest, and the safest. Pure Python (no torch): the Slicer
+module imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import UNLABELED_MODES, DTCConfig
+
+AUTO_MODE = "auto"
+# CPU seconds of one labeled-only training step on the bundled model's plan (2.0 mm, 48 x 48 x 32 crops, one core,
+# fp32): the annotation-loop study's 500-iteration fine-tunes took 8.6 minutes (bench/results/annotation-loop.md). It
+# turns an iteration count into minutes when a run has no time limit.
+STEP_SECONDS = 1.03
+MODE_NAMES = {"seg": "labeled-only", "dtc": "DTC", "copy-paste": "labeled-only with copy-paste",
+              "copy-paste-teacher": "copy-paste teacher"}
+
+
+@dataclass(frozen=True)
+class BudgetRule:
+    """Runs up to ``up_to_minutes`` (None: any length) train ``mode``; ``evidence``: why, from the studies."""
+
+    up_to_minutes: float | None
+    mode: str
+    evidence: str
+
+
+# First match wins. Evidence (bench/results/few-labels.md, equal process CPU time, final checkpoints, paired per
+# test scan): LA 16 labeled + 64 unlabeled: DTC 88.06 against labeled-only 87.46, within noise; LA 8 + 72:
+# labeled-only higher on 16 of 20 scans (p = 0.027); LA 4 + 76: p = 0.62; ACDC 2-D 14 + 56, 29 CPU minutes:
+# DTC lower on 19 of 20 (p < 0.001); the annotation loop's fine-tunes: labeled-only ahead in every round.
+RULES: tuple[BudgetRule, ...] = (
+    BudgetRule(None, "seg", "at equal CPU time, unlabeled scans have not beaten it in any study so far "
+                            "(left atrium with 4, 8 and 16 labeled scans, cardiac MRI, annotation rounds)"),
+)
+
+
+def budget_minutes(config: DTCConfig) -> float:
+    """The run's length in minutes: its time limit, else its iterations at :data:`STEP_SECONDS` each."""
+    if config.train.time_limit_minutes:
+        return float(config.train.time_limit_minutes)
+    return config.train.iterations * STEP_SECONDS / 60.0
+
+
+def pick_mode(minutes: float, unlabeled_scans: int, rules: tuple[BudgetRule, ...] | None = None) -> tuple[str, str]:
+    """(mode, one-line reason) for a run of ``minutes`` on a dataset with ``unlabeled_scans`` unlabeled scans.
+
+    A rule that picks a mode needing unlabeled scans (``config.UNLABELED_MODES``) falls back to labeled-only
+    when there are none, and says so. ``rules``: default :data:`RULES`."""
+    if minutes <= 0:
+        raise ValueError(f"a run's length must be positive, got {minutes} minutes")
+    rule = next(r for r in (RULES if rules is None else rules) if r.up_to_minutes is None or minutes <= r.up_to_minutes)
+    length = f"a {minutes:.0f}-minute run" if minutes >= 1 else "a run under a minute"
+    if rule.mode in UNLABELED_MODES and unlabeled_scans == 0:
+        return "seg", (f"labeled-only for {length}: the dataset has no unlabeled scans "
+                       f"({MODE_NAMES[rule.mode]} needs them)")
+    return rule.mode, f"{MODE_NAMES.get(rule.mode, rule.mode)} for {length}: {rule.evidence}"
