@@ -235,12 +235,13 @@ def report_regime(folder: Path, labeled: int, minutes: float, seeds: list[int]) 
     title = (f"ACDC 2-D, {labeled} labeled{unlabeled_text}, {minutes:g} CPU minutes per arm, seeds "
              f"{', '.join(map(str, seeds))}; better labeled-only arm: {best or 'none scored'}")
     classes = [f"{name} %" for name in train_acdc.CLASSES.values()]
+    versus = best or "labeled-only"
     text = "\n\n".join([
         title,
         common.markdown_table(["arm", "seed", "iterations", "CPU min (trainer + loader)", "test Dice %", *classes,
-                               f"arm - {best} per patient (higher/lower, Wilcoxon p)"], rows),
+                               f"arm - {versus} per patient (higher/lower, Wilcoxon p)"], rows),
         common.markdown_table(["arm", "seeds", "test Dice % mean [min, max]", "CPU min, mean",
-                               f"arm - {best}, each patient's Dice averaged over the seeds (higher/lower, p)"],
+                               f"arm - {versus}, each patient's Dice averaged over the seeds (higher/lower, p)"],
                               summary_rows)])
     return text, numbers
 
