@@ -236,3 +236,73 @@ def test_train_acdc_tiny_2d_plan(tmp_path):
     assert len(result["test"]["rows"]) == 6 and result["test"]["cases"] == 2
     text = train_acdc.main(["--table", str(tmp_path / "dtc2.json")])
     assert "2-D (patch 32x32x16, base 2)" in text and "slice axis pooled" not in text  # --tiny's patch and width
+
+
+def test_copy_paste_modes_manifests_configs_and_names(tmp_path):
+    """The copy-paste modes: unlabeled patients in the manifest exactly for dtc and copy-paste-teacher, the
+    recipe's switches and BCP's ACDC stage-1 fraction in the config, their names in tables and paired lines, and
+    no --continue-from across a copy-paste mode."""
+    train_acdc = bench_module("train_acdc")
+    from argparse import Namespace
+
+    data = _acdc_like(tmp_path / "acdc", n=4)
+    for mode in ("dtc", "seg", "copy-paste", "copy-paste-teacher"):
+        manifest = json.loads(train_acdc.build_manifest(data, 1, 3, mode, tmp_path / "m").read_text())
+        assert [Path(c["label"]).parent.name for c in manifest["labeled"]] == ["patient000"]
+        expected = ["patient001", "patient002", "patient003"] if mode in ("dtc", "copy-paste-teacher") else []
+        assert [Path(p).parent.name for p in manifest["unlabeled"]] == expected
+
+    def config(mode, **switches):
+        args = dict(base_filters=8, pools=[4, 4, 4], dims=2, mode=mode, patch=[128, 128, 4], iterations=400,
+                    minutes=0, augment="no-mirror", nnunet_augment=False, no_ramp=False, workers=0, device="cpu",
+                    seed=1, spacing=[1.5, 1.5, 1.0], tiny=False)
+        return train_acdc.make_config(Namespace(**{**args, **switches}))
+
+    teacher = config("copy-paste-teacher")
+    assert teacher.recipe.cp_stage1_fraction == 0.25 and teacher.train.unlabeled_batch == 2  # BCP ACDC: 10000/40000
+    assert teacher.recipe.cp_levelset and teacher.recipe.cp_consistency
+    assert config("copy-paste-teacher", stage1_fraction=0.5, no_cp_consistency=True).recipe.cp_stage1_fraction == 0.5
+    control = config("copy-paste", no_cp_levelset=True, no_cp_consistency=True)
+    assert control.train.unlabeled_batch == 0 and not control.recipe.cp_levelset and not control.recipe.cp_consistency
+    assert control.recipe.cp_stage1_fraction == config("dtc").recipe.cp_stage1_fraction == 2000 / 17000  # untouched
+
+    def result(mode, recipe):
+        return {"mode": mode, "labeled": 3, "unlabeled": 67 if mode in ("dtc", "copy-paste-teacher") else 0,
+                "config": {"recipe": recipe}}
+
+    both_off = {"cp_levelset": False, "cp_consistency": False, "cp_stage1_fraction": 0.118}
+    assert train_acdc._model_label(result("copy-paste", both_off)) == \
+        "labeled only + copy-paste (3), no level set, no consistency"
+    nocons = {"cp_levelset": True, "cp_consistency": False, "cp_stage1_fraction": 0.25}
+    assert train_acdc._model_label(result("copy-paste-teacher", nocons)) == \
+        "copy-paste teacher, 3 labeled + 67 unlabeled, stage 1 0.25 of the run, no consistency"
+    assert train_acdc.mode_name(result("copy-paste-teacher", dict(nocons, cp_consistency=True))) == "copy-paste teacher"
+    assert train_acdc.mode_name(result("copy-paste", both_off)) == \
+        "labeled-only + copy-paste, no level set, no consistency"
+    assert train_acdc._model_label(result("dtc", {})) == "DTC, 3 labeled + 67 unlabeled"
+
+    common = ["--data", str(data), "--tiny", "--no-assess", "--out", str(tmp_path / "x")]
+    with pytest.raises(SystemExit):  # argparse: the switches belong to the copy-paste modes
+        train_acdc.main(common + ["--mode", "seg", "--no-cp-consistency"])
+    (tmp_path / "cp.json").write_text(json.dumps({"mode": "copy-paste", "model": "m.pt"}))
+    for mode in ("dtc", "seg", "copy-paste-teacher"):
+        with pytest.raises(SystemExit, match="continues only from a result of its own mode"):
+            train_acdc.main(common + ["--mode", mode, "--continue-from", str(tmp_path / "cp.json")])
+
+
+def test_train_acdc_tiny_copy_paste_teacher_2d(tmp_path):
+    """--mode copy-paste-teacher --dims 2 --no-cp-consistency at --tiny scale: both stages run on the unlabeled
+    patients (the last checkpoint holds the EMA teacher), the switches reach the saved config."""
+    train_acdc = bench_module("train_acdc")
+    from DTCCore.model.checkpoint import load_checkpoint
+
+    data = _acdc_like(tmp_path / "acdc", n=4)
+    result = train_acdc.main(["--data", str(data), "--out", str(tmp_path / "runs"), "--mode", "copy-paste-teacher",
+                              "--tiny", "--dims", "2", "--no-cp-consistency", "--no-assess"])
+    assert result["iterations"] == 3 and result["unlabeled"] == 2
+    recipe = result["config"]["recipe"]
+    assert recipe["cp_stage1_fraction"] == 0.25 and recipe["cp_levelset"] and not recipe["cp_consistency"]
+    run = tmp_path / "runs" / "run_copy-paste-teacher"
+    start = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"start"' in line]
+    assert start[0]["labeled"] == 2 and start[0]["unlabeled"] == 2
+    assert load_checkpoint(run / "checkpoints" / "iter_000003.pt").get("teacher") is not None  # stage 2 ran

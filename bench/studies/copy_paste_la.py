@@ -93,11 +93,11 @@ LABELED_ONLY_ARMS = ("seg", "copy-paste")
 # that an arm budgeted N minutes uses about N CPU minutes.
 SIDE_BY_SIDE_FACTOR = 0.88 / (0.872 * 16.7 * 60 / 1900)
 SEG_STEP_SECONDS = SIDE_BY_SIDE_FACTOR * 16.7 * 60 / 1900
-STEP_SECONDS = {
-    "seg": SEG_STEP_SECONDS, "dtc": SIDE_BY_SIDE_FACTOR * 16.6 * 60 / 1000, "copy-paste-bcp": 0.874 * SEG_STEP_SECONDS,
-    "copy-paste-teacher-s1": 0.871 * SEG_STEP_SECONDS, "copy-paste-teacher-s2": 1.223 * SEG_STEP_SECONDS,
-    "copy-paste-teacher-s2-nocons": 1.181 * SEG_STEP_SECONDS, "copy-paste-teacher-s2-bcp": 1.106 * SEG_STEP_SECONDS,
-}
+# The copy-paste variants' cost per step relative to seg (mode_step_cost.py, above); copy_paste_acdc.py scales them too.
+SEG_RATIOS = {"copy-paste-bcp": 0.874, "copy-paste-teacher-s1": 0.871, "copy-paste-teacher-s2": 1.223,
+              "copy-paste-teacher-s2-nocons": 1.181, "copy-paste-teacher-s2-bcp": 1.106}
+STEP_SECONDS = {"seg": SEG_STEP_SECONDS, "dtc": SIDE_BY_SIDE_FACTOR * 16.6 * 60 / 1000,
+                **{variant: ratio * SEG_STEP_SECONDS for variant, ratio in SEG_RATIOS.items()}}
 
 
 def arm_iterations(arm: str, minutes: float, costs: dict[str, float], fraction: float) -> int:

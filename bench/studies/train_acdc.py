@@ -29,6 +29,11 @@ from a seg result (semi-supervised fine-tuning of a labeled-only model; its leve
 untrained there, so keep the ramp). Each stage ramps the
 consistency weight up from 0 again unless ``--no-ramp`` (full weight from the start: the weights were
 already trained with it). ``--dims 2`` trains the 2-D plan (``dtc train --dims 2``).
+``--mode copy-paste`` is labeled-only with BCP's stage-1 copy-paste (one labeled crop's box pasted into another) for
+the whole run; ``--mode copy-paste-teacher`` is BCP's two stages (the EMA teacher's pseudo-labels on the unlabeled
+patients from ``--stage1-fraction`` of the run on; default BCP's ACDC schedule, 0.25), both with DTC's level-set
+head and consistency on the mixed images unless ``--no-cp-levelset`` / ``--no-cp-consistency`` (both off: BCP's
+own loss). A copy-paste stage continues only from a result of its own mode (``--continue-from``).
 ``--no-assess`` only trains (``bench/gpu/device_acdc.sh``: the device machine
 has no MedPy); the result is scored later with ``--assess``. ``--tiny`` is a seconds-long smoke run.
 """
@@ -49,17 +54,23 @@ import common
 
 CLASSES = {1: "RV cavity", 2: "myocardium", 3: "LV cavity"}  # ACDC label values (the data's README)
 METRICS = ("dice", "jaccard", "asd_vox", "hd95_vox")
+MODES = ("dtc", "seg", "copy-paste", "copy-paste-teacher")  # DTCCore.config's modes this study trains
+# Stage 1 of BCP's ACDC recipe: 10000 pre-training iterations then 30000 self-training ones (DeepMed-Lab-ECNU/BCP,
+# code/ACDC_BCP_train.py: --pre_iterations 10000 read by pre_train, --max_iterations 30000 by self_train).
+BCP_ACDC_STAGE1_FRACTION = 10000 / 40000
 TTA_NOTE = "test-time turns/flips"  # how tables name results scored with --mirror
 
 
 def build_manifest(data: Path, labeled: int, unlabeled: int, mode: str, folder: Path) -> Path:
     """Write ``folder/manifest_<mode>.json``: the first ``labeled`` train.list patients with labels, then
-    ``unlabeled`` patients as images only (none for the labeled-only ``seg`` mode)."""
+    ``unlabeled`` patients as images only (none for the labeled-only modes, ``seg`` and ``copy-paste``)."""
+    from DTCCore.config import UNLABELED_MODES
+
     cases = common.read_list(data, "train.list")
     if labeled + unlabeled > len(cases):
         raise SystemExit(f"error: train.list has {len(cases)} patients; {labeled} + {unlabeled} asked")
     lab = [{"image": str(data / c / "image.nrrd"), "label": str(data / c / "label.nrrd")} for c in cases[:labeled]]
-    unl = [] if mode != "dtc" else [str(data / c / "image.nrrd") for c in cases[labeled:labeled + unlabeled]]
+    unl = [str(data / c / "image.nrrd") for c in cases[labeled:labeled + unlabeled]] if mode in UNLABELED_MODES else []
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"manifest_{mode}.json"
     path.write_text(json.dumps({"labeled": lab, "unlabeled": unl}, indent=1))
@@ -74,7 +85,7 @@ def model_of(result_json: Path, result: dict) -> Path:
 
 
 def make_config(args):
-    from DTCCore.config import DTCConfig
+    from DTCCore.config import TEACHER_MODE, UNLABELED_MODES, DTCConfig
     from DTCCore.planning.dims import plane_pools
     from DTCCore.training.schedule import fit_schedule
 
@@ -100,8 +111,15 @@ def make_config(args):
     config.train.device = args.device
     config.train.seed = args.seed
     config.plan.spacing = tuple(args.spacing)
-    if args.mode != "dtc":
+    if args.mode not in UNLABELED_MODES:
         config.train.unlabeled_batch = 0  # labeled-only: the same 2 labeled crops per iteration
+    if args.mode == TEACHER_MODE:
+        fraction = getattr(args, "stage1_fraction", None)
+        config.recipe.cp_stage1_fraction = BCP_ACDC_STAGE1_FRACTION if fraction is None else fraction
+    if getattr(args, "no_cp_levelset", False):
+        config.recipe.cp_levelset = False
+    if getattr(args, "no_cp_consistency", False):
+        config.recipe.cp_consistency = False
     if args.tiny:
         config.train.precise_bn_batches = 2  # smoke runs: a token BatchNorm pass
     config.validate()
@@ -164,6 +182,7 @@ def assess(model_path: Path, data: Path, args) -> dict:
 
 
 def run(args) -> dict:
+    from DTCCore.config import COPY_PASTE_MODES, UNLABELED_MODES
     from DTCCore.training.trainer import train
 
     data, out = Path(args.data).resolve(), Path(args.out)  # the manifest resolves paths against its folder
@@ -181,6 +200,9 @@ def run(args) -> dict:
     init_from = None
     if args.continue_from:
         before = json.loads(Path(args.continue_from).read_text())
+        if before["mode"] != args.mode and {before["mode"], args.mode} & set(COPY_PASTE_MODES):
+            raise SystemExit(f"error: {args.continue_from} is a {before['mode']} run; this one is {args.mode} "
+                             "(a copy-paste stage continues only from a result of its own mode)")
         # DTC may fine-tune a labeled-only model (the product's semi-supervised fine-tuning); the other way
         # round would throw away the level-set head's training without saying so
         if before["mode"] != args.mode and not (before["mode"] == "seg" and args.mode == "dtc"):
@@ -196,8 +218,10 @@ def run(args) -> dict:
     result = {
         "mode": args.mode, "date": time.strftime("%Y-%m-%d %H:%M"), "model": str(model), "resumed": args.resume,
         "device": common.device_name(args.device), "labeled": args.labeled,
-        "unlabeled": args.unlabeled if args.mode == "dtc" else 0, "train_seconds": train_seconds,
-        "iterations": done[-1]["iteration"] if done else 0, "config": config.to_dict(), "stages": earlier,
+        "unlabeled": args.unlabeled if args.mode in UNLABELED_MODES else 0, "train_seconds": train_seconds,
+        # the done event's iteration: a run resumed from its final checkpoint logs no progress
+        "iterations": finished[-1]["iteration"] if finished else done[-1]["iteration"] if done else 0,
+        "config": config.to_dict(), "stages": earlier,
     }
     if not args.no_assess:
         result.update(assess(model, data, args))
@@ -213,8 +237,7 @@ def table(results: list[dict]) -> str:
         if "test" not in r:
             raise SystemExit(f"error: the {r['mode']} result of {r['date']} is not scored (--no-assess): "
                              "score it with --data ACDC --assess RESULT_JSON first")
-        label = (f"DTC, {r['labeled']} labeled + {r['unlabeled']} unlabeled" if r["mode"] == "dtc"
-                 else f"labeled only ({r['labeled']})")
+        label = _model_label(r)
         pools = r["config"]["network"].get("pools", [4, 4, 4])
         if r["config"]["network"].get("dims", 3) == 2:
             patch = "x".join(str(v) for v in r["config"]["train"]["patch"])
@@ -238,6 +261,37 @@ def table(results: list[dict]) -> str:
             m = r["test"]["means"][key]
             rows.append([label, name, 100 * m["dice"], 100 * m["jaccard"], m["asd_vox"], m["hd95_vox"]])
     return common.markdown_table(header, rows)
+
+
+def _model_label(result: dict) -> str:
+    """The table's name of a result's model: its mode and training data (copy-paste modes: the recipe's switches)."""
+    mode, lab, unl = result["mode"], result["labeled"], result["unlabeled"]
+    if mode == "dtc":
+        return f"DTC, {lab} labeled + {unl} unlabeled"
+    if mode == "seg":
+        return f"labeled only ({lab})"
+    recipe = result["config"].get("recipe", {})
+    if mode == "copy-paste":
+        label = f"labeled only + copy-paste ({lab})"
+    else:
+        label = (f"copy-paste teacher, {lab} labeled + {unl} unlabeled, stage 1 "
+                 f"{recipe['cp_stage1_fraction']:.3g} of the run")
+    return label + "".join(_switches_off(result))
+
+
+def _switches_off(result: dict) -> list[str]:
+    """``", no level set"`` / ``", no consistency"`` for a copy-paste result trained without them."""
+    recipe = result["config"].get("recipe", {})
+    return [f", no {name}" for key, name in (("cp_levelset", "level set"), ("cp_consistency", "consistency"))
+            if not recipe.get(key, True)]
+
+
+def mode_name(result: dict) -> str:
+    """The short name of a result's mode in a paired comparison: DTC, labeled-only, labeled-only + copy-paste,
+    copy-paste teacher (with "no level set" / "no consistency" where off)."""
+    name = {"dtc": "DTC", "seg": "labeled-only", "copy-paste": "labeled-only + copy-paste",
+            "copy-paste-teacher": "copy-paste teacher"}[result["mode"]]
+    return name + "".join(_switches_off(result))
 
 
 def _total_iterations(result: dict) -> int:
@@ -267,34 +321,50 @@ def _patient_dice(result: dict) -> dict[str, float]:
     return {case: float(np.mean(dice)) for case, dice in per.items()}
 
 
-def paired(a: dict, b: dict) -> str:
-    """One line comparing two results patient by patient on the same test patients: the mean of the
-    per-patient differences of mean Dice (``a - b``, points), how many patients each wins, and the
-    two-sided Wilcoxon signed-rank p (does the gap hold across patients, or come from a few?)."""
+def paired_stats(da: dict[str, float], db: dict[str, float]) -> dict:
+    """Patient-by-patient ``a - b`` of two ``{patient: Dice (0-1)}``: ``{"n", "mean"}`` (points), ``"higher"`` /
+    ``"lower"`` (patients where a is above / below b) and the two-sided Wilcoxon signed-rank ``"p"``."""
     from scipy.stats import wilcoxon
 
-    da, db = _patient_dice(a), _patient_dice(b)
     if sorted(da) != sorted(db):
         raise SystemExit("error: the two results scored different test patients; pass results of the same "
                          "test.list (and the same --test-cases)")
     diff = np.array([da[c] - db[c] for c in sorted(da)])
     p = float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0
+    return {"n": len(diff), "mean": float(100 * diff.mean()), "higher": int(np.sum(diff > 0)),
+            "lower": int(np.sum(diff < 0)), "p": p}
+
+
+def paired(a: dict, b: dict) -> str:
+    """One line comparing two results patient by patient on the same test patients: the mean of the
+    per-patient differences of mean Dice (``a - b``, points), how many patients each wins, and the
+    two-sided Wilcoxon signed-rank p (does the gap hold across patients, or come from a few?)."""
+    s = paired_stats(_patient_dice(a), _patient_dice(b))
 
     def name(r: dict) -> str:
         tta = TTA_NOTE if r.get("test_time_augmentation") else ""
         notes = [f"{_total_iterations(r)} it", _from_labeled_only(r), tta]
-        return f"{'DTC' if r['mode'] == 'dtc' else 'labeled-only'} ({', '.join(n for n in notes if n)})"
+        return f"{mode_name(r)} ({', '.join(n for n in notes if n)})"
 
-    return (f"Paired over the {len(diff)} test patients (each patient's mean Dice over the classes): "
-            f"{name(a)} minus {name(b)} = {100 * diff.mean():+.2f} points; higher on {int(np.sum(diff > 0))}, "
-            f"lower on {int(np.sum(diff < 0))}; Wilcoxon signed-rank p = {p:.3f}")
+    return (f"Paired over the {s['n']} test patients (each patient's mean Dice over the classes): "
+            f"{name(a)} minus {name(b)} = {s['mean']:+.2f} points; higher on {s['higher']}, "
+            f"lower on {s['lower']}; Wilcoxon signed-rank p = {s['p']:.3f}")
 
 
 def main(argv: list[str] | None = None) -> dict | str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="ACDC folder: <patient>/image.nrrd, label.nrrd, train.list, test.list")
     p.add_argument("--out", type=Path, help="folder for manifests and run folders (outside the repository)")
-    p.add_argument("--mode", choices=("dtc", "seg"), default="dtc", help="dtc, or seg = labeled-only")
+    p.add_argument("--mode", choices=MODES, default="dtc",
+                   help="dtc; seg = labeled-only; copy-paste = labeled-only with BCP's stage-1 copy-paste; "
+                        "copy-paste-teacher = BCP's two stages (+ DTC's level set and consistency unless switched off)")
+    p.add_argument("--stage1-fraction", type=float, metavar="F",
+                   help=f"copy-paste-teacher: fraction of the run before the teacher starts (default "
+                        f"{BCP_ACDC_STAGE1_FRACTION:g}, BCP's ACDC 10000 of 40000)")
+    p.add_argument("--no-cp-levelset", action="store_true",
+                   help="copy-paste modes: no level-set head training on the mixed targets")
+    p.add_argument("--no-cp-consistency", action="store_true",
+                   help="copy-paste modes: no dual-task consistency on the mixed images")
     p.add_argument("--labeled", type=int, default=14)
     p.add_argument("--unlabeled", type=int, default=56)
     p.add_argument("--minutes", type=float, default=40.0,
@@ -357,6 +427,10 @@ def main(argv: list[str] | None = None) -> dict | str:
         return result
     if args.data is None or args.out is None:
         p.error("--data and --out are needed to train")
+    if args.mode not in ("copy-paste", "copy-paste-teacher") and (args.no_cp_levelset or args.no_cp_consistency):
+        p.error("--no-cp-levelset and --no-cp-consistency apply to the copy-paste modes only")
+    if args.mode != "copy-paste-teacher" and args.stage1_fraction is not None:
+        p.error("--stage1-fraction applies to --mode copy-paste-teacher only")
     if args.tiny:
         args.labeled, args.unlabeled, args.iterations, args.minutes = 2, 2, 3, None
         args.patch, args.base_filters, args.spacing, args.test_cases = [32, 32, 16], 2, [4.0, 4.0, 1.0], 2
