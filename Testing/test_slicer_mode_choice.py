@@ -14,6 +14,9 @@ from slicer_harness.fixtures import slicer_scene, tiny_model  # noqa: F401
 from slicer_harness.wrapper_versions import dtc_module_at, slicer_tag  # noqa: F401
 from test_slicer_widget import make_volume, panel  # noqa: F401
 
+# The line is the module's own logic; every tag's wrapper binding of Mode (auto among its choices) is
+# test_slicer_widget.py's test_every_choice_survives_leaving_and_entering_the_module.
+ONE_TAG = pytest.mark.parametrize("slicer_tag", ["v5.12.3"], indirect=True)
 # A rule set where the length and the unlabeled scans both change the pick (the shipped rules may not yet).
 RULES = (BudgetRule(30.0, "seg", "evidence short"), BudgetRule(None, "copy-paste-teacher", "evidence long"))
 
@@ -35,6 +38,7 @@ def _add_cases(widget, tmp_path, unlabeled: int) -> None:
     widget.refreshDataset()  # what the panel's Add buttons do after writing
 
 
+@ONE_TAG
 def test_the_line_under_mode_follows_the_length_the_dataset_and_the_choice(panel, tmp_path, monkeypatch):
     monkeypatch.setattr(mode_choice, "RULES", RULES)
     w = panel
@@ -53,6 +57,7 @@ def test_the_line_under_mode_follows_the_length_the_dataset_and_the_choice(panel
     assert _shown(w) == ""  # the user's own choice needs no reason
 
 
+@ONE_TAG
 @pytest.mark.parametrize(("minutes", "mode"), [(10, "seg"), (120, "copy-paste-teacher")])
 def test_the_fine_tune_request_trains_the_picked_mode_and_says_why(panel, tmp_path, monkeypatch, minutes, mode):
     monkeypatch.setattr(mode_choice, "RULES", RULES)
