@@ -8,8 +8,9 @@ The panel's fine-tune and training from scratch use it by default, and show the 
 
 The rule follows the studies' tables (bench/results/few-labels.md): for each length of run, the arm with the
 best test Dice at equal process CPU time, final checkpoints, paired per scan. Where no arm beat labeled-only
-significantly, labeled-only is picked: it is the cheapest, and the safest. Pure Python (no torch): the Slicer
-module imports it.
+significantly, labeled-only is picked: it is the cheapest, and the safest. A run's minutes are compared with the
+studies' CPU minutes of one-thread training: a run on several cores does more in its minutes than the study arm of
+that length, so the pick errs toward the shorter budget's mode. Pure Python (no torch): the Slicer module imports it.
 """
 
 from __future__ import annotations
