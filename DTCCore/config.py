@@ -268,7 +268,6 @@ class DTCConfig:
         if self.train.labeled_batch < 1 or self.train.unlabeled_batch < 0:
             raise DTCError("labeled_batch must be >= 1 and unlabeled_batch >= 0")
         self._validate_copy_paste()
-        self._validate_batchnorm()
         for where, value in (("train.precision", self.train.precision), ("infer.precision", self.infer.precision)):
             if check_precision(value, where) != value:  # a saved config holds the normalised name
                 raise DTCError(f"{where} {value!r}: use one of {', '.join(PRECISIONS)} (lower case)")
@@ -282,21 +281,6 @@ class DTCConfig:
             stride = tuple(int(s) for s in self.infer.stride)
             if len(stride) != 3 or any(s < 1 for s in stride):
                 raise DTCError(f"stride {stride} must be 3 positive sizes")
-
-    def _validate_batchnorm(self) -> None:
-        """BatchNorm in training mode needs more than one value per channel: the smallest batch a step of the mode
-        feeds the network, times the voxels of the coarsest level (the patch halved ``pools`` times per axis; a 2-D
-        network's slices join its batch, the same product), must exceed 1. torch's own error says only
-        "Expected more than 1 value per channel"."""
-        t, mode = self.train, self.recipe.mode
-        # copy-paste modes: stage 1 runs the student on half the labeled crops (copypaste_step.forward_backward)
-        smallest = {"dtc": t.labeled_batch + t.unlabeled_batch, "copy-paste": max(1, t.labeled_batch // 2),
-                    TEACHER_MODE: max(1, t.labeled_batch // 2)}.get(mode, t.labeled_batch)
-        coarsest = [int(size) >> int(k) for size, k in zip(self.train.patch, self.network.pools)]
-        if smallest * math.prod(coarsest) <= 1:
-            raise DTCError(f"--mode {mode} feeds the network {smallest} crop at a time and patch "
-                           f"{' x '.join(map(str, self.train.patch))} shrinks to 1 voxel at its coarsest level: "
-                           "BatchNorm needs more than one value; use a larger patch or a larger labeled batch")
 
     def _validate_copy_paste(self) -> None:
         """The copy-paste modes pair the first half of the labeled crops with the second half (BCP's img_a / img_b)
@@ -394,3 +378,25 @@ def coerce_value(where: str, annotation: str, value: Any) -> Any:
             return float(value)
         raise DTCError(f"config {where} must be a number, not {value!r}")
     raise TypeError(f"config field {where} has an annotation coerce_value does not know: {annotation}")
+
+
+def check_batchnorm_batch(config: DTCConfig, has_unlabeled: bool) -> None:
+    """DTCError when a training step would leave BatchNorm one value per channel (torch's own error, "Expected more
+    than 1 value per channel", names neither the cause nor the fix): the smallest batch a step of the mode feeds
+    the network, times the voxels of its coarsest level (the patch halved ``pools`` times per axis; a 2-D
+    network's slices join its batch, the same product), must exceed 1. ``has_unlabeled``: the manifest lists
+    unlabeled scans (without them a dtc step has only its labeled crops). A training check, not part of
+    :meth:`DTCConfig.validate`: a trained model is never refused for it, and SyncBatchNorm over several
+    processes (``train.sync_batchnorm``) pools the values of every process, so it is not checked then."""
+    t, mode = config.train, config.recipe.mode
+    if t.sync_batchnorm:
+        return
+    # copy-paste modes: stage 1 runs the student on half the labeled crops (copypaste_step.forward_backward)
+    smallest = {"dtc": t.labeled_batch + (t.unlabeled_batch if has_unlabeled else 0),
+                "copy-paste": max(1, t.labeled_batch // 2), TEACHER_MODE: max(1, t.labeled_batch // 2)
+                }.get(mode, t.labeled_batch)
+    coarsest = [int(size) >> int(k) for size, k in zip(t.patch, config.network.pools)]
+    if smallest * math.prod(coarsest) <= 1:
+        raise DTCError(f"mode {mode} feeds the network {smallest} crop at a time and patch "
+                       f"{' x '.join(map(str, t.patch))} shrinks to 1 voxel at its coarsest level: BatchNorm needs "
+                       "more than one value; use a larger patch or a larger labeled batch")

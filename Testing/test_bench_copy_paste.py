@@ -103,7 +103,8 @@ def _fake_arm(out, regime, arm, dice, cpu_s, iterations):
                 "mean_raw": {"dice": mean}, "mean_lcc": {"dice": mean}}
         (run_dir / f"score_{split}.json").write_text(json.dumps(body))
     (run_dir / "log.jsonl").write_text(json.dumps({"event": "progress", "iteration": 1}) + "\n" + json.dumps(
-        {"event": "done", "iteration": iterations, "elapsed_s": 120.0, "model": str(run_dir / "model.pt")}) + "\n")
+        {"event": "done", "iteration": iterations, "elapsed_s": 120.0, "model": str(run_dir / "model.pt"),
+         "checkpoint": str(run_dir / "checkpoints" / f"iter_{iterations:06d}.pt")}) + "\n")
     (out / regime / f"{arm}.cpu.jsonl").write_text(json.dumps({"cpu_s": cpu_s}) + "\n")
 
 

@@ -47,9 +47,17 @@ def test_the_shipped_rules_cover_every_length_with_known_modes_in_one_line():
             assert unlabeled or mode not in UNLABELED_MODES
 
 
-def test_a_length_must_be_positive():
+def test_a_length_must_be_positive_and_covered_by_a_rule():
     with pytest.raises(ValueError, match="positive"):
         pick_mode(0, 5)
+    with pytest.raises(ValueError, match="no rule covers a 25-minute run"):
+        pick_mode(25, 5, TWO_RULES[:1])
+
+
+def test_the_unlabeled_scans_are_needed_only_where_the_rule_uses_them():
+    assert not mode_choice.needs_unlabeled_count(20, TWO_RULES)
+    assert mode_choice.needs_unlabeled_count(21, TWO_RULES)
+    assert pick_mode(20, 0, TWO_RULES) == pick_mode(20, 99, TWO_RULES)  # so the count may stay unread there
 
 
 def test_the_length_is_the_time_limit_else_the_iterations_at_the_measured_step_cost():
@@ -58,6 +66,8 @@ def test_the_length_is_the_time_limit_else_the_iterations_at_the_measured_step_c
     assert budget_minutes(config) == pytest.approx(600 * mode_choice.STEP_SECONDS / 60)
     config.train.time_limit_minutes = 45.0
     assert budget_minutes(config) == 45.0
+    assert mode_choice.run_minutes(0, 600) == mode_choice.run_minutes(None, 600) == pytest.approx(600 * 0.527 / 60,
+                                                                                                   rel=1e-3)
 
 
 def _dataset(root: Path, unlabeled: int) -> Path:

@@ -194,12 +194,13 @@ def set_auto_mode(config: DTCConfig, args: argparse.Namespace, manifest: Path) -
     that says which mode and why; None without ``--mode auto`` or for a resumed run (it keeps its mode)."""
     if getattr(args, "mode", None) != AUTO_MODE:
         return None
-    if getattr(args, "resume", False) and (Path(args.output) / CHECKPOINT_DIR).is_dir():
-        return None
     from ..data.manifest import load_manifest
 
     mode, reason = pick_mode(budget_minutes(config), len(load_manifest(manifest, check_files=False).unlabeled))
-    config.recipe.mode = mode
+    config.recipe.mode = mode  # a resumed run keeps its own (trainer._resumed_config); a fresh start takes this
+    checkpoints = Path(args.output) / CHECKPOINT_DIR
+    if getattr(args, "resume", False) and checkpoints.is_dir() and any(checkpoints.glob("*.pt")):
+        return None
     return f"mode: {mode} ({reason})"
 
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from ..config import UNLABELED_MODES, DTCConfig
 
 AUTO_MODE = "auto"
-# CPU seconds of one labeled-only training step on the bundled model's plan (2.0 mm, 48 x 48 x 32 crops, one core,
-# fp32): the annotation-loop study's 500-iteration fine-tunes took 8.6 minutes (bench/results/annotation-loop.md). It
+# CPU seconds of one labeled-only training step on the bundled model's plan (2.0 mm, 48 x 48 x 32 crops, one quiet
+# core, fp32): the 4-labeled few-label study's 1900 iterations in 16.7 CPU minutes (bench/results/few-labels.md). It
 # turns an iteration count into minutes when a run has no time limit.
-STEP_SECONDS = 1.03
+STEP_SECONDS = 16.7 * 60 / 1900
 MODE_NAMES = {"seg": "labeled-only", "dtc": "DTC", "copy-paste": "labeled-only with copy-paste",
               "copy-paste-teacher": "copy-paste teacher"}
 
@@ -47,11 +47,33 @@ RULES: tuple[BudgetRule, ...] = (
 )
 
 
+def run_minutes(time_limit_minutes: float | None, iterations: int) -> float:
+    """A run's length in minutes: its time limit (None or 0: none), else its iterations at :data:`STEP_SECONDS`."""
+    if time_limit_minutes:
+        return float(time_limit_minutes)
+    return int(iterations) * STEP_SECONDS / 60.0
+
+
 def budget_minutes(config: DTCConfig) -> float:
-    """The run's length in minutes: its time limit, else its iterations at :data:`STEP_SECONDS` each."""
-    if config.train.time_limit_minutes:
-        return float(config.train.time_limit_minutes)
-    return config.train.iterations * STEP_SECONDS / 60.0
+    """:func:`run_minutes` of a config (``train.time_limit_minutes``, ``train.iterations``)."""
+    return run_minutes(config.train.time_limit_minutes, config.train.iterations)
+
+
+def rule_for(minutes: float, rules: tuple[BudgetRule, ...] | None = None) -> BudgetRule:
+    """The first rule of ``rules`` (default :data:`RULES`) that covers a run of ``minutes``."""
+    if minutes <= 0:
+        raise ValueError(f"a run's length must be positive, got {minutes} minutes")
+    rule = next((r for r in (RULES if rules is None else rules)
+                 if r.up_to_minutes is None or minutes <= r.up_to_minutes), None)
+    if rule is None:
+        raise ValueError(f"no rule covers a {minutes:g}-minute run: end the rules with one for any length (None)")
+    return rule
+
+
+def needs_unlabeled_count(minutes: float, rules: tuple[BudgetRule, ...] | None = None) -> bool:
+    """Whether :func:`pick_mode`'s answer for ``minutes`` depends on the unlabeled scans (the panel reads the
+    dataset's manifest only then)."""
+    return rule_for(minutes, rules).mode in UNLABELED_MODES
 
 
 def pick_mode(minutes: float, unlabeled_scans: int, rules: tuple[BudgetRule, ...] | None = None) -> tuple[str, str]:
@@ -59,9 +81,7 @@ def pick_mode(minutes: float, unlabeled_scans: int, rules: tuple[BudgetRule, ...
 
     A rule that picks a mode needing unlabeled scans (``config.UNLABELED_MODES``) falls back to labeled-only
     when there are none, and says so. ``rules``: default :data:`RULES`."""
-    if minutes <= 0:
-        raise ValueError(f"a run's length must be positive, got {minutes} minutes")
-    rule = next(r for r in (RULES if rules is None else rules) if r.up_to_minutes is None or minutes <= r.up_to_minutes)
+    rule = rule_for(minutes, rules)
     length = f"a {minutes:.0f}-minute run" if minutes >= 1 else "a run under a minute"
     if rule.mode in UNLABELED_MODES and unlabeled_scans == 0:
         return "seg", (f"labeled-only for {length}: the dataset has no unlabeled scans "

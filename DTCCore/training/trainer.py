@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import COPY_PASTE_MODES, TEACHER_MODE, UNLABELED_MODES, DTCConfig
+from ..config import COPY_PASTE_MODES, TEACHER_MODE, UNLABELED_MODES, DTCConfig, check_batchnorm_batch
 from ..errors import CancelledError, DTCError
 from ..model.checkpoint import (
     checkpoint_path,
@@ -189,6 +189,7 @@ def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, 
     start = 0
     if found is not None:
         config, start = _resumed_config(found[1]["config"], config, notes), int(found[1]["iteration"])
+    _check_batch(config, manifest_path)  # before the data are read: a refusal in seconds
     labeled, unlabeled = _read_data(ctx, config, manifest_path)
     notes += _patch_notes(config, [c.image.shape for c in labeled + unlabeled])
     if config.network.dims == 2:
@@ -244,6 +245,17 @@ def _resumed_config(saved: DTCConfig, asked: DTCConfig, notes: list[str]) -> DTC
     for launch_setting in ("device", "num_workers", "sync_batchnorm"):
         setattr(saved.train, launch_setting, getattr(asked.train, launch_setting))
     return saved
+
+
+def _check_batch(config: DTCConfig, manifest_path) -> None:
+    """config.check_batchnorm_batch with the manifest's unlabeled scans (an unreadable manifest is _read_data's)."""
+    from ..data.manifest import load_manifest
+
+    try:
+        has_unlabeled = bool(load_manifest(manifest_path, check_files=False).unlabeled)
+    except DTCError:
+        return
+    check_batchnorm_batch(config, has_unlabeled)
 
 
 def _read_data(ctx: DistContext, config: DTCConfig, manifest_path) -> tuple[list, list]:

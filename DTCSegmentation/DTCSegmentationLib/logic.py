@@ -351,12 +351,13 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         folder is unset or empty); the reason is "" for a mode the user chose."""
         if p.mode != AUTO_MODE:
             return p.mode, ""
-        minutes = (float(p.timeLimitMinutes) if p.timeLimitMinutes > 0
-                   else p.iterations * mode_choice.STEP_SECONDS / 60.0)
-        chosen = self.chosenFolder(p.datasetFolder)
-        if folder is None and chosen is not None:
-            folder = dataset.DatasetFolder(chosen)
-        unlabeled = len(folder.load().unlabeled) if folder is not None and folder.manifest_path.exists() else 0
+        minutes = mode_choice.run_minutes(p.timeLimitMinutes, p.iterations)
+        unlabeled = 0
+        if mode_choice.needs_unlabeled_count(minutes):  # read the manifest only when the pick depends on it
+            chosen = self.chosenFolder(p.datasetFolder)
+            if folder is None and chosen is not None:
+                folder = dataset.DatasetFolder(chosen)
+            unlabeled = len(folder.load().unlabeled) if folder is not None and folder.manifest_path.exists() else 0
         mode, reason = mode_choice.pick_mode(minutes, unlabeled)
         return mode, f"auto: {reason}"
 

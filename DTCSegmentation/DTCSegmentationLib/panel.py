@@ -191,7 +191,7 @@ class DTCSegmentationWidget(ModelSection, SegmentSection, DataSection, FinetuneS
 
         The same node again (enter() after exit()) keeps the connection: a second one refills the choice combo
         boxes, and before Slicer 5.10 the first one's connectors then write their first choice into the node
-        (quality balanced -> fast, mode dtc -> seg), because ``connectGui`` returns None there and
+        (quality balanced -> fast, a chosen mode -> auto), because ``connectGui`` returns None there and
         ``disconnectGui(None)`` disconnects nothing (Slicer #7547, fixed by PR #8667 in 5.10). So the panel
         finds its bound widgets as ``connectGui`` does and calls ``connectParametersToGui``, which returns its
         tag in Slicer 5.6 to 5.12: a new node (after a scene close) is connected after the old one is

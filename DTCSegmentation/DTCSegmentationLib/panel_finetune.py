@@ -30,7 +30,7 @@ class FinetuneSection:
         in one line; empty for a mode the user chose. A dataset that cannot be read leaves the reason to Start."""
         try:
             _, reason = self.logic.modeChoice(self._parameterNode)
-        except DTCError:
+        except (DTCError, OSError, RuntimeError):  # an unreadable dataset: Start says why (never raise in an observer)
             reason = ""
         self.ui.modeChoiceLabel.text = reason
 

@@ -165,6 +165,7 @@ def run(args: argparse.Namespace, costs: dict[str, float], poll_s: float = 5.0) 
                 continue
             running.remove(item)
             if proc.returncode != 0:
+                copy_paste_la.stop_all([p for _, p in running])  # the others stop with a checkpoint: resumable
                 raise SystemExit(f"error: {arm_dir} failed (exit {proc.returncode}); see {arm_dir / 'train.out'}")
             score(arm_dir, args.data)
 

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--png", type=Path, default=common.REPO / "bench" / "results" / "copy_paste_curve.png")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    curves = collect(args.out, args.labeled)
+    curves = collect(args.out, args.labeled) if args.out.is_dir() else {}
     if not curves:
         raise SystemExit(f"error: no finished arm with {args.labeled} labeled scans in {args.out}; run "
                          "copy_paste_la.py run, then archive")

@@ -138,6 +138,20 @@ def start_arm(arm: str, run_dir: Path, command: list[str]) -> subprocess.Popen |
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+def stop_all(processes: list[subprocess.Popen], grace_s: float = 120.0) -> None:
+    """SIGTERM every still-running arm (cpu_account.py passes it on; the trainer saves a checkpoint and its ledger
+    line is written), then wait up to ``grace_s`` seconds each before killing it."""
+    for proc in processes:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in processes:
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run(args: argparse.Namespace, costs: dict[str, float]) -> None:
     pending = []
     for minutes in args.minutes:
@@ -164,6 +178,7 @@ def run(args: argparse.Namespace, costs: dict[str, float]) -> None:
                 continue
             running.remove(item)
             if proc.returncode != 0:
+                stop_all([p for _, _, p in running])  # the others stop with a checkpoint: resumable
                 raise SystemExit(f"error: {run_dir} failed (exit {proc.returncode}); see {run_dir}.out")
             la_study.score_run(run_dir, args.out, args.data)
             print(f"[{time.strftime('%H:%M:%S')}] {run_dir.parent.name} {arm} done and scored", flush=True)
@@ -391,9 +406,8 @@ def archive(out: Path, to: Path) -> list[Path]:
                         body[key] = Path(body[key]).name
                 common.write_json(target / name, body)
         done = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if '"done"' in ln]
-        if done:
-            done[-1]["model"] = Path(done[-1].get("model", "model.pt")).name
-        (target / "log.jsonl").write_text("".join(json.dumps(d) + "\n" for d in done[-1:]))
+        kept = [{k: d[k] for k in ("event", "iteration", "elapsed_s") if k in d} for d in done[-1:]]  # no paths
+        (target / "log.jsonl").write_text("".join(json.dumps(d) + "\n" for d in kept))
         ledger = run_dir.parent / f"{run_dir.name}.cpu.jsonl"
         if ledger.exists():
             (to / run_dir.parent.name / ledger.name).write_text(ledger.read_text())
