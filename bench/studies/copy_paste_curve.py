@@ -73,11 +73,14 @@ def plot(curves: dict[str, list[dict]], labeled: int, path: Path) -> None:
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
         for p in points:
             ax.scatter(p["cpu_minutes"], p["dice"], s=12, color=line.get_color(), alpha=0.6)
+    budgets = [np.mean(q["cpu_minutes"]) for points in curves.values() for q in points]
+    ax.set_xlim(0, 1.1 * max(budgets))  # from 0: the budgets' sizes, not just their order, are the point
     ax.set_xlabel("CPU minutes per arm (trainer + loader, one thread)")
     ax.set_ylabel("test Dice % (20 LA scans, final checkpoint)")
     ax.set_title(f"Left atrium, {labeled} labeled + {80 - labeled} unlabeled: Dice per CPU minute")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.margins(y=0.2)
+    ax.legend(fontsize=8, loc="upper left")  # the points sit at the budgets, on the right
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
