@@ -87,10 +87,10 @@ LABELED_ONLY_ARMS = ("seg", "copy-paste")
 # copy-paste 0.874 x seg, teacher stage 1 0.871 x, stage 2 1.223 x, without consistency 1.181 x, BCP's own 1.106 x;
 # measured side by side on a loaded machine, so each ratio is noisy by up to 20 %), times seg's cost. A study records
 # the CPU seconds each arm really used (bench/lib/cpu_account.py) and reports them beside its Dice.
-# SIDE_BY_SIDE_FACTOR: two arms trained at once (--jobs 2, each trainer + loader on this 2-core VM) cost more CPU
-# seconds per step than those totals: copy-paste and teacher stage 1 measured 0.88 CPU s/step each over 100 steps
-# (2026-12-07, process-tree CPU from /proc), 1.92x their nominal 0.459 s; every variant is scaled by that factor so
-# that an arm budgeted N minutes uses about N CPU minutes.
+# SIDE_BY_SIDE_FACTOR: those totals came from the AVX512-BF16 Zen 4 VM; on the AVX2-only EPYC VM of 2026-12-07, two
+# arms at once (--jobs 2, each trainer + loader), copy-paste and teacher stage 1 measured 0.88 CPU s/step each over 100
+# steps (process-tree CPU from /proc), 1.92x their nominal 0.459 s; every variant is scaled by that factor so that an
+# arm budgeted N minutes uses about N CPU minutes there (the 90-minute arms then used 76-83: the ledger is the record).
 SIDE_BY_SIDE_FACTOR = 0.88 / (0.872 * 16.7 * 60 / 1900)
 SEG_STEP_SECONDS = SIDE_BY_SIDE_FACTOR * 16.7 * 60 / 1900
 # The copy-paste variants' cost per step relative to seg (mode_step_cost.py, above); copy_paste_acdc.py scales them too.
