@@ -18,11 +18,9 @@ REFUSED = "BatchNorm needs more than one value; use a larger patch or a larger l
 CASES = [
     ("seg", 1, 0, (16, 16, 16), (4, 4, 4), 2),  # 1 crop x 1 voxel: refused
     ("seg", 2, 0, (16, 16, 16), (4, 4, 4), 2),
-    ("seg", 1, 0, (32, 16, 16), (4, 4, 4), 2),  # 1 crop x 2 voxels
     ("dtc", 1, 1, (16, 16, 16), (4, 4, 4), 2),  # 2 crops
     ("dtc", 1, 1, (16, 16, 16), (4, 4, 4), 0),  # no unlabeled scans: 1 crop, refused
     ("copy-paste", 2, 0, (16, 16, 16), (4, 4, 4), 2),  # stage 1 runs half the labeled crops: 1: refused
-    ("copy-paste", 4, 0, (16, 16, 16), (4, 4, 4), 2),
     ("copy-paste-teacher", 2, 2, (16, 16, 16), (4, 4, 4), 2),  # refused (stage 1 as copy-paste)
     ("seg", 1, 0, (16, 16, 1), (4, 4, 0), 2),  # a 2-D network: its slices join the batch; 1 slice: refused
     ("seg", 1, 0, (16, 16, 2), (4, 4, 0), 2),
