@@ -94,3 +94,15 @@ def random_model_file(path: Path, base_filters: int = 16, patch=(112, 112, 80), 
     torch.manual_seed(seed)
     model = build_network(config.network).eval()
     return save_checkpoint(path, model, None, 0, config, {"note": "random init, for timing only"})
+
+
+def without_paths(value: Any) -> Any:
+    """``value`` with every absolute path string reduced to its file name (results name their model, manifest and
+    run): what a study archives into the repository names no machine path."""
+    if isinstance(value, dict):
+        return {k: without_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_paths(v) for v in value]
+    if isinstance(value, str) and (value.startswith(("/", "\\")) or (len(value) > 2 and value[1:3] in (":\\", ":/"))):
+        return Path(value).name
+    return value

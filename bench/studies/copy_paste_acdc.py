@@ -257,17 +257,6 @@ def report(folder: Path, labeled_list: list[int], minutes_list: list[float], see
     return "\n\n".join(texts), numbers
 
 
-def _without_paths(value):
-    """``value`` with every absolute path string reduced to its file name (results name their model and manifest)."""
-    if isinstance(value, dict):
-        return {k: _without_paths(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_paths(v) for v in value]
-    if isinstance(value, str) and (value.startswith(("/", "\\")) or (len(value) > 2 and value[1:3] in (":\\", ":/"))):
-        return Path(value).name
-    return value
-
-
 def archive(out: Path, to: Path) -> list[Path]:
     """Copy every scored arm of the study in ``out`` to ``to/<regime>/<arm>.json`` (module docstring)."""
     written = []
@@ -283,7 +272,7 @@ def archive(out: Path, to: Path) -> list[Path]:
                       cpu_segments=len((arm_dir / LEDGER).read_text().splitlines()) if ledger is not None else 0)
         target = to / arm_dir.parent.name / f"{arm_dir.name}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
-        common.write_json(target, _without_paths(result))
+        common.write_json(target, common.without_paths(result))
         written.append(target)
     return written
 

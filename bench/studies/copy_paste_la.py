@@ -400,11 +400,7 @@ def archive(out: Path, to: Path) -> list[Path]:
         target.mkdir(parents=True, exist_ok=True)
         for name in ARCHIVED:
             if (run_dir / name).exists():
-                body = json.loads((run_dir / name).read_text())
-                for key in ("list", "model", "run"):  # paths of this machine: their file names only
-                    if isinstance(body.get(key), str):
-                        body[key] = Path(body[key]).name
-                common.write_json(target / name, body)
+                common.write_json(target / name, common.without_paths(json.loads((run_dir / name).read_text())))
         done = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines() if '"done"' in ln]
         kept = [{k: d[k] for k in ("event", "iteration", "elapsed_s") if k in d} for d in done[-1:]]  # no paths
         (target / "log.jsonl").write_text("".join(json.dumps(d) + "\n" for d in kept))
