@@ -1,6 +1,7 @@
 """Cost of one training step in every mode, measured in the same run: CPU seconds per step and the ratio to ``seg``.
 
     python bench/speed/mode_step_cost.py [--warmup 2 --steps 4] [--data LA_FOLDER] [--variants seg,dtc,...] [--json F]
+    python bench/speed/mode_step_cost.py --plan acdc-2d --data ACDC_FOLDER [--variants ...] [--json F]
 
 The LA plan of the bundled model (2.0 mm, 48x48x32 patch, base 16), fp32, one torch thread, batches built in
 the training process (``--workers 0``, so a step's CPU time includes its crops), batch 2 labeled + 2
@@ -9,7 +10,10 @@ unlabeled where the mode reads unlabeled scans. Each variant is a real ``DTCCore
 work on a shared machine than the wall clock, also reported) between the progress events of iteration
 ``warmup`` and ``warmup + steps``. The data are synthetic LA-like scans already on the 2.0 mm grid (an
 ellipsoid on noise, 96 x 96 x 28 voxels: a 0.625 mm LA scan of 576 x 576 x 88 resampled), or with ``--data``
-the first 4 + 4 cases of an LA2018 folder's train.list.
+the first 4 + 4 cases of an LA2018 folder's train.list. ``--plan acdc-2d`` times the ACDC study's 2-D plan instead
+(bench/studies/copy_paste_acdc.py ``PLAN``: 4 classes, 1.5 x 1.5 x 1 grid, 128 x 128 x 4 crops of a 2-D network,
+base 8, nnU-Net's augmentations; config from bench/studies/train_acdc.py) on the first 4 + 4 patients of an ACDC
+folder's train.list (``--data`` needed).
 
 Variants: the four DTC modes; ``copy-paste`` with the level set and consistency (default) and without
 (``copy-paste-bcp``: BCP's stage 1, the study's control); ``copy-paste-teacher`` in stage 1 (``-s1``: the whole
@@ -31,6 +35,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
 
 import common
+
+PLANS = ("la", "acdc-2d")
 
 # the bundled model's plan (bench/lib/la_study.py PLAN)
 PATCH, BASE, SPACING = (48, 48, 32), 16, (2.0, 2.0, 2.0)
@@ -80,22 +86,56 @@ def la_manifest(data: Path, folder: Path) -> Path:
     return path
 
 
-def time_variant(name: str, manifest: Path, warmup: int, steps: int, folder: Path) -> dict:
-    """CPU and wall seconds per step of one variant between iterations ``warmup`` and ``warmup + steps``."""
+def la_config(mode: str):
+    """The bundled model's LA plan (fp32, batches built in this process) for ``mode``."""
     from DTCCore.config import DTCConfig
-    from DTCCore.training.trainer import train
 
-    mode, recipe, fraction = VARIANTS[name]
     config = DTCConfig()
     config.plan.spacing = SPACING
     config.network.base_filters = BASE
     config.recipe.mode = mode
+    config.train.patch = PATCH
+    return config
+
+
+def acdc_config(mode: str, iterations: int):
+    """The ACDC study's 2-D plan for ``mode`` (train_acdc.make_config of copy_paste_acdc.PLAN), batches built in this
+    process; its schedule fitted to ``iterations``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+    import copy_paste_acdc
+    import train_acdc
+
+    args = train_acdc.parser().parse_args([*copy_paste_acdc.PLAN, "--mode", mode, "--minutes", "0",
+                                           "--iterations", str(iterations), "--workers", "0", "--device", "cpu"])
+    return train_acdc.make_config(args)
+
+
+def acdc_manifest(data: Path, folder: Path, mode: str) -> Path:
+    """The first 4 labeled + 4 unlabeled patients of ``data``'s train.list (no unlabeled ones for a labeled-only
+    ``mode``, as in the study)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
+    import train_acdc
+
+    return train_acdc.build_manifest(data, 4, 4, mode, folder / f"acdc_{mode}")
+
+
+def time_variant(name: str, manifest: Path, warmup: int, steps: int, folder: Path, plan: str = "la") -> dict:
+    """CPU and wall seconds per step of one variant between iterations ``warmup`` and ``warmup + steps``; ``plan``:
+    ``la`` (``manifest`` used) or ``acdc-2d`` (``manifest``: the ACDC folder)."""
+    from DTCCore.training.trainer import train
+
+    mode, recipe, fraction = VARIANTS[name]
+    if plan == "acdc-2d":
+        config = acdc_config(mode, warmup + steps)
+        manifest = acdc_manifest(manifest, folder, mode)
+    else:
+        config = la_config(mode)
     for key, value in recipe.items():
         setattr(config.recipe, key, value)
     if fraction is not None:
         config.recipe.cp_stage1_fraction = fraction
     t = config.train
-    t.patch, t.iterations, t.num_workers, t.device, t.precision = PATCH, warmup + steps, 0, "cpu", "fp32"
+    t.iterations, t.num_workers, t.device, t.precision = warmup + steps, 0, "cpu", "fp32"
     t.log_every, t.checkpoint_every, t.precise_bn_batches = 1, 10**9, 0
     config.validate()
     marks: dict[int, tuple[float, float]] = {}
@@ -113,7 +153,10 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--data", type=Path, help="an LA2018 folder (default: synthetic scans)")
+    p.add_argument("--plan", choices=PLANS, default="la",
+                   help="la: the bundled model's plan; acdc-2d: the ACDC study's 2-D plan (needs --data)")
+    p.add_argument("--data", type=Path, help="an LA2018 folder (default: synthetic scans), or with --plan acdc-2d "
+                                             "an ACDC folder")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -124,20 +167,26 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"error: unknown variant(s) {', '.join(unknown)}; use {', '.join(VARIANTS)}")
+    if args.plan == "acdc-2d" and (args.data is None or not (args.data / "train.list").is_file()):
+        raise SystemExit("error: --plan acdc-2d needs --data: an ACDC folder with train.list and "
+                         "<patient>/image.nrrd, label.nrrd")
     with tempfile.TemporaryDirectory(prefix="dtc-mode-cost-") as tmp:
         folder = Path(tmp)
-        manifest = la_manifest(args.data, folder) if args.data else synthetic_manifest(folder)
-        rows = [time_variant(n, manifest, args.warmup, args.steps, folder) for n in names]
+        if args.plan == "acdc-2d":
+            manifest = args.data.resolve()  # the manifest lies in a temporary folder
+        else:
+            manifest = la_manifest(args.data, folder) if args.data else synthetic_manifest(folder)
+        rows = [time_variant(n, manifest, args.warmup, args.steps, folder, args.plan) for n in names]
     seg = next((r["cpu_s"] for r in rows if r["variant"] == "seg"), None)
     for r in rows:
         r["ratio_to_seg"] = r["cpu_s"] / seg if seg else None
-    out: dict = {"device": common.device_name("cpu"), "warmup": args.warmup, "steps": args.steps,
-                 "data": str(args.data) if args.data else "synthetic", "rows": rows}
+    out: dict = {"device": common.device_name("cpu"), "plan": args.plan, "warmup": args.warmup, "steps": args.steps,
+                 "data": args.data.name if args.data else "synthetic", "rows": rows}  # no machine path
     by = {r["variant"]: r["cpu_s"] for r in rows}
     if "copy-paste-teacher-s1" in by and "copy-paste-teacher-s2" in by:
         out["stage2_over_stage1"] = by["copy-paste-teacher-s2"] / by["copy-paste-teacher-s1"]
-    print(f"CPU seconds per training step, {out['device']}, {args.steps} steps after {args.warmup}, "
-          f"{out['data']} data")
+    print(f"CPU seconds per training step, {out['device']}, {args.plan} plan, {args.steps} steps after "
+          f"{args.warmup}, {out['data']} data")
     print(common.markdown_table(["variant", "CPU s / step", "wall s / step", "x seg (CPU)"],
                                  [[r["variant"], round(r["cpu_s"], 3), round(r["wall_s"], 3),
                                    "" if r["ratio_to_seg"] is None else round(r["ratio_to_seg"], 2)] for r in rows]))

@@ -351,7 +351,8 @@ def paired(a: dict, b: dict) -> str:
             f"lower on {s['lower']}; Wilcoxon signed-rank p = {s['p']:.3f}")
 
 
-def main(argv: list[str] | None = None) -> dict | str:
+def parser() -> argparse.ArgumentParser:
+    """The command line's parser (bench/speed/mode_step_cost.py builds this study's configs from it)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="ACDC folder: <patient>/image.nrrd, label.nrrd, train.list, test.list")
     p.add_argument("--out", type=Path, help="folder for manifests and run folders (outside the repository)")
@@ -407,6 +408,11 @@ def main(argv: list[str] | None = None) -> dict | str:
                    help="score with test-time augmentation (infer.tta): the model's training flips, or the "
                         "in-plane turns of a no-mirror model such as these, averaged")
     p.add_argument("--markdown", type=Path, help="with --table: also write the table here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict | str:
+    p = parser()
     args = p.parse_args(argv)
     if args.table:
         results = [json.loads(Path(f).read_text()) for f in args.table]
