@@ -155,3 +155,28 @@ def test_the_curve_has_a_point_per_arm_and_budget_with_the_seeds_measured_minute
     png = tmp_path / "curve.png"
     curve.main(["--out", str(out), "--png", str(png)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_over_the_seeds_each_scans_dice_is_averaged_before_the_paired_test(tmp_path):
+    from scipy.stats import wilcoxon
+
+    cp = bench_module("copy_paste_la")
+    out = tmp_path / "study"
+    seg = {1: [0.70, 0.72, 0.65, 0.80, 0.75, 0.60], 2: [0.68, 0.74, 0.66, 0.79, 0.70, 0.64]}
+    cpt = {1: [0.74, 0.71, 0.70, 0.86, 0.79, 0.66], 2: [0.75, 0.70, 0.69, 0.88, 0.77, 0.61]}
+    copy_paste = {1: [0.60] * 6}  # one seed, worse: not the labeled-only arm compared with
+    for seed in (1, 2):
+        _fake_arm(out, f"L4_90min_seed{seed}", "seg", seg[seed], 5400.0, 5000)
+        _fake_arm(out, f"L4_90min_seed{seed}", "cpt", cpt[seed], 5400.0, 4000)
+    _fake_arm(out, "L4_90min_seed1", "copy-paste", copy_paste[1], 5400.0, 6000)
+    over = cp.report(out, [4], [90.0], [1, 2])["L4_90min"]
+    assert over["best_labeled_only"] == "seg"
+    arm = over["arms"]["cpt"]
+    assert arm["vs_seeds"] == [1, 2] and arm["dice"] == pytest.approx([100 * sum(cpt[s]) / 6 for s in (1, 2)])
+    diffs = [100 * ((cpt[1][i] + cpt[2][i]) / 2 - (seg[1][i] + seg[2][i]) / 2) for i in range(6)]  # naive loop
+    assert arm["vs_seed_mean"]["mean"] == pytest.approx(sum(diffs) / 6)
+    assert arm["vs_seed_mean"]["p"] == pytest.approx(wilcoxon(diffs).pvalue)
+    assert (arm["vs_seed_mean"]["higher"], arm["vs_seed_mean"]["lower"]) == (sum(d > 0 for d in diffs),
+                                                                            sum(d < 0 for d in diffs))
+    assert over["arms"]["seg"]["vs_seed_mean"] is None
+    assert over["arms"]["copy-paste"]["vs_seeds"] == [1]

@@ -45,7 +45,8 @@ the next ones used a teacher a few EMA updates on. Written to ``<arm>/teacher_di
 ``archive`` copies the finished arms' small result files into the repository (bench/results/copy-paste-la, the
 same layout), so that a study's results outlive the machine it ran on; ``report --out bench/results/copy-paste-la``
 reads them there. ``report`` takes several ``--seed``: one table per regime and seed, each arm compared per test
-scan with the better labeled-only arm of the same seed (or, where that seed has none, of the first seed).
+scan with the better labeled-only arm of the same seed (or, where that seed has none, of the first seed); then
+each arm over the seeds, paired per scan on each scan's Dice averaged over the seeds (``over_seeds``).
 """
 
 from __future__ import annotations
@@ -302,7 +303,8 @@ def _predict(net, config, image: np.ndarray, spacing) -> np.ndarray:
 
 def report(out: Path, labeled_list: list[int], minutes_list: list[float], seeds: list[int]) -> dict:
     """Markdown tables (printed) and the numbers behind them (returned): per regime and seed, every arm against
-    the better labeled-only arm of that seed (else of the first seed), then each arm's mean over the seeds."""
+    the better labeled-only arm of that seed (else of the first seed), then each arm over the seeds
+    (:func:`over_seeds`, under ``L<labeled>_<minutes>min``)."""
     result: dict = {}
     for minutes in minutes_list:
         for labeled in labeled_list:
@@ -325,16 +327,49 @@ def report(out: Path, labeled_list: list[int], minutes_list: list[float], seeds:
                     result[regime.name] = summary
                 for arm in ARMS:
                     _report_teacher(regime / arm)
-            rows = []
-            for arm in ARMS:
-                dice = [100 * t["mean_raw"]["dice"] for seed in seeds if (t := tests_by_seed[seed][arm]) is not None]
-                if len(dice) > 1:
-                    rows.append([arm, len(dice), float(np.mean(dice)), float(np.min(dice)), float(np.max(dice)),
-                                 " / ".join(f"{d:.2f}" for d in dice)])
+            over = over_seeds(tests_by_seed)
+            rows = [[arm, len(a["dice"]), a["mean"], a["min"], a["max"], " / ".join(f"{d:.2f}" for d in a["dice"]),
+                     _versus(a["vs_seed_mean"], len(a["vs_seeds"]))]
+                    for arm, a in over["arms"].items() if len(a["dice"]) > 1]
             if rows:
+                result[f"L{labeled}_{minutes:g}min"] = over
                 print(f"\n{labeled} labeled, {minutes:g} CPU minutes: test Dice % over seeds {seeds}\n")
-                print(common.markdown_table(["arm", "seeds", "mean", "min", "max", "per seed"], rows))
+                print(common.markdown_table(
+                    ["arm", "seeds", "mean", "min", "max", "per seed",
+                     f"arm - {over['best_labeled_only']}, each scan's Dice averaged over the seeds (higher/lower, "
+                     "Wilcoxon p)"], rows))
     return result
+
+
+def _versus(vs: dict | None, seeds: int) -> str:
+    if vs is None:
+        return ""
+    return f"{vs['mean']:+.2f} ({vs['higher']}/{vs['lower']}, p = {vs['p']:.3f}) over {seeds} seeds"
+
+
+def _seed_mean(tests: dict[int, dict], seeds: list[int]) -> dict:
+    """A score whose per-case Dice (raw) is each case's Dice averaged over ``seeds`` (la_study.paired reads it)."""
+    per = [{r["case"]: r["raw"]["dice"] for r in tests[s]["rows"]} for s in seeds]
+    return {"rows": [{"case": c, "raw": {"dice": float(np.mean([p[c] for p in per]))}} for c in per[0]]}
+
+
+def over_seeds(tests_by_seed: dict[int, dict[str, dict | None]]) -> dict:
+    """Each arm over the seeds it finished (``{seed: {arm: test score or None}}``): its test Dice % per seed, mean,
+    min and max; and against the better labeled-only arm (the higher mean over its seeds), each test scan's Dice
+    averaged over the seeds both finished, paired per scan (``vs_seed_mean``, over ``vs_seeds``)."""
+    by_arm = {arm: {s: t[arm] for s, t in tests_by_seed.items() if t.get(arm) is not None} for arm in ARMS}
+    dice = {arm: [100 * t["mean_raw"]["dice"] for t in tests.values()] for arm, tests in by_arm.items() if tests}
+    bases = [a for a in LABELED_ONLY_ARMS if a in dice]
+    best = max(bases, key=lambda a: float(np.mean(dice[a]))) if bases else None
+    arms = {}
+    for arm, values in dice.items():
+        shared = [s for s in by_arm[arm] if best is not None and arm != best and s in by_arm[best]]
+        vs = la_study.paired(_seed_mean(by_arm[arm], shared), _seed_mean(by_arm[best], shared), "raw") if shared \
+            else None
+        arms[arm] = {"seeds": list(by_arm[arm]), "dice": values, "mean": float(np.mean(values)),
+                     "min": float(np.min(values)), "max": float(np.max(values)), "vs_seed_mean": vs,
+                     "vs_seeds": shared}
+    return {"best_labeled_only": best, "arms": arms}
 
 
 def _regime_table(regime: Path, tests: dict, best: str | None, base: dict | None, base_seed: int,
