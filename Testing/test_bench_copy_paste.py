@@ -164,12 +164,14 @@ def test_over_the_seeds_each_scans_dice_is_averaged_before_the_paired_test(tmp_p
     out = tmp_path / "study"
     seg = {1: [0.70, 0.72, 0.65, 0.80, 0.75, 0.60], 2: [0.68, 0.74, 0.66, 0.79, 0.70, 0.64]}
     cpt = {1: [0.74, 0.71, 0.70, 0.86, 0.79, 0.66], 2: [0.75, 0.70, 0.69, 0.88, 0.77, 0.61]}
-    copy_paste = {1: [0.60] * 6}  # one seed, worse: not the labeled-only arm compared with
     for seed in (1, 2):
         _fake_arm(out, f"L4_90min_seed{seed}", "seg", seg[seed], 5400.0, 5000)
         _fake_arm(out, f"L4_90min_seed{seed}", "cpt", cpt[seed], 5400.0, 4000)
-    _fake_arm(out, "L4_90min_seed1", "copy-paste", copy_paste[1], 5400.0, 6000)
-    over = cp.report(out, [4], [90.0], [1, 2])["L4_90min"]
+    # copy-paste: worse than seg on seed 1, which both ran, though its mean over its own seeds (1 and 3) is higher;
+    # the labeled-only arms are compared on the seeds they share, so seg stays the one compared with
+    _fake_arm(out, "L4_90min_seed1", "copy-paste", [0.60] * 6, 5400.0, 6000)
+    _fake_arm(out, "L4_90min_seed3", "copy-paste", [0.99] * 6, 5400.0, 6000)
+    over = cp.report(out, [4], [90.0], [1, 2, 3])["L4_90min"]
     assert over["best_labeled_only"] == "seg"
     arm = over["arms"]["cpt"]
     assert arm["vs_seeds"] == [1, 2] and arm["dice"] == pytest.approx([100 * sum(cpt[s]) / 6 for s in (1, 2)])

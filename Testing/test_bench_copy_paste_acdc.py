@@ -199,3 +199,15 @@ def test_costs_file_must_name_every_variant(tmp_path):
     partial.write_text(json.dumps({"seg": 0.3}))
     with pytest.raises(SystemExit, match="no cost for"):
         cp.load_costs(partial)
+
+
+def test_step_costs_of_another_plan_are_refused(tmp_path):
+    cp = bench_module("copy_paste_acdc")
+    rows = [{"variant": k, "cpu_s": v} for k, v in cp.STEP_SECONDS.items()]
+    measured = tmp_path / "costs.json"
+    measured.write_text(json.dumps({"plan": "acdc-2d", "rows": rows}))
+    assert cp.load_costs(measured) == pytest.approx(cp.STEP_SECONDS)
+    for other in ({"plan": "la", "rows": rows}, {"rows": rows}):  # no "plan": a file of the LA plan
+        measured.write_text(json.dumps(other))
+        with pytest.raises(SystemExit, match="--plan acdc-2d"):
+            cp.load_costs(measured)

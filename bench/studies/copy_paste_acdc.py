@@ -283,7 +283,7 @@ def load_costs(path: Path | None) -> dict[str, float]:
     if path is None:
         return dict(STEP_SECONDS)
     body = json.loads(path.read_text())
-    costs = copy_paste_la.load_costs(path) if "rows" in body else {k: float(v) for k, v in body.items()}
+    costs = copy_paste_la.load_costs(path, "acdc-2d") if "rows" in body else {k: float(v) for k, v in body.items()}
     missing = sorted(set(STEP_SECONDS) - set(costs))
     if missing:
         raise SystemExit(f"error: {path} has no cost for {', '.join(missing)}")

@@ -355,12 +355,19 @@ def _seed_mean(tests: dict[int, dict], seeds: list[int]) -> dict:
 
 def over_seeds(tests_by_seed: dict[int, dict[str, dict | None]]) -> dict:
     """Each arm over the seeds it finished (``{seed: {arm: test score or None}}``): its test Dice % per seed, mean,
-    min and max; and against the better labeled-only arm (the higher mean over its seeds), each test scan's Dice
+    min and max; and against the better labeled-only arm (the higher mean over the seeds the labeled-only arms share,
+    else over each one's own), each test scan's Dice
     averaged over the seeds both finished, paired per scan (``vs_seed_mean``, over ``vs_seeds``)."""
     by_arm = {arm: {s: t[arm] for s, t in tests_by_seed.items() if t.get(arm) is not None} for arm in ARMS}
     dice = {arm: [100 * t["mean_raw"]["dice"] for t in tests.values()] for arm, tests in by_arm.items() if tests}
     bases = [a for a in LABELED_ONLY_ARMS if a in dice]
-    best = max(bases, key=lambda a: float(np.mean(dice[a]))) if bases else None
+    both = sorted(set.intersection(*(set(by_arm[a]) for a in bases))) if bases else []
+
+    def base_mean(arm: str) -> float:  # on the seeds the labeled-only arms share, if any
+        return float(np.mean([100 * by_arm[arm][s]["mean_raw"]["dice"] for s in both])) if both else \
+            float(np.mean(dice[arm]))
+
+    best = max(bases, key=base_mean) if bases else None
     arms = {}
     for arm, values in dice.items():
         shared = [s for s in by_arm[arm] if best is not None and arm != best and s in by_arm[best]]
@@ -446,11 +453,17 @@ def archive(out: Path, to: Path) -> list[Path]:
     return copied
 
 
-def load_costs(path: Path | None) -> dict[str, float]:
+def load_costs(path: Path | None, plan: str = "la") -> dict[str, float]:
+    """``STEP_SECONDS``, or the CPU seconds per step of bench/speed/mode_step_cost.py's ``--json`` file, measured on
+    ``plan`` (a file without ``"plan"`` is of the LA plan, the only one it measured before ``--plan``)."""
     if path is None:
         return dict(STEP_SECONDS)
-    rows = json.loads(path.read_text())["rows"]
-    return {r["variant"]: float(r["cpu_s"]) for r in rows}
+    body = json.loads(path.read_text())
+    found = body.get("plan", "la")
+    if found != plan:
+        raise SystemExit(f"error: {path} has the step costs of the {found} plan, not of the {plan} plan this "
+                         f"study trains; measure them with bench/speed/mode_step_cost.py --plan {plan}")
+    return {r["variant"]: float(r["cpu_s"]) for r in body["rows"]}
 
 
 def main(argv: list[str] | None = None) -> None:
