@@ -211,3 +211,33 @@ def test_step_costs_of_another_plan_are_refused(tmp_path):
         measured.write_text(json.dumps(other))
         with pytest.raises(SystemExit, match="--plan acdc-2d"):
             cp.load_costs(measured)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for key, value in d.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+# What a step-cost measurement runs differently from a study arm on purpose (bench/speed/mode_step_cost.py): its
+# seed, fp32 on the CPU, the batches built in its own process, a progress event every step, no checkpoints and no
+# BatchNorm pass after the run; and a whole run of one stage (cp_stage1_fraction 1 or 0).
+MEASURED_DIFFERENTLY = {"train.seed", "train.checkpoint_every", "train.log_every", "train.num_workers",
+                        "train.device", "train.precision", "train.precise_bn_batches", "recipe.cp_stage1_fraction"}
+# Stage 1 of these arms is costed at a neighbouring variant's price (copy_paste_la.ARMS): stage 1 without
+# consistency at stage 1 with it; BCP's stage 1 (teacher mode, unlabeled crops loaded) at labeled-only copy-paste.
+STAGE1_STAND_INS = {("cpt_nocons", "copy-paste-teacher-s1"): {"recipe.cp_consistency"},
+                    ("bcp", "copy-paste-bcp"): {"recipe.mode", "train.unlabeled_batch"}}
+
+
+def test_step_costs_are_measured_on_the_configs_the_study_trains():
+    cp, cost = bench_module("copy_paste_acdc"), bench_module("mode_step_cost")
+    train_acdc = bench_module("train_acdc")
+    for arm, (_, _, stage1, stage2) in cp.ARMS.items():
+        command = cp.train_command(arm, Path("arm"), Path("data"), 7, 63, 500, 1, 0.25)
+        study = _flat(train_acdc.make_config(train_acdc.parser().parse_args(command[2:])).to_dict())
+        for variant in (v for v in (stage1, stage2) if v is not None):
+            measured = _flat(cost.variant_config(variant, 500, "acdc-2d").to_dict())
+            differ = {key for key in study if study[key] != measured[key]}
+            assert differ <= MEASURED_DIFFERENTLY | STAGE1_STAND_INS.get((arm, variant), set()), (arm, variant, differ)

@@ -119,25 +119,31 @@ def acdc_manifest(data: Path, folder: Path, mode: str) -> Path:
     return train_acdc.build_manifest(data, 4, 4, mode, folder / f"acdc_{mode}")
 
 
-def time_variant(name: str, manifest: Path, warmup: int, steps: int, folder: Path, plan: str = "la") -> dict:
-    """CPU and wall seconds per step of one variant between iterations ``warmup`` and ``warmup + steps``; ``plan``:
-    ``la`` (``manifest`` used) or ``acdc-2d`` (``manifest``: the ACDC folder)."""
-    from DTCCore.training.trainer import train
-
+def variant_config(name: str, iterations: int, plan: str = "la"):
+    """The config a variant trains on ``plan`` for ``iterations`` steps: the plan's, the variant's mode, recipe
+    switches and stage-1 fraction; fp32 on the CPU, batches built in this process, a progress event every step."""
     mode, recipe, fraction = VARIANTS[name]
-    if plan == "acdc-2d":
-        config = acdc_config(mode, warmup + steps)
-        manifest = acdc_manifest(manifest, folder, mode)
-    else:
-        config = la_config(mode)
+    config = acdc_config(mode, iterations) if plan == "acdc-2d" else la_config(mode)
     for key, value in recipe.items():
         setattr(config.recipe, key, value)
     if fraction is not None:
         config.recipe.cp_stage1_fraction = fraction
     t = config.train
-    t.iterations, t.num_workers, t.device, t.precision = warmup + steps, 0, "cpu", "fp32"
+    t.iterations, t.num_workers, t.device, t.precision = iterations, 0, "cpu", "fp32"
     t.log_every, t.checkpoint_every, t.precise_bn_batches = 1, 10**9, 0
     config.validate()
+    return config
+
+
+def time_variant(name: str, manifest: Path, warmup: int, steps: int, folder: Path, plan: str = "la") -> dict:
+    """CPU and wall seconds per step of one variant between iterations ``warmup`` and ``warmup + steps``; ``plan``:
+    ``la`` (``manifest`` used) or ``acdc-2d`` (``manifest``: the ACDC folder)."""
+    from DTCCore.training.trainer import train
+
+    mode = VARIANTS[name][0]
+    config = variant_config(name, warmup + steps, plan)
+    if plan == "acdc-2d":
+        manifest = acdc_manifest(manifest, folder, mode)
     marks: dict[int, tuple[float, float]] = {}
 
     def progress(record: dict) -> None:
