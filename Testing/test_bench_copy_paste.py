@@ -182,3 +182,9 @@ def test_over_the_seeds_each_scans_dice_is_averaged_before_the_paired_test(tmp_p
                                                                             sum(d < 0 for d in diffs))
     assert over["arms"]["seg"]["vs_seed_mean"] is None
     assert over["arms"]["copy-paste"]["vs_seeds"] == [1]
+
+
+def test_p_values_below_a_thousandth_are_not_printed_as_zero():
+    common = bench_module("common")
+    assert common.p_text(0.0004826) == "p < 0.001"
+    assert common.p_text(0.0014) == "p = 0.001" and common.p_text(0.05) == "p = 0.050"

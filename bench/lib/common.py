@@ -58,6 +58,11 @@ def device_name(device: str) -> str:
     return f"CPU: {model} ({os.cpu_count()} cores, torch {torch.get_num_threads()} threads)"
 
 
+def p_text(p: float) -> str:
+    """A p-value as the tables print it: ``p = 0.012``, or ``p < 0.001`` (three decimals would show 0.000)."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     """A GitHub markdown table; floats printed with 2 decimals (3 significant digits below 1)."""
 

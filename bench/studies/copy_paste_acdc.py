@@ -194,7 +194,9 @@ def _dice(result: dict) -> dict[str, float]:
 
 
 def _versus(stats: dict | None) -> str:
-    return "" if stats is None else f"{stats['mean']:+.2f} ({stats['higher']}/{stats['lower']}, p = {stats['p']:.3f})"
+    if stats is None:
+        return ""
+    return f"{stats['mean']:+.2f} ({stats['higher']}/{stats['lower']}, {common.p_text(stats['p'])})"
 
 
 def _seed_mean_patients(results: list[dict]) -> dict[str, float]:

@@ -344,7 +344,7 @@ def report(out: Path, labeled_list: list[int], minutes_list: list[float], seeds:
 def _versus(vs: dict | None, seeds: int) -> str:
     if vs is None:
         return ""
-    return f"{vs['mean']:+.2f} ({vs['higher']}/{vs['lower']}, p = {vs['p']:.3f}) over {seeds} seeds"
+    return f"{vs['mean']:+.2f} ({vs['higher']}/{vs['lower']}, {common.p_text(vs['p'])}) over {seeds} seeds"
 
 
 def _seed_mean(tests: dict[int, dict], seeds: list[int]) -> dict:
@@ -398,7 +398,7 @@ def _regime_table(regime: Path, tests: dict, best: str | None, base: dict | None
         rows.append([arm, summary[arm]["iterations"], round(summary[arm]["cpu_minutes"], 1),
                      round(summary[arm]["wall_minutes"], 1), summary[arm]["val_raw"], summary[arm]["test_raw"],
                      summary[arm]["test_lcc"],
-                     f"{vs['mean']:+.2f} ({vs['higher']}/{vs['lower']}, p = {vs['p']:.3f})" if vs else ""])
+                     f"{vs['mean']:+.2f} ({vs['higher']}/{vs['lower']}, {common.p_text(vs['p'])})" if vs else ""])
     if rows:
         summary["_table"] = common.markdown_table(
             ["arm", "iterations", "CPU min (trainer + loader)", "wall min (shared CPU)", "val Dice %", "test Dice %",

@@ -348,7 +348,7 @@ def paired(a: dict, b: dict) -> str:
 
     return (f"Paired over the {s['n']} test patients (each patient's mean Dice over the classes): "
             f"{name(a)} minus {name(b)} = {s['mean']:+.2f} points; higher on {s['higher']}, "
-            f"lower on {s['lower']}; Wilcoxon signed-rank p = {s['p']:.3f}")
+            f"lower on {s['lower']}; Wilcoxon signed-rank {common.p_text(s['p'])}")
 
 
 def parser() -> argparse.ArgumentParser:
