@@ -241,3 +241,12 @@ def test_step_costs_are_measured_on_the_configs_the_study_trains():
             measured = _flat(cost.variant_config(variant, 500, "acdc-2d").to_dict())
             differ = {key for key in study if study[key] != measured[key]}
             assert differ <= MEASURED_DIFFERENTLY | STAGE1_STAND_INS.get((arm, variant), set()), (arm, variant, differ)
+
+
+def test_run_sizes_the_arms_with_the_costs_measured_on_this_plan(tmp_path, monkeypatch):
+    cp = bench_module("copy_paste_acdc")
+    used = []
+    monkeypatch.setattr(cp, "run", lambda args, costs: used.append(costs))
+    cp.main(["run", "--out", str(tmp_path / "study"), "--data", str(_train_list(tmp_path / "acdc"))])
+    measured = {r["variant"]: r["cpu_s"] for r in json.loads(cp.MEASURED_COSTS.read_text())["rows"]}
+    assert used == [pytest.approx(measured)] and measured != pytest.approx(cp.STEP_SECONDS)

@@ -18,9 +18,10 @@ the whole budget, ``dtc``, ``cpt`` = ``--mode copy-paste-teacher`` with level se
 without consistency; ``bcp``, BCP's own recipe, only when named). The teacher's stage 1 is ``--stage1-fraction`` of
 its run (default BCP's ACDC schedule, 10000 of 40000 iterations: train_acdc.BCP_ACDC_STAGE1_FRACTION).
 
-Equal CPU time: an arm's budget is ``--minutes x 60 / (CPU seconds per step)`` iterations (``STEP_SECONDS``, or
-``--costs``), run with ``train_acdc.py --minutes 0 --iterations N`` (schedule fitted to N), as in copy_paste_la.py
-(an iteration budget does not depend on how the shared cores are split). Each training runs under
+Equal CPU time: an arm's budget is ``--minutes x 60 / (CPU seconds per step)`` iterations (the costs measured on
+this plan, ``MEASURED_COSTS``; or ``--costs``; ``STEP_SECONDS`` without either), run with ``train_acdc.py
+--minutes 0 --iterations N`` (schedule fitted to N), as in copy_paste_la.py (an iteration budget does not depend on
+how the shared cores are split). Each training runs under
 bench/lib/cpu_account.py, whose ledger (``<arm>/cpu.jsonl``) counts the process CPU seconds of the trainer and its
 loader; the report shows them. Only the final model is scored, once, outside the ledger: ``train_acdc.py --assess``
 (``val.list`` chooses the largest-component post-processing, then ``test.list``, MedPy per class).
@@ -73,6 +74,10 @@ PLAN = ["--dims", "2", "--spacing", "1.5", "1.5", "1", "--patch", "128", "128", 
 SEG_STEP_SECONDS = 29.3 * 60 / 6911
 STEP_SECONDS = {"seg": SEG_STEP_SECONDS, "dtc": 28.8 * 60 / 3159,
                 **{variant: ratio * SEG_STEP_SECONDS for variant, ratio in copy_paste_la.SEG_RATIOS.items()}}
+# The step costs measured on that plan, every variant in one run (bench/speed/mode_step_cost.py --plan acdc-2d,
+# 2026-12-07, 2-core AVX2 EPYC VM beside two study trainings; bench/results/acdc.md, "Stage 12"): what ``run`` sizes
+# the arms with unless ``--costs`` names another file. The 2026-12-07 runs were sized with it.
+MEASURED_COSTS = common.REPO / "bench" / "results" / "copy-paste-acdc" / "step_costs_acdc2d.json"
 RESULT = "result.json"
 LEDGER = "cpu.jsonl"
 arm_iterations = copy_paste_la.arm_iterations  # minutes x 60 / (the arm's CPU seconds per step), stages weighted
@@ -305,7 +310,8 @@ def main(argv: list[str] | None = None) -> dict | list[Path] | None:
     p.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     p.add_argument("--stage1-fraction", type=float, default=train_acdc.BCP_ACDC_STAGE1_FRACTION,
                    help="teacher arms: fraction of the run in stage 1 (default BCP's ACDC 10000 of 40000)")
-    p.add_argument("--costs", type=Path, help="CPU seconds per step per variant, JSON (default STEP_SECONDS)")
+    p.add_argument("--costs", type=Path, help="CPU seconds per step per variant, JSON (default MEASURED_COSTS, "
+                                              "else STEP_SECONDS)")
     p.add_argument("--jobs", type=int, default=2, help="arms trained at once")
     p.add_argument("--markdown", type=Path, help="report: also write the tables here")
     p.add_argument("--json", type=Path, help="report: also write the numbers here")
@@ -332,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict | list[Path] | None:
         p.error("run trains one seed at a time (a study folder holds any number)")
     args.seed = args.seed[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    run(args, load_costs(args.costs))
+    run(args, load_costs(args.costs or (MEASURED_COSTS if MEASURED_COSTS.exists() else None)))
     return None
 
 
