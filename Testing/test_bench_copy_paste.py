@@ -50,7 +50,7 @@ def test_teacher_study_replays_training_batches_and_scores_teacher_and_student(t
     config.recipe.mode, config.recipe.cp_stage1_fraction = "copy-paste-teacher", 0.4  # stage 2 from step 1
     run = tmp_path / "out" / "run"
     train(config, manifest, run)
-    result = cp.teacher_study(run, data, cases=2, count=2)
+    result = cp.teacher_study(run, data, cases=2, count=2)  # copy_paste_teacher.teacher_study, as the action runs it
     assert [row["iteration"] for row in result["checkpoints"]] == [2, 3]  # checkpoints with a teacher
     assert len(result["cases"]) == 2
     for row in result["checkpoints"]:
