@@ -103,6 +103,8 @@ def make_config(args):
         fit_schedule(config, args.iterations)
     else:
         config.train.iterations = args.iterations
+    if getattr(args, "lr_steps", None):
+        config.train.lr_steps = tuple(sorted(args.lr_steps))  # a probe's own steps, kept in the result's config
     config.train.augment = args.augment
     config.train.nnunet_augment = args.nnunet_augment
     if args.no_ramp:
@@ -362,6 +364,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1-fraction", type=float, metavar="F",
                    help=f"copy-paste-teacher: fraction of the run before the teacher starts (default "
                         f"{BCP_ACDC_STAGE1_FRACTION:g}, BCP's ACDC 10000 of 40000)")
+    p.add_argument("--lr-steps", type=int, nargs="+", metavar="N",
+                   help="iterations where the learning rate drops x0.1, instead of the fitted 5/12 and 10/12 "
+                        "of the run (e.g. a teacher run that keeps lr 0.01 through stage 1)")
     p.add_argument("--no-cp-levelset", action="store_true",
                    help="copy-paste modes: no level-set head training on the mixed targets")
     p.add_argument("--no-cp-consistency", action="store_true",
