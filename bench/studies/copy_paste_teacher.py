@@ -1,6 +1,7 @@
 """The copy-paste teacher study of copy_paste_la.py's ``teacher`` action (its docstring): the teacher's pseudo-label
 Dice on unlabeled LA training scans (their labels exist, training never sees them) at each checkpoint, and a replay
-of training batches scoring the pasted targets. Written to ``<arm>/teacher_dice.json``.
+of training batches scoring the pasted targets. Written to ``<arm>/teacher_dice.json``. The replay's parts
+(:func:`replayed_batch`, :func:`teacher_pseudo_labels`) serve the ACDC study too (copy_paste_teacher_acdc.py).
 """
 
 from __future__ import annotations
@@ -23,50 +24,74 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def unlabeled_truth(manifest_path: Path, config) -> tuple[list, list]:
-    """The run's labeled cases and its unlabeled cases with their LA labels (as LabeledCase, the images exactly as
-    training loads them)."""
+    """The run's labeled cases and its unlabeled cases with their labels (as LabeledCase, the images exactly as
+    training loads them; ``label.nrrd`` beside each unlabeled image, as in LA2018 and ACDC folders)."""
     from DTCCore.data.manifest import LabeledPair, Manifest, load_manifest
     from DTCCore.training.batches import load_cases
 
     manifest = load_manifest(manifest_path)
     pairs = [LabeledPair(Path(p), Path(p).parent / "label.nrrd") for p in manifest.unlabeled]
-    labeled, _ = load_cases(Manifest(manifest.labeled, []), 1, spacing=config.plan.spacing, dims=config.network.dims)
-    truth, _ = load_cases(Manifest(pairs, []), 1, spacing=config.plan.spacing, dims=config.network.dims)
+    classes, spacing, dims = int(config.network.num_classes), config.plan.spacing, config.network.dims
+    labeled, _ = load_cases(Manifest(manifest.labeled, []), classes, spacing=spacing, dims=dims)
+    truth, _ = load_cases(Manifest(pairs, []), classes, spacing=spacing, dims=dims)
     return labeled, truth
 
 
-def replay(config, labeled: list, truth: list, teacher, iteration: int, count: int) -> list[dict]:
-    """Pseudo-label and pasted-target Dice of the training batches ``iteration .. iteration + count - 1``."""
+def training_batches(config, labeled: list, truth: list, start: int = 0, count: int | None = None):
+    """The run's TrainBatches (its seed), the unlabeled cases without their labels as in training."""
+    from DTCCore.training.batches import TrainBatches, UnlabeledCase
+
+    t = config.train
+    extra = {} if count is None else {"start_iteration": start, "num_iterations": count}
+    return TrainBatches(labeled, [UnlabeledCase(c.name, c.image) for c in truth], t, config.recipe, seed=t.seed,
+                        **extra)
+
+
+def replayed_batch(config, batches, labeled: list, truth: list, i: int):
+    """Training batch ``i`` and the true labels of its unlabeled crops (int64 (Ub, X, Y, Z)); SystemExit when the
+    replayed crops are not the batch's."""
     import torch
 
-    from DTCCore.training.batches import (
-        CROP_STREAM,
-        LABELED_ORDER,
-        UNLABELED_ORDER,
-        TrainBatches,
-        UnlabeledCase,
-        stream_rng,
-    )
-    from DTCCore.training.copypaste import draw_box, pseudo_label, stage2_mix
-    from DTCCore.training.copypaste_step import TEACHER_SEED_OFFSET, box_rng
+    from DTCCore.training.batches import CROP_STREAM, LABELED_ORDER, UNLABELED_ORDER, stream_rng
+
+    t = config.train
+    batch = batches[i]
+    rng = stream_rng(t.seed, 0, CROP_STREAM, i)  # the same draws as batches[i]: labeled crops first, then unlabeled
+    for c in batches.picks(LABELED_ORDER, i):
+        batches._crop({"image": labeled[c].image}, rng)
+    crops = [batches._crop({"image": truth[c].image, "label": truth[c].label}, rng)
+             for c in batches.picks(UNLABELED_ORDER, i)]
+    if not all(np.array_equal(c["image"], batch["image"][t.labeled_batch + k, 0].numpy()) for k, c in enumerate(crops)):
+        raise SystemExit("error: the replayed unlabeled crops differ from the training batch's")
+    return batch, torch.from_numpy(np.stack([c["label"] for c in crops]).astype(np.int64))
+
+
+def teacher_pseudo_labels(config, teacher, batch, i: int):
+    """The pseudo-labels the teacher made at step ``i`` (training mode, that step's dropout seed): int64
+    (Ub, X, Y, Z)."""
+    import torch
+
+    from DTCCore.training.copypaste import pseudo_label
+    from DTCCore.training.copypaste_step import TEACHER_SEED_OFFSET
     from DTCCore.training.teacher import teacher_forward
     from DTCCore.training.trainer import SEED_STRIDE
 
     t = config.train
-    batches = TrainBatches(labeled, [UnlabeledCase(c.name, c.image) for c in truth], t, config.recipe, seed=t.seed)
+    torch.manual_seed(t.seed * SEED_STRIDE + i + TEACHER_SEED_OFFSET)
+    return pseudo_label(teacher_forward(teacher, batch["image"][t.labeled_batch:]), config.network.dims)
+
+
+def replay(config, labeled: list, truth: list, teacher, iteration: int, count: int) -> list[dict]:
+    """Pseudo-label and pasted-target Dice of the training batches ``iteration .. iteration + count - 1``."""
+    from DTCCore.training.copypaste import draw_box, stage2_mix
+    from DTCCore.training.copypaste_step import box_rng
+
+    t = config.train
+    batches = training_batches(config, labeled, truth)
     n_lab, rows = t.labeled_batch, []
     for i in range(iteration, iteration + count):
-        batch = batches[i]
-        rng = stream_rng(t.seed, 0, CROP_STREAM, i)  # the same draws as batches[i]: labeled crops first, then unlabeled
-        for c in batches.picks(LABELED_ORDER, i):
-            batches._crop({"image": labeled[c].image}, rng)
-        crops = [batches._crop({"image": truth[c].image, "label": truth[c].label}, rng)
-                 for c in batches.picks(UNLABELED_ORDER, i)]
-        if not all(np.array_equal(c["image"], batch["image"][n_lab + k, 0].numpy()) for k, c in enumerate(crops)):
-            raise SystemExit("error: the replayed unlabeled crops differ from the training batch's")
-        true_u = torch.from_numpy(np.stack([c["label"] for c in crops]).astype(np.int64))
-        torch.manual_seed(t.seed * SEED_STRIDE + i + TEACHER_SEED_OFFSET)
-        pseudo = pseudo_label(teacher_forward(teacher, batch["image"][n_lab:]), config.network.dims)
+        batch, true_u = replayed_batch(config, batches, labeled, truth, i)
+        pseudo = teacher_pseudo_labels(config, teacher, batch, i)
         box = draw_box(tuple(t.patch), config.network.dims, box_rng(t.seed, 0, i))
         image_l, image_u = batch["image"][:n_lab], batch["image"][n_lab:]
         _, mixed, from_labeled = stage2_mix(image_l, batch["label"], image_u, pseudo, box)
