@@ -257,3 +257,46 @@ def test_a_time_limited_teacher_run_fits_both_stages_and_a_resume_keeps_them(tmp
     # a resume with another limit keeps the fitted run (and its teacher): nothing left to do
     again = _config("copy-paste-teacher", iterations=50, fraction=0.5, time_limit_minutes=9.0)
     assert load_checkpoint(train(again, blob_manifest, run, resume=True))["iteration"] == 20
+
+
+class _FixedTeacher(torch.nn.Module):
+    """A stand-in teacher whose segmentation is the label map it was given (softmax logits, 3 classes + background),
+    and which draws random numbers as dropout would."""
+
+    def __init__(self, prediction: torch.Tensor):
+        super().__init__()
+        self.prediction = prediction
+
+    def forward(self, image):
+        torch.rand(7)  # dropout's draw
+        logits = 10.0 * torch.nn.functional.one_hot(self.prediction, 4).movedim(-1, 1).float()
+        return logits, torch.zeros_like(logits[:, 1:])
+
+
+def test_the_start_of_stage_two_names_the_classes_the_teacher_does_not_find_yet():
+    """ACDC's failure (bench/results/acdc.md, Stage 12): a teacher that finds no right ventricle would teach that it is
+    absent. The check names the labeled crops' classes missing from the teacher's pseudo-labels (oracle: set
+    difference of the label maps), and leaves the random state as it was."""
+    from types import SimpleNamespace
+
+    from DTCCore.training.copypaste_step import unlearned_classes, unlearned_classes_warning
+
+    rng = np.random.default_rng(0)
+    label = torch.from_numpy(rng.integers(0, 4, (2, 12, 10, 3)))  # classes 1, 2, 3 present
+    prediction = label.clone()
+    prediction[prediction == 1] = 0  # the teacher misses class 1 ...
+    prediction[prediction == 3] = 2  # ... and class 3
+    image = torch.zeros(2, 1, 12, 10, 3)
+    oracle = sorted(set(np.unique(label.numpy())) - set(np.unique(prediction.numpy())) - {0})
+    state = torch.get_rng_state()
+    missing = unlearned_classes(_FixedTeacher(prediction), image, label, 2, torch.device("cpu"), None)
+    assert missing == oracle == [1, 3]
+    assert torch.equal(torch.get_rng_state(), state)
+    config = DTCConfig()
+    config.network.num_classes, config.network.dims = 3, 2
+    run = SimpleNamespace(teacher=_FixedTeacher(prediction), config=config, device=torch.device("cpu"), iteration=99)
+    text = unlearned_classes_warning(run, image, label, None)
+    assert text.startswith("iteration 100: the teacher starts") and "class 1, 3" in text and "them absent" in text
+    run.teacher = _FixedTeacher(label)  # finds every class: no message
+    assert unlearned_classes(run.teacher, image, label, 2, torch.device("cpu"), None) == []
+    assert unlearned_classes_warning(run, image, label, None) == ""
