@@ -353,12 +353,12 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             return p.mode, ""
         minutes = mode_choice.run_minutes(p.timeLimitMinutes, p.iterations)
         unlabeled = 0
-        if mode_choice.needs_unlabeled_count(minutes):  # read the manifest only when the pick depends on it
+        if mode_choice.needs_unlabeled_count(minutes, classes=None, dims=None):  # the manifest only when needed
             chosen = self.chosenFolder(p.datasetFolder)
             if folder is None and chosen is not None:
                 folder = dataset.DatasetFolder(chosen)
             unlabeled = len(folder.load().unlabeled) if folder is not None and folder.manifest_path.exists() else 0
-        mode, reason = mode_choice.pick_mode(minutes, unlabeled)
+        mode, reason = mode_choice.pick_mode(minutes, unlabeled, classes=None, dims=None)
         return mode, f"auto: {reason}"
 
     @staticmethod
