@@ -81,8 +81,8 @@ class DTCSegmentationParameterNode:
     patchY: Annotated[int, WithinRange(16, 256)] = _RECIPE.train.patch[1]
     # Slice axis down to 4: a thick-slice network halves it fewer times (scratchNetwork), e.g. 128 x 128 x 8.
     patchZ: Annotated[int, WithinRange(4, 256)] = _RECIPE.train.patch[2]
-    # auto (default): the mode the equal-CPU-time studies show wins for the run's length (modeChoice); the others
-    # as dtc train --mode (dtc: the paper's recipe).
+    # auto (default): the mode the equal-CPU-time studies show wins for the run's length and model (modeChoice);
+    # the others as dtc train --mode (dtc: the paper's recipe).
     mode: Annotated[str, Choice([AUTO_MODE, *MODES])] = AUTO_MODE
     # Training augmentation: a flip turns a left structure into a right one, so labels that depend on side need
     # no-mirror; nnU-Net's scaling/intensity augmentations paid on cardiac MRI (bench/RESULTS.md, ACDC stage 6).
