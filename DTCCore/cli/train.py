@@ -78,8 +78,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=(*MODES, AUTO_MODE),
                    help="what to train (default dtc): dtc; the labeled-only ablations of the paper's Table 1 (seg, "
                         "lsf, seg+lsf); copy-paste-teacher or copy-paste (see above); auto: the mode our "
-                        "equal-CPU-time studies show wins for the run's length (the panel's default; the choice and "
-                        "its reason are printed)")
+                        "equal-CPU-time studies show wins for the run's length and the model's classes and "
+                        "dimensionality (the panel's default; the choice and its reason are printed)")
     p.add_argument("--stage1-fraction", type=float, metavar="F",
                    help="copy-paste-teacher: fraction of the run before the teacher starts (default 0.118, BCP's "
                         "2000 of 17000 LA iterations); scaled with --iterations and --time-limit")
@@ -190,13 +190,18 @@ def set_num_classes(config: DTCConfig, args: argparse.Namespace, manifest: Path)
 
 
 def set_auto_mode(config: DTCConfig, args: argparse.Namespace, manifest: Path) -> str | None:
-    """``--mode auto``: set ``config.recipe.mode`` by the run's length (training/mode_choice.py) and return the line
-    that says which mode and why; None without ``--mode auto`` or for a resumed run (it keeps its mode)."""
+    """``--mode auto``: set ``config.recipe.mode`` by the run's length and the model's foreground classes and
+    network dimensionality (training/mode_choice.py) and return the line that says which mode and why; None
+    without ``--mode auto`` or for a resumed run (it keeps its mode).
+
+    Call it once ``config.network.num_classes`` (:func:`set_num_classes`) and ``config.network.dims``
+    (:func:`build_config`: ``--dims``, else the ``--config`` file's or 3) are final."""
     if getattr(args, "mode", None) != AUTO_MODE:
         return None
     from ..data.manifest import load_manifest
 
-    mode, reason = pick_mode(budget_minutes(config), len(load_manifest(manifest, check_files=False).unlabeled))
+    mode, reason = pick_mode(budget_minutes(config), len(load_manifest(manifest, check_files=False).unlabeled),
+                             classes=config.network.num_classes, dims=config.network.dims)
     config.recipe.mode = mode  # a resumed run keeps its own (trainer._resumed_config); a fresh start takes this
     checkpoints = Path(args.output) / CHECKPOINT_DIR
     if getattr(args, "resume", False) and checkpoints.is_dir() and any(checkpoints.glob("*.pt")):
@@ -310,8 +315,8 @@ def run(args: argparse.Namespace) -> int:
     from .events import cancel_check
 
     config = build_config(args)
-    mode_line = set_auto_mode(config, args, Path(args.manifest))
     classes_line = set_num_classes(config, args, Path(args.manifest))
+    mode_line = set_auto_mode(config, args, Path(args.manifest))  # after the classes: auto depends on them
     config.validate()
     printer = _Printer(args.jsonl)
     for line in (mode_line, classes_line):

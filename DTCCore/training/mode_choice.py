@@ -1,23 +1,26 @@
-"""``--mode auto``: the training mode that our equal-CPU-time studies show wins for a run of a given length.
+"""``--mode auto``: the training mode that our equal-CPU-time studies show wins for a run of a given length, on a
+model of a given kind (its foreground classes and its network's dimensionality).
 
-    mode, reason = pick_mode(budget_minutes(config), unlabeled_scans=12)
-    # ("seg", "labeled-only for a 10-minute run: at equal CPU time, unlabeled scans have beaten it only ...")
+    mode, reason = pick_mode(budget_minutes(config), unlabeled_scans=12, classes=1, dims=3)
+    # ("seg", "labeled-only for a 10-minute run of a binary 3-D network: at equal CPU time no unlabeled mode ...")
 
 The panel's fine-tune and training from scratch use it by default, and show the one-line reason; ``dtc train
 --mode auto`` prints the same line. ``dtc train`` without ``--mode`` keeps the paper's recipe (``dtc``).
 
-The rule follows the studies' tables (bench/results/few-labels.md): for each length of run, the arm with the
-best test Dice at equal process CPU time, final checkpoints, paired per scan. Where no arm beat labeled-only
-significantly, labeled-only is picked: it is the cheapest, and the safest. A run's minutes are compared with the
-studies' CPU minutes of one-thread training: a run on several cores does more in its minutes than the study arm of
-that length, so the pick errs toward the shorter budget's mode. Pure Python (no torch): the Slicer module imports it.
+The rules follow the studies' tables (bench/results/few-labels.md, acdc.md): for each length of run and kind of
+model, the arm with the best test Dice at equal process CPU time, final checkpoints, paired per scan. Where no arm
+beat labeled-only significantly, labeled-only is picked: it is the cheapest, and the safest. A rule scoped to a kind
+of model (``classes``, ``dims``) is picked only for a model known to be of that kind: a run whose model is not known
+yet (None) gets a rule for any model. A run's minutes are compared with the studies' CPU minutes of one-thread
+training: a run on several cores does more in its minutes than the study arm of that length, so the pick errs
+toward the shorter budget's mode. Pure Python (no torch): the Slicer module imports it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import UNLABELED_MODES, DTCConfig
+from ..config import TEACHER_MODE, UNLABELED_MODES, DTCConfig
 
 AUTO_MODE = "auto"
 # CPU seconds of one labeled-only training step on the bundled model's plan (2.0 mm, 48 x 48 x 32 crops, one quiet
@@ -25,32 +28,55 @@ AUTO_MODE = "auto"
 # turns an iteration count into minutes when a run has no time limit.
 STEP_SECONDS = 16.7 * 60 / 1900
 MODE_NAMES = {"seg": "labeled-only", "dtc": "DTC", "copy-paste": "labeled-only with copy-paste",
-              "copy-paste-teacher": "copy-paste teacher"}
+              TEACHER_MODE: "copy-paste teacher"}
+# The shortest run the copy-paste teacher is picked for: the LA 4-labeled study's budget, about 90 CPU minutes
+# (bench/results/few-labels.md), where it won on both seeds; at 17-30 minutes no unlabeled mode won, and no length
+# between 30 and 90 minutes has been measured yet.
+TEACHER_MIN_MINUTES = 90.0
 
 
 @dataclass(frozen=True)
 class BudgetRule:
-    """Runs up to ``up_to_minutes`` (None: any length) train ``mode``; ``evidence``: why, from the studies."""
+    """Runs of ``from_minutes`` to ``up_to_minutes`` (both inclusive; None: no bound) of a model with ``classes``
+    foreground classes (None: any; 1: binary models only) and a ``dims``-D network (None: any; 3: 3-D networks
+    only) train ``mode``; ``evidence``: why, from the studies (one line)."""
 
     up_to_minutes: float | None
     mode: str
     evidence: str
+    from_minutes: float | None = None
+    classes: int | None = None
+    dims: int | None = None
+
+    @property
+    def catch_all(self) -> bool:
+        """Whether the rule covers every run: no bound on the length, no scope on the model."""
+        return all(v is None for v in (self.up_to_minutes, self.from_minutes, self.classes, self.dims))
 
 
-# First match wins (``up_to_minutes`` inclusive). Evidence (bench/results/few-labels.md, acdc.md; equal process CPU
-# time, final checkpoints, paired per test scan):
-# - about 17-30 CPU minutes: DTC against labeled-only on LA 16 labeled + 64 unlabeled: 88.06 against 87.46, within
-#   noise; LA 8 + 72: labeled-only higher on 16 of 20 scans (p = 0.027); LA 4 + 76: p = 0.62; ACDC 2-D 14 + 56, 29
-#   CPU minutes: DTC lower on 19 of 20 (p < 0.001); the annotation loop's fine-tunes: labeled-only ahead in every
-#   round.
-# - about 90 CPU minutes, LA 4 + 76 (binary, 3-D): the copy-paste teacher beat labeled-only + copy-paste on both
-#   seeds (83.16 against 76.87, p = 0.001; 84.09 against 76.56, p = 0.002).
-# - about 30 CPU minutes, ACDC 2-D 7 + 63 (3 classes): the copy-paste teacher failed, 32.84 against 70.96 (lower on
-#   all 20 patients, the right ventricle never found), for a cause not yet found. The rules know only a run's
-#   length, not its classes or plan, so the teacher is not picked at any length until that failure is understood.
+# First match wins. Evidence (bench/results/few-labels.md, acdc.md; equal process CPU time, final checkpoints,
+# paired per test scan):
+# - about 17-30 CPU minutes, LA (binary, 3-D) and ACDC (3 classes, 2-D): no unlabeled mode beat labeled-only. DTC
+#   against labeled-only on LA 16 labeled + 64 unlabeled: 88.06 against 87.46, within noise; LA 8 + 72:
+#   labeled-only higher on 16 of 20 scans (p = 0.027); LA 4 + 76: p = 0.62; ACDC 2-D 14 + 56, 29 CPU minutes: DTC
+#   lower on 19 of 20 (p < 0.001); the annotation loop's fine-tunes: labeled-only ahead in every round.
+# - about 90 CPU minutes, LA 4 + 76 (binary, 3-D network): the copy-paste teacher beat labeled-only + copy-paste on
+#   both seeds (83.16 against 76.87, p = 0.001; 84.09 against 76.56, p = 0.002); seed-averaged +6.91 points, higher
+#   on 16 of 20 scans, p < 0.001.
+# - about 30 CPU minutes, ACDC 2-D 7 + 63 (3 classes, 2-D network): the copy-paste teacher failed, 32.84 against
+#   70.96. Cause: its stage 1 (the first 25 % of the run, 1227 iterations) ended before the student segmented any
+#   class (0 % validation Dice at iterations 1000 and 1500, BatchNorm statistics recomputed; the labeled-only
+#   control found the LV at ~1500, the myocardium at ~3000, the RV at ~4000 iterations), so the teacher's
+#   pseudo-labels were all background and taught the student that the classes are absent; the RV never appeared.
+# So the teacher is picked only where it won: binary 3-D networks, runs of TEACHER_MIN_MINUTES or more.
 RULES: tuple[BudgetRule, ...] = (
-    BudgetRule(None, "seg", "at equal CPU time, unlabeled scans have beaten it only in one setting so far (the "
-                            "copy-paste teacher, 4 labeled left-atrium scans, 90 minutes), and failed on cardiac MRI"),
+    BudgetRule(None, TEACHER_MODE, "it beat labeled-only + copy-paste on left-atrium MRI (4 labeled + 76 unlabeled, "
+                                   "binary, 3-D, 90 CPU minutes): 83.2 vs 76.9 and 84.1 vs 76.6 % Dice, two seeds, "
+                                   "p <= 0.002",
+               from_minutes=TEACHER_MIN_MINUTES, classes=1, dims=3),
+    BudgetRule(None, "seg", "at equal CPU time no unlabeled mode beat it in runs of 17-30 minutes, and the "
+                            "copy-paste teacher, ahead on binary 3-D left-atrium runs of 90 minutes, failed on 3-class "
+                            "2-D cardiac MRI at 30 minutes"),
 )
 
 
@@ -66,31 +92,65 @@ def budget_minutes(config: DTCConfig) -> float:
     return run_minutes(config.train.time_limit_minutes, config.train.iterations)
 
 
-def rule_for(minutes: float, rules: tuple[BudgetRule, ...] | None = None) -> BudgetRule:
-    """The first rule of ``rules`` (default :data:`RULES`) that covers a run of ``minutes``."""
+def covers(rule: BudgetRule, minutes: float, classes: int | None, dims: int | None) -> bool:
+    """Whether ``rule`` covers a run of ``minutes`` of a model with ``classes`` foreground classes and a ``dims``-D
+    network (None: not known, covered only by a rule for any)."""
+    return ((rule.from_minutes is None or minutes >= rule.from_minutes)
+            and (rule.up_to_minutes is None or minutes <= rule.up_to_minutes)
+            and (rule.classes is None or rule.classes == classes)
+            and (rule.dims is None or rule.dims == dims))
+
+
+def rule_for(minutes: float, *, classes: int | None, dims: int | None,
+             rules: tuple[BudgetRule, ...] | None = None) -> BudgetRule:
+    """The first rule of ``rules`` (default :data:`RULES`) that covers a run of ``minutes`` of a model with
+    ``classes`` foreground classes and a ``dims``-D network (None: not known). ValueError unless the rules end
+    with a catch-all (:attr:`BudgetRule.catch_all`)."""
     if minutes <= 0:
         raise ValueError(f"a run's length must be positive, got {minutes} minutes")
-    rule = next((r for r in (RULES if rules is None else rules)
-                 if r.up_to_minutes is None or minutes <= r.up_to_minutes), None)
-    if rule is None:
-        raise ValueError(f"no rule covers a {minutes:g}-minute run: end the rules with one for any length (None)")
-    return rule
+    rules = RULES if rules is None else rules
+    if not rules or not rules[-1].catch_all:
+        raise ValueError("no rule covers every run: end the rules with one for any length, classes and dims "
+                         "(None everywhere)")
+    return next(r for r in rules if covers(r, minutes, classes, dims))
 
 
-def needs_unlabeled_count(minutes: float, rules: tuple[BudgetRule, ...] | None = None) -> bool:
-    """Whether :func:`pick_mode`'s answer for ``minutes`` depends on the unlabeled scans (the panel reads the
+def needs_unlabeled_count(minutes: float, *, classes: int | None, dims: int | None,
+                          rules: tuple[BudgetRule, ...] | None = None) -> bool:
+    """Whether :func:`pick_mode`'s answer for this run depends on the unlabeled scans (the panel reads the
     dataset's manifest only then)."""
-    return rule_for(minutes, rules).mode in UNLABELED_MODES
+    return rule_for(minutes, classes=classes, dims=dims, rules=rules).mode in UNLABELED_MODES
 
 
-def pick_mode(minutes: float, unlabeled_scans: int, rules: tuple[BudgetRule, ...] | None = None) -> tuple[str, str]:
-    """(mode, one-line reason) for a run of ``minutes`` on a dataset with ``unlabeled_scans`` unlabeled scans.
+def needs_dims(minutes: float, *, classes: int | None, rules: tuple[BudgetRule, ...] | None = None) -> bool:
+    """Whether :func:`pick_mode`'s answer for a run of ``minutes`` of a ``classes``-class model depends on its
+    network's dimensionality (the panel plans a new network from the scans' headers only then): the first rule
+    that covers the run whatever its dims is scoped by dims."""
+    rule_for(minutes, classes=classes, dims=None, rules=rules)  # the same checks
+    return next(r for r in (RULES if rules is None else rules)
+                if covers(r, minutes, classes, r.dims)).dims is not None
 
-    A rule that picks a mode needing unlabeled scans (``config.UNLABELED_MODES``) falls back to labeled-only
-    when there are none, and says so. ``rules``: default :data:`RULES`."""
-    rule = rule_for(minutes, rules)
-    length = f"a {minutes:.0f}-minute run" if minutes >= 1 else "a run under a minute"
+
+def pick_mode(minutes: float, unlabeled_scans: int, *, classes: int | None, dims: int | None,
+              rules: tuple[BudgetRule, ...] | None = None) -> tuple[str, str]:
+    """(mode, one-line reason) for a run of ``minutes`` of a model with ``classes`` foreground classes and a
+    ``dims``-D network (None: not known yet) on a dataset with ``unlabeled_scans`` unlabeled scans.
+
+    The reason says which mode, for what run and why. A rule that picks a mode needing unlabeled scans
+    (``config.UNLABELED_MODES``) falls back to labeled-only when there are none, and says so. ``rules``: default
+    :data:`RULES`."""
+    rule = rule_for(minutes, classes=classes, dims=dims, rules=rules)
+    run = _run_words(minutes, classes, dims)
     if rule.mode in UNLABELED_MODES and unlabeled_scans == 0:
-        return "seg", (f"labeled-only for {length}: the dataset has no unlabeled scans "
+        return "seg", (f"labeled-only for {run}: the dataset has no unlabeled scans "
                        f"({MODE_NAMES[rule.mode]} needs them)")
-    return rule.mode, f"{MODE_NAMES.get(rule.mode, rule.mode)} for {length}: {rule.evidence}"
+    return rule.mode, f"{MODE_NAMES.get(rule.mode, rule.mode)} for {run}: {rule.evidence}"
+
+
+def _run_words(minutes: float, classes: int | None, dims: int | None) -> str:
+    """The run in words, e.g. "a 120-minute run of a binary 3-D network"; only what is known is said. Whole minutes
+    are rounded down, so a run said to be of N minutes is covered by a rule from N minutes."""
+    length = f"a {int(minutes)}-minute run" if minutes >= 1 else "a run under a minute"
+    kind = [w for w in ("binary" if classes == 1 else f"{classes}-class" if classes else "",
+                        f"{dims}-D" if dims else "") if w]
+    return f"{length} of a {' '.join(kind)} network" if kind else length

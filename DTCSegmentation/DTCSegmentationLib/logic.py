@@ -81,8 +81,8 @@ class DTCSegmentationParameterNode:
     patchY: Annotated[int, WithinRange(16, 256)] = _RECIPE.train.patch[1]
     # Slice axis down to 4: a thick-slice network halves it fewer times (scratchNetwork), e.g. 128 x 128 x 8.
     patchZ: Annotated[int, WithinRange(4, 256)] = _RECIPE.train.patch[2]
-    # auto (default): the mode the equal-CPU-time studies show wins for the run's length (modeChoice); the others
-    # as dtc train --mode (dtc: the paper's recipe).
+    # auto (default): the mode the equal-CPU-time studies show wins for the run's length and model (modeChoice);
+    # the others as dtc train --mode (dtc: the paper's recipe).
     mode: Annotated[str, Choice([AUTO_MODE, *MODES])] = AUTO_MODE
     # Training augmentation: a flip turns a left structure into a right one, so labels that depend on side need
     # no-mirror; nnU-Net's scaling/intensity augmentations paid on cardiac MRI (bench/RESULTS.md, ACDC stage 6).
@@ -308,6 +308,8 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             raise DTCError("no models folder is set; choose one in Model > Models folder")
         initFrom = None
         config: dict = {}
+        info: dict | None = None
+        dims: int | None = None  # from scratch: planned from the scans below
         if p.startFrom == "current model" and resumeRunDir is None:
             initFrom = self.modelFile(p.modelPath)
             if not initFrom.exists():
@@ -332,34 +334,80 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             config["train"]["patch"] = list(patch)
             config.setdefault("network", {}).update({"pools": list(pools), "dims": dims})
         config.setdefault("recipe", {}).update({"beta": p.beta, "k": p.k, "consistency_rampup": p.consistencyRampup})
-        if resumeRunDir is None:  # a resume keeps its run's mode
-            config["recipe"]["mode"] = self.modeChoice(p, folder)[0]  # its reason: the panel's line under Mode
         labelsFile = Path(p.datasetFolder) / DATASET_LABELS
         table = json.loads(labelsFile.read_text(encoding="utf-8"))["labels"] if labelsFile.exists() else None
         if initFrom is None and resumeRunDir is None and table:
             config["network"]["num_classes"] = len(table)  # from scratch the dataset's classes make the network
+        if resumeRunDir is None:  # a resume keeps its run's mode; its reason: the panel's line under Mode
+            network = self.modelKind(info) if initFrom is not None else (len(table) if table else None, dims)
+            config["recipe"]["mode"] = self.modeChoice(p, folder, network=network)[0]
         if resumeRunDir is not None:
             return TrainingRequest(folder.manifest_path, resumeRunDir, config, None, resume=True, labels=table,
                                    threads=threads)
         return TrainingRequest(folder.manifest_path, models.new_run_dir(modelsFolder), config, initFrom, labels=table,
                                note=note, threads=threads)
 
-    def modeChoice(self, p: DTCSegmentationParameterNode, folder: dataset.DatasetFolder | None = None
+    def modeChoice(self, p: DTCSegmentationParameterNode, folder: dataset.DatasetFolder | None = None,
+                   modelInfo: dict | None = None, network: tuple[int | None, int | None] | None = None
                    ) -> tuple[str, str]:
         """(mode, one-line reason) of the next fine-tune: ``p.mode``, or with ``auto`` the mode the studies show wins
-        for its length (Train for, else the iterations) on the dataset's unlabeled scans (none when the dataset
-        folder is unset or empty); the reason is "" for a mode the user chose."""
+        for its length (Train for, else the iterations) and its network's foreground classes and dims on the
+        dataset's unlabeled scans (none when the dataset folder is unset or empty); the reason is "" for a mode the
+        user chose.
+
+        ``network``: (classes, dims) when the caller knows them (:meth:`trainingRequest`); else a fine-tune's are its
+        model's, from ``modelInfo`` (``dtc info`` of the starting model, as the panel has read it in the background;
+        None: not read yet), and a new network's are the dataset's label table's classes and the dims
+        :meth:`scratchNetwork` plans from the scans, read only when the pick depends on them. Unknown (None): the
+        rules for any model decide (mode_choice.py)."""
         if p.mode != AUTO_MODE:
             return p.mode, ""
         minutes = mode_choice.run_minutes(p.timeLimitMinutes, p.iterations)
+        chosen = self.chosenFolder(p.datasetFolder)
+        if folder is None and chosen is not None:
+            folder = dataset.DatasetFolder(chosen)
+        if network is not None:
+            classes, dims = network
+        elif p.startFrom == "current model":
+            classes, dims = self.modelKind(modelInfo)
+        else:
+            classes, dims = self._scratchKind(folder, minutes)
         unlabeled = 0
-        if mode_choice.needs_unlabeled_count(minutes):  # read the manifest only when the pick depends on it
-            chosen = self.chosenFolder(p.datasetFolder)
-            if folder is None and chosen is not None:
-                folder = dataset.DatasetFolder(chosen)
+        if mode_choice.needs_unlabeled_count(minutes, classes=classes, dims=dims):  # the manifest only when needed
             unlabeled = len(folder.load().unlabeled) if folder is not None and folder.manifest_path.exists() else 0
-        mode, reason = mode_choice.pick_mode(minutes, unlabeled)
+        mode, reason = mode_choice.pick_mode(minutes, unlabeled, classes=classes, dims=dims)
         return mode, f"auto: {reason}"
+
+    @staticmethod
+    def modelKind(info: dict | None) -> tuple[int | None, int | None]:
+        """(foreground classes, dims) of a model from its ``dtc info`` record (its config; a key the config leaves
+        out has DTCConfig's default); (None, None) when not known (not read yet, or unreadable)."""
+        config = (info or {}).get("config")
+        if not isinstance(config, dict):
+            return None, None
+        network = config.get("network") or {}
+        return (int(network.get("num_classes", _RECIPE.network.num_classes)),
+                int(network.get("dims", _RECIPE.network.dims)))
+
+    def _scratchKind(self, folder: dataset.DatasetFolder | None, minutes: float) -> tuple[int | None, int | None]:
+        """(classes, dims) of a network trained from scratch on ``folder``: the classes of its label table (None
+        before the first labeled example), the dims :meth:`scratchNetwork` would plan from the scans' headers,
+        read only when the pick for a run of ``minutes`` depends on them (else None)."""
+        if folder is None:
+            return None, None
+        table = folder.label_table()
+        classes = len(table) if table else None
+        if not mode_choice.needs_dims(minutes, classes=classes) or not folder.manifest_path.exists():
+            return classes, None
+        if not folder.load().labeled:  # no training scans yet: nothing to plan from
+            return classes, None
+        return classes, self.scratchDims(manifest_geometry(folder.manifest_path)[0])
+
+    @staticmethod
+    def scratchDims(spacings: list) -> int:
+        """The dims of a network trained from scratch on scans of ``spacings`` (x, y, z mm each): 2 when their
+        median slice spacing is more than 3x the pixels' (:func:`DTCCore.planning.dims.auto_dims`), else 3."""
+        return auto_dims(median_spacing(spacings))
 
     @staticmethod
     def scratchNetwork(manifestPath: Path, p: DTCSegmentationParameterNode
@@ -373,7 +421,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         does not fit the network."""
         spacings, shapes = manifest_geometry(manifestPath)  # one read of the headers
         spacing = median_spacing(spacings)
-        dims = auto_dims(spacing)
+        dims = DTCSegmentationLogic.scratchDims(spacings)  # the same dims modeChoice picks the mode for
         pools = auto_pools(spacing)
         requested = (p.patchX, p.patchY, p.patchZ)
         if dims == 2:

@@ -26,10 +26,14 @@ class FinetuneSection:
         self._startTraining(self._lastCancelledRun)
 
     def _showModeChoice(self):
-        """Under Mode: with auto, which mode the next fine-tune trains and why (the run's length and the studies),
-        in one line; empty for a mode the user chose. A dataset that cannot be read leaves the reason to Start."""
+        """Under Mode: with auto, which mode the next fine-tune trains and why (the run's length, the model's classes
+        and dims, and the studies), in one line; empty for a mode the user chose. A fine-tune's model is known once
+        its ``dtc info`` is read in the background (until then: as for any model; onModelSelected shows it again).
+        A dataset that cannot be read leaves the reason to Start."""
+        p = self._parameterNode
+        info = self._modelInfo.get(str(self.logic.modelFile(p.modelPath))) if p.startFrom == "current model" else None
         try:
-            _, reason = self.logic.modeChoice(self._parameterNode)
+            _, reason = self.logic.modeChoice(p, modelInfo=info if info and "error" not in info else None)
         except (DTCError, OSError, RuntimeError):  # an unreadable dataset: Start says why (never raise in an observer)
             reason = ""
         self.ui.modeChoiceLabel.text = reason

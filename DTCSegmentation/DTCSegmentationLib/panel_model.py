@@ -77,6 +77,7 @@ class ModelSection:
         self._parameterNode.modelPath = self._modelKey(entry)
         info = self._modelInfo.get(str(entry.path))
         self.ui.modelInfoLabel.text = models.describe(info) if info else "Reading the model..."
+        self._showModeChoice()  # auto's pick depends on the model's classes and dims, known once it is read
 
     def updateDeviceInfo(self, index=None):
         if self._describedDevice == self._parameterNode.device or not self._engineInstalled():
