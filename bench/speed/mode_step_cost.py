@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))  # bench/lib: the shared helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))  # bench/studies: the ACDC plan's drivers
 
 import common
 
@@ -101,7 +102,6 @@ def la_config(mode: str):
 def acdc_config(mode: str, iterations: int):
     """The ACDC study's 2-D plan for ``mode`` (train_acdc.make_config of copy_paste_acdc.PLAN), batches built in this
     process; its schedule fitted to ``iterations``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
     import copy_paste_acdc
     import train_acdc
 
@@ -113,7 +113,6 @@ def acdc_config(mode: str, iterations: int):
 def acdc_manifest(data: Path, folder: Path, mode: str) -> Path:
     """The first 4 labeled + 4 unlabeled patients of ``data``'s train.list (no unlabeled ones for a labeled-only
     ``mode``, as in the study)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
     import train_acdc
 
     return train_acdc.build_manifest(data, 4, 4, mode, folder / f"acdc_{mode}")
