@@ -250,3 +250,28 @@ def test_run_sizes_the_arms_with_the_costs_measured_on_this_plan(tmp_path, monke
     cp.main(["run", "--out", str(tmp_path / "study"), "--data", str(_train_list(tmp_path / "acdc"))])
     measured = {r["variant"]: r["cpu_s"] for r in json.loads(cp.MEASURED_COSTS.read_text())["rows"]}
     assert used == [pytest.approx(measured)] and measured != pytest.approx(cp.STEP_SECONDS)
+
+
+def test_teacher_lr_stage2_puts_the_lr_steps_inside_stage_two_and_a_folder_keeps_one_recipe(tmp_path):
+    """Stage 13's recipe: stage 1 = 0.65 of 6738 iterations = 4380 at lr 0.01, the steps at 5/12 and 10/12 of the
+    2358 stage-2 iterations (the probe's --lr-steps 5362 6345); other arms are unchanged by it."""
+    cp = bench_module("copy_paste_acdc")
+    stage1 = round(0.65 * 6738)
+    assert cp.stage2_lr_steps(6738, 0.65) == [stage1 + round(5 / 12 * (6738 - stage1)),
+                                               stage1 + round(10 / 12 * (6738 - stage1))] == [5362, 6345]
+    args = _args(cp, tmp_path, "cpt,copy-paste")
+    args.stage1_fraction, args.teacher_lr = 0.65, "stage2"
+    jobs = dict(cp.plan(args, cp.STEP_SECONDS))
+    regime = tmp_path / "study" / "L3_30min_seed7"
+    cpt = jobs[regime / "cpt"]
+    its = int(_option(cpt, "--iterations"))
+    i = cpt.index("--lr-steps")
+    assert cpt[i + 1:i + 3] == [str(s) for s in cp.stage2_lr_steps(its, 0.65)]
+    assert _option(cpt, "--stage1-fraction") == "0.65"
+    assert "--lr-steps" not in jobs[regime / "copy-paste"]
+    args.teacher_lr = "run"
+    assert "--lr-steps" not in dict(cp.plan(args, cp.STEP_SECONDS))[regime / "cpt"]
+    cp.check_recipe(tmp_path / "study", {"stage1_fraction": 0.65, "teacher_lr": "stage2"})
+    cp.check_recipe(tmp_path / "study", {"stage1_fraction": 0.65, "teacher_lr": "stage2"})  # the same: accepted
+    with pytest.raises(SystemExit, match="another --out"):
+        cp.check_recipe(tmp_path / "study", {"stage1_fraction": 0.25, "teacher_lr": "run"})

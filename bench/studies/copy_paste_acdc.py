@@ -3,6 +3,7 @@ equal CPU time.
 
     python bench/studies/copy_paste_acdc.py run --labeled 3 7 --minutes 30 --seed 1337 --out DIR [--jobs 2]
         [--arms seg,copy-paste,dtc,cpt,cpt_nocons] [--costs F.json] [--stage1-fraction 0.25] [--data ACDC]
+        [--teacher-lr run|stage2]
     python bench/studies/copy_paste_acdc.py report --labeled 3 7 --minutes 30 --seed 1337 2024 --out DIR
         [--markdown F.md] [--json F.json]
     python bench/studies/copy_paste_acdc.py archive --out DIR --to bench/results/copy-paste-acdc
@@ -16,7 +17,10 @@ thread (``OMP_NUM_THREADS=1``) and one loader process, with ``--seed``. The arms
 (``ARMS``: ``seg``, ``copy-paste`` = ``--mode copy-paste --no-cp-levelset --no-cp-consistency``, BCP's stage 1 for
 the whole budget, ``dtc``, ``cpt`` = ``--mode copy-paste-teacher`` with level set and consistency, ``cpt_nocons``
 without consistency; ``bcp``, BCP's own recipe, only when named). The teacher's stage 1 is ``--stage1-fraction`` of
-its run (default BCP's ACDC schedule, 10000 of 40000 iterations: train_acdc.BCP_ACDC_STAGE1_FRACTION).
+its run (default BCP's ACDC schedule, 10000 of 40000 iterations: train_acdc.BCP_ACDC_STAGE1_FRACTION), its lr steps
+fitted to the whole run; ``--teacher-lr stage2`` keeps lr 0.01 through stage 1 and puts the steps at 5/12 and 10/12
+of stage 2 (bench/results/acdc.md, Stage 13: with ``--stage1-fraction 0.65``, chosen on ``val.list``). A study
+folder holds one recipe (``teacher_recipe.json``; another is refused).
 
 Equal CPU time: an arm's budget is ``--minutes x 60 / (CPU seconds per step)`` iterations (the costs measured on
 this plan, ``MEASURED_COSTS``; or ``--costs``; ``STEP_SECONDS`` without either), run with ``train_acdc.py
@@ -78,17 +82,32 @@ STEP_SECONDS = {"seg": SEG_STEP_SECONDS, "dtc": 28.8 * 60 / 3159,
 # 2026-12-07, 2-core AVX2 EPYC VM beside two study trainings; bench/results/acdc.md, "Stage 12"): what ``run`` sizes
 # the arms with unless ``--costs`` names another file. The 2026-12-07 runs were sized with it.
 MEASURED_COSTS = common.REPO / "bench" / "results" / "copy-paste-acdc" / "step_costs_acdc2d.json"
+# --teacher-lr stage2: the lr steps at these fractions of stage 2 (those the fitted schedule puts in the whole run,
+# 2500 and 5000 of the reference's 6000); lr 0.01 through stage 1, as BCP's ACDC stage 1 (ACDC_BCP_train.py pre_train
+# keeps base_lr). Chosen on val.list, with stage 1 at 0.65 of the run (bench/results/acdc.md, Stage 13).
+STAGE2_LR_FRACTIONS = (5 / 12, 10 / 12)
 RESULT = "result.json"
+RECIPE = "teacher_recipe.json"  # the study folder's --stage1-fraction and --teacher-lr (check_recipe)
 LEDGER = "cpu.jsonl"
 arm_iterations = copy_paste_la.arm_iterations  # minutes x 60 / (the arm's CPU seconds per step), stages weighted
 regime_dir = copy_paste_la.regime_dir  # DIR/L<labeled>_<minutes>min_seed<seed>
 
 
+def stage2_lr_steps(iterations: int, fraction: float) -> list[int]:
+    """The lr steps of a teacher run whose lr stays 0.01 through stage 1 (``--teacher-lr stage2``): at 5/12 and
+    10/12 of stage 2 (the fitted schedule's fractions, DTCCore.training.schedule.fit_schedule, over stage 2 only)."""
+    from DTCCore.training.copypaste_step import stage2_iteration
+
+    start = stage2_iteration(fraction, iterations)
+    return [start + int(round(f * (iterations - start))) for f in STAGE2_LR_FRACTIONS]
+
+
 def train_command(arm: str, arm_dir: Path, data: Path, labeled: int, unlabeled: int, iterations: int, seed: int,
-                  fraction: float) -> list[str]:
+                  fraction: float, teacher_lr: str = "run") -> list[str]:
     """train_acdc.py's command line (no scoring) for one arm: its mode and switches, ``labeled`` labeled patients
     (and ``unlabeled`` more for the arms that use them), exactly ``iterations`` steps, ``seed``; ``--resume``
-    when ``arm_dir`` already holds the run."""
+    when ``arm_dir`` already holds the run. Teacher arms: ``--stage1-fraction``, and with ``teacher_lr`` "stage2"
+    their lr steps inside stage 2 (:func:`stage2_lr_steps`); "run" fits them to the whole run."""
     from DTCCore.config import UNLABELED_MODES
 
     mode, options, _, second = ARMS[arm]
@@ -99,6 +118,8 @@ def train_command(arm: str, arm_dir: Path, data: Path, labeled: int, unlabeled: 
                "--no-assess", "--json", str(arm_dir / RESULT)]
     if second is not None:
         command += ["--stage1-fraction", repr(fraction)]
+        if teacher_lr == "stage2":
+            command += ["--lr-steps", *(str(i) for i in stage2_lr_steps(iterations, fraction))]
     if (arm_dir / f"run_{mode}").is_dir():
         command.append("--resume")
     return command
@@ -146,8 +167,22 @@ def plan(args: argparse.Namespace, costs: dict[str, float]) -> list[tuple[Path, 
                 arm_dir = regime_dir(args.out, labeled, minutes, args.seed) / arm
                 its = arm_iterations(arm, minutes, costs, args.stage1_fraction)
                 jobs.append((arm_dir, train_command(arm, arm_dir, args.data.resolve(), labeled, patients - labeled,
-                                                    its, args.seed, args.stage1_fraction)))
+                                                    its, args.seed, args.stage1_fraction,
+                                                    getattr(args, "teacher_lr", "run"))))
     return jobs
+
+
+def check_recipe(out: Path, recipe: dict) -> None:
+    """Record the teacher recipe of the study folder ``out`` (``RECIPE``), or refuse one that differs from it: the
+    arm folders do not name it, so one folder holds one recipe."""
+    path = out / RECIPE
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != recipe:
+            raise SystemExit(f"error: {out} holds a study with teacher recipe {before}, not {recipe}; "
+                             "use another --out for another recipe")
+    else:
+        common.write_json(path, recipe)
 
 
 def run(args: argparse.Namespace, costs: dict[str, float], poll_s: float = 5.0) -> None:
@@ -310,6 +345,10 @@ def main(argv: list[str] | None = None) -> dict | list[Path] | None:
     p.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
     p.add_argument("--stage1-fraction", type=float, default=train_acdc.BCP_ACDC_STAGE1_FRACTION,
                    help="teacher arms: fraction of the run in stage 1 (default BCP's ACDC 10000 of 40000)")
+    p.add_argument("--teacher-lr", choices=("run", "stage2"), default="run",
+                   help="teacher arms: lr steps fitted to the whole run (run), or lr 0.01 through stage 1 and the "
+                        "steps at 5/12 and 10/12 of stage 2 (stage2; Stage 13's recipe with --stage1-fraction 0.65). "
+                        "Keep one recipe per --out folder")
     p.add_argument("--costs", type=Path, help="CPU seconds per step per variant, JSON (default MEASURED_COSTS, "
                                               "else STEP_SECONDS)")
     p.add_argument("--jobs", type=int, default=2, help="arms trained at once")
@@ -338,6 +377,7 @@ def main(argv: list[str] | None = None) -> dict | list[Path] | None:
         p.error("run trains one seed at a time (a study folder holds any number)")
     args.seed = args.seed[0]
     args.out.mkdir(parents=True, exist_ok=True)
+    check_recipe(args.out, {"stage1_fraction": args.stage1_fraction, "teacher_lr": args.teacher_lr})
     run(args, load_costs(args.costs or (MEASURED_COSTS if MEASURED_COSTS.exists() else None)))
     return None
 
