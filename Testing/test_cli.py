@@ -170,3 +170,31 @@ def test_bundled_default_model_segments_the_bundled_sample(tmp_path, capsys):
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(SAMPLE_LABEL)))
     # floor below the model card's value for this case (it is a test.list case), far above a broken pipeline
     assert medpy_binary.dc(seg, truth) > 0.80
+
+
+def test_a_resume_without_a_checkpoint_settles_its_classes_as_a_fresh_start(tmp_path):
+    """--resume into a run folder whose checkpoints/ holds no checkpoint yet (a crash before the first) starts fresh,
+    as the trainer does: the classes come from the labels (here 1 and 2: 2 classes, the largest label value), as without
+    --resume; with a checkpoint there, they are left to it."""
+    import argparse
+
+    from DTCCore.cli.train import set_num_classes
+    from DTCCore.config import DTCConfig
+    from DTCCore.data.images import read_image
+    from DTCCore.model.checkpoint import CHECKPOINT_DIR
+
+    manifest = make_blob_dataset(tmp_path / "data", n_labeled=2, n_unlabeled=0)
+    for pair in json.loads(manifest.read_text())["labeled"]:
+        label = Path(pair["label"]) if Path(pair["label"]).is_absolute() else manifest.parent / pair["label"]
+        array, _ = read_image(label)
+        two = (array > 0).astype(np.uint8)
+        two[: two.shape[0] // 2] *= 2  # the blob's first half class 2, the rest class 1
+        write_volume(label, two, SPACING)
+    run = tmp_path / "run"
+    (run / CHECKPOINT_DIR).mkdir(parents=True)
+    args = argparse.Namespace(resume=True, output=str(run), num_classes=None, init_from=None, config=None)
+    config = DTCConfig()
+    assert set_num_classes(config, args, manifest) is not None and config.network.num_classes == 2
+    (run / CHECKPOINT_DIR / "iter_000001.pt").write_bytes(b"")
+    config = DTCConfig()
+    assert set_num_classes(config, args, manifest) is None and config.network.num_classes == 1  # the checkpoint's

@@ -41,7 +41,7 @@ def test_the_first_rule_covering_the_length_picks_and_says_why(minutes, unlabele
 @pytest.mark.parametrize(("minutes", "classes", "dims", "mode", "run"), [
     (120.0, 1, 3, "copy-paste-teacher", "a 120-minute run of a binary 3-D network"),
     (90.0, 1, 3, "copy-paste-teacher", "a 90-minute run of a binary 3-D network"),  # the lower bound is inclusive
-    (89.9, 1, 3, "seg", "a 89-minute run of a binary 3-D network"),  # whole minutes rounded down, never up to 90
+    (89.9, 1, 3, "seg", "an 89-minute run of a binary 3-D network"),  # whole minutes rounded down, never up to 90
     (60.0, 1, 3, "seg", "a 60-minute run of a binary 3-D network"),
     (120.0, 3, 3, "seg", "a 120-minute run of a 3-class 3-D network"),
     (120.0, 1, 2, "seg", "a 120-minute run of a binary 2-D network"),
@@ -208,3 +208,12 @@ def test_dtc_train_mode_auto_picks_for_the_models_final_classes_and_dims(tmp_pat
     lines = capsys.readouterr().err.splitlines()
     run = f"a 120-minute run of a {'binary' if classes == 1 else f'{classes}-class'} {dims}-D network"
     assert f"mode: {mode} ({mode_choice.MODE_NAMES[mode]} for {run}: " in lines[0]
+
+
+@pytest.mark.parametrize(("number", "article"), [
+    (1, "a"), (10, "a"), (100, "a"), (111, "a"), (120, "a"), (1000, "a"),  # "one hundred eleven": a
+    (8, "an"), (11, "an"), (18, "an"), (80, "an"), (89, "an"), (800, "an"), (8000, "an"), (11000, "an"),
+])
+def test_the_reason_line_says_an_before_numbers_spoken_with_a_vowel(number, article):
+    assert mode_choice._article(number) == article
+    assert pick_mode(float(number), 0, classes=None, dims=None)[1].split(" for ")[1].startswith(f"{article} {number}-")

@@ -118,8 +118,8 @@ def test_from_scratch_the_pick_follows_the_datasets_classes_and_the_planned_dims
     request = w.logic.trainingRequest(p)
     assert (request.config["network"]["dims"], request.config["network"]["num_classes"]) == (3, 1)
     assert request.config["recipe"]["mode"] == "copy-paste-teacher"
-    _set_table(w, 3)
     plans.clear()
+    _set_table(w, 3)
     assert _shown(w) == "auto: labeled-only for a 120-minute run of a 3-class network: evidence other"
     assert not plans  # a 3-class network gets labeled-only whatever its dims: the scans are not read for them
     request = w.logic.trainingRequest(p)

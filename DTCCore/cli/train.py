@@ -153,7 +153,7 @@ def set_num_classes(config: DTCConfig, args: argparse.Namespace, manifest: Path)
     names ``network.num_classes`` keeps it; otherwise a new model has as many classes as the largest label
     value found in the labeled scans (0/1 masks: 1). Any label value above the count is refused before training,
     with the file, the value and the fix."""
-    if getattr(args, "resume", False) and (Path(args.output) / CHECKPOINT_DIR).is_dir():
+    if _resumes(args):
         return None
     values = _labeled_values(manifest)
     found = sorted(set().union(*values.values())) if values else []
@@ -203,10 +203,16 @@ def set_auto_mode(config: DTCConfig, args: argparse.Namespace, manifest: Path) -
     mode, reason = pick_mode(budget_minutes(config), len(load_manifest(manifest, check_files=False).unlabeled),
                              classes=config.network.num_classes, dims=config.network.dims)
     config.recipe.mode = mode  # a resumed run keeps its own (trainer._resumed_config); a fresh start takes this
-    checkpoints = Path(args.output) / CHECKPOINT_DIR
-    if getattr(args, "resume", False) and checkpoints.is_dir() and any(checkpoints.glob("*.pt")):
+    if _resumes(args):
         return None
     return f"mode: {mode} ({reason})"
+
+
+def _resumes(args: argparse.Namespace) -> bool:
+    """Whether this run resumes (``--resume`` and a checkpoint to resume from, as the trainer decides): it keeps its
+    checkpoint's classes and mode."""
+    checkpoints = Path(args.output) / CHECKPOINT_DIR
+    return bool(getattr(args, "resume", False)) and checkpoints.is_dir() and any(checkpoints.glob("*.pt"))
 
 
 def _labeled_values(manifest: Path) -> dict[Path, list[int]]:

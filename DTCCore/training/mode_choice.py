@@ -66,7 +66,7 @@ class BudgetRule:
 # - about 30 CPU minutes, ACDC 2-D 7 + 63 (3 classes, 2-D network): the copy-paste teacher failed, 32.84 against
 #   70.96. Cause: its stage 1 (the first 25 % of the run, 1227 iterations) ended before the student segmented any
 #   class (0 % validation Dice at iterations 1000 and 1500, BatchNorm statistics recomputed; the labeled-only
-#   control found the LV at ~1500, the myocardium at ~3000, the RV at ~4000 iterations), so the teacher's
+#   control found the LV by iteration 2000, the myocardium by 3000, the RV by 4000), so the teacher's
 #   pseudo-labels were all background and taught the student that the classes are absent; the RV never appeared.
 # So the teacher is picked only where it won: binary 3-D networks, runs of TEACHER_MIN_MINUTES or more.
 RULES: tuple[BudgetRule, ...] = (
@@ -150,7 +150,16 @@ def pick_mode(minutes: float, unlabeled_scans: int, *, classes: int | None, dims
 def _run_words(minutes: float, classes: int | None, dims: int | None) -> str:
     """The run in words, e.g. "a 120-minute run of a binary 3-D network"; only what is known is said. Whole minutes
     are rounded down, so a run said to be of N minutes is covered by a rule from N minutes."""
-    length = f"a {int(minutes)}-minute run" if minutes >= 1 else "a run under a minute"
+    length = f"{_article(int(minutes))} {int(minutes)}-minute run" if minutes >= 1 else "a run under a minute"
     kind = [w for w in ("binary" if classes == 1 else f"{classes}-class" if classes else "",
                         f"{dims}-D" if dims else "") if w]
-    return f"{length} of a {' '.join(kind)} network" if kind else length
+    article = _article(classes) if classes and classes > 1 else "a"
+    return f"{length} of {article} {' '.join(kind)} network" if kind else length
+
+
+def _article(number: int) -> str:
+    """"an" before a number spoken with a vowel first (8, 11, 18, 80-89, 800-899, 11000-11999, ...), else "a"."""
+    spoken_lead = number
+    while spoken_lead >= 1000:  # "eleven thousand", "eighty thousand": the thousands are spoken first
+        spoken_lead //= 1000
+    return "an" if str(spoken_lead).startswith("8") or spoken_lead in (11, 18) else "a"
