@@ -275,3 +275,13 @@ def test_teacher_lr_stage2_puts_the_lr_steps_inside_stage_two_and_a_folder_keeps
     cp.check_recipe(tmp_path / "study", {"stage1_fraction": 0.65, "teacher_lr": "stage2"})  # the same: accepted
     with pytest.raises(SystemExit, match="another --out"):
         cp.check_recipe(tmp_path / "study", {"stage1_fraction": 0.25, "teacher_lr": "run"})
+
+
+def test_a_study_folder_from_before_the_recipe_record_holds_the_default_recipe(tmp_path):
+    cp = bench_module("copy_paste_acdc")
+    old = tmp_path / "old"
+    (old / "L7_30min_seed1337" / "cpt").mkdir(parents=True)  # runs, no teacher_recipe.json
+    with pytest.raises(SystemExit, match="another --out"):
+        cp.check_recipe(old, {"stage1_fraction": 0.65, "teacher_lr": "stage2"})
+    cp.check_recipe(old, {"stage1_fraction": 0.25, "teacher_lr": "run"})  # the only recipe before the option
+    assert json.loads((old / cp.RECIPE).read_text()) == {"stage1_fraction": 0.25, "teacher_lr": "run"}

@@ -88,6 +88,7 @@ MEASURED_COSTS = common.REPO / "bench" / "results" / "copy-paste-acdc" / "step_c
 STAGE2_LR_FRACTIONS = (5 / 12, 10 / 12)
 RESULT = "result.json"
 RECIPE = "teacher_recipe.json"  # the study folder's --stage1-fraction and --teacher-lr (check_recipe)
+DEFAULT_RECIPE = {"stage1_fraction": train_acdc.BCP_ACDC_STAGE1_FRACTION, "teacher_lr": "run"}
 LEDGER = "cpu.jsonl"
 arm_iterations = copy_paste_la.arm_iterations  # minutes x 60 / (the arm's CPU seconds per step), stages weighted
 regime_dir = copy_paste_la.regime_dir  # DIR/L<labeled>_<minutes>min_seed<seed>
@@ -176,12 +177,13 @@ def check_recipe(out: Path, recipe: dict) -> None:
     """Record the teacher recipe of the study folder ``out`` (``RECIPE``), or refuse one that differs from it: the
     arm folders do not name it, so one folder holds one recipe."""
     path = out / RECIPE
-    if path.exists():
-        before = json.loads(path.read_text())
+    # a folder with runs but no record predates --teacher-lr: its teacher arms ran the defaults
+    before = json.loads(path.read_text()) if path.exists() else DEFAULT_RECIPE if any(out.glob("L*min_seed*")) else None
+    if before is not None:
         if before != recipe:
             raise SystemExit(f"error: {out} holds a study with teacher recipe {before}, not {recipe}; "
                              "use another --out for another recipe")
-    else:
+    if not path.exists():
         common.write_json(path, recipe)
 
 

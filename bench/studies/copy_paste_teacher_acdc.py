@@ -96,10 +96,10 @@ def study(run_dir: Path, data: Path, count: int, every: int = 1) -> dict:
     if not saved:
         raise SystemExit(f"error: {run_dir} has no checkpoints (checkpoints/iter_*.pt); "
                          "give a train_acdc.py run folder")
-    config = load_checkpoint(saved[-1][1])["config"]
+    newest = load_checkpoint(saved[-1][1])
+    config = newest["config"]
     config.infer.largest_component = False
-    labeled, truth = copy_paste_teacher.unlabeled_truth(Path(load_checkpoint(saved[-1][1])["extra"]["manifest"]),
-                                                        config)
+    labeled, truth = copy_paste_teacher.unlabeled_truth(Path(newest["extra"]["manifest"]), config)
     cases = common.read_list(data, "val.list")
     out: dict = {"run": run_dir.name, "val_cases": cases, "checkpoints": []}
     for it, path in saved[::-1][::every][::-1]:  # the last checkpoint always
@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--every", type=int, default=1, help="every N-th checkpoint, counted back from the last")
     p.add_argument("--report", action="store_true", help="only print the table of an earlier study")
     args = p.parse_args(argv)
+    if args.every < 1:
+        p.error("--every must be 1 or more")
     if args.report:
         import json
 
