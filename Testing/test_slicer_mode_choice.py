@@ -54,6 +54,16 @@ def _add_cases(widget, tmp_path, unlabeled: int, ijk_to_ras=None) -> None:
     widget.refreshDataset()  # what the panel's Add buttons do after writing
 
 
+def _scoped_run(panel, tmp_path, start_from: str):
+    """The panel set for a 120-minute run from ``start_from`` (a 16-voxel patch from scratch): (widget, parameters)."""
+    p = panel._parameterNode
+    p.datasetFolder, p.modelsFolder, p.startFrom = tmp_path / "ds", tmp_path / "models", start_from
+    if start_from == "scratch":
+        p.patchX = p.patchY = p.patchZ = 16
+    p.timeLimitMinutes = 120
+    return panel, p
+
+
 @ONE_TAG
 def test_the_line_under_mode_follows_the_length_the_dataset_and_the_choice(panel, tmp_path, monkeypatch):
     monkeypatch.setattr(mode_choice, "RULES", RULES)
@@ -107,11 +117,7 @@ def test_from_scratch_the_pick_follows_the_datasets_classes_and_the_planned_dims
     plans = []  # the scans' headers are read (the network planned) only where the pick depends on the dims
     monkeypatch.setattr(logic_module, "manifest_geometry",
                         lambda path, read=logic_module.manifest_geometry: plans.append(path) or read(path))
-    w = panel
-    p = w._parameterNode
-    p.datasetFolder, p.modelsFolder, p.startFrom = tmp_path / "ds", tmp_path / "models", "scratch"
-    p.patchX = p.patchY = p.patchZ = 16
-    p.timeLimitMinutes = 120
+    w, p = _scoped_run(panel, tmp_path, "scratch")
     assert _shown(w) == "auto: " + pick_mode(120, 0, classes=None, dims=None, rules=SCOPED)[1]  # nothing known
     _add_cases(w, tmp_path, unlabeled=1)  # one class, scans about 1 x 1 x 1.9 mm: a 3-D network
     assert _shown(w) == "auto: copy-paste teacher for a 120-minute run of a binary 3-D network: evidence binary 3-D"
@@ -129,11 +135,7 @@ def test_from_scratch_the_pick_follows_the_datasets_classes_and_the_planned_dims
 @ONE_TAG
 def test_from_scratch_thick_slice_scans_plan_a_2d_network_and_its_pick(panel, tmp_path, monkeypatch):
     monkeypatch.setattr(mode_choice, "RULES", SCOPED)
-    w = panel
-    p = w._parameterNode
-    p.datasetFolder, p.modelsFolder, p.startFrom = tmp_path / "ds", tmp_path / "models", "scratch"
-    p.patchX = p.patchY = p.patchZ = 16
-    p.timeLimitMinutes = 120
+    w, p = _scoped_run(panel, tmp_path, "scratch")
     _add_cases(w, tmp_path, unlabeled=1, ijk_to_ras=THICK)
     assert _shown(w) == "auto: labeled-only for a 120-minute run of a binary 2-D network: evidence other"
     request = w.logic.trainingRequest(p)
@@ -144,10 +146,7 @@ def test_from_scratch_thick_slice_scans_plan_a_2d_network_and_its_pick(panel, tm
 @ONE_TAG
 def test_a_fine_tune_picks_for_its_models_classes_and_dims_once_read(panel, tmp_path, monkeypatch):
     monkeypatch.setattr(mode_choice, "RULES", SCOPED)
-    w = panel
-    p = w._parameterNode
-    p.datasetFolder, p.modelsFolder, p.startFrom = tmp_path / "ds", tmp_path / "models", "current model"
-    p.timeLimitMinutes = 120
+    w, p = _scoped_run(panel, tmp_path, "current model")
     _add_cases(w, tmp_path, unlabeled=1)
     pump_until(lambda: "info" not in w._jobs, what="dtc info of the bundled model")  # started by setup()
     key = str(w.logic.modelFile(p.modelPath))
