@@ -274,9 +274,9 @@ class _FixedTeacher(torch.nn.Module):
 
 
 def test_the_start_of_stage_two_names_the_classes_the_teacher_does_not_find_yet():
-    """ACDC's failure (bench/results/acdc.md, Stage 12): a teacher that finds no right ventricle would teach that it is
-    absent. The check names the labeled crops' classes missing from the teacher's pseudo-labels (oracle: set
-    difference of the label maps), and leaves the random state as it was."""
+    """ACDC's failure (bench/results/copy-paste-teacher.md, ACDC Stage 12): a teacher that finds no right ventricle
+    would teach that it is absent. The check names the labeled crops' classes missing from the teacher's
+    pseudo-labels (oracle: set difference of the label maps), and leaves the random state as it was."""
     from types import SimpleNamespace
 
     from DTCCore.training.copypaste_step import unlearned_classes, unlearned_classes_warning

@@ -113,8 +113,9 @@ def unlearned_classes(teacher: torch.nn.Module, image: torch.Tensor, label: torc
 
 def unlearned_classes_warning(run: Any, image: torch.Tensor, label: torch.Tensor, amp: torch.dtype | None) -> str:
     """The message of :func:`unlearned_classes` at the start of stage 2 ("" when the teacher finds every class).
-    Measured on ACDC's 2-D plan (bench/results/acdc.md, Stage 13): a stage 1 of 1227 iterations ended before the
-    model found any class, the teacher's pseudo-labels were all background, and the right ventricle never appeared."""
+    Measured on ACDC's 2-D plan (bench/results/copy-paste-teacher.md, ACDC Stage 13): a stage 1 of 1227 iterations
+    ended before the model found any class, the teacher's pseudo-labels were all background, and the right ventricle
+    never appeared."""
     missing = unlearned_classes(run.teacher, image, label, int(run.config.network.dims), run.device, amp)
     if not missing:
         return ""
