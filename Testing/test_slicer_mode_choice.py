@@ -121,6 +121,16 @@ def test_from_scratch_the_pick_follows_the_datasets_classes_and_the_planned_dims
     assert _shown(w) == "auto: " + pick_mode(120, 0, classes=None, dims=None, rules=SCOPED)[1]  # nothing known
     _add_cases(w, tmp_path, unlabeled=1)  # one class, scans about 1 x 1 x 1.9 mm: a 3-D network
     assert _shown(w) == "auto: copy-paste teacher for a 120-minute run of a binary 3-D network: evidence binary 3-D"
+    read = len(plans)
+    assert read >= 1
+    for minutes in (150, 200, 120):  # each change recomputes the line; the headers are read once per dataset
+        p.timeLimitMinutes = minutes
+        assert "binary 3-D network" in _shown(w)
+    assert len(plans) == read
+    w.logic.addUnlabeledVolumes(p.datasetFolder, [make_volume("another", seed=9)[0]])  # the manifest changed:
+    w.refreshDataset()  # the scans are read again
+    assert "binary 3-D network" in _shown(w)
+    assert len(plans) == read + 1
     request = w.logic.trainingRequest(p)
     assert (request.config["network"]["dims"], request.config["network"]["num_classes"]) == (3, 1)
     assert request.config["recipe"]["mode"] == "copy-paste-teacher"

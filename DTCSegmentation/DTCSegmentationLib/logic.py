@@ -120,6 +120,9 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         # spare.start() (jobs/spare.py); off until then: every job starts its process cold.
         self.spare = Spare()
         self._processes = ProcessRegistry()
+        # (manifest's file key, dims) of the last network planned from a dataset's scan headers for the mode line,
+        # which is recomputed on every change of the panel's settings; a new key (scans added) plans again.
+        self._plannedDims: tuple[tuple, int] | None = None
 
     # ---- processes ----
     def registerJob(self, job):
@@ -392,7 +395,8 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     def _scratchKind(self, folder: dataset.DatasetFolder | None, minutes: float) -> tuple[int | None, int | None]:
         """(classes, dims) of a network trained from scratch on ``folder``: the classes of its label table (None
         before the first labeled example), the dims :meth:`scratchNetwork` would plan from the scans' headers,
-        read only when the pick for a run of ``minutes`` depends on them (else None)."""
+        read only when the pick for a run of ``minutes`` depends on them (else None), and once per version of the
+        dataset's manifest (the line is recomputed on every change of the panel's settings)."""
         if folder is None:
             return None, None
         table = folder.label_table()
@@ -401,7 +405,11 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             return classes, None
         if not folder.load().labeled:  # no training scans yet: nothing to plan from
             return classes, None
-        return classes, self.scratchDims(manifest_geometry(folder.manifest_path)[0])
+        stat = folder.manifest_path.stat()  # the manifest is replaced (temp file, rename) when scans are added
+        key = (str(folder.manifest_path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if self._plannedDims is None or self._plannedDims[0] != key:  # the headers once per manifest version
+            self._plannedDims = (key, self.scratchDims(manifest_geometry(folder.manifest_path)[0]))
+        return classes, self._plannedDims[1]
 
     @staticmethod
     def scratchDims(spacings: list) -> int:
