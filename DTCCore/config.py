@@ -100,6 +100,13 @@ class NetworkConfig:
     dims: int = 3
 
 
+# recipe.cp_stage2_gate (ours, a choice, not tuned): one check of the model on its labeled crops every 50 steps (a
+# forward pass of 2 crops: under 0.1 % of the steps' time); stage 2 starts by 0.8 of the run whatever the check
+# says, so the teacher gets at least a fifth of it (BCP: 0.75 on ACDC, 0.88 on LA).
+STAGE2_GATE_EVERY = 50
+STAGE2_GATE_LAST = 0.8
+
+
 @dataclass
 class RecipeConfig:
     mode: str = "dtc"
@@ -117,6 +124,11 @@ class RecipeConfig:
     # --pre_max_iteration 2000 then --self_max_iteration 15000 (2000 / 17000 = 0.118); ACDC_BCP_train.py 10000 then
     # 30000 (0.25). A fraction, so --iterations and --time-limit scale both stages together.
     cp_stage1_fraction: float = 2000 / 17000
+    # Ours, off by default (not yet judged on validation scans): stage 2 waits past the fraction until the model
+    # finds every class of its labeled crops, checked every STAGE2_GATE_EVERY iterations, at the latest at
+    # STAGE2_GATE_LAST of the run (training/copypaste_step.py). A teacher that starts before the model finds a class
+    # marks it absent on every unlabeled crop (bench/results/copy-paste-teacher.md, ACDC Stage 13).
+    cp_stage2_gate: bool = False
     # Our additions on the mixed images, both stages: the level-set head trains on the signed distance of the
     # mixed targets (weighted as the segmentation terms), and DTC's dual-task consistency (weight lambda(t) as in
     # "dtc"). Off and off is BCP's own recipe.

@@ -262,6 +262,7 @@ def test_copy_paste_modes_manifests_configs_and_names(tmp_path):
     assert teacher.recipe.cp_stage1_fraction == 0.25 and teacher.train.unlabeled_batch == 2  # BCP ACDC: 10000/40000
     assert teacher.recipe.cp_levelset and teacher.recipe.cp_consistency
     assert config("copy-paste-teacher", stage1_fraction=0.5, no_cp_consistency=True).recipe.cp_stage1_fraction == 0.5
+    assert not teacher.recipe.cp_stage2_gate and config("copy-paste-teacher", stage2_gate=True).recipe.cp_stage2_gate
     control = config("copy-paste", no_cp_levelset=True, no_cp_consistency=True)
     assert control.train.unlabeled_batch == 0 and not control.recipe.cp_levelset and not control.recipe.cp_consistency
     assert control.recipe.cp_stage1_fraction == config("dtc").recipe.cp_stage1_fraction == 2000 / 17000  # untouched

@@ -121,6 +121,51 @@ def test_a_resumed_copy_paste_teacher_run_repeats_an_uninterrupted_one(tmp_path,
     _same(a["teacher"], b["teacher"])
 
 
+@pytest.mark.parametrize("stop_after", [4, 8])  # while the teacher waits, after it started
+def test_a_resumed_gated_run_repeats_an_uninterrupted_one(tmp_path, blob_manifest, monkeypatch, stop_after):
+    """With recipe.cp_stage2_gate the teacher waits on the gate's grid (the fraction, then every STAGE2_GATE_EVERY
+    iterations) while a class is missing, and a run resumed in the wait or after it repeats an uninterrupted one.
+    The model is made to miss class 1 for its first 6 steps (a stand-in check, which reads the steps done from the
+    run's progress events); from then on the real check decides."""
+    from DTCCore.training import copypaste_step
+
+    monkeypatch.setattr(copypaste_step, "STAGE2_GATE_EVERY", 2)
+    done = {"steps": 0}
+    real = copypaste_step.unlearned_classes
+    monkeypatch.setattr(copypaste_step, "unlearned_classes",
+                        lambda *args: [1] if done["steps"] < 6 else real(*args))
+
+    def progress(event: dict) -> None:
+        if event.get("event") == "progress":
+            done["steps"] = int(event["iteration"])
+
+    def config():
+        c = _config("copy-paste-teacher", iterations=10, fraction=0.3, checkpoint_every=1)
+        c.recipe.cp_stage2_gate = True
+        return c
+
+    full = tmp_path / "full"
+    train(config(), blob_manifest, full, progress=progress)
+    started = min(it for it, path in list_checkpoints(full) if load_checkpoint(path).get("teacher") is not None) - 1
+    assert started in (7, 8)  # checks at 3 and 5 miss class 1; the next is 7, the last round(0.8 * 10) = 8
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > stop_after
+
+    part = tmp_path / "part"
+    done["steps"] = 0
+    with pytest.raises(CancelledError):
+        train(config(), blob_manifest, part, cancel=cancel, progress=progress)
+    assert done["steps"] == stop_after
+    train(config(), blob_manifest, part, resume=True, progress=progress)
+    a = load_checkpoint(full / "checkpoints" / "iter_000010.pt")
+    b = load_checkpoint(part / "checkpoints" / "iter_000010.pt")
+    _same(a["model"], b["model"])
+    _same(a["teacher"], b["teacher"])
+
+
 def test_cancel_writes_a_checkpoint_with_the_teacher(tmp_path, blob_manifest):
     calls = {"n": 0}
 
@@ -277,9 +322,7 @@ def test_the_start_of_stage_two_names_the_classes_the_teacher_does_not_find_yet(
     """ACDC's failure (bench/results/copy-paste-teacher.md, ACDC Stage 12): a teacher that finds no right ventricle
     would teach that it is absent. The check names the labeled crops' classes missing from the teacher's
     pseudo-labels (oracle: set difference of the label maps), and leaves the random state as it was."""
-    from types import SimpleNamespace
-
-    from DTCCore.training.copypaste_step import unlearned_classes, unlearned_classes_warning
+    from DTCCore.training.copypaste_step import missing_classes_message, unlearned_classes
 
     rng = np.random.default_rng(0)
     label = torch.from_numpy(rng.integers(0, 4, (2, 12, 10, 3)))  # classes 1, 2, 3 present
@@ -292,11 +335,81 @@ def test_the_start_of_stage_two_names_the_classes_the_teacher_does_not_find_yet(
     missing = unlearned_classes(_FixedTeacher(prediction), image, label, 2, torch.device("cpu"), None)
     assert missing == oracle == [1, 3]
     assert torch.equal(torch.get_rng_state(), state)
+    text = missing_classes_message(99, missing)
+    assert text.startswith("iteration 100: the teacher starts") and "class 1, 3" in text and "them absent" in text
+    assert unlearned_classes(_FixedTeacher(label), image, label, 2, torch.device("cpu"), None) == []  # finds all
+
+
+def _gate_run(gate: bool, fraction: float, prediction: torch.Tensor):
+    """A stand-in run for copypaste_step.start_stage2: 1000 iterations, 3 classes in 2-D, a student whose
+    segmentation is ``prediction`` (change ``run.model.prediction`` to teach it), its log in ``run.said``."""
+    from types import SimpleNamespace
+
     config = DTCConfig()
     config.network.num_classes, config.network.dims = 3, 2
-    run = SimpleNamespace(teacher=_FixedTeacher(prediction), config=config, device=torch.device("cpu"), iteration=99)
-    text = unlearned_classes_warning(run, image, label, None)
-    assert text.startswith("iteration 100: the teacher starts") and "class 1, 3" in text and "them absent" in text
-    run.teacher = _FixedTeacher(label)  # finds every class: no message
-    assert unlearned_classes(run.teacher, image, label, 2, torch.device("cpu"), None) == []
-    assert unlearned_classes_warning(run, image, label, None) == ""
+    config.train.iterations, config.recipe.mode = 1000, "copy-paste-teacher"
+    config.recipe.cp_stage1_fraction, config.recipe.cp_stage2_gate = fraction, gate
+    said: list[str] = []
+    return SimpleNamespace(model=_FixedTeacher(prediction), teacher=None, config=config, device=torch.device("cpu"),
+                           iteration=0, stage2_clock=None, ctx=SimpleNamespace(any=bool),
+                           log=SimpleNamespace(message=said.append), said=said)
+
+
+def _steps_until_teacher(run, image, label, iterations) -> int | None:
+    """Call start_stage2 at each of ``iterations`` (as the trainer does past the fraction, until a teacher exists);
+    the iteration it made the teacher at, or None."""
+    from DTCCore.training.copypaste_step import start_stage2
+
+    for i in iterations:
+        run.iteration = i
+        start_stage2(run, image, label, None)
+        if run.teacher is not None:
+            return i
+    return None
+
+
+def test_the_stage_two_gate_waits_for_every_class_on_its_grid_and_until_its_last_iteration():
+    """recipe.cp_stage2_gate: the teacher starts at the first check (the fraction, then every STAGE2_GATE_EVERY
+    iterations) where the model finds every class of its labeled crops, at the latest at STAGE2_GATE_LAST of the run;
+    without the gate it starts at the fraction whatever the model finds (and says what it misses)."""
+    from DTCCore.config import STAGE2_GATE_EVERY, STAGE2_GATE_LAST
+
+    label = torch.from_numpy(np.random.default_rng(1).integers(0, 4, (2, 12, 10, 3)))
+    image = torch.zeros(2, 1, 12, 10, 3)
+    blind = label.clone()
+    blind[blind == 2] = 0  # the model misses class 2
+    first = 250  # round(0.25 * 1000)
+    run = _gate_run(False, 0.25, blind)
+    assert _steps_until_teacher(run, image, label, [first]) == first  # no gate: the fraction
+    assert len(run.said) == 1 and "does not yet find class 2" in run.said[0] and "teacher starts" in run.said[0]
+
+    run = _gate_run(True, 0.25, blind)
+    assert _steps_until_teacher(run, image, label, range(first, first + STAGE2_GATE_EVERY + 7)) is None
+    assert len(run.said) == 1 and "teacher waits" in run.said[0] and "class 2" in run.said[0]  # said once
+    run.model.prediction = label  # it learns class 2 between two checks:
+    start = first + 2 * STAGE2_GATE_EVERY
+    assert _steps_until_teacher(run, image, label, range(first + STAGE2_GATE_EVERY + 7, 1000)) == start
+    assert "finds every class" in run.said[-1]
+    assert torch.equal(run.teacher.prediction, label)  # the teacher is the student of that step
+
+    last = int(round(STAGE2_GATE_LAST * 1000))
+    run = _gate_run(True, 0.23, blind)  # a grid from 230 that misses 800: the last iteration starts it anyway
+    assert (last - 230) % STAGE2_GATE_EVERY
+    assert _steps_until_teacher(run, image, label, range(230, 1000)) == last
+    assert "teacher starts" in run.said[-1] and "class 2" in run.said[-1]
+
+    run = _gate_run(True, 0.25, label)  # a model that finds every class starts the teacher at the fraction
+    assert _steps_until_teacher(run, image, label, [first]) == first and run.said == []
+
+
+def test_the_stage_two_gate_flag_sets_the_recipe_and_is_off_by_default():
+    from DTCCore.cli import build_parser
+    from DTCCore.cli.train import build_config
+
+    parser = build_parser()
+    base = ["train", "m.json", "-o", "run", "--mode", "copy-paste-teacher"]
+    assert build_config(parser.parse_args([*base, "--stage2-gate"])).recipe.cp_stage2_gate is True
+    assert build_config(parser.parse_args(base)).recipe.cp_stage2_gate is False
+    older = DTCConfig().to_dict()  # a run saved before the gate existed: its config has no such key
+    del older["recipe"]["cp_stage2_gate"]
+    assert DTCConfig.from_dict(older).recipe.cp_stage2_gate is False

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import AUGMENT_CHOICES, MODES, PRECISIONS, DTCConfig
+from ..config import AUGMENT_CHOICES, MODES, PRECISIONS, STAGE2_GATE_EVERY, STAGE2_GATE_LAST, DTCConfig
 from ..errors import DTCError
 from ..planning.dims import SLICE_ANISOTROPY, SLICES_PER_CROP_2D, auto_dims, parse_dims, plane_pools
 from ..planning.pools import auto_pools, check_pools
@@ -83,6 +83,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage1-fraction", type=float, metavar="F",
                    help="copy-paste-teacher: fraction of the run before the teacher starts (default 0.118, BCP's "
                         "2000 of 17000 LA iterations); scaled with --iterations and --time-limit")
+    p.add_argument("--stage2-gate", action=argparse.BooleanOptionalAction, default=None,
+                   help="copy-paste-teacher: the teacher starts only once the model finds every class of its labeled "
+                        f"crops (checked every {STAGE2_GATE_EVERY} iterations from --stage1-fraction, at the latest "
+                        f"at {STAGE2_GATE_LAST:g} of the run; default off)")
     p.add_argument("--cp-levelset", action=argparse.BooleanOptionalAction, default=None,
                    help="copy-paste modes: train the level-set head on the mixed targets too (default on)")
     p.add_argument("--cp-consistency", action=argparse.BooleanOptionalAction, default=None,
@@ -118,6 +122,7 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         "network.base_filters": args.base_filters,
         "recipe.mode": None if args.mode == AUTO_MODE else args.mode,
         "recipe.cp_stage1_fraction": getattr(args, "stage1_fraction", None),
+        "recipe.cp_stage2_gate": getattr(args, "stage2_gate", None),
         "recipe.cp_levelset": getattr(args, "cp_levelset", None),
         "recipe.cp_consistency": getattr(args, "cp_consistency", None),
         "train.device": args.device,

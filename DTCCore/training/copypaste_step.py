@@ -9,7 +9,8 @@ Stages of "copy-paste-teacher": iterations ``0 .. S-1`` are stage 1, ``S = round
 train.iterations)`` (:func:`stage2_start`), so fitting the schedule to ``--iterations`` or ``--time-limit``
 scales both stages. Stage 2 begins by copying the student into the teacher; once a run has a teacher it stays in
 stage 2, also when a time limit later refits the run's length (the boundary never moves back), and a resumed run
-gets its teacher from the checkpoint. "copy-paste" is stage 1 for the whole run.
+gets its teacher from the checkpoint. With ``recipe.cp_stage2_gate`` stage 1 goes on past ``S`` until the model
+finds every class of its labeled crops (:func:`start_stage2`). "copy-paste" is stage 1 for the whole run.
 
 Randomness: the box comes from its own stream of ``(seed, rank, iteration)``; the teacher's dropout from its own
 seed, derived from the student's, so a resumed run and a step redone in fp32 draw the same.
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import TEACHER_MODE
+from ..config import STAGE2_GATE_EVERY, STAGE2_GATE_LAST, TEACHER_MODE
 from ..runtime.precision import autocast
 from .copypaste import draw_box, pseudo_label, stage1_mix, stage2_mix
 from .copypaste_loss import copy_paste_losses
@@ -70,13 +71,9 @@ def forward_backward(run: Any, image: torch.Tensor, label: torch.Tensor, amp: to
     t, dims = run.config.train, int(run.config.network.dims)
     n_lab, h = int(t.labeled_batch), int(t.labeled_batch) // 2
     box = draw_box(tuple(t.patch), dims, box_rng(t.seed, run.ctx.rank, run.iteration))
-    if in_stage2(run):
-        if run.teacher is None:
-            run.teacher = make_teacher(run.model)
-            run.stage2_clock = (time.monotonic(), run.iteration)
-            warning = unlearned_classes_warning(run, image[:n_lab], label, amp)
-            if warning:
-                run.log.message(warning)
+    if run.teacher is None and in_stage2(run):
+        start_stage2(run, image[:n_lab], label, amp)
+    if run.teacher is not None:
         torch.manual_seed(seed + TEACHER_SEED_OFFSET)
         with autocast(run.device, amp):
             teacher_logits = teacher_forward(run.teacher, image[n_lab:])
@@ -99,6 +96,38 @@ def forward_backward(run: Any, image: torch.Tensor, label: torch.Tensor, amp: to
     return losses
 
 
+def gate_last(config) -> int:
+    """The iteration by which stage 2 starts under ``recipe.cp_stage2_gate`` whatever its check says."""
+    return max(stage2_start(config), stage2_iteration(STAGE2_GATE_LAST, config.train.iterations))
+
+
+def start_stage2(run: Any, image: torch.Tensor, label: torch.Tensor, amp: torch.dtype | None) -> None:
+    """Make the teacher (a copy of the student) at a step past stage 1's fraction, and log what it does not find
+    (:func:`unlearned_classes_warning`). With ``recipe.cp_stage2_gate`` the teacher waits while the model misses a
+    class of its labeled crops ``image`` (Lb, 1, X, Y, Z) / ``label`` (Lb, X, Y, Z) on any process: checked at the
+    fraction and every ``STAGE2_GATE_EVERY`` iterations after, until :func:`gate_last`. The check's iterations
+    depend only on the run's iteration, so a resumed run waits as an uninterrupted one."""
+    i, first = int(run.iteration), stage2_start(run.config)
+    gate = bool(run.config.recipe.cp_stage2_gate)
+    if gate and i < gate_last(run.config) and (i - first) % STAGE2_GATE_EVERY:
+        return  # between two checks
+    candidate = make_teacher(run.model)
+    missing = unlearned_classes(candidate, image, label, int(run.config.network.dims), run.device, amp)
+    if gate and i < gate_last(run.config) and run.ctx.any(bool(missing)):
+        if i == first:
+            what = "class " + ", ".join(map(str, missing)) if missing else "every class"  # else: another process's
+            run.log.message(f"iteration {i + 1}: the teacher waits: the model does not yet find {what} of its labeled "
+                            f"crops (checked every {STAGE2_GATE_EVERY} iterations, until iteration "
+                            f"{gate_last(run.config)})")
+        return
+    run.teacher = candidate
+    run.stage2_clock = (time.monotonic(), run.iteration)
+    if missing:
+        run.log.message(missing_classes_message(i, missing))
+    elif gate and i > first:
+        run.log.message(f"iteration {i + 1}: the teacher starts: the model finds every class of its labeled crops")
+
+
 def unlearned_classes(teacher: torch.nn.Module, image: torch.Tensor, label: torch.Tensor, dims: int,
                       device: torch.device, amp: torch.dtype | None) -> list[int]:
     """The classes of ``label`` (Lb, X, Y, Z) that the new teacher's pseudo-label of ``image`` (Lb, 1, X, Y, Z), its
@@ -111,18 +140,15 @@ def unlearned_classes(teacher: torch.nn.Module, image: torch.Tensor, label: torc
     return sorted(c for c in present if not bool((predicted == c).any()))
 
 
-def unlearned_classes_warning(run: Any, image: torch.Tensor, label: torch.Tensor, amp: torch.dtype | None) -> str:
-    """The message of :func:`unlearned_classes` at the start of stage 2 ("" when the teacher finds every class).
-    Measured on ACDC's 2-D plan (bench/results/copy-paste-teacher.md, ACDC Stage 13): a stage 1 of 1227 iterations
-    ended before the model found any class, the teacher's pseudo-labels were all background, and the right ventricle
-    never appeared."""
-    missing = unlearned_classes(run.teacher, image, label, int(run.config.network.dims), run.device, amp)
-    if not missing:
-        return ""
+def missing_classes_message(iteration: int, missing: list[int]) -> str:
+    """The warning when the teacher starts at step ``iteration`` (0-based) while the model misses the classes
+    ``missing`` of its labeled crops (:func:`unlearned_classes`). Measured on ACDC's 2-D plan
+    (bench/results/copy-paste-teacher.md, ACDC Stage 13): a stage 1 of 1227 iterations ended before the model found
+    any class, the teacher's pseudo-labels were all background, and the right ventricle never appeared."""
     names = ", ".join(str(c) for c in missing)
-    return (f"iteration {run.iteration + 1}: the teacher starts, but the model does not yet find class {names} on its "
+    return (f"iteration {iteration + 1}: the teacher starts, but the model does not yet find class {names} on its "
             f"labeled crops, so its pseudo-labels will mark {'it' if len(missing) == 1 else 'them'} absent on the "
-            "unlabeled scans; give stage 1 more of the run (--stage1-fraction) or train longer")
+            "unlabeled scans; give stage 1 more of the run (--stage1-fraction, --stage2-gate) or train longer")
 
 
 def eta_seconds(run: Any, elapsed: float) -> float:

@@ -118,6 +118,7 @@ def make_config(args):
     if args.mode == TEACHER_MODE:
         fraction = getattr(args, "stage1_fraction", None)
         config.recipe.cp_stage1_fraction = BCP_ACDC_STAGE1_FRACTION if fraction is None else fraction
+        config.recipe.cp_stage2_gate = bool(getattr(args, "stage2_gate", False))
     if getattr(args, "no_cp_levelset", False):
         config.recipe.cp_levelset = False
     if getattr(args, "no_cp_consistency", False):
@@ -364,6 +365,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1-fraction", type=float, metavar="F",
                    help=f"copy-paste-teacher: fraction of the run before the teacher starts (default "
                         f"{BCP_ACDC_STAGE1_FRACTION:g}, BCP's ACDC 10000 of 40000)")
+    p.add_argument("--stage2-gate", action="store_true",
+                   help="copy-paste-teacher: the teacher waits until the model finds every class of its labeled crops "
+                        "(dtc train --stage2-gate)")
     p.add_argument("--lr-steps", type=int, nargs="+", metavar="N",
                    help="iterations where the learning rate drops x0.1, instead of the fitted 5/12 and 10/12 "
                         "of the run (e.g. a teacher run that keeps lr 0.01 through stage 1)")
@@ -440,8 +444,8 @@ def main(argv: list[str] | None = None) -> dict | str:
         p.error("--data and --out are needed to train")
     if args.mode not in ("copy-paste", "copy-paste-teacher") and (args.no_cp_levelset or args.no_cp_consistency):
         p.error("--no-cp-levelset and --no-cp-consistency apply to the copy-paste modes only")
-    if args.mode != "copy-paste-teacher" and args.stage1_fraction is not None:
-        p.error("--stage1-fraction applies to --mode copy-paste-teacher only")
+    if args.mode != "copy-paste-teacher" and (args.stage1_fraction is not None or args.stage2_gate):
+        p.error("--stage1-fraction and --stage2-gate apply to --mode copy-paste-teacher only")
     if args.tiny:
         args.labeled, args.unlabeled, args.iterations, args.minutes = 2, 2, 3, None
         args.patch, args.base_filters, args.spacing, args.test_cases = [32, 32, 16], 2, [4.0, 4.0, 1.0], 2
