@@ -126,8 +126,9 @@ class RecipeConfig:
     cp_stage1_fraction: float = 2000 / 17000
     # Ours, off by default (not yet judged on validation scans): stage 2 waits past the fraction until the model
     # finds every class of its labeled crops, checked every STAGE2_GATE_EVERY iterations, at the latest at
-    # STAGE2_GATE_LAST of the run (training/copypaste_step.py). A teacher that starts before the model finds a class
-    # marks it absent on every unlabeled crop (bench/results/copy-paste-teacher.md, ACDC Stage 13).
+    # STAGE2_GATE_LAST of the run (or the fraction, if later; training/copypaste_step.py); not with a time limit. A
+    # teacher that starts before the model finds a class marks it absent on every unlabeled crop
+    # (bench/results/copy-paste-teacher.md, ACDC Stage 13).
     cp_stage2_gate: bool = False
     # Our additions on the mixed images, both stages: the level-set head trains on the signed distance of the
     # mixed targets (weighted as the segmentation terms), and DTC's dual-task consistency (weight lambda(t) as in
@@ -302,6 +303,10 @@ class DTCConfig:
             raise DTCError(f"recipe.cp_stage1_fraction {self.recipe.cp_stage1_fraction} must be in [0, 1]")
         if mode not in COPY_PASTE_MODES:
             return
+        if mode == TEACHER_MODE and self.recipe.cp_stage2_gate and t.time_limit_minutes is not None:
+            raise DTCError("--stage2-gate cannot be combined with --time-limit yet: the time budget plans stage 2 at "
+                           "--stage1-fraction, and a teacher that starts later could overrun the limit; give "
+                           "--iterations instead")
         if t.labeled_batch % 2:
             raise DTCError(f"--mode {mode} pastes one labeled crop into another: labeled_batch {t.labeled_batch} "
                            "must be even (2, 4, ...)")

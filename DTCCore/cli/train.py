@@ -85,8 +85,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "2000 of 17000 LA iterations); scaled with --iterations and --time-limit")
     p.add_argument("--stage2-gate", action=argparse.BooleanOptionalAction, default=None,
                    help="copy-paste-teacher: the teacher starts only once the model finds every class of its labeled "
-                        f"crops (checked every {STAGE2_GATE_EVERY} iterations from --stage1-fraction, at the latest "
-                        f"at {STAGE2_GATE_LAST:g} of the run; default off)")
+                        f"crops (checked every {STAGE2_GATE_EVERY} iterations from --stage1-fraction; it starts at "
+                        f"{STAGE2_GATE_LAST:g} of the run at the latest; default off; not with --time-limit)")
     p.add_argument("--cp-levelset", action=argparse.BooleanOptionalAction, default=None,
                    help="copy-paste modes: train the level-set head on the mixed targets too (default on)")
     p.add_argument("--cp-consistency", action=argparse.BooleanOptionalAction, default=None,

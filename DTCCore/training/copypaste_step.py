@@ -53,7 +53,9 @@ def stage2_start(config) -> int:
 
 
 def in_stage2(run: Any) -> bool:
-    """True when the step at ``run.iteration`` is a stage-2 step (module docstring)."""
+    """True when the run has a teacher or the step at ``run.iteration`` is past stage 1's fraction (module
+    docstring); with ``recipe.cp_stage2_gate`` such a step stays a stage-1 step while the teacher waits
+    (:func:`start_stage2`)."""
     if run.config.recipe.mode != TEACHER_MODE:
         return False
     return run.teacher is not None or run.iteration >= stage2_start(run.config)
@@ -97,33 +99,38 @@ def forward_backward(run: Any, image: torch.Tensor, label: torch.Tensor, amp: to
 
 
 def gate_last(config) -> int:
-    """The iteration by which stage 2 starts under ``recipe.cp_stage2_gate`` whatever its check says."""
+    """The iteration by which stage 2 starts under ``recipe.cp_stage2_gate`` whatever its check says:
+    ``STAGE2_GATE_LAST`` of the run, or the fraction's start if that is later (then the teacher never waits)."""
     return max(stage2_start(config), stage2_iteration(STAGE2_GATE_LAST, config.train.iterations))
 
 
 def start_stage2(run: Any, image: torch.Tensor, label: torch.Tensor, amp: torch.dtype | None) -> None:
     """Make the teacher (a copy of the student) at a step past stage 1's fraction, and log what it does not find
-    (:func:`unlearned_classes_warning`). With ``recipe.cp_stage2_gate`` the teacher waits while the model misses a
+    (:func:`missing_classes_message`). With ``recipe.cp_stage2_gate`` the teacher waits while the model misses a
     class of its labeled crops ``image`` (Lb, 1, X, Y, Z) / ``label`` (Lb, X, Y, Z) on any process: checked at the
-    fraction and every ``STAGE2_GATE_EVERY`` iterations after, until :func:`gate_last`. The check's iterations
-    depend only on the run's iteration, so a resumed run waits as an uninterrupted one."""
-    i, first = int(run.iteration), stage2_start(run.config)
+    fraction and every ``STAGE2_GATE_EVERY`` iterations after, until :func:`gate_last`; every process asks the others
+    at the same iterations. The check's iterations depend only on the run's iteration, so a resumed run waits as an
+    uninterrupted one, and a step redone (in fp32 after a bf16 overflow) does not check again."""
+    i, first, last = int(run.iteration), stage2_start(run.config), gate_last(run.config)
     gate = bool(run.config.recipe.cp_stage2_gate)
-    if gate and i < gate_last(run.config) and (i - first) % STAGE2_GATE_EVERY:
-        return  # between two checks
+    if gate and i < last and ((i - first) % STAGE2_GATE_EVERY or getattr(run, "gate_waited", -1) == i):
+        return  # between two checks, or this step's check said wait
     candidate = make_teacher(run.model)
     missing = unlearned_classes(candidate, image, label, int(run.config.network.dims), run.device, amp)
-    if gate and i < gate_last(run.config) and run.ctx.any(bool(missing)):
+    if gate and i < last and run.ctx.any(bool(missing)):
+        run.gate_waited = i
         if i == first:
             what = "class " + ", ".join(map(str, missing)) if missing else "every class"  # else: another process's
             run.log.message(f"iteration {i + 1}: the teacher waits: the model does not yet find {what} of its labeled "
-                            f"crops (checked every {STAGE2_GATE_EVERY} iterations, until iteration "
-                            f"{gate_last(run.config)})")
+                            f"crops (checked every {STAGE2_GATE_EVERY} iterations, until iteration {last + 1})")
         return
     run.teacher = candidate
     run.stage2_clock = (time.monotonic(), run.iteration)
     if missing:
-        run.log.message(missing_classes_message(i, missing))
+        run.log.message(missing_classes_message(i, missing, gated=gate))
+    elif gate and i >= last and i > first:
+        run.log.message(f"iteration {i + 1}: the teacher starts: the gate's last iteration ({STAGE2_GATE_LAST:g} of "
+                        "the run)")
     elif gate and i > first:
         run.log.message(f"iteration {i + 1}: the teacher starts: the model finds every class of its labeled crops")
 
@@ -140,15 +147,17 @@ def unlearned_classes(teacher: torch.nn.Module, image: torch.Tensor, label: torc
     return sorted(c for c in present if not bool((predicted == c).any()))
 
 
-def missing_classes_message(iteration: int, missing: list[int]) -> str:
+def missing_classes_message(iteration: int, missing: list[int], gated: bool = False) -> str:
     """The warning when the teacher starts at step ``iteration`` (0-based) while the model misses the classes
-    ``missing`` of its labeled crops (:func:`unlearned_classes`). Measured on ACDC's 2-D plan
-    (bench/results/copy-paste-teacher.md, ACDC Stage 13): a stage 1 of 1227 iterations ended before the model found
-    any class, the teacher's pseudo-labels were all background, and the right ventricle never appeared."""
+    ``missing`` of its labeled crops (:func:`unlearned_classes`); ``gated``: at the stage-2 gate's last iteration.
+    Measured on ACDC's 2-D plan (bench/results/copy-paste-teacher.md, ACDC Stage 13): a stage 1 of 1227 iterations
+    ended before the model found any class, the teacher's pseudo-labels were all background, and the right
+    ventricle never appeared."""
     names = ", ".join(str(c) for c in missing)
     return (f"iteration {iteration + 1}: the teacher starts, but the model does not yet find class {names} on its "
             f"labeled crops, so its pseudo-labels will mark {'it' if len(missing) == 1 else 'them'} absent on the "
-            "unlabeled scans; give stage 1 more of the run (--stage1-fraction, --stage2-gate) or train longer")
+            + ("unlabeled scans; the gate waited as long as it may: train longer" if gated else
+               "unlabeled scans; give stage 1 more of the run (--stage1-fraction, --stage2-gate) or train longer"))
 
 
 def eta_seconds(run: Any, elapsed: float) -> float:

@@ -171,6 +171,7 @@ class _Run:
     extra: dict[str, Any] = field(default_factory=dict)
     teacher: torch.nn.Module | None = None  # "copy-paste-teacher" in stage 2: the EMA teacher (teacher.py)
     stage2_clock: tuple[float, int] | None = None  # (monotonic time, iteration) when this launch began stage 2
+    gate_waited: int = -1  # the last iteration whose stage-2 gate check kept the teacher waiting (copypaste_step.py)
 
     @property
     def amp(self) -> torch.dtype | None:

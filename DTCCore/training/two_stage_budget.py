@@ -8,9 +8,9 @@ warm-up) and fits the run's length T so that the stage-1 steps left, at their pa
 theirs, fill the time left (:func:`two_stage_iterations`); stage 1 stays ``recipe.cp_stage1_fraction`` of T.
 The first fit (after ``CALIBRATION_ITERATIONS`` timed steps of stage 1) uses ``STAGE2_COST_RATIO`` x the stage-1
 pace for stage 2; once stage 2 has been timed the run is fitted once more, with its measured pace (if that is
-before ``REFIT_BEFORE`` of the run, as TimeBudget's re-timing, so the lr steps do not move back). With
-``recipe.cp_stage2_gate`` the fit still puts stage 2 at the fraction: the steps the teacher waits past it are cheaper
-stage-1 steps where the fit counted stage-2 ones, so a gated run ends before its limit, not after.
+before ``REFIT_BEFORE`` of the run, as TimeBudget's re-timing, so the lr steps do not move back). The fit puts
+stage 2 at the fraction, so ``recipe.cp_stage2_gate`` (a teacher that may start later, its stage 2 timed too late to
+refit) is refused with a time limit (config.py).
 """
 
 from __future__ import annotations
