@@ -18,8 +18,6 @@ on the CPU (with ``deterministic=True``).
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,7 @@ from ..model.checkpoint import (
 from ..planning.extent import EXTENT_KEY, manifest_training_extent
 from ..protocol import LOSS_NAMES, OPTIONAL_LOSS_NAMES, Event
 from ..runtime.precision import autocast, autocast_dtype, describe_precision
+from .cancel_flag import CancelFlag
 from .distributed import DistContext, current_context
 from .runlog import Listener, RunLog
 from .schedule import UNBOUNDED_ITERATIONS, TimeBudget, lr_at
@@ -57,31 +56,6 @@ REDO_REPORT_EVERY = 100  # our choice: a log line for the 1st, 100th, 200th... r
 def on_main(ctx: DistContext, fn: Callable[[], Any]) -> None:
     """Run ``fn`` on rank 0 only; if it fails there, every rank raises (no rank left waiting)."""
     ctx.check(lambda: fn() if ctx.is_main else None)
-
-
-class _CancelFlag:
-    """Set by SIGINT/SIGTERM (main thread only) or by a cancel callback."""
-
-    def __init__(self, cancel: Callable[[], bool] | None) -> None:
-        self.cancel = cancel
-        self.signalled = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_CancelFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.signalled = True
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def is_set(self) -> bool:
-        return self.signalled or bool(self.cancel and self.cancel())
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -363,7 +337,7 @@ def _loop(run: _Run, cancel: Callable[[], bool] | None) -> None:
                  precision=describe_precision(t.precision, run.device, training=True), labeled=len(run.labeled),
                  unlabeled=len(run.unlabeled), world_size=ctx.world_size, threads=torch.get_num_threads())
     t0 = last_saved_time = time.monotonic()
-    with _CancelFlag(cancel) as flag:
+    with CancelFlag(cancel) as flag:
         run.model.train()
         for batch in loader:
             if ctx.any(flag.is_set()):
