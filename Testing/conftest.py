@@ -86,6 +86,17 @@ def blob_manifest(tmp_path: Path) -> Path:
     return make_blob_dataset(tmp_path / "data")
 
 
+def cancel_after(steps: int):
+    """A training ``cancel`` callback that lets ``steps`` iterations run (it is polled before each), then cancels."""
+    calls = {"n": 0}
+
+    def cancel() -> bool:
+        calls["n"] += 1
+        return calls["n"] > steps
+
+    return cancel
+
+
 def tiny_config(iterations: int = 4, **train):
     """A configuration small enough to train in seconds on a CPU."""
     from DTCCore.config import DTCConfig

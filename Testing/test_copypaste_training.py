@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_blob_dataset, tiny_config, write_volume
+from conftest import cancel_after, make_blob_dataset, tiny_config, write_volume
 from DTCCore.config import DTCConfig
 from DTCCore.errors import CancelledError, DTCError
 from DTCCore.model.checkpoint import find_latest_checkpoint, list_checkpoints, load_checkpoint, load_model
@@ -102,15 +102,10 @@ def test_copy_paste_mode_is_stage_one_throughout_and_never_reads_unlabeled_scans
 def test_a_resumed_copy_paste_teacher_run_repeats_an_uninterrupted_one(tmp_path, blob_manifest, stop_after):
     full = tmp_path / "full"
     train(_config("copy-paste-teacher", iterations=7, fraction=0.45), blob_manifest, full)
-    calls = {"n": 0}
-
-    def cancel() -> bool:
-        calls["n"] += 1
-        return calls["n"] > stop_after
-
     part = tmp_path / "part"
     with pytest.raises(CancelledError):
-        train(_config("copy-paste-teacher", iterations=7, fraction=0.45), blob_manifest, part, cancel=cancel)
+        train(_config("copy-paste-teacher", iterations=7, fraction=0.45), blob_manifest, part,
+              cancel=cancel_after(stop_after))
     latest = find_latest_checkpoint(part)
     assert latest is not None and latest[1]["iteration"] == stop_after
     assert (latest[1].get("teacher") is not None) == (stop_after > 3)  # round(0.45 * 7) = 3
@@ -146,16 +141,10 @@ def test_a_resumed_gated_run_repeats_an_uninterrupted_one(tmp_path, blob_manifes
     train(config(), blob_manifest, full, progress=progress)
     started = min(it for it, path in list_checkpoints(full) if load_checkpoint(path).get("teacher") is not None) - 1
     assert started == 7  # round(0.3 * 10) = 3: the checks at 3 and 5 miss class 1, the one at 7 finds it
-    calls = {"n": 0}
-
-    def cancel() -> bool:
-        calls["n"] += 1
-        return calls["n"] > stop_after
-
     part = tmp_path / "part"
     done["steps"] = 0
     with pytest.raises(CancelledError):
-        train(config(), blob_manifest, part, cancel=cancel, progress=progress)
+        train(config(), blob_manifest, part, cancel=cancel_after(stop_after), progress=progress)
     assert done["steps"] == stop_after
     train(config(), blob_manifest, part, resume=True, progress=progress)
     a = load_checkpoint(full / "checkpoints" / "iter_000010.pt")
@@ -165,15 +154,9 @@ def test_a_resumed_gated_run_repeats_an_uninterrupted_one(tmp_path, blob_manifes
 
 
 def test_cancel_writes_a_checkpoint_with_the_teacher(tmp_path, blob_manifest):
-    calls = {"n": 0}
-
-    def cancel() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 2
-
     with pytest.raises(CancelledError, match="resume"):
         train(_config("copy-paste-teacher", iterations=50, fraction=0.0), blob_manifest, tmp_path / "run",
-              cancel=cancel)
+              cancel=cancel_after(2))
     path, payload = find_latest_checkpoint(tmp_path / "run")
     assert payload["iteration"] == 2 and payload["optimizer"] is not None and payload["teacher"] is not None
     load_model(path)

@@ -87,6 +87,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="copy-paste-teacher: the teacher starts only once the model finds every class of its labeled "
                         f"crops (checked every {STAGE2_GATE_EVERY} iterations from --stage1-fraction; it starts at "
                         f"{STAGE2_GATE_LAST:g} of the run at the latest; default off; not with --time-limit)")
+    p.add_argument("--teacher-lr", choices=("run", "stage2"),
+                   help="copy-paste-teacher: where the lr steps fall: run (default: at their fractions of the whole "
+                        "run) or stage2 (the lr stays at its start through stage 1, and the steps fall at the same "
+                        "fractions of stage 2, counted from the iteration the teacher starts; with --stage2-gate "
+                        "the lr waits with the teacher)")
     p.add_argument("--cp-levelset", action=argparse.BooleanOptionalAction, default=None,
                    help="copy-paste modes: train the level-set head on the mixed targets too (default on)")
     p.add_argument("--cp-consistency", action=argparse.BooleanOptionalAction, default=None,
@@ -123,6 +128,7 @@ def build_config(args: argparse.Namespace) -> DTCConfig:
         "recipe.mode": None if args.mode == AUTO_MODE else args.mode,
         "recipe.cp_stage1_fraction": getattr(args, "stage1_fraction", None),
         "recipe.cp_stage2_gate": getattr(args, "stage2_gate", None),
+        "recipe.cp_lr_in_stage2": None if getattr(args, "teacher_lr", None) is None else args.teacher_lr == "stage2",
         "recipe.cp_levelset": getattr(args, "cp_levelset", None),
         "recipe.cp_consistency": getattr(args, "cp_consistency", None),
         "train.device": args.device,

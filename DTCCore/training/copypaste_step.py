@@ -20,8 +20,9 @@ Deviations from BCP's code, with why:
   in one (the reference calls each network twice: BatchNorm statistics per half): one forward per backward, as
   DistributedDataParallel requires, and less overhead;
 - one continuous schedule over both stages (SGD and its momentum go on; lr steps at fractions of the whole
-  run), where LA's reference restarts SGD and its lr steps for stage 2; stage 2 starts from the last stage-1
-  weights, where the reference takes the stage-1 snapshot of best Dice on its test scans.
+  run, or with ``recipe.cp_lr_in_stage2`` at those fractions of stage 2, from the iteration the teacher starts,
+  ``train.stage2_began``), where LA's reference restarts SGD and its lr steps for stage 2; stage 2 starts from
+  the last stage-1 weights, where the reference takes the stage-1 snapshot of best Dice on its test scans.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def start_stage2(run: Any, image: torch.Tensor, label: torch.Tensor, amp: torch.
                             f"crops (checked every {STAGE2_GATE_EVERY} iterations, until iteration {last + 1})")
         return
     run.teacher = candidate
+    run.config.train.stage2_began = i  # recipe.cp_lr_in_stage2's lr steps start here (saved with the config)
     run.stage2_clock = (time.monotonic(), run.iteration)
     if missing:
         run.log.message(missing_classes_message(i, missing, gated=gate))

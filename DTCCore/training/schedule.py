@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ..config import DTCConfig
+from ..config import TEACHER_MODE, DTCConfig
 
 # Iterations timed to fit the schedule (the first ones are warm-up: allocator, thread pools).
 CALIBRATION_SKIP = 3
@@ -24,9 +24,24 @@ UNBOUNDED_ITERATIONS = 10**9  # batches a time-limited run may draw before its s
 
 
 def lr_at(iteration: int, config: DTCConfig) -> float:
-    """Step schedule: ``lr * gamma^(number of steps passed)`` (reference: x0.1 every 2500 iterations)."""
+    """Step schedule: ``lr * gamma^(number of steps passed)`` (reference: x0.1 every 2500 iterations). A
+    "copy-paste-teacher" run with ``recipe.cp_lr_in_stage2`` keeps ``lr`` until its teacher starts and then takes
+    the steps of :func:`stage2_lr_steps`."""
     t = config.train
-    return t.lr * t.lr_gamma ** sum(iteration >= s for s in t.lr_steps)
+    steps = t.lr_steps
+    if config.recipe.mode == TEACHER_MODE and config.recipe.cp_lr_in_stage2:
+        if t.stage2_began is None or iteration < t.stage2_began:
+            return t.lr
+        steps = stage2_lr_steps(t.lr_steps, t.iterations, t.stage2_began)
+    return t.lr * t.lr_gamma ** sum(iteration >= s for s in steps)
+
+
+def stage2_lr_steps(lr_steps: tuple[int, ...], iterations: int, began: int) -> tuple[int, ...]:
+    """A run's lr steps moved into its stage 2 (iterations ``began .. iterations - 1``) at the same fractions: a
+    step at ``s`` of ``iterations`` moves to ``began + round(s / iterations * (iterations - began))``. E.g. the
+    steps fitted to 6738 iterations, (2808, 5615), with stage 2 from 4380: (5363, 6345)."""
+    span = max(0, int(iterations) - int(began))
+    return tuple(int(began) + int(round(s / max(1, int(iterations)) * span)) for s in lr_steps)
 
 
 def fit_schedule(config: DTCConfig, iterations: int) -> None:

@@ -164,6 +164,8 @@ def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, 
     start = 0
     if found is not None:
         config, start = _resumed_config(found[1]["config"], config, notes), int(found[1]["iteration"])
+    else:
+        config.train.stage2_began = None  # a new run has no teacher yet, whatever config it was given
     _check_batch(config, manifest_path)  # before the data are read: a refusal in seconds
     labeled, unlabeled = _read_data(ctx, config, manifest_path)
     notes += _patch_notes(config, [c.image.shape for c in labeled + unlabeled])
