@@ -64,6 +64,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "the trainer applies the learning rate of the next iteration",
     ),
     Mutant(
+        "stage2-lr-from-the-fraction", "DTCCore/training/copypaste_step.py",
+        "    run.config.train.stage2_began = i  #",
+        "    run.config.train.stage2_began = stage2_start(run.config)  #",
+        ("Testing/test_teacher_lr.py::test_the_lr_waits_with_the_gated_teacher",),
+        "--teacher-lr stage2 counts stage 2 from --stage1-fraction, not from the iteration a gated teacher started",
+    ),
+    Mutant(
         "augment-image-only", "DTCCore/training/batches.py",
         "            out = augment.flips_and_turns(out, rng, self.augment)\n",
         '            out = {**out, "image": augment.flips_and_turns({"image": out["image"]}, rng, self.augment)'
