@@ -7,7 +7,7 @@ copy, and the file is put back. Only pytest's "tests failed" status counts: a mu
 or selects no test fails here as an error, so does one whose tests pass (MISSED). The tests themselves pass
 on the unmutated code elsewhere in this suite, which is the baseline ``bench/reliability/mutants.py`` runs first.
 
-All 16 mutants run, each on the narrowest tests that catch it: 75 s of CPU for the file (user + sys, most
+All 17 mutants run, each on the narrowest tests that catch it: 75 s of CPU for the file (user + sys, most
 of it each child's imports of torch and slicer; the slowest mutant, lr-of-next-iteration, trains a few
 iterations), 148 s of wall time on a 2-core machine shared at load 7 (measured; bench/results/reliability.md,
 "Mutants").
