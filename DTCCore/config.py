@@ -100,6 +100,17 @@ class NetworkConfig:
     dims: int = 3
 
 
+# The copy-paste teacher's recipe when recipe.cp_stage1_fraction / recipe.cp_lr_in_stage2 are left None, by the model's
+# foreground classes (stage1_fraction, lr_in_stage2). One class: BCP's LA recipe, LA_BCP_train.py --pre_max_iteration
+# 2000 then --self_max_iteration 15000 (2000 / 17000 = 0.118), our lr steps at fractions of the whole run; it beat
+# labeled-only + copy-paste by 6.3 and 7.5 points on LA, 4 labeled, 90 CPU minutes (bench/results/
+# copy-paste-teacher.md). More classes: ACDC Stage 13's, chosen on validation scans of 2-D ACDC (7 labeled): stage 1
+# at 0.65 of the run with lr 0.01 through it, 82.6 % against 35.2 % for BCP's ACDC fraction (10000 / 40000 = 0.25)
+# with whole-run steps, whose teacher started before the model found any class and marked them all absent.
+BINARY_STAGE1_FRACTION = 2000 / 17000
+MULTICLASS_STAGE1_FRACTION = 0.65
+
+
 # recipe.cp_stage2_gate (ours, a choice, not tuned): one check of the model on its labeled crops every 50 steps (a
 # forward pass of 2 crops: under 0.1 % of the steps' time); stage 2 starts by 0.8 of the run whatever the check
 # says, so the teacher gets at least a fifth of it (BCP: 0.75 on ACDC, 0.88 on LA).
@@ -120,10 +131,9 @@ class RecipeConfig:
     # "patch" = the reference's per-patch min-max (recomputed per batch; for comparison only).
     sdf_normalization: str = "volume"
     # Copy-paste modes (training/copypaste.py). Fraction of the run that is stage 1 (labeled crops pasted into labeled
-    # crops) before the EMA teacher starts (copy-paste-teacher only): BCP's LA_BCP_train.py runs
-    # --pre_max_iteration 2000 then --self_max_iteration 15000 (2000 / 17000 = 0.118); ACDC_BCP_train.py 10000 then
-    # 30000 (0.25). A fraction, so --iterations and --time-limit scale both stages together.
-    cp_stage1_fraction: float = 2000 / 17000
+    # crops) before the EMA teacher starts (copy-paste-teacher only). A fraction, so --iterations and --time-limit
+    # scale both stages together. None: by the model's classes (:func:`stage1_fraction`).
+    cp_stage1_fraction: float | None = None
     # Ours, off by default (not yet judged on validation scans): stage 2 waits past the fraction until the model
     # finds every class of its labeled crops, checked every STAGE2_GATE_EVERY iterations, at the latest at
     # STAGE2_GATE_LAST of the run (or the fraction, if later; training/copypaste_step.py); not with a time limit. A
@@ -134,9 +144,8 @@ class RecipeConfig:
     # restarts its schedule for stage 2; ours is one schedule); True: lr stays train.lr through stage 1 (BCP's ACDC
     # stage 1 keeps base_lr, ACDC_BCP_train.py pre_train) and the run's lr steps move into stage 2 at the same
     # fractions of it, from the iteration the teacher starts (train.stage2_began; with cp_stage2_gate the lr waits
-    # with the teacher). Chosen on validation with stage 1 at 0.65 of the run on 2-D ACDC: 82.6 against 35.2 % for
-    # 0.25 with the whole-run steps (bench/results/copy-paste-teacher.md, ACDC Stage 13).
-    cp_lr_in_stage2: bool = False
+    # with the teacher). None: by the model's classes (:func:`lr_in_stage2`).
+    cp_lr_in_stage2: bool | None = None
     # Our additions on the mixed images, both stages: the level-set head trains on the signed distance of the
     # mixed targets (weighted as the segmentation terms), and DTC's dual-task consistency (weight lambda(t) as in
     # "dtc"). Off and off is BCP's own recipe.
@@ -309,7 +318,7 @@ class DTCConfig:
         """The copy-paste modes pair the first half of the labeled crops with the second half (BCP's img_a / img_b)
         and, with the teacher, each half with as many unlabeled crops (unimg_a / unimg_b)."""
         mode, t = self.recipe.mode, self.train
-        if not 0.0 <= self.recipe.cp_stage1_fraction <= 1.0:
+        if self.recipe.cp_stage1_fraction is not None and not 0.0 <= self.recipe.cp_stage1_fraction <= 1.0:
             raise DTCError(f"recipe.cp_stage1_fraction {self.recipe.cp_stage1_fraction} must be in [0, 1]")
         if self.train.stage2_began is not None and self.train.stage2_began < 0:
             raise DTCError(f"train.stage2_began {self.train.stage2_began} must be an iteration (0 or more) or null")
@@ -366,6 +375,22 @@ def _migrate_amp(d: dict[str, Any], out: DTCConfig) -> dict[str, Any]:
     if not amp:
         out.train.precision = out.infer.precision = "fp32"
     return {**d, "train": {k: v for k, v in train.items() if k != LEGACY_AMP}}
+
+
+def stage1_fraction(config: DTCConfig) -> float:
+    """The fraction of a "copy-paste-teacher" run that is stage 1: ``recipe.cp_stage1_fraction``, or when None
+    :data:`BINARY_STAGE1_FRACTION` for a one-class model and :data:`MULTICLASS_STAGE1_FRACTION` for more."""
+    if config.recipe.cp_stage1_fraction is not None:
+        return float(config.recipe.cp_stage1_fraction)
+    return BINARY_STAGE1_FRACTION if config.network.num_classes == 1 else MULTICLASS_STAGE1_FRACTION
+
+
+def lr_in_stage2(config: DTCConfig) -> bool:
+    """Whether a "copy-paste-teacher" run's lr steps fall in its stage 2 (``recipe.cp_lr_in_stage2``; when None:
+    for models of more than one class, with :data:`MULTICLASS_STAGE1_FRACTION`)."""
+    if config.recipe.cp_lr_in_stage2 is not None:
+        return bool(config.recipe.cp_lr_in_stage2)
+    return config.network.num_classes > 1
 
 
 def coerce_value(where: str, annotation: str, value: Any) -> Any:

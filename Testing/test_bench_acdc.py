@@ -265,7 +265,8 @@ def test_copy_paste_modes_manifests_configs_and_names(tmp_path):
     assert not teacher.recipe.cp_stage2_gate and config("copy-paste-teacher", stage2_gate=True).recipe.cp_stage2_gate
     control = config("copy-paste", no_cp_levelset=True, no_cp_consistency=True)
     assert control.train.unlabeled_batch == 0 and not control.recipe.cp_levelset and not control.recipe.cp_consistency
-    assert control.recipe.cp_stage1_fraction == config("dtc").recipe.cp_stage1_fraction == 2000 / 17000  # untouched
+    assert control.recipe.cp_stage1_fraction is None and config("dtc").recipe.cp_stage1_fraction is None  # untouched
+    assert teacher.recipe.cp_lr_in_stage2 is False  # the study gives its own steps (fitted, or --lr-steps)
 
     def result(mode, recipe):
         return {"mode": mode, "labeled": 3, "unlabeled": 67 if mode in ("dtc", "copy-paste-teacher") else 0,

@@ -222,9 +222,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 # What a step-cost measurement runs differently from a study arm on purpose (bench/speed/mode_step_cost.py): its
 # seed, fp32 on the CPU, the batches built in its own process, a progress event every step, no checkpoints and no
-# BatchNorm pass after the run; and a whole run of one stage (cp_stage1_fraction 1 or 0).
+# BatchNorm pass after the run; a whole run of one stage (cp_stage1_fraction 1 or 0), so where its lr steps fall
+# (recipe.cp_lr_in_stage2: the lr's value, not a step's work).
 MEASURED_DIFFERENTLY = {"train.seed", "train.checkpoint_every", "train.log_every", "train.num_workers",
-                        "train.device", "train.precision", "train.precise_bn_batches", "recipe.cp_stage1_fraction"}
+                        "train.device", "train.precision", "train.precise_bn_batches", "recipe.cp_stage1_fraction",
+                        "recipe.cp_lr_in_stage2"}
 # Stage 1 of these arms is costed at a neighbouring variant's price (copy_paste_la.ARMS): stage 1 without
 # consistency at stage 1 with it; BCP's stage 1 (teacher mode, unlabeled crops loaded) at labeled-only copy-paste.
 STAGE1_STAND_INS = {("cpt_nocons", "copy-paste-teacher-s1"): {"recipe.cp_consistency"},

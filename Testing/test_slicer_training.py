@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -195,6 +196,13 @@ def test_panel_iterations_keep_the_recipes_schedule_proportions(slicer_scene, dt
     # A resume keeps its run's saved schedule.
     resumed = logic.trainingRequest(p, resumeRunDir=tmp_path / "models" / "run").config
     assert "lr_steps" not in resumed["train"] and "ramp_unit" not in resumed["recipe"]
+    assert "cp_stage1_fraction" not in resumed["recipe"] and "cp_lr_in_stage2" not in resumed["recipe"]
+
+    # A fine-tune of a model trained with another copy-paste-teacher recipe gets the one for its classes.
+    other = json.loads(json.dumps(bundled))
+    other.setdefault("recipe", {}).update({"cp_stage1_fraction": 0.25, "cp_lr_in_stage2": True})
+    tuned = DTCConfig.from_dict(logic.trainingRequest(p, initInfo={"config": other}).config)
+    assert tuned.recipe.cp_stage1_fraction is None and tuned.recipe.cp_lr_in_stage2 is None
 
 
 def test_scratch_training_plans_the_network_from_the_spacing_and_refuses_a_patch_that_does_not_fit(

@@ -25,7 +25,7 @@ def _naive_lr(iteration: int, base: float, gamma: float, steps: list[int]) -> fl
     return lr
 
 
-def _teacher_config(iterations: int, lr_steps: tuple[int, ...], in_stage2: bool = True) -> DTCConfig:
+def _teacher_config(iterations: int, lr_steps: tuple[int, ...], in_stage2: bool | None = True) -> DTCConfig:
     config = DTCConfig()
     config.recipe.mode, config.recipe.cp_lr_in_stage2 = "copy-paste-teacher", in_stage2
     config.train.iterations, config.train.lr_steps = iterations, lr_steps
@@ -54,7 +54,31 @@ def test_the_default_and_other_modes_keep_the_steps_of_the_whole_run():
         config.train.stage2_began = 600
         for i in range(1200):
             assert lr_at(i, config) == pytest.approx(_naive_lr(i, 0.01, 0.1, [500, 1000])), (mode, i)
-    assert DTCConfig().recipe.cp_lr_in_stage2 is False
+
+
+def test_the_default_recipe_follows_the_model_s_classes():
+    """Left None, one class gets BCP's LA recipe (stage 1 at 2000 / 17000, whole-run steps) and more classes ACDC
+    Stage 13's (stage 1 at 0.65, the steps in stage 2); a value given wins over both."""
+    from DTCCore.config import lr_in_stage2, stage1_fraction
+    from DTCCore.training.copypaste_step import stage2_start
+
+    config = _teacher_config(1700, (708, 1417), in_stage2=None)
+    assert config.recipe.cp_stage1_fraction is None
+    assert stage1_fraction(config) == pytest.approx(2000 / 17000) and stage2_start(config) == 200
+    assert lr_in_stage2(config) is False
+    config.train.stage2_began = 200
+    assert lr_at(708, config) == pytest.approx(0.001)  # the whole run's first step
+    config.network.num_classes = 3
+    assert stage1_fraction(config) == 0.65 and stage2_start(config) == 1105 and lr_in_stage2(config) is True
+    config.train.stage2_began = 1105
+    assert lr_at(708, config) == pytest.approx(0.01) and lr_at(1104, config) == pytest.approx(0.01)
+    first = stage2_lr_steps((708, 1417), 1700, 1105)[0]
+    assert first == 1105 + round(708 / 1700 * 595) and lr_at(first, config) == pytest.approx(0.001)
+    config.recipe.cp_stage1_fraction, config.recipe.cp_lr_in_stage2 = 0.25, False
+    assert stage1_fraction(config) == 0.25 and lr_in_stage2(config) is False
+    config.network.num_classes = 1
+    config.recipe.cp_lr_in_stage2 = True
+    assert lr_in_stage2(config) is True
 
 
 def test_a_time_limit_keeps_the_fractions():
@@ -145,10 +169,12 @@ def test_the_flag_sets_the_recipe():
     base = ["train", "m.json", "-o", "run", "--mode", "copy-paste-teacher"]
     assert build_config(parser.parse_args([*base, "--teacher-lr", "stage2"])).recipe.cp_lr_in_stage2 is True
     assert build_config(parser.parse_args([*base, "--teacher-lr", "run"])).recipe.cp_lr_in_stage2 is False
-    assert build_config(parser.parse_args(base)).recipe.cp_lr_in_stage2 is False
+    assert build_config(parser.parse_args(base)).recipe.cp_lr_in_stage2 is None  # by the model's classes
     with pytest.raises(SystemExit):
         parser.parse_args([*base, "--teacher-lr", "late"])
     older = DTCConfig().to_dict()  # a run saved before the option: no such keys
     del older["recipe"]["cp_lr_in_stage2"], older["train"]["stage2_began"]
     restored = DTCConfig.from_dict(older)
-    assert restored.recipe.cp_lr_in_stage2 is False and restored.train.stage2_began is None
+    assert restored.recipe.cp_lr_in_stage2 is None and restored.train.stage2_began is None
+    older["recipe"]["cp_stage1_fraction"] = 0.25  # a saved run's explicit fraction is kept
+    assert DTCConfig.from_dict(older).recipe.cp_stage1_fraction == 0.25

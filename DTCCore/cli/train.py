@@ -81,17 +81,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "equal-CPU-time studies show wins for the run's length and the model's classes and "
                         "dimensionality (the panel's default; the choice and its reason are printed)")
     p.add_argument("--stage1-fraction", type=float, metavar="F",
-                   help="copy-paste-teacher: fraction of the run before the teacher starts (default 0.118, BCP's "
-                        "2000 of 17000 LA iterations); scaled with --iterations and --time-limit")
+                   help="copy-paste-teacher: fraction of the run before the teacher starts (default: 0.118, BCP's "
+                        "2000 of 17000 LA iterations, for a one-class model; 0.65 for more classes, chosen on cardiac "
+                        "MRI validation scans); scaled with --iterations and --time-limit")
     p.add_argument("--stage2-gate", action=argparse.BooleanOptionalAction, default=None,
                    help="copy-paste-teacher: the teacher starts only once the model finds every class of its labeled "
                         f"crops (checked every {STAGE2_GATE_EVERY} iterations from --stage1-fraction; it starts at "
                         f"{STAGE2_GATE_LAST:g} of the run at the latest; default off; not with --time-limit)")
     p.add_argument("--teacher-lr", choices=("run", "stage2"),
-                   help="copy-paste-teacher: where the lr steps fall: run (default: at their fractions of the whole "
-                        "run) or stage2 (the lr stays at its start through stage 1, and the steps fall at the same "
-                        "fractions of stage 2, counted from the iteration the teacher starts; with --stage2-gate "
-                        "the lr waits with the teacher)")
+                   help="copy-paste-teacher: where the lr steps fall: run (at their fractions of the whole run; the "
+                        "default for a one-class model) or stage2 (the default for more classes: the lr stays at its "
+                        "start through stage 1, and the steps fall at the same fractions of stage 2, counted from the "
+                        "iteration the teacher starts; with --stage2-gate the lr waits with the teacher)")
     p.add_argument("--cp-levelset", action=argparse.BooleanOptionalAction, default=None,
                    help="copy-paste modes: train the level-set head on the mixed targets too (default on)")
     p.add_argument("--cp-consistency", action=argparse.BooleanOptionalAction, default=None,

@@ -5,7 +5,7 @@ draws the step's paste box, builds the mixed images and targets (copypaste.py), 
 mixed images and computes the losses (copypaste_loss.py). The trainer then steps the optimizer and, in stage 2,
 moves the teacher (teacher.py).
 
-Stages of "copy-paste-teacher": iterations ``0 .. S-1`` are stage 1, ``S = round(recipe.cp_stage1_fraction *
+Stages of "copy-paste-teacher": iterations ``0 .. S-1`` are stage 1, ``S = round(config.stage1_fraction *
 train.iterations)`` (:func:`stage2_start`), so fitting the schedule to ``--iterations`` or ``--time-limit``
 scales both stages. Stage 2 begins by copying the student into the teacher; once a run has a teacher it stays in
 stage 2, also when a time limit later refits the run's length (the boundary never moves back), and a resumed run
@@ -20,7 +20,7 @@ Deviations from BCP's code, with why:
   in one (the reference calls each network twice: BatchNorm statistics per half): one forward per backward, as
   DistributedDataParallel requires, and less overhead;
 - one continuous schedule over both stages (SGD and its momentum go on; lr steps at fractions of the whole
-  run, or with ``recipe.cp_lr_in_stage2`` at those fractions of stage 2, from the iteration the teacher starts,
+  run, or with config.lr_in_stage2 at those fractions of stage 2, from the iteration the teacher starts,
   ``train.stage2_began``), where LA's reference restarts SGD and its lr steps for stage 2; stage 2 starts from
   the last stage-1 weights, where the reference takes the stage-1 snapshot of best Dice on its test scans.
 """
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import STAGE2_GATE_EVERY, STAGE2_GATE_LAST, TEACHER_MODE
+from ..config import STAGE2_GATE_EVERY, STAGE2_GATE_LAST, TEACHER_MODE, stage1_fraction
 from ..runtime.precision import autocast
 from .copypaste import draw_box, pseudo_label, stage1_mix, stage2_mix
 from .copypaste_loss import copy_paste_losses
@@ -50,7 +50,7 @@ def stage2_iteration(fraction: float, iterations: int) -> int:
 
 def stage2_start(config) -> int:
     """The first stage-2 iteration of a "copy-paste-teacher" run of ``config``."""
-    return stage2_iteration(config.recipe.cp_stage1_fraction, config.train.iterations)
+    return stage2_iteration(stage1_fraction(config), config.train.iterations)
 
 
 def in_stage2(run: Any) -> bool:

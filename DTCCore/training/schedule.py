@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ..config import TEACHER_MODE, DTCConfig
+from ..config import TEACHER_MODE, DTCConfig, lr_in_stage2
 
 # Iterations timed to fit the schedule (the first ones are warm-up: allocator, thread pools).
 CALIBRATION_SKIP = 3
@@ -25,11 +25,11 @@ UNBOUNDED_ITERATIONS = 10**9  # batches a time-limited run may draw before its s
 
 def lr_at(iteration: int, config: DTCConfig) -> float:
     """Step schedule: ``lr * gamma^(number of steps passed)`` (reference: x0.1 every 2500 iterations). A
-    "copy-paste-teacher" run with ``recipe.cp_lr_in_stage2`` keeps ``lr`` until its teacher starts and then takes
-    the steps of :func:`stage2_lr_steps`."""
+    "copy-paste-teacher" run whose lr steps fall in stage 2 (config.lr_in_stage2) keeps ``lr`` until its teacher
+    starts and then takes the steps of :func:`stage2_lr_steps`."""
     t = config.train
     steps = t.lr_steps
-    if config.recipe.mode == TEACHER_MODE and config.recipe.cp_lr_in_stage2:
+    if config.recipe.mode == TEACHER_MODE and lr_in_stage2(config):
         if t.stage2_began is None or iteration < t.stage2_began:
             return t.lr
         steps = stage2_lr_steps(t.lr_steps, t.iterations, t.stage2_began)

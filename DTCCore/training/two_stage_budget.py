@@ -5,7 +5,7 @@ crops and the student on twice as many mixed images (copypaste_step.py), so it c
 times more. Timing the first iterations (stage 1) alone, as :class:`~DTCCore.training.schedule.TimeBudget` does, would
 overrun the limit. :class:`TwoStageBudget` times each stage on its own steps (after ``CALIBRATION_SKIP`` steps of
 warm-up) and fits the run's length T so that the stage-1 steps left, at their pace, and the stage-2 steps, at
-theirs, fill the time left (:func:`two_stage_iterations`); stage 1 stays ``recipe.cp_stage1_fraction`` of T.
+theirs, fill the time left (:func:`two_stage_iterations`); stage 1 stays ``config.stage1_fraction`` of T.
 The first fit (after ``CALIBRATION_ITERATIONS`` timed steps of stage 1) uses ``STAGE2_COST_RATIO`` x the stage-1
 pace for stage 2; once stage 2 has been timed the run is fitted once more, with its measured pace (if that is
 before ``REFIT_BEFORE`` of the run, as TimeBudget's re-timing, so the lr steps do not move back). The fit puts
@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ..config import DTCConfig
+from ..config import DTCConfig, stage1_fraction
 from .schedule import CALIBRATION_ITERATIONS, CALIBRATION_SKIP, REFIT_BEFORE, fit_schedule
 
 # Seconds of a stage-2 step over a stage-1 step: 1.40 and 1.34 measured (CPU time, 8 and 4 steps) with
@@ -86,7 +86,7 @@ class TwoStageBudget:
     def _fit(self, iteration: int, stage1_s: float, stage2_s: float, what: str) -> None:
         from .copypaste_step import stage2_iteration
 
-        t, fraction = self.config.train, float(self.config.recipe.cp_stage1_fraction)
+        t, fraction = self.config.train, stage1_fraction(self.config)
         started = self.in_stage2()
 
         def stage2_from(total: int) -> int:

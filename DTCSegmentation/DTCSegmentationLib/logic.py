@@ -337,6 +337,8 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
             config["train"]["patch"] = list(patch)
             config.setdefault("network", {}).update({"pools": list(pools), "dims": dims})
         config.setdefault("recipe", {}).update({"beta": p.beta, "k": p.k, "consistency_rampup": p.consistencyRampup})
+        if resumeRunDir is None:  # the copy-paste teacher recipe for the model's classes, not the one it trained with
+            config["recipe"].update({"cp_stage1_fraction": None, "cp_lr_in_stage2": None})
         labelsFile = Path(p.datasetFolder) / DATASET_LABELS
         table = json.loads(labelsFile.read_text(encoding="utf-8"))["labels"] if labelsFile.exists() else None
         if initFrom is None and resumeRunDir is None and table:

@@ -119,6 +119,7 @@ def make_config(args):
         fraction = getattr(args, "stage1_fraction", None)
         config.recipe.cp_stage1_fraction = BCP_ACDC_STAGE1_FRACTION if fraction is None else fraction
         config.recipe.cp_stage2_gate = bool(getattr(args, "stage2_gate", False))
+        config.recipe.cp_lr_in_stage2 = False  # the study's lr steps: fitted to the whole run, or its --lr-steps
     if getattr(args, "no_cp_levelset", False):
         config.recipe.cp_levelset = False
     if getattr(args, "no_cp_consistency", False):
