@@ -67,13 +67,35 @@ def test_a_scoped_rule_needing_unlabeled_scans_falls_back_to_labeled_only_withou
             minutes, 99, classes=classes, dims=dims, rules=SCOPED)  # so the count may stay unread there
 
 
-@pytest.mark.parametrize("rules", [mode_choice.RULES, SCOPED, TWO_RULES])
+# The teacher for 3-class 2-D runs of 30 minutes or more on at most 3 labeled scans, else SCOPED's rules.
+FEW_LABELED = (BudgetRule(None, "copy-paste-teacher", "evidence F", from_minutes=30.0, classes=3, dims=2,
+                          max_labeled=3), *SCOPED)
+
+
+@pytest.mark.parametrize(("labeled", "classes", "dims", "minutes", "mode"), [
+    (3, 3, 2, 30.0, "copy-paste-teacher"), (1, 3, 2, 120.0, "copy-paste-teacher"),  # the bound is inclusive
+    (4, 3, 2, 120.0, "seg"), (7, 3, 2, 120.0, "seg"),  # more labeled scans than the rule's
+    (None, 3, 2, 120.0, "seg"),  # the number not known: only rules for any number
+    (3, 3, 3, 120.0, "seg"), (3, 1, 2, 120.0, "seg"), (3, 3, 2, 29.0, "seg"),  # another kind, a shorter run
+    (3, 1, 3, 120.0, "copy-paste-teacher"),  # the binary 3-D rule, for any number of labeled scans
+])
+def test_a_rule_scoped_by_labeled_scans_covers_runs_on_at_most_that_many(labeled, classes, dims, minutes, mode):
+    picked, reason = pick_mode(minutes, 5, classes=classes, dims=dims, labeled=labeled, rules=FEW_LABELED)
+    assert picked == mode
+    said = f" on {labeled} labeled scan{'' if labeled == 1 else 's'}:"  # said only where the rule is scoped by it
+    assert (said in reason) == (reason.endswith("evidence F") and labeled is not None), reason
+    assert not BudgetRule(None, "seg", "x", max_labeled=3).catch_all
+
+
+@pytest.mark.parametrize("rules", [mode_choice.RULES, SCOPED, TWO_RULES, FEW_LABELED])
 def test_the_dims_are_needed_exactly_where_they_change_the_pick(rules):
-    for minutes in (10, 60, 89, 90, 120):
+    for minutes in (10, 30, 60, 89, 90, 120):
         for classes in (None, 1, 3):
-            picks = {d: pick_mode(minutes, 5, classes=classes, dims=d, rules=rules)[0] for d in (None, 2, 3)}
-            needed = mode_choice.needs_dims(minutes, classes=classes, rules=rules)
-            assert needed == (len(set(picks.values())) > 1), (minutes, classes, picks)
+            for labeled in (None, 1, 3, 7):
+                picks = {d: pick_mode(minutes, 5, classes=classes, dims=d, labeled=labeled, rules=rules)[0]
+                         for d in (None, 2, 3)}
+                needed = mode_choice.needs_dims(minutes, classes=classes, labeled=labeled, rules=rules)
+                assert needed == (len(set(picks.values())) > 1), (minutes, classes, labeled, picks)
     assert mode_choice.needs_dims(120, classes=1, rules=SCOPED)
     assert not mode_choice.needs_dims(60, classes=1, rules=SCOPED)
 
@@ -208,6 +230,24 @@ def test_dtc_train_mode_auto_picks_for_the_models_final_classes_and_dims(tmp_pat
     lines = capsys.readouterr().err.splitlines()
     run = f"a 120-minute run of a {'binary' if classes == 1 else f'{classes}-class'} {dims}-D network"
     assert f"mode: {mode} ({mode_choice.MODE_NAMES[mode]} for {run}: " in lines[0]
+
+
+@pytest.mark.parametrize(("max_labeled", "mode"), [(2, "copy-paste-teacher"), (1, "seg")])
+def test_dtc_train_mode_auto_counts_the_manifests_labeled_scans(tmp_path, capsys, monkeypatch, max_labeled, mode):
+    """The manifest's 2 labeled scans decide a rule scoped to at most ``max_labeled``."""
+    import DTCCore.training.trainer as trainer
+
+    rules = (BudgetRule(None, "copy-paste-teacher", "evidence F", classes=1, max_labeled=max_labeled), SCOPED[-1])
+    monkeypatch.setattr(mode_choice, "RULES", rules)
+    trained = []
+    monkeypatch.setattr(trainer, "train", lambda config, *a, **k: trained.append(config))
+    manifest = _dataset(tmp_path / "d", 1)
+    args = ["--iterations", "2", "--patch", "32", "32", "16", "--device", "cpu", "--mode", "auto", "--time-limit", "60"]
+    assert main(["train", str(manifest), "-o", str(tmp_path / "run"), *args]) == 0
+    assert trained[0].recipe.mode == mode
+    line = capsys.readouterr().err.splitlines()[0]
+    assert line == f"mode: {mode} ({pick_mode(60, 1, classes=1, dims=3, labeled=2, rules=rules)[1]})"
+    assert ("on 2 labeled scans" in line) == (mode == "copy-paste-teacher")
 
 
 @pytest.mark.parametrize(("number", "article"), [

@@ -1,8 +1,8 @@
 """The panel's Mode: auto by default; the line under it says which mode the next fine-tune trains and why, follows
-Train for / Iterations, the dataset's unlabeled scans, the model's classes and dims (a fine-tune's model's, read by
-``dtc info``; from scratch the dataset's label table and the network planned from the scans) and the mode chosen,
-and the request trains that mode (issue 38 item 4). The rule itself is DTCCore.training.mode_choice's
-(Testing/test_mode_choice.py)."""
+Train for / Iterations, the dataset's labeled and unlabeled scans, the model's classes and dims (a fine-tune's
+model's, read by ``dtc info``; from scratch the dataset's label table and the network planned from the scans) and
+the mode chosen, and the request trains that mode (issue 38 item 4). The rule itself is
+DTCCore.training.mode_choice's (Testing/test_mode_choice.py)."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def _shown(widget) -> str:
     return widget.ui.modeChoiceLabel.text
 
 
-def _add_cases(widget, tmp_path, unlabeled: int, ijk_to_ras=None) -> None:
+def _add_cases(widget, tmp_path, unlabeled: int, ijk_to_ras=None, name: str = "labeled") -> None:
     logic, p = widget.logic, widget._parameterNode
-    volume, mask = make_volume("labeled", seed=0)
+    volume, mask = make_volume(name, seed=0)
     if ijk_to_ras is not None:  # the same voxels on another grid
         volume.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras))
     seg = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
@@ -101,6 +101,22 @@ def test_the_fine_tune_request_trains_the_picked_mode_and_says_why(panel, tmp_pa
     assert w.logic.trainingRequest(p).config["recipe"]["mode"] == "seg+lsf"
     resumed = w.logic.trainingRequest(p, tmp_path / "models" / "some run")
     assert "mode" not in resumed.config["recipe"]  # a resume keeps its run's own mode
+
+
+@ONE_TAG
+def test_the_pick_counts_the_datasets_labeled_examples(panel, tmp_path, monkeypatch):
+    """A rule for at most one labeled scan holds for the first labeled example and no longer for the second; the
+    line says the count, and the request trains the mode the line shows."""
+    rules = (BudgetRule(None, "copy-paste-teacher", "evidence few", classes=1, max_labeled=1), SCOPED[-1])
+    monkeypatch.setattr(mode_choice, "RULES", rules)
+    w, p = _scoped_run(panel, tmp_path, "scratch")
+    _add_cases(w, tmp_path, unlabeled=1)
+    assert _shown(w) == ("auto: copy-paste teacher for a 120-minute run of a binary network on 1 labeled scan: "
+                         "evidence few")
+    assert w.logic.trainingRequest(p).config["recipe"]["mode"] == "copy-paste-teacher"
+    _add_cases(w, tmp_path, unlabeled=0, name="labeled 2")  # a second labeled example
+    assert _shown(w) == "auto: labeled-only for a 120-minute run of a binary network: evidence other"
+    assert w.logic.trainingRequest(p).config["recipe"]["mode"] == "seg"
 
 
 def _set_table(widget, classes: int) -> None:

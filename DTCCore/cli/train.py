@@ -202,9 +202,9 @@ def set_num_classes(config: DTCConfig, args: argparse.Namespace, manifest: Path)
 
 
 def set_auto_mode(config: DTCConfig, args: argparse.Namespace, manifest: Path) -> str | None:
-    """``--mode auto``: set ``config.recipe.mode`` by the run's length and the model's foreground classes and
-    network dimensionality (training/mode_choice.py) and return the line that says which mode and why; None
-    without ``--mode auto`` or for a resumed run (it keeps its mode).
+    """``--mode auto``: set ``config.recipe.mode`` by the run's length, the model's foreground classes and
+    network dimensionality and the manifest's labeled scans (training/mode_choice.py) and return the line that says
+    which mode and why; None without ``--mode auto`` or for a resumed run (it keeps its mode).
 
     Call it once ``config.network.num_classes`` (:func:`set_num_classes`) and ``config.network.dims``
     (:func:`build_config`: ``--dims``, else the ``--config`` file's or 3) are final."""
@@ -212,8 +212,9 @@ def set_auto_mode(config: DTCConfig, args: argparse.Namespace, manifest: Path) -
         return None
     from ..data.manifest import load_manifest
 
-    mode, reason = pick_mode(budget_minutes(config), len(load_manifest(manifest, check_files=False).unlabeled),
-                             classes=config.network.num_classes, dims=config.network.dims)
+    scans = load_manifest(manifest, check_files=False)
+    mode, reason = pick_mode(budget_minutes(config), len(scans.unlabeled), classes=config.network.num_classes,
+                             dims=config.network.dims, labeled=len(scans.labeled))
     config.recipe.mode = mode  # a resumed run keeps its own (trainer._resumed_config); a fresh start takes this
     if _resumes(args):
         return None

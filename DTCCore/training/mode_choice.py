@@ -39,7 +39,8 @@ TEACHER_MIN_MINUTES = 90.0
 class BudgetRule:
     """Runs of ``from_minutes`` to ``up_to_minutes`` (both inclusive; None: no bound) of a model with ``classes``
     foreground classes (None: any; 1: binary models only) and a ``dims``-D network (None: any; 3: 3-D networks
-    only) train ``mode``; ``evidence``: why, from the studies (one line)."""
+    only), on at most ``max_labeled`` labeled scans (None: any number), train ``mode``; ``evidence``: why, from the
+    studies (one line)."""
 
     up_to_minutes: float | None
     mode: str
@@ -47,11 +48,13 @@ class BudgetRule:
     from_minutes: float | None = None
     classes: int | None = None
     dims: int | None = None
+    max_labeled: int | None = None
 
     @property
     def catch_all(self) -> bool:
-        """Whether the rule covers every run: no bound on the length, no scope on the model."""
-        return all(v is None for v in (self.up_to_minutes, self.from_minutes, self.classes, self.dims))
+        """Whether the rule covers every run: no bound on the length, no scope on the model or its data."""
+        return all(v is None for v in (self.up_to_minutes, self.from_minutes, self.classes, self.dims,
+                                       self.max_labeled))
 
 
 # First match wins. Evidence (bench/results/few-labels.md, copy-paste-teacher.md, acdc.md; equal process CPU time,
@@ -95,69 +98,77 @@ def budget_minutes(config: DTCConfig) -> float:
     return run_minutes(config.train.time_limit_minutes, config.train.iterations)
 
 
-def covers(rule: BudgetRule, minutes: float, classes: int | None, dims: int | None) -> bool:
+def covers(rule: BudgetRule, minutes: float, classes: int | None, dims: int | None,
+           labeled: int | None = None) -> bool:
     """Whether ``rule`` covers a run of ``minutes`` of a model with ``classes`` foreground classes and a ``dims``-D
-    network (None: not known, covered only by a rule for any)."""
+    network on ``labeled`` labeled scans (None: not known, covered only by a rule for any)."""
     return ((rule.from_minutes is None or minutes >= rule.from_minutes)
             and (rule.up_to_minutes is None or minutes <= rule.up_to_minutes)
             and (rule.classes is None or rule.classes == classes)
-            and (rule.dims is None or rule.dims == dims))
+            and (rule.dims is None or rule.dims == dims)
+            and (rule.max_labeled is None or (labeled is not None and labeled <= rule.max_labeled)))
 
 
-def rule_for(minutes: float, *, classes: int | None, dims: int | None,
+def rule_for(minutes: float, *, classes: int | None, dims: int | None, labeled: int | None = None,
              rules: tuple[BudgetRule, ...] | None = None) -> BudgetRule:
     """The first rule of ``rules`` (default :data:`RULES`) that covers a run of ``minutes`` of a model with
-    ``classes`` foreground classes and a ``dims``-D network (None: not known). ValueError unless the rules end
-    with a catch-all (:attr:`BudgetRule.catch_all`)."""
+    ``classes`` foreground classes and a ``dims``-D network on ``labeled`` labeled scans (None: not known).
+    ValueError unless the rules end with a catch-all (:attr:`BudgetRule.catch_all`)."""
     if minutes <= 0:
         raise ValueError(f"a run's length must be positive, got {minutes} minutes")
     rules = RULES if rules is None else rules
     if not rules or not rules[-1].catch_all:
         raise ValueError("no rule covers every run: end the rules with one for any length, classes and dims "
                          "(None everywhere)")
-    return next(r for r in rules if covers(r, minutes, classes, dims))
+    return next(r for r in rules if covers(r, minutes, classes, dims, labeled))
 
 
-def needs_unlabeled_count(minutes: float, *, classes: int | None, dims: int | None,
+def needs_unlabeled_count(minutes: float, *, classes: int | None, dims: int | None, labeled: int | None = None,
                           rules: tuple[BudgetRule, ...] | None = None) -> bool:
     """Whether :func:`pick_mode`'s answer for this run depends on the unlabeled scans (the panel reads the
     dataset's manifest only then)."""
-    return rule_for(minutes, classes=classes, dims=dims, rules=rules).mode in UNLABELED_MODES
+    return rule_for(minutes, classes=classes, dims=dims, labeled=labeled, rules=rules).mode in UNLABELED_MODES
 
 
-def needs_dims(minutes: float, *, classes: int | None, rules: tuple[BudgetRule, ...] | None = None) -> bool:
-    """Whether :func:`pick_mode`'s answer for a run of ``minutes`` of a ``classes``-class model depends on its
-    network's dimensionality (the panel plans a new network from the scans' headers only then): the first rule
-    that covers the run whatever its dims is scoped by dims."""
-    rule_for(minutes, classes=classes, dims=None, rules=rules)  # the same checks
+def needs_dims(minutes: float, *, classes: int | None, labeled: int | None = None,
+               rules: tuple[BudgetRule, ...] | None = None) -> bool:
+    """Whether :func:`pick_mode`'s answer for a run of ``minutes`` of a ``classes``-class model on ``labeled``
+    labeled scans depends on its network's dimensionality (the panel plans a new network from the scans' headers
+    only then): the first rule that covers the run whatever its dims is scoped by dims."""
+    rule_for(minutes, classes=classes, dims=None, labeled=labeled, rules=rules)  # the same checks
     return next(r for r in (RULES if rules is None else rules)
-                if covers(r, minutes, classes, r.dims)).dims is not None
+                if covers(r, minutes, classes, r.dims, labeled)).dims is not None
 
 
 def pick_mode(minutes: float, unlabeled_scans: int, *, classes: int | None, dims: int | None,
-              rules: tuple[BudgetRule, ...] | None = None) -> tuple[str, str]:
+              labeled: int | None = None, rules: tuple[BudgetRule, ...] | None = None) -> tuple[str, str]:
     """(mode, one-line reason) for a run of ``minutes`` of a model with ``classes`` foreground classes and a
-    ``dims``-D network (None: not known yet) on a dataset with ``unlabeled_scans`` unlabeled scans.
+    ``dims``-D network (None: not known yet) on a dataset with ``labeled`` labeled scans (None: not known; only a
+    rule scoped by that number reads it) and ``unlabeled_scans`` unlabeled scans.
 
     The reason says which mode, for what run and why. A rule that picks a mode needing unlabeled scans
     (``config.UNLABELED_MODES``) falls back to labeled-only when there are none, and says so. ``rules``: default
     :data:`RULES`."""
-    rule = rule_for(minutes, classes=classes, dims=dims, rules=rules)
-    run = _run_words(minutes, classes, dims)
+    rule = rule_for(minutes, classes=classes, dims=dims, labeled=labeled, rules=rules)
+    run = _run_words(minutes, classes, dims, labeled if rule.max_labeled is not None else None)
     if rule.mode in UNLABELED_MODES and unlabeled_scans == 0:
         return "seg", (f"labeled-only for {run}: the dataset has no unlabeled scans "
                        f"({MODE_NAMES[rule.mode]} needs them)")
     return rule.mode, f"{MODE_NAMES.get(rule.mode, rule.mode)} for {run}: {rule.evidence}"
 
 
-def _run_words(minutes: float, classes: int | None, dims: int | None) -> str:
-    """The run in words, e.g. "a 120-minute run of a binary 3-D network"; only what is known is said. Whole minutes
-    are rounded down, so a run said to be of N minutes is covered by a rule from N minutes."""
+def _run_words(minutes: float, classes: int | None, dims: int | None, labeled: int | None = None) -> str:
+    """The run in words, e.g. "a 120-minute run of a binary 3-D network", "... on 3 labeled scans" when
+    ``labeled`` is given; only what is known is said. Whole minutes are rounded down, so a run said to be of N
+    minutes is covered by a rule from N minutes."""
     length = f"{_article(int(minutes))} {int(minutes)}-minute run" if minutes >= 1 else "a run under a minute"
     kind = [w for w in ("binary" if classes == 1 else f"{classes}-class" if classes else "",
                         f"{dims}-D" if dims else "") if w]
     article = _article(classes) if classes and classes > 1 else "a"
-    return f"{length} of {article} {' '.join(kind)} network" if kind else length
+    words = f"{length} of {article} {' '.join(kind)} network" if kind else length
+    if labeled is not None:
+        words += f" on {labeled} labeled scan{'' if labeled == 1 else 's'}"
+    return words
 
 
 def _article(number: int) -> str:

@@ -357,8 +357,8 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
                    ) -> tuple[str, str]:
         """(mode, one-line reason) of the next fine-tune: ``p.mode``, or with ``auto`` the mode the studies show wins
         for its length (Train for, else the iterations) and its network's foreground classes and dims on the
-        dataset's unlabeled scans (none when the dataset folder is unset or empty); the reason is "" for a mode the
-        user chose.
+        dataset's labeled and unlabeled scans (none when the dataset folder is unset or empty); the reason is "" for a
+        mode the user chose.
 
         ``network``: (classes, dims) when the caller knows them (:meth:`trainingRequest`); else a fine-tune's are its
         model's, from ``modelInfo`` (``dtc info`` of the starting model, as the panel has read it in the background;
@@ -371,16 +371,16 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         chosen = self.chosenFolder(p.datasetFolder)
         if folder is None and chosen is not None:
             folder = dataset.DatasetFolder(chosen)
+        scans = folder.load() if folder is not None and folder.manifest_path.exists() else None  # JSON, no files
+        labeled = len(scans.labeled) if scans is not None else 0
         if network is not None:
             classes, dims = network
         elif p.startFrom == "current model":
             classes, dims = self.modelKind(modelInfo)
         else:
-            classes, dims = self._scratchKind(folder, minutes)
-        unlabeled = 0
-        if mode_choice.needs_unlabeled_count(minutes, classes=classes, dims=dims):  # the manifest only when needed
-            unlabeled = len(folder.load().unlabeled) if folder is not None and folder.manifest_path.exists() else 0
-        mode, reason = mode_choice.pick_mode(minutes, unlabeled, classes=classes, dims=dims)
+            classes, dims = self._scratchKind(folder, minutes, labeled)
+        unlabeled = len(scans.unlabeled) if scans is not None else 0
+        mode, reason = mode_choice.pick_mode(minutes, unlabeled, classes=classes, dims=dims, labeled=labeled)
         return mode, f"auto: {reason}"
 
     @staticmethod
@@ -394,18 +394,20 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         return (int(network.get("num_classes", _RECIPE.network.num_classes)),
                 int(network.get("dims", _RECIPE.network.dims)))
 
-    def _scratchKind(self, folder: dataset.DatasetFolder | None, minutes: float) -> tuple[int | None, int | None]:
-        """(classes, dims) of a network trained from scratch on ``folder``: the classes of its label table (None
-        before the first labeled example), the dims :meth:`scratchNetwork` would plan from the scans' headers,
-        read only when the pick for a run of ``minutes`` depends on them (else None), and once per version of the
-        dataset's manifest (the line is recomputed on every change of the panel's settings)."""
+    def _scratchKind(self, folder: dataset.DatasetFolder | None, minutes: float,
+                     labeled: int) -> tuple[int | None, int | None]:
+        """(classes, dims) of a network trained from scratch on ``folder`` and its ``labeled`` labeled scans: the
+        classes of its label table (None before the first labeled example), the dims :meth:`scratchNetwork` would
+        plan from the scans' headers, read only when the pick for a run of ``minutes`` depends on them (else None),
+        and once per version of the dataset's manifest (the line is recomputed on every change of the panel's
+        settings)."""
         if folder is None:
             return None, None
         table = folder.label_table()
         classes = len(table) if table else None
-        if not mode_choice.needs_dims(minutes, classes=classes) or not folder.manifest_path.exists():
+        if not mode_choice.needs_dims(minutes, classes=classes, labeled=labeled) or not folder.manifest_path.exists():
             return classes, None
-        if not folder.load().labeled:  # no training scans yet: nothing to plan from
+        if not labeled:  # no training scans yet: nothing to plan from
             return classes, None
         stat = folder.manifest_path.stat()  # the manifest is replaced (temp file, rename) when scans are added
         key = (str(folder.manifest_path), stat.st_ino, stat.st_mtime_ns, stat.st_size)
