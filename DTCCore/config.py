@@ -104,9 +104,10 @@ class NetworkConfig:
 # foreground classes (stage1_fraction, lr_in_stage2). One class: BCP's LA recipe, LA_BCP_train.py --pre_max_iteration
 # 2000 then --self_max_iteration 15000 (2000 / 17000 = 0.118), our lr steps at fractions of the whole run; it beat
 # labeled-only + copy-paste by 6.3 and 7.5 points on LA, 4 labeled, 90 CPU minutes (bench/results/
-# copy-paste-teacher.md). More classes: ACDC Stage 13's, chosen on validation scans of 2-D ACDC (7 labeled): stage 1
-# at 0.65 of the run with lr 0.01 through it, 82.6 % against 35.2 % for BCP's ACDC fraction (10000 / 40000 = 0.25)
-# with whole-run steps, whose teacher started before the model found any class and marked them all absent.
+# copy-paste-teacher.md). More classes: ACDC Stage 13's (bench/results/copy-paste-teacher-acdc.md), chosen on
+# validation scans of 2-D ACDC (7 labeled): stage 1 at 0.65 of the run with lr 0.01 through it, 82.6 % against
+# 35.2 % for BCP's ACDC fraction (10000 / 40000 = 0.25) with whole-run steps, whose teacher started before the
+# model found any class and marked them all absent.
 BINARY_STAGE1_FRACTION = 2000 / 17000
 MULTICLASS_STAGE1_FRACTION = 0.65
 
@@ -138,7 +139,7 @@ class RecipeConfig:
     # finds every class of its labeled crops, checked every STAGE2_GATE_EVERY iterations, at the latest at
     # STAGE2_GATE_LAST of the run (or the fraction, if later; training/copypaste_step.py); not with a time limit. A
     # teacher that starts before the model finds a class marks it absent on every unlabeled crop
-    # (bench/results/copy-paste-teacher.md, ACDC Stage 13).
+    # (bench/results/copy-paste-teacher-acdc.md, ACDC Stage 13).
     cp_stage2_gate: bool = False
     # Where the lr steps fall in a "copy-paste-teacher" run: False: at their fractions of the whole run (BCP's LA code
     # restarts its schedule for stage 2; ours is one schedule); True: lr stays train.lr through stage 1 (BCP's ACDC

@@ -300,7 +300,7 @@ class _FixedTeacher(torch.nn.Module):
 
 
 def test_the_start_of_stage_two_names_the_classes_the_teacher_does_not_find_yet():
-    """ACDC's failure (bench/results/copy-paste-teacher.md, ACDC Stage 12): a teacher that finds no right ventricle
+    """ACDC's failure (bench/results/copy-paste-teacher-acdc.md, ACDC Stage 12): a teacher that finds no right ventricle
     would teach that it is absent. The check names the labeled crops' classes missing from the teacher's
     pseudo-labels (oracle: set difference of the label maps), and leaves the random state as it was."""
     from DTCCore.training.copypaste_step import missing_classes_message, unlearned_classes

@@ -152,7 +152,7 @@ def unlearned_classes(teacher: torch.nn.Module, image: torch.Tensor, label: torc
 def missing_classes_message(iteration: int, missing: list[int], gated: bool = False) -> str:
     """The warning when the teacher starts at step ``iteration`` (0-based) while the model misses the classes
     ``missing`` of its labeled crops (:func:`unlearned_classes`); ``gated``: at the stage-2 gate's last iteration.
-    Measured on ACDC's 2-D plan (bench/results/copy-paste-teacher.md, ACDC Stage 13): a stage 1 of 1227 iterations
+    Measured on ACDC's 2-D plan (bench/results/copy-paste-teacher-acdc.md, ACDC Stage 13): a stage 1 of 1227 iterations
     ended before the model found any class, the teacher's pseudo-labels were all background, and the right
     ventricle never appeared."""
     names = ", ".join(str(c) for c in missing)

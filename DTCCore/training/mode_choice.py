@@ -7,13 +7,14 @@ model of a given kind (its foreground classes and its network's dimensionality).
 The panel's fine-tune and training from scratch use it by default, and show the one-line reason; ``dtc train
 --mode auto`` prints the same line. ``dtc train`` without ``--mode`` keeps the paper's recipe (``dtc``).
 
-The rules follow the studies' tables (bench/results/few-labels.md, copy-paste-teacher.md, acdc.md): for each length of
-run and kind of model, the arm with the best test Dice at equal process CPU time, final checkpoints, paired per scan.
-Where no arm beat labeled-only significantly, labeled-only is picked: it is the cheapest, and the safest. A rule
-scoped to a kind of model (``classes``, ``dims``) is picked only for a model known to be of that kind: a run whose
-model is not known yet (None) gets a rule for any model. A run's minutes are compared with the studies' CPU minutes of
-one-thread training: a run on several cores does more in its minutes than the study arm of that length, so the pick
-errs toward the shorter budget's mode. Pure Python (no torch): the Slicer module imports it.
+The rules follow the studies' tables (bench/results/few-labels.md, copy-paste-teacher.md,
+copy-paste-teacher-acdc.md, acdc.md): for each length of run and kind of model, the arm with the best test Dice at
+equal process CPU time, final checkpoints, paired per scan. Where no arm beat labeled-only significantly,
+labeled-only is picked: it is the cheapest, and the safest. A rule scoped to a kind of model (``classes``, ``dims``)
+is picked only for a model known to be of that kind: a run whose model is not known yet (None) gets a rule for any
+model. A run's minutes are compared with the studies' CPU minutes of one-thread training: a run on several cores
+does more in its minutes than the study arm of that length, so the pick errs toward the shorter budget's mode. Pure
+Python (no torch): the Slicer module imports it.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ class BudgetRule:
                                        self.max_labeled))
 
 
-# First match wins. Evidence (bench/results/few-labels.md, copy-paste-teacher.md, acdc.md; equal process CPU time,
-# final checkpoints, paired per test scan):
+# First match wins. Evidence (bench/results/few-labels.md, copy-paste-teacher.md, copy-paste-teacher-acdc.md,
+# acdc.md; equal process CPU time, final checkpoints, paired per test scan):
 # - about 17-30 CPU minutes, LA (binary, 3-D) and ACDC (3 classes, 2-D): no unlabeled mode beat labeled-only. DTC
 #   against labeled-only on LA 16 labeled + 64 unlabeled: 88.06 against 87.46, within noise; LA 8 + 72:
 #   labeled-only higher on 16 of 20 scans (p = 0.027); LA 4 + 76: p = 0.62; ACDC 2-D 14 + 56, 29 CPU minutes: DTC

@@ -19,7 +19,7 @@ the whole budget, ``dtc``, ``cpt`` = ``--mode copy-paste-teacher`` with level se
 without consistency; ``bcp``, BCP's own recipe, only when named). The teacher's stage 1 is ``--stage1-fraction`` of
 its run (default BCP's ACDC schedule, 10000 of 40000 iterations: train_acdc.BCP_ACDC_STAGE1_FRACTION), its lr steps
 fitted to the whole run; ``--teacher-lr stage2`` keeps lr 0.01 through stage 1 and puts the steps at 5/12 and 10/12
-of stage 2 (bench/results/copy-paste-teacher.md, ACDC Stage 13: with ``--stage1-fraction 0.65``, chosen on
+of stage 2 (bench/results/copy-paste-teacher-acdc.md, ACDC Stage 13: with ``--stage1-fraction 0.65``, chosen on
 ``val.list``). A study folder holds one recipe (``teacher_recipe.json``; another is refused).
 
 Equal CPU time: an arm's budget is ``--minutes x 60 / (CPU seconds per step)`` iterations (the costs measured on
@@ -79,12 +79,12 @@ SEG_STEP_SECONDS = 29.3 * 60 / 6911
 STEP_SECONDS = {"seg": SEG_STEP_SECONDS, "dtc": 28.8 * 60 / 3159,
                 **{variant: ratio * SEG_STEP_SECONDS for variant, ratio in copy_paste_la.SEG_RATIOS.items()}}
 # The step costs measured on that plan, every variant in one run (bench/speed/mode_step_cost.py --plan acdc-2d,
-# 2026-12-07, 2-core AVX2 EPYC VM beside two study trainings; bench/results/copy-paste-teacher.md, "ACDC Stage
+# 2026-12-07, 2-core AVX2 EPYC VM beside two study trainings; bench/results/copy-paste-teacher-acdc.md, "ACDC Stage
 # 12"): what ``run`` sizes the arms with unless ``--costs`` names another file. The 2026-12-07 runs were sized with it.
 MEASURED_COSTS = common.REPO / "bench" / "results" / "copy-paste-acdc" / "step_costs_acdc2d.json"
 # --teacher-lr stage2: the lr steps at these fractions of stage 2 (those the fitted schedule puts in the whole run,
 # 2500 and 5000 of the reference's 6000); lr 0.01 through stage 1, as BCP's ACDC stage 1 (ACDC_BCP_train.py pre_train
-# keeps base_lr). Chosen on val.list, with stage 1 at 0.65 of the run (bench/results/copy-paste-teacher.md, ACDC
+# keeps base_lr). Chosen on val.list, with stage 1 at 0.65 of the run (bench/results/copy-paste-teacher-acdc.md, ACDC
 # Stage 13).
 STAGE2_LR_FRACTIONS = (5 / 12, 10 / 12)
 RESULT = "result.json"
