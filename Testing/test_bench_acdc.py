@@ -267,6 +267,7 @@ def test_copy_paste_modes_manifests_configs_and_names(tmp_path):
     assert control.train.unlabeled_batch == 0 and not control.recipe.cp_levelset and not control.recipe.cp_consistency
     assert control.recipe.cp_stage1_fraction is None and config("dtc").recipe.cp_stage1_fraction is None  # untouched
     assert teacher.recipe.cp_lr_in_stage2 is False  # the study gives its own steps (fitted, or --lr-steps)
+    assert config("copy-paste-teacher", teacher_lr="stage2").recipe.cp_lr_in_stage2 is True
 
     def result(mode, recipe):
         return {"mode": mode, "labeled": 3, "unlabeled": 67 if mode in ("dtc", "copy-paste-teacher") else 0,

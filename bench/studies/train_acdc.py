@@ -119,7 +119,8 @@ def make_config(args):
         fraction = getattr(args, "stage1_fraction", None)
         config.recipe.cp_stage1_fraction = BCP_ACDC_STAGE1_FRACTION if fraction is None else fraction
         config.recipe.cp_stage2_gate = bool(getattr(args, "stage2_gate", False))
-        config.recipe.cp_lr_in_stage2 = False  # the study's lr steps: fitted to the whole run, or its --lr-steps
+        # the lr steps fitted to the whole run or given (--lr-steps), unless moved into stage 2 (--teacher-lr stage2)
+        config.recipe.cp_lr_in_stage2 = getattr(args, "teacher_lr", "run") == "stage2"
     if getattr(args, "no_cp_levelset", False):
         config.recipe.cp_levelset = False
     if getattr(args, "no_cp_consistency", False):
@@ -369,6 +370,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage2-gate", action="store_true",
                    help="copy-paste-teacher: the teacher waits until the model finds every class of its labeled crops "
                         "(dtc train --stage2-gate)")
+    p.add_argument("--teacher-lr", choices=("run", "stage2"), default="run",
+                   help="copy-paste-teacher: the lr steps at their fractions of the whole run (run), or lr 0.01 "
+                        "until the teacher starts and the steps at those fractions of stage 2 (stage2: dtc train "
+                        "--teacher-lr stage2; with --stage2-gate the lr waits with the teacher)")
     p.add_argument("--lr-steps", type=int, nargs="+", metavar="N",
                    help="iterations where the learning rate drops x0.1, instead of the fitted 5/12 and 10/12 "
                         "of the run (e.g. a teacher run that keeps lr 0.01 through stage 1)")
