@@ -145,7 +145,7 @@ class RecipeConfig:
     # restarts its schedule for stage 2; ours is one schedule); True: lr stays train.lr through stage 1 (BCP's ACDC
     # stage 1 keeps base_lr, ACDC_BCP_train.py pre_train) and the run's lr steps move into stage 2 at the same
     # fractions of it, from the iteration the teacher starts (train.stage2_began; with cp_stage2_gate the lr waits
-    # with the teacher). None: by the model's classes (:func:`lr_in_stage2`).
+    # with the teacher). None: by the model's classes and cp_stage1_fraction (:func:`lr_in_stage2`).
     cp_lr_in_stage2: bool | None = None
     # Our additions on the mixed images, both stages: the level-set head trains on the signed distance of the
     # mixed targets (weighted as the segmentation terms), and DTC's dual-task consistency (weight lambda(t) as in
@@ -387,11 +387,13 @@ def stage1_fraction(config: DTCConfig) -> float:
 
 
 def lr_in_stage2(config: DTCConfig) -> bool:
-    """Whether a "copy-paste-teacher" run's lr steps fall in its stage 2 (``recipe.cp_lr_in_stage2``; when None:
-    for models of more than one class, with :data:`MULTICLASS_STAGE1_FRACTION`)."""
+    """Whether a "copy-paste-teacher" run's lr steps fall in its stage 2 (``recipe.cp_lr_in_stage2``). When None:
+    for a model of more than one class whose stage-1 fraction is left None too (the pair is ACDC Stage 13's recipe);
+    with a fraction given, the steps stay in the whole run, as in every config saved before the option (those hold
+    their fraction and no ``cp_lr_in_stage2``), so a saved run resumes as it began."""
     if config.recipe.cp_lr_in_stage2 is not None:
         return bool(config.recipe.cp_lr_in_stage2)
-    return config.network.num_classes > 1
+    return config.recipe.cp_stage1_fraction is None and config.network.num_classes > 1
 
 
 def coerce_value(where: str, annotation: str, value: Any) -> Any:

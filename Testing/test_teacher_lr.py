@@ -5,6 +5,8 @@ one; other modes and the default are unchanged."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -178,3 +180,39 @@ def test_the_flag_sets_the_recipe():
     assert restored.recipe.cp_lr_in_stage2 is None and restored.train.stage2_began is None
     older["recipe"]["cp_stage1_fraction"] = 0.25  # a saved run's explicit fraction is kept
     assert DTCConfig.from_dict(older).recipe.cp_stage1_fraction == 0.25
+
+
+def test_a_config_saved_before_the_option_keeps_the_whole_run_steps():
+    """Configs saved before recipe.cp_lr_in_stage2 hold their stage-1 fraction and no such key: a 3-class run of
+    theirs resumes with its lr steps in the whole run, as it began; only the default pair moves them."""
+    from DTCCore.config import lr_in_stage2
+
+    older = DTCConfig().to_dict()
+    older["network"]["num_classes"], older["recipe"]["mode"] = 3, "copy-paste-teacher"
+    older["recipe"]["cp_stage1_fraction"] = 2000 / 17000  # the float every config used to save
+    del older["recipe"]["cp_lr_in_stage2"], older["train"]["stage2_began"]
+    saved = DTCConfig.from_dict(older)
+    assert lr_in_stage2(saved) is False
+    saved.train.stage2_began = 100
+    assert lr_at(2500, saved) == pytest.approx(0.001)  # the saved steps (2500, 5000) of the whole run
+    older["recipe"]["cp_stage1_fraction"] = None
+    assert lr_in_stage2(DTCConfig.from_dict(older)) is True
+
+
+def test_a_resume_does_not_move_steps_that_began_in_stage_two(tmp_path, blob_manifest):
+    """A run whose lr steps fall in a stage 2 that has begun keeps its length on --resume, with a note: a longer run
+    would move its steps, some already passed, and raise the lr again."""
+    def config(iterations: int) -> DTCConfig:
+        c = tiny_config(iterations=iterations, precise_bn_batches=0, lr_steps=(5, 8), checkpoint_every=1)
+        c.recipe.mode, c.recipe.cp_stage1_fraction, c.recipe.cp_lr_in_stage2 = "copy-paste-teacher", 0.3, True
+        return c
+
+    run = tmp_path / "run"
+    with pytest.raises(CancelledError):
+        train(config(10), blob_manifest, run, cancel=cancel_after(6))
+    train(config(20), blob_manifest, run, resume=True)
+    final = load_checkpoint(run / "model.pt")
+    assert final["iteration"] == 10 and final["config"].train.stage2_began == 3
+    events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    notes = [e["text"] for e in events if e["event"] == "message"]
+    assert any("--iterations 20 is not applied on --resume" in n and "stage 2, from iteration 3" in n for n in notes)

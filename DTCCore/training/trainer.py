@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import COPY_PASTE_MODES, TEACHER_MODE, UNLABELED_MODES, DTCConfig, check_batchnorm_batch
+from ..config import COPY_PASTE_MODES, TEACHER_MODE, UNLABELED_MODES, DTCConfig, check_batchnorm_batch, lr_in_stage2
 from ..errors import CancelledError, DTCError
 from ..model.checkpoint import (
     checkpoint_path,
@@ -188,6 +188,10 @@ def _prepare(ctx: DistContext, config: DTCConfig, manifest_path, run_dir: Path, 
         from .teacher import restore_teacher
 
         teacher = restore_teacher(model, found[1]["teacher"])
+        if teacher is not None and config.train.stage2_began is None:  # saved before train.stage2_began existed:
+            from .copypaste_step import stage2_start  # its teacher started at the fraction (unless gated)
+
+            config.train.stage2_began = stage2_start(config)
     return _Run(ctx, config, run_dir, model, ctx.wrap(model, config), optimizer, log, device, labeled, unlabeled,
                 start, began, iteration=start, last_saved=start if found is not None else -1, extra=extra,
                 teacher=teacher)
@@ -212,10 +216,19 @@ def _resume_state(
 def _resumed_config(saved: DTCConfig, asked: DTCConfig, notes: list[str]) -> DTCConfig:
     """The run's own config, with what belongs to this launch (device, workers, SyncBatchNorm) taken from
     ``asked``; ``iterations`` too (extending a run), unless the run's schedule was fitted (to a time limit
-    or to ``--iterations``): then a note says that an asked, differently fitted length is not applied."""
-    if not saved.train.schedule_fitted:
+    or to ``--iterations``) or its lr steps were placed in a stage 2 that has begun (recipe.cp_lr_in_stage2): then a
+    note says that an asked, different length is not applied."""
+    moved = saved.recipe.mode == TEACHER_MODE and lr_in_stage2(saved) and saved.train.stage2_began is not None
+    asked_length = asked.train.iterations != saved.train.iterations and (
+        not saved.train.schedule_fitted or asked.train.schedule_fitted)
+    if asked_length and moved:
+        notes.append(f"this run's lr steps fall in its stage 2, from iteration {saved.train.stage2_began} to "
+                     f"{saved.train.iterations}; --iterations {asked.train.iterations} is not applied on --resume "
+                     "(it would move steps already passed): to train longer, start a new run with --init-from its "
+                     "model")
+    elif asked_length and not saved.train.schedule_fitted:
         saved.train.iterations = asked.train.iterations
-    elif asked.train.schedule_fitted and asked.train.iterations != saved.train.iterations:
+    elif asked_length:
         notes.append(f"this run's schedule is fitted to {saved.train.iterations} iterations (lr steps at "
                      f"{', '.join(map(str, saved.train.lr_steps))}); --iterations {asked.train.iterations} is not "
                      "applied on --resume: to train longer, start a new run with --init-from its model")

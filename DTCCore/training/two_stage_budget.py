@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from ..config import DTCConfig, stage1_fraction
-from .schedule import CALIBRATION_ITERATIONS, CALIBRATION_SKIP, REFIT_BEFORE, fit_schedule
+from ..config import DTCConfig, lr_in_stage2, stage1_fraction
+from .schedule import CALIBRATION_ITERATIONS, CALIBRATION_SKIP, REFIT_BEFORE, fit_schedule, stage2_lr_steps
 
 # Seconds of a stage-2 step over a stage-1 step: 1.40 and 1.34 measured (CPU time, 8 and 4 steps) with
 # bench/speed/mode_step_cost.py on the 2.0 mm LA plan (48x48x32, base 16), one thread, level set and consistency on
@@ -97,5 +97,8 @@ class TwoStageBudget:
         total = self.agree(two_stage_iterations(left, iteration, stage2_from, stage1_s, stage2_s))
         fit_schedule(self.config, total)
         switch = min(max(iteration, stage2_from(total)), total)
+        steps = t.lr_steps
+        if lr_in_stage2(self.config):  # the steps fall in stage 2, from where the teacher starts (schedule.lr_at)
+            steps = stage2_lr_steps(t.lr_steps, total, t.stage2_began if t.stage2_began is not None else switch)
         self.say(f"{what}: {stage1_s:.2f} s per stage-1 step, {stage2_s:.2f} s per stage-2 step, {total} "
-                 f"iterations, stage 2 from {switch} (lr steps at {', '.join(map(str, t.lr_steps))})")
+                 f"iterations, stage 2 from {switch} (lr steps at {', '.join(map(str, steps))})")

@@ -372,7 +372,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         if folder is None and chosen is not None:
             folder = dataset.DatasetFolder(chosen)
         scans = folder.load() if folder is not None and folder.manifest_path.exists() else None  # JSON, no files
-        labeled = len(scans.labeled) if scans is not None else 0
+        labeled = len(scans.labeled) if scans is not None else None  # None: no dataset yet, not known
         if network is not None:
             classes, dims = network
         elif p.startFrom == "current model":
@@ -395,7 +395,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
                 int(network.get("dims", _RECIPE.network.dims)))
 
     def _scratchKind(self, folder: dataset.DatasetFolder | None, minutes: float,
-                     labeled: int) -> tuple[int | None, int | None]:
+                     labeled: int | None) -> tuple[int | None, int | None]:
         """(classes, dims) of a network trained from scratch on ``folder`` and its ``labeled`` labeled scans: the
         classes of its label table (None before the first labeled example), the dims :meth:`scratchNetwork` would
         plan from the scans' headers, read only when the pick for a run of ``minutes`` depends on them (else None),
