@@ -116,24 +116,32 @@ def test_the_shipped_rules_cover_every_run_with_known_modes_in_one_line():
                 assert unlabeled or mode not in UNLABELED_MODES
     # first match wins: every rule is the one picked for some run (none is shadowed by an earlier one)
     lengths = {1.0, 10.0, 30.0, 60.0, 1440.0} | {b for r in rules for b in (r.from_minutes, r.up_to_minutes) if b}
-    picked = {mode_choice.rule_for(m, classes=c, dims=d) for m in lengths for c, d in KINDS}
+    picked = {mode_choice.rule_for(m, classes=c, dims=d, labeled=n) for m in lengths for c, d in KINDS
+              for n in (None, 1, 3, 4, 20)}
     assert picked == set(rules)
 
 
-@pytest.mark.parametrize(("minutes", "classes", "dims", "mode"), [
-    (120, 1, 3, "copy-paste-teacher"),  # binary, 3-D, long enough: LA 4 + 76 at ~90 CPU minutes
-    (mode_choice.TEACHER_MIN_MINUTES, 1, 3, "copy-paste-teacher"),
-    (120, 3, 3, "seg"), (120, 1, 2, "seg"), (120, 3, 2, "seg"),  # the teacher was not ahead on 3-class 2-D ACDC
-    (60, 1, 3, "seg"), (30, 1, 3, "seg"),  # shorter runs: no unlabeled mode beat labeled-only
-    (120, None, None, "seg"),  # a model not known yet: the catch-all
+@pytest.mark.parametrize(("minutes", "classes", "dims", "labeled", "mode"), [
+    (120, 1, 3, 4, "copy-paste-teacher"),  # binary, 3-D, long enough: LA 4 + 76 at ~90 CPU minutes
+    (mode_choice.TEACHER_MIN_MINUTES, 1, 3, 40, "copy-paste-teacher"),  # any number of labeled scans
+    (120, 3, 3, 3, "seg"), (120, 1, 2, 3, "seg"),  # kinds never measured to win
+    (120, 3, 2, 7, "seg"), (120, 3, 2, 4, "seg"),  # 3-class 2-D ACDC with 7 labeled: the teacher was not ahead
+    (120, 3, 2, None, "seg"),  # the number of labeled scans not known
+    (30, 3, 2, 3, "copy-paste-teacher"), (120, 3, 2, 1, "copy-paste-teacher"),  # ACDC 3 + 67 at ~30 CPU minutes
+    (29, 3, 2, 3, "seg"),  # shorter than measured
+    (60, 1, 3, 4, "seg"), (30, 1, 3, 4, "seg"),  # shorter runs: no unlabeled mode beat labeled-only on LA
+    (120, None, None, None, "seg"),  # a model not known yet: the catch-all
 ])
-def test_the_shipped_rules_pick_the_teacher_only_for_long_binary_3d_runs(minutes, classes, dims, mode):
-    assert mode_choice.TEACHER_MIN_MINUTES == 90.0  # the LA study's length; nothing between 30 and 90 measured yet
-    picked, reason = pick_mode(minutes, 50, classes=classes, dims=dims)
+def test_the_shipped_rules_pick_the_teacher_only_where_it_won(minutes, classes, dims, labeled, mode):
+    assert mode_choice.TEACHER_MIN_MINUTES == 90.0  # the LA study's length
+    assert (mode_choice.TEACHER_FEW_LABELED_MIN_MINUTES, mode_choice.FEW_LABELED) == (30.0, 3)  # ACDC 3 labeled
+    picked, reason = pick_mode(minutes, 50, classes=classes, dims=dims, labeled=labeled)
     assert picked == mode
     assert reason.startswith(mode_choice.MODE_NAMES[mode] + f" for a {int(minutes)}-minute run")
-    if mode == "copy-paste-teacher":
+    if mode == "copy-paste-teacher" and classes == 1:
         assert "left-atrium" in reason and "83.2" in reason  # why: the study it won
+    elif mode == "copy-paste-teacher":
+        assert f"on {labeled} labeled scan" in reason and "cardiac" in reason and "7.6 points" in reason
     else:
         assert "cardiac" in reason and "17-30 minutes" in reason  # why not: where it failed, where nothing won
 
