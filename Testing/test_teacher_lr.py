@@ -216,3 +216,43 @@ def test_a_resume_does_not_move_steps_that_began_in_stage_two(tmp_path, blob_man
     events = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     notes = [e["text"] for e in events if e["event"] == "message"]
     assert any("--iterations 20 is not applied on --resume" in n and "stage 2, from iteration 3" in n for n in notes)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_time_limit_re_times_a_late_stage_two_whose_steps_fall_in_it(monkeypatch, dims):
+    """Stage 1 at 0.65 (the multi-class default) starts the teacher after REFIT_BEFORE (0.35) of the run: with the lr
+    steps in stage 2 none has passed yet, so stage 2 is still re-timed and the run fits the hour at stage 2's real
+    pace (before, the first fit's guess stood, and on ACDC's 2-D plan, where a stage-2 step costs 2.4 stage-1 steps,
+    not 1.4, a run overran its limit). The first fit guesses by the network's dims."""
+    from DTCCore.training import schedule, two_stage_budget
+    from DTCCore.training.two_stage_budget import (
+        STAGE2_COST_RATIO,
+        STAGE2_COST_RATIO_2D,
+        TwoStageBudget,
+        two_stage_iterations,
+    )
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(two_stage_budget.time, "monotonic", lambda: clock["now"])
+    config = tiny_config(iterations=6000, precise_bn_batches=0, lr_steps=(2500, 5000), time_limit_minutes=60.0)
+    config.network.dims = dims
+    config.recipe.mode, config.recipe.cp_stage1_fraction = "copy-paste-teacher", 0.65
+    config.recipe.cp_lr_in_stage2 = True
+    said: list = []
+    budget = TwoStageBudget(config, 0.0, 0, agree=lambda v: v, say=said.append,
+                            in_stage2=lambda: config.train.stage2_began is not None)
+    ratio = STAGE2_COST_RATIO_2D if dims == 2 else STAGE2_COST_RATIO
+    iteration = 0
+    while iteration < config.train.iterations and len(said) < 2:
+        if config.train.stage2_began is None and iteration >= round(0.65 * config.train.iterations):
+            config.train.stage2_began = iteration  # what copypaste_step.start_stage2 does
+        clock["now"] += 2.4 if config.train.stage2_began is not None else 1.0  # 1 s a stage-1 step, 2.4 s stage 2
+        iteration += 1
+        budget.after_step(iteration)
+        if iteration == schedule.CALIBRATION_SKIP + schedule.CALIBRATION_ITERATIONS:
+            assert config.train.iterations == two_stage_iterations(3580.0, 15, lambda t: round(0.65 * t), 1.0, ratio)
+    began = config.train.stage2_began
+    assert began is not None and began > two_stage_budget.REFIT_BEFORE * config.train.iterations
+    assert len(said) == 2 and "re-timed in stage 2" in said[1]
+    assert config.train.iterations == iteration + int((3600.0 - clock["now"] - 5.0) // 2.4)  # the hour, exactly
+    assert min(stage2_lr_steps(config.train.lr_steps, config.train.iterations, began)) > iteration

@@ -17,7 +17,7 @@ from ..planning.spacing import manifest_auto_spacing, manifest_median_spacing, p
 from ..protocol import CHECKPOINT_DIR, EVENT_KEY, EXIT_CANCELLED, Event
 from ..training.mode_choice import AUTO_MODE, budget_minutes, pick_mode
 from ..training.schedule import fit_schedule
-from ..training.two_stage_budget import STAGE2_COST_RATIO
+from ..training.two_stage_budget import STAGE2_COST_RATIO, STAGE2_COST_RATIO_2D
 from . import device_argument, events
 
 # Our choice: a new model's class count is read from its labels, and more classes than this (a 0..255 mask,
@@ -40,7 +40,8 @@ ablations. copy-paste-teacher (BCP, Bai et al. 2023): first labeled crops pasted
 between labeled and unlabeled crops (stage 2); the level-set head and DTC's consistency train on the mixed
 images too (--no-cp-levelset, --no-cp-consistency turn them off). copy-paste: stage 1 only, labeled-only.
 --iterations and --time-limit fit both stages: stage 1 stays its fraction of the run, and a time limit
-""" + f"times each stage's steps (a stage-2 step costs about {STAGE2_COST_RATIO:g} stage-1 steps).\n"
+""" + (f"times each stage's steps (a stage-2 step costs about {STAGE2_COST_RATIO:g} stage-1 steps in 3-D, "
+       f"{STAGE2_COST_RATIO_2D:g} in 2-D).\n")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -164,14 +164,14 @@ def missing_classes_message(iteration: int, missing: list[int], gated: bool = Fa
 
 def eta_seconds(run: Any, elapsed: float) -> float:
     """Seconds left for a "copy-paste-teacher" run: stage-1 steps at the pace measured so far, stage-2 steps at
-    their own measured pace, or, before stage 2, ``STAGE2_COST_RATIO`` times the stage-1 pace."""
-    from .two_stage_budget import STAGE2_COST_RATIO
+    their own measured pace, or, before stage 2, ``stage2_cost_ratio`` times the stage-1 pace."""
+    from .two_stage_budget import stage2_cost_ratio
 
     total, i = int(run.config.train.iterations), int(run.iteration)
     per_step = elapsed / max(i - run.start, 1)
     if run.teacher is None:
         switch = min(max(i, stage2_start(run.config)), total)
-        return per_step * (switch - i) + per_step * STAGE2_COST_RATIO * (total - switch)
+        return per_step * (switch - i) + per_step * stage2_cost_ratio(run.config) * (total - switch)
     clock = run.stage2_clock
     if clock is not None and i > clock[1]:
         per_step = (time.monotonic() - clock[0]) / (i - clock[1])

@@ -6,9 +6,10 @@ times more. Timing the first iterations (stage 1) alone, as :class:`~DTCCore.tra
 overrun the limit. :class:`TwoStageBudget` times each stage on its own steps (after ``CALIBRATION_SKIP`` steps of
 warm-up) and fits the run's length T so that the stage-1 steps left, at their pace, and the stage-2 steps, at
 theirs, fill the time left (:func:`two_stage_iterations`); stage 1 stays ``config.stage1_fraction`` of T.
-The first fit (after ``CALIBRATION_ITERATIONS`` timed steps of stage 1) uses ``STAGE2_COST_RATIO`` x the stage-1
-pace for stage 2; once stage 2 has been timed the run is fitted once more, with its measured pace (if that is
-before ``REFIT_BEFORE`` of the run, as TimeBudget's re-timing, so the lr steps do not move back). The fit puts
+The first fit (after ``CALIBRATION_ITERATIONS`` timed steps of stage 1) uses :func:`stage2_cost_ratio` x the
+stage-1 pace for stage 2; once stage 2 has been timed the run is fitted once more, with its measured pace (if that
+is before ``REFIT_BEFORE`` of the run, as TimeBudget's re-timing, so the lr steps do not move back; with the lr steps
+in stage 2, before the first of them). The fit puts
 stage 2 at the fraction, so ``recipe.cp_stage2_gate`` (a teacher that may start later, its stage 2 timed too late to
 refit) is refused with a time limit (config.py).
 """
@@ -25,6 +26,15 @@ from .schedule import CALIBRATION_ITERATIONS, CALIBRATION_SKIP, REFIT_BEFORE, fi
 # bench/speed/mode_step_cost.py on the 2.0 mm LA plan (48x48x32, base 16), one thread, level set and consistency on
 # (bench/RESULTS.md, "Cost per step of every mode"). Only a first guess: the run re-times stage 2 itself.
 STAGE2_COST_RATIO = 1.4
+# The same for a 2-D network: 0.429 / 0.180 CPU s = 2.38 on ACDC's 2-D plan (128x128x4, base 8; mode_step_cost.py
+# --plan acdc-2d, bench/results/copy-paste-acdc/step_costs_acdc2d.json): a stage-1 step pastes half as many crops.
+STAGE2_COST_RATIO_2D = 2.38
+
+
+def stage2_cost_ratio(config: DTCConfig) -> float:
+    """The first guess of a stage-2 step's cost in stage-1 steps for ``config``'s network (:data:`STAGE2_COST_RATIO`,
+    :data:`STAGE2_COST_RATIO_2D`)."""
+    return STAGE2_COST_RATIO_2D if int(config.network.dims) == 2 else STAGE2_COST_RATIO
 
 
 def two_stage_iterations(left_s: float, done: int, stage2_from: Callable[[int], int], stage1_s: float,
@@ -75,13 +85,23 @@ class TwoStageBudget:
         elif steps == CALIBRATION_SKIP + CALIBRATION_ITERATIONS:
             pace = (now - self._timer) / CALIBRATION_ITERATIONS
             if self.active:
-                stage1_s, stage2_s = (pace / STAGE2_COST_RATIO, pace) if stage2 else (pace, pace * STAGE2_COST_RATIO)
+                ratio = stage2_cost_ratio(self.config)
+                stage1_s, stage2_s = (pace / ratio, pace) if stage2 else (pace, pace * ratio)
                 self._fit(iteration, stage1_s, stage2_s, f"time limit {self.config.train.time_limit_minutes:g} min")
                 self.active, self._retime_stage2 = False, not stage2
             elif stage2:
                 self._retime_stage2 = False
-                if iteration < REFIT_BEFORE * self.config.train.iterations:
+                if iteration < self.refit_before():
                     self._fit(iteration, pace, pace, "time limit re-timed in stage 2")
+
+    def refit_before(self) -> float:
+        """The iteration before which stage 2's re-fit may still move the lr steps without moving one already
+        passed back: ``REFIT_BEFORE`` of the run, or for steps that fall in stage 2 (config.lr_in_stage2) the first
+        of them (a teacher that starts after ``REFIT_BEFORE``, as with stage 1 at 0.65, is still re-timed)."""
+        t = self.config.train
+        if lr_in_stage2(self.config) and t.stage2_began is not None:
+            return float(min(stage2_lr_steps(t.lr_steps, t.iterations, t.stage2_began), default=t.iterations))
+        return REFIT_BEFORE * t.iterations
 
     def _fit(self, iteration: int, stage1_s: float, stage2_s: float, what: str) -> None:
         from .copypaste_step import stage2_iteration
