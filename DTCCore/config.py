@@ -145,7 +145,7 @@ class RecipeConfig:
     # restarts its schedule for stage 2; ours is one schedule); True: lr stays train.lr through stage 1 (BCP's ACDC
     # stage 1 keeps base_lr, ACDC_BCP_train.py pre_train) and the run's lr steps move into stage 2 at the same
     # fractions of it, from the iteration the teacher starts (train.stage2_began; with cp_stage2_gate the lr waits
-    # with the teacher). None: by the model's classes and cp_stage1_fraction (:func:`lr_in_stage2`).
+    # with the teacher). None: by the model's classes (:func:`lr_in_stage2`).
     cp_lr_in_stage2: bool | None = None
     # Our additions on the mixed images, both stages: the level-set head trains on the signed distance of the
     # mixed targets (weighted as the segmentation terms), and DTC's dual-task consistency (weight lambda(t) as in
@@ -244,7 +244,7 @@ class DTCConfig:
         if not isinstance(d, dict):
             raise DTCError("config must be a JSON object with sections network/recipe/train/infer")
         out = cls()
-        d = _migrate_tta(_migrate_amp(d, out))
+        d = _migrate_lr_placement(_migrate_tta(_migrate_amp(d, out)))
         for section, value in d.items():
             if section not in _SECTIONS:
                 raise DTCError(f"unknown config section {section!r}; expected one of {sorted(_SECTIONS)}")
@@ -364,6 +364,16 @@ def _migrate_tta(d: dict[str, Any]) -> dict[str, Any]:
     return {**d, "infer": {("tta" if k == LEGACY_TTA else k): v for k, v in infer.items()}}
 
 
+def _migrate_lr_placement(d: dict[str, Any]) -> dict[str, Any]:
+    """``d`` with ``recipe.cp_lr_in_stage2: false`` when its recipe gives a stage-1 fraction and no lr placement:
+    every config saved before the option did (its fraction, the lr steps in the whole run), so a saved run resumes
+    as it began; a config that leaves both out gets the default pair for its classes (:func:`lr_in_stage2`)."""
+    recipe = d.get("recipe")
+    if not isinstance(recipe, dict) or recipe.get("cp_stage1_fraction") is None or "cp_lr_in_stage2" in recipe:
+        return d
+    return {**d, "recipe": {**recipe, "cp_lr_in_stage2": False}}
+
+
 def _migrate_amp(d: dict[str, Any], out: DTCConfig) -> dict[str, Any]:
     """``d`` without an older config's ``train.amp``; ``amp: false`` sets both precisions to fp32 on ``out``
     (unless ``d`` names them), ``amp: true`` keeps "auto" (bf16 on CUDA, as it was)."""
@@ -387,13 +397,12 @@ def stage1_fraction(config: DTCConfig) -> float:
 
 
 def lr_in_stage2(config: DTCConfig) -> bool:
-    """Whether a "copy-paste-teacher" run's lr steps fall in its stage 2 (``recipe.cp_lr_in_stage2``). When None:
-    for a model of more than one class whose stage-1 fraction is left None too (the pair is ACDC Stage 13's recipe);
-    with a fraction given, the steps stay in the whole run, as in every config saved before the option (those hold
-    their fraction and no ``cp_lr_in_stage2``), so a saved run resumes as it began."""
+    """Whether a "copy-paste-teacher" run's lr steps fall in its stage 2 (``recipe.cp_lr_in_stage2``; when None:
+    for models of more than one class, ACDC Stage 13's recipe with :data:`MULTICLASS_STAGE1_FRACTION`). A config
+    saved before the option reads as False (:func:`_migrate_lr_placement`)."""
     if config.recipe.cp_lr_in_stage2 is not None:
         return bool(config.recipe.cp_lr_in_stage2)
-    return config.recipe.cp_stage1_fraction is None and config.network.num_classes > 1
+    return config.network.num_classes > 1
 
 
 def coerce_value(where: str, annotation: str, value: Any) -> Any:

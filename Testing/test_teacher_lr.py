@@ -76,7 +76,9 @@ def test_the_default_recipe_follows_the_model_s_classes():
     assert lr_at(708, config) == pytest.approx(0.01) and lr_at(1104, config) == pytest.approx(0.01)
     first = stage2_lr_steps((708, 1417), 1700, 1105)[0]
     assert first == 1105 + round(708 / 1700 * 595) and lr_at(first, config) == pytest.approx(0.001)
-    config.recipe.cp_stage1_fraction, config.recipe.cp_lr_in_stage2 = 0.25, False
+    config.recipe.cp_stage1_fraction = 0.25  # a fraction given (--stage1-fraction): the lr placement by classes still
+    assert stage1_fraction(config) == 0.25 and lr_in_stage2(config) is True
+    config.recipe.cp_lr_in_stage2 = False
     assert stage1_fraction(config) == 0.25 and lr_in_stage2(config) is False
     config.network.num_classes = 1
     config.recipe.cp_lr_in_stage2 = True

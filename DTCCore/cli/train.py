@@ -79,8 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=(*MODES, AUTO_MODE),
                    help="what to train (default dtc): dtc; the labeled-only ablations of the paper's Table 1 (seg, "
                         "lsf, seg+lsf); copy-paste-teacher or copy-paste (see above); auto: the mode our "
-                        "equal-CPU-time studies show wins for the run's length and the model's classes and "
-                        "dimensionality (the panel's default; the choice and its reason are printed)")
+                        "equal-CPU-time studies show wins for the run's length, the model's classes and "
+                        "dimensionality and the labeled scans (the panel's default; the choice and its reason are "
+                        "printed)")
     p.add_argument("--stage1-fraction", type=float, metavar="F",
                    help="copy-paste-teacher: fraction of the run before the teacher starts (default: 0.118, BCP's "
                         "2000 of 17000 LA iterations, for a one-class model; 0.65 for more classes, chosen on cardiac "

@@ -9,7 +9,9 @@ theirs, fill the time left (:func:`two_stage_iterations`); stage 1 stays ``confi
 The first fit (after ``CALIBRATION_ITERATIONS`` timed steps of stage 1) uses :func:`stage2_cost_ratio` x the
 stage-1 pace for stage 2; once stage 2 has been timed the run is fitted once more, with its measured pace (if that
 is before ``REFIT_BEFORE`` of the run, as TimeBudget's re-timing, so the lr steps do not move back; with the lr steps
-in stage 2, before the first of them). The fit puts
+in stage 2, before the first of them). Like every fit it rescales the consistency ramp with the run, so a re-fit late
+in the run moves lambda(t) along its ramp at once (the ramp still ends with the run). A resumed run keeps its fitted
+length: the time left to a new launch is not the time left to the run. The fit puts
 stage 2 at the fraction, so ``recipe.cp_stage2_gate`` (a teacher that may start later, its stage 2 timed too late to
 refit) is refused with a time limit (config.py).
 """
@@ -116,9 +118,9 @@ class TwoStageBudget:
         left = self.limit_s - (time.monotonic() - self.began) - reserve
         total = self.agree(two_stage_iterations(left, iteration, stage2_from, stage1_s, stage2_s))
         fit_schedule(self.config, total)
-        switch = min(max(iteration, stage2_from(total)), total)
+        switch = min(max(iteration, stage2_from(total)), total) if t.stage2_began is None else t.stage2_began
         steps = t.lr_steps
         if lr_in_stage2(self.config):  # the steps fall in stage 2, from where the teacher starts (schedule.lr_at)
-            steps = stage2_lr_steps(t.lr_steps, total, t.stage2_began if t.stage2_began is not None else switch)
+            steps = stage2_lr_steps(t.lr_steps, total, switch)
         self.say(f"{what}: {stage1_s:.2f} s per stage-1 step, {stage2_s:.2f} s per stage-2 step, {total} "
                  f"iterations, stage 2 from {switch} (lr steps at {', '.join(map(str, steps))})")

@@ -28,7 +28,7 @@ class DataSection:
         for path in m.unlabeled:
             self.ui.unlabeledList.addItem(path.name)
         self.ui.datasetStatusLabel.text = f"{len(m.labeled)} labeled, {len(m.unlabeled)} unlabeled"
-        self._showModeChoice()  # auto's pick depends on the unlabeled scans
+        self._showModeChoice()  # auto's pick depends on the labeled and unlabeled scans
         return m
 
     def onAddLabeled(self):
