@@ -152,6 +152,9 @@ def test_the_curve_has_a_point_per_arm_and_budget_with_the_seeds_measured_minute
     (point,) = curves["cpt"]
     assert point["seeds"] == [1, 2] and point["cpu_minutes"] == pytest.approx([92.0, 88.0])
     assert point["dice"] == pytest.approx([77.0, 73.0])
+    one, two = {"dice": [70.0]}, {"dice": [70.0, 72.0]}
+    assert [curve._seed_counts(p) for p in ([one], [one, one], [two, two], [one, two])] == [
+        "1 seed", "1 seed", "2 seeds", "1 / 2 seeds"]  # the legend: how many seeds each point has, left to right
     png = tmp_path / "curve.png"
     curve.main(["--out", str(out), "--png", str(png)])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

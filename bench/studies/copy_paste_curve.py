@@ -34,6 +34,13 @@ STYLE = {"seg": ("labeled-only", "0.2"), "copy-paste": ("labeled-only + copy-pas
          "cpt_nocons": ("copy-paste teacher, no consistency", "tab:orange"), "bcp": ("BCP's own recipe", "tab:green")}
 
 
+def _seed_counts(points: list[dict]) -> str:
+    """The seeds behind a line's points, left to right, e.g. "1 / 2 seeds", or "2 seeds" when every point has 2."""
+    counts = [len(p["dice"]) for p in points]
+    words = str(counts[0]) if len(set(counts)) == 1 else " / ".join(map(str, counts))
+    return f"{words} seed{'' if counts == [1] * len(counts) else 's'}"
+
+
 def collect(out: Path, labeled: int) -> dict[str, list[dict]]:
     """arm -> points sorted by budget: ``{"minutes", "cpu_minutes": [per seed], "dice": [per seed, %],
     "seeds"}`` for every finished arm of ``labeled`` labeled scans in ``out``."""
@@ -67,8 +74,7 @@ def plot(curves: dict[str, list[dict]], labeled: int, path: Path) -> None:
         name, colour = STYLE.get(arm, (arm, None))
         x = np.array([np.mean(p["cpu_minutes"]) for p in points])
         y = np.array([np.mean(p["dice"]) for p in points])
-        seeds = max(len(p["dice"]) for p in points)
-        line = ax.plot(x, y, "-o", color=colour, label=f"{name} ({seeds} seed{'s' if seeds > 1 else ''})")[0]
+        line = ax.plot(x, y, "-o", color=colour, label=f"{name} ({_seed_counts(points)})")[0]
         low, high = [min(p["dice"]) for p in points], [max(p["dice"]) for p in points]
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
         for p in points:
