@@ -48,7 +48,9 @@ def _free_port() -> int:
 def _torchrun(args: list[str], log_dir: Path, **popen) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
            "--log-dir", str(log_dir), "--redirects", "3", "-m", "DTCCore", "train", *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Both processes run on this host: gloo talks over loopback, whatever other interfaces the machine has (with eth0
+    # up here, gloo's own pick made rank 1 abort with SIGABRT at start, 2026-12-08).
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo")}
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             **popen)
 
