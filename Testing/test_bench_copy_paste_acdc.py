@@ -255,24 +255,31 @@ def test_run_sizes_the_arms_with_the_costs_measured_on_this_plan(tmp_path, monke
 
 
 def test_teacher_lr_stage2_puts_the_lr_steps_inside_stage_two_and_a_folder_keeps_one_recipe(tmp_path):
-    """Stage 13's recipe: stage 1 = 0.65 of 6738 iterations = 4380 at lr 0.01, the steps at 5/12 and 10/12 of the
-    2358 stage-2 iterations (the probe's --lr-steps 5362 6345); other arms are unchanged by it."""
+    """Stage 13's recipe: the teacher arm's command asks train_acdc.py for --teacher-lr stage2, whose config keeps
+    lr 0.01 through stage 1 (0.65 of the run) and moves the steps fitted to the run into stage 2; for 6738
+    iterations, hand-computed: stage 2 from round(0.65 x 6738) = 4380, the fitted steps (2808, 5615) at the same
+    fractions of the 2358 stage-2 iterations, 4380 + round(2808 / 6738 x 2358) = 5363 and 4380 + 1965 = 6345 (the
+    probe's explicit --lr-steps were 5362 6345). Other arms are unchanged by it."""
+    from DTCCore.training.copypaste_step import stage2_iteration
+    from DTCCore.training.schedule import stage2_lr_steps
+
     cp = bench_module("copy_paste_acdc")
-    stage1 = round(0.65 * 6738)
-    assert cp.stage2_lr_steps(6738, 0.65) == [stage1 + round(5 / 12 * (6738 - stage1)),
-                                               stage1 + round(10 / 12 * (6738 - stage1))] == [5362, 6345]
     args = _args(cp, tmp_path, "cpt,copy-paste")
     args.stage1_fraction, args.teacher_lr = 0.65, "stage2"
     jobs = dict(cp.plan(args, cp.STEP_SECONDS))
     regime = tmp_path / "study" / "L3_30min_seed7"
     cpt = jobs[regime / "cpt"]
-    its = int(_option(cpt, "--iterations"))
-    i = cpt.index("--lr-steps")
-    assert cpt[i + 1:i + 3] == [str(s) for s in cp.stage2_lr_steps(its, 0.65)]
-    assert _option(cpt, "--stage1-fraction") == "0.65"
-    assert "--lr-steps" not in jobs[regime / "copy-paste"]
+    assert _option(cpt, "--teacher-lr") == "stage2" and _option(cpt, "--stage1-fraction") == "0.65"
+    assert "--lr-steps" not in cpt and "--teacher-lr" not in jobs[regime / "copy-paste"]
+    parsed = cp.train_acdc.parser().parse_args([*cpt[2:cpt.index("--iterations")], "--iterations", "6738",
+                                                *cpt[cpt.index("--iterations") + 2:]])
+    config = cp.train_acdc.make_config(parsed)
+    assert config.recipe.cp_lr_in_stage2 is True and config.recipe.cp_stage1_fraction == 0.65
+    began = stage2_iteration(config.recipe.cp_stage1_fraction, config.train.iterations)
+    assert (began, config.train.lr_steps) == (4380, (2808, 5615))
+    assert stage2_lr_steps(config.train.lr_steps, config.train.iterations, began) == (5363, 6345)
     args.teacher_lr = "run"
-    assert "--lr-steps" not in dict(cp.plan(args, cp.STEP_SECONDS))[regime / "cpt"]
+    assert _option(dict(cp.plan(args, cp.STEP_SECONDS))[regime / "cpt"], "--teacher-lr") == "run"
     cp.check_recipe(tmp_path / "study", {"stage1_fraction": 0.65, "teacher_lr": "stage2"})
     cp.check_recipe(tmp_path / "study", {"stage1_fraction": 0.65, "teacher_lr": "stage2"})  # the same: accepted
     with pytest.raises(SystemExit, match="another --out"):

@@ -20,7 +20,9 @@ without consistency; ``bcp``, BCP's own recipe, only when named). The teacher's 
 its run (default BCP's ACDC schedule, 10000 of 40000 iterations: train_acdc.BCP_ACDC_STAGE1_FRACTION), its lr steps
 fitted to the whole run; ``--teacher-lr stage2`` keeps lr 0.01 through stage 1 and puts the steps at 5/12 and 10/12
 of stage 2 (bench/results/copy-paste-teacher-acdc.md, ACDC Stage 13: with ``--stage1-fraction 0.65``, chosen on
-``val.list``). A study folder holds one recipe (``teacher_recipe.json``; another is refused).
+``val.list``; Stage 13's runs passed those steps as ``--lr-steps``, one iteration at most from train_acdc.py's
+``--teacher-lr stage2`` that ``run`` now passes). A study folder holds one recipe (``teacher_recipe.json``; another
+is refused).
 
 Equal CPU time: an arm's budget is ``--minutes x 60 / (CPU seconds per step)`` iterations (the costs measured on
 this plan, ``MEASURED_COSTS``; or ``--costs``; ``STEP_SECONDS`` without either), run with ``train_acdc.py
@@ -82,11 +84,6 @@ STEP_SECONDS = {"seg": SEG_STEP_SECONDS, "dtc": 28.8 * 60 / 3159,
 # 2026-12-07, 2-core AVX2 EPYC VM beside two study trainings; bench/results/copy-paste-teacher-acdc.md, "ACDC Stage
 # 12"): what ``run`` sizes the arms with unless ``--costs`` names another file. The 2026-12-07 runs were sized with it.
 MEASURED_COSTS = common.REPO / "bench" / "results" / "copy-paste-acdc" / "step_costs_acdc2d.json"
-# --teacher-lr stage2: the lr steps at these fractions of stage 2 (those the fitted schedule puts in the whole run,
-# 2500 and 5000 of the reference's 6000); lr 0.01 through stage 1, as BCP's ACDC stage 1 (ACDC_BCP_train.py pre_train
-# keeps base_lr). Chosen on val.list, with stage 1 at 0.65 of the run (bench/results/copy-paste-teacher-acdc.md, ACDC
-# Stage 13).
-STAGE2_LR_FRACTIONS = (5 / 12, 10 / 12)
 RESULT = "result.json"
 RECIPE = "teacher_recipe.json"  # the study folder's --stage1-fraction and --teacher-lr (check_recipe)
 DEFAULT_RECIPE = {"stage1_fraction": train_acdc.BCP_ACDC_STAGE1_FRACTION, "teacher_lr": "run"}
@@ -95,21 +92,13 @@ arm_iterations = copy_paste_la.arm_iterations  # minutes x 60 / (the arm's CPU s
 regime_dir = copy_paste_la.regime_dir  # DIR/L<labeled>_<minutes>min_seed<seed>
 
 
-def stage2_lr_steps(iterations: int, fraction: float) -> list[int]:
-    """The lr steps of a teacher run whose lr stays 0.01 through stage 1 (``--teacher-lr stage2``): at 5/12 and
-    10/12 of stage 2 (the fitted schedule's fractions, DTCCore.training.schedule.fit_schedule, over stage 2 only)."""
-    from DTCCore.training.copypaste_step import stage2_iteration
-
-    start = stage2_iteration(fraction, iterations)
-    return [start + int(round(f * (iterations - start))) for f in STAGE2_LR_FRACTIONS]
-
-
 def train_command(arm: str, arm_dir: Path, data: Path, labeled: int, unlabeled: int, iterations: int, seed: int,
                   fraction: float, teacher_lr: str = "run") -> list[str]:
     """train_acdc.py's command line (no scoring) for one arm: its mode and switches, ``labeled`` labeled patients
     (and ``unlabeled`` more for the arms that use them), exactly ``iterations`` steps, ``seed``; ``--resume``
-    when ``arm_dir`` already holds the run. Teacher arms: ``--stage1-fraction``, and with ``teacher_lr`` "stage2"
-    their lr steps inside stage 2 (:func:`stage2_lr_steps`); "run" fits them to the whole run."""
+    when ``arm_dir`` already holds the run. Teacher arms: ``--stage1-fraction`` and ``--teacher-lr teacher_lr``
+    (train_acdc.py's: "stage2" keeps lr 0.01 through stage 1 and moves the steps fitted to the run to the same
+    fractions of stage 2, DTCCore.training.schedule.stage2_lr_steps; "run" keeps them where they are)."""
     from DTCCore.config import UNLABELED_MODES
 
     mode, options, _, second = ARMS[arm]
@@ -120,8 +109,7 @@ def train_command(arm: str, arm_dir: Path, data: Path, labeled: int, unlabeled: 
                "--no-assess", "--json", str(arm_dir / RESULT)]
     if second is not None:
         command += ["--stage1-fraction", repr(fraction)]
-        if teacher_lr == "stage2":
-            command += ["--lr-steps", *(str(i) for i in stage2_lr_steps(iterations, fraction))]
+        command += ["--teacher-lr", teacher_lr]
     if (arm_dir / f"run_{mode}").is_dir():
         command.append("--resume")
     return command
