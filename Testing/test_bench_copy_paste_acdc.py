@@ -190,6 +190,37 @@ def test_archive_has_no_machine_paths_and_report_reads_study_and_archive_alike(t
     assert shown == numbers and out.read_text() == text + "\n"
 
 
+def test_the_better_labeled_only_arm_is_chosen_on_the_seeds_both_have(tmp_path):
+    """seg ran seed 1 only, copy-paste seeds 1 and 2: on seed 1 seg is ahead (80 against 70 %), though copy-paste's
+    mean over its own two seeds (70, 95) is higher. seg is the better arm; the teacher's seed-2 run, which seg lacks,
+    is compared with copy-paste's seed 2 and says so."""
+    cp = bench_module("copy_paste_acdc")
+    cases = [f"patient{i:03d}" for i in range(101, 107)]
+    gain = dict(zip(cases, (0.03, -0.01, 0.05, 0.02, 0.04, 0.01)))
+
+    def flat(level, plus=None):
+        return {c: [level + (plus or {}).get(c, 0.0)] * 3 for c in cases}
+
+    runs = {(1, "seg"): _scored("seg", flat(0.80), 10), (1, "copy-paste"): _scored("copy-paste", flat(0.70), 10),
+            (2, "copy-paste"): _scored("copy-paste", flat(0.95), 10),
+            (1, "cpt"): _scored("copy-paste-teacher", flat(0.80, gain), 10, unlabeled=67),
+            (2, "cpt"): _scored("copy-paste-teacher", flat(0.90, gain), 10, unlabeled=67)}
+    for (seed, arm), result in runs.items():
+        folder = tmp_path / "study" / f"L3_30min_seed{seed}" / arm
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps(result))
+        (folder / "cpu.jsonl").write_text(json.dumps({"cpu_s": 1800.0}) + "\n")
+    text, numbers = cp.report(tmp_path / "study", [3], [30.0], [1, 2])
+    regime = numbers["L3_30min"]
+    assert regime["best_labeled_only"] == "seg"
+    seed1, seed2 = (regime["arms"]["cpt"]["seeds"][s]["vs_seg"] for s in (1, 2))
+    assert seed1["mean"] == pytest.approx(100 * np.mean(list(gain.values()))) and "against" not in seed1
+    assert seed2["mean"] == pytest.approx(100 * np.mean([0.90 + g - 0.95 for g in gain.values()]))
+    assert seed2["against"] == "copy-paste" and "against copy-paste)" in text
+    assert regime["arms"]["copy-paste"]["seeds"][2]["vs_seg"] is None  # nothing else of seed 2 to compare with
+    assert regime["arms"]["cpt"]["vs_seg_seed_mean"]["mean"] == pytest.approx(seed1["mean"])  # seed 1 only
+
+
 def test_costs_file_must_name_every_variant(tmp_path):
     cp = bench_module("copy_paste_acdc")
     full = tmp_path / "full.json"

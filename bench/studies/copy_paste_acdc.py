@@ -42,8 +42,10 @@ class, and the patient-by-patient comparison with the better labeled-only arm of
 each patient's mean Dice over the classes, patients higher / lower, Wilcoxon signed-rank p), then one row per arm
 over the seeds (mean and range of the test Dice, and the same comparison on each patient's Dice averaged over the
 seeds both arms have). The better labeled-only arm (seg or copy-paste) is the one with the higher test Dice averaged
-over the seeds. ``archive`` copies every scored arm's result (scores, iterations, CPU minutes; no model, no machine
-paths) to ``--to/<regime>/<arm>.json``; ``report --out`` reads such a folder as well as a study folder.
+over the seeds that both have (over all of its seeds when they share none); a seed it has no run for is compared
+with the other labeled-only arm of that seed, and the cell names it. ``archive`` copies every scored arm's result
+(scores, iterations, CPU minutes; no model, no machine paths) to ``--to/<regime>/<arm>.json``; ``report --out`` reads
+such a folder as well as a study folder.
 """
 
 from __future__ import annotations
@@ -227,7 +229,26 @@ def _dice(result: dict) -> dict[str, float]:
 def _versus(stats: dict | None) -> str:
     if stats is None:
         return ""
-    return f"{stats['mean']:+.2f} ({stats['higher']}/{stats['lower']}, {common.p_text(stats['p'])})"
+    against = f", against {stats['against']}" if stats.get("against") else ""
+    return f"{stats['mean']:+.2f} ({stats['higher']}/{stats['lower']}, {common.p_text(stats['p'])}{against})"
+
+
+def _better_labeled_only(by_arm: dict[str, dict[int, dict]]) -> str | None:
+    """Of the labeled-only arms' results ``{arm: {seed: result}}``, the arm with the higher mean test Dice over the
+    seeds they all have (over each arm's own seeds when they share none); None without any."""
+    if not by_arm:
+        return None
+    shared = set.intersection(*(set(by_seed) for by_seed in by_arm.values()))
+    return max(by_arm, key=lambda a: np.mean([_dice(r)["mean"] for s, r in by_arm[a].items()
+                                              if not shared or s in shared]))
+
+
+def _seed_base(found: dict, bases: list[str], best: str | None, arm: str, seed: int) -> str | None:
+    """The labeled-only arm that ``arm``'s run of ``seed`` is compared with: ``best``, or where it has no run of
+    that seed the other labeled-only arm's; None for ``best`` itself, or without another of that seed."""
+    if arm == best:
+        return None
+    return next((a for a in [best, *bases] if a is not None and a != arm and seed in found[a]), None)
 
 
 def _seed_mean_patients(results: list[dict]) -> dict[str, float]:
@@ -242,13 +263,18 @@ def report_regime(folder: Path, labeled: int, minutes: float, seeds: list[int]) 
              for arm in ARMS}
     found = {arm: by_seed for arm, by_seed in found.items() if by_seed}
     bases = [a for a in LABELED_ONLY_ARMS if a in found]
-    best = max(bases, key=lambda a: np.mean([_dice(r)["mean"] for r in found[a].values()])) if bases else None
+    best = _better_labeled_only({a: found[a] for a in bases})
     rows, summary_rows, numbers = [], [], {"best_labeled_only": best, "arms": {}}
     for arm, by_seed in found.items():
         per_seed = {}
         for seed, r in by_seed.items():
-            base = found[best].get(seed) if best and arm != best else None
-            vs = train_acdc.paired_stats(train_acdc._patient_dice(r), train_acdc._patient_dice(base)) if base else None
+            against = _seed_base(found, bases, best, arm, seed)
+            vs = None
+            if against is not None:
+                vs = train_acdc.paired_stats(train_acdc._patient_dice(r),
+                                             train_acdc._patient_dice(found[against][seed]))
+                if against != best:
+                    vs["against"] = against
             dice = _dice(r)
             per_seed[seed] = {"iterations": r["iterations"], "cpu_minutes": r["cpu_minutes"], "dice": dice,
                               f"vs_{best}": vs}
