@@ -31,9 +31,9 @@ STEP_SECONDS = 16.7 * 60 / 1900
 MODE_NAMES = {"seg": "labeled-only", "dtc": "DTC", "copy-paste": "labeled-only with copy-paste",
               TEACHER_MODE: "copy-paste teacher"}
 # The shortest run the copy-paste teacher is picked for on a binary 3-D network: the LA 4-labeled study's budget,
-# about 90 CPU minutes (bench/results/copy-paste-teacher.md), where it won on both seeds; at 17-30 minutes no
-# unlabeled mode won significantly on LA (the teacher led labeled-only by 4.6 points at 18 CPU minutes, p = 0.076,
-# one seed).
+# about 90 CPU minutes (bench/results/copy-paste-teacher.md), where it won on both seeds; at 14-30 minutes no
+# unlabeled mode won significantly on LA (at about 17 CPU minutes the teacher was the top arm on both seeds, +3.62
+# points over labeled-only + copy-paste seed-averaged, p = 0.19).
 TEACHER_MIN_MINUTES = 90.0
 # 3-class 2-D networks with few labeled scans: the ACDC 3-labeled study's length, about 30 CPU minutes, where the
 # teacher led over two seeds (bench/results/copy-paste-teacher-acdc.md); at 7 labeled it was not ahead (+1.9,
@@ -74,8 +74,8 @@ class BudgetRule:
 # - about 90 CPU minutes, LA 4 + 76 (binary, 3-D network): the copy-paste teacher beat labeled-only + copy-paste on
 #   both seeds (83.16 against 76.87, p = 0.001; 84.09 against 76.56, p = 0.002); seed-averaged +6.91 points, higher
 #   on 16 of 20 scans, p < 0.001. It also beat DTC (+4.87, p = 0.001; +7.18, p = 0.002) and plain labeled-only
-#   (74.17, seed 1337), which had saturated. At the curve's short budget (15-20 CPU minutes, seed 1337) it led
-#   labeled-only by 4.64 (p = 0.076), not significantly.
+#   (74.17, seed 1337), which had saturated. At the curve's short budget (14-20 CPU minutes, two seeds) it
+#   was the top arm on both seeds but not significantly ahead: +3.62 over the control seed-averaged (p = 0.19).
 # - about 30 CPU minutes, ACDC 2-D 7 + 63 (3 classes, 2-D network): the copy-paste teacher failed, 32.84 against
 #   70.96. Cause: its stage 1 (the first 25 % of the run, 1227 iterations) ended before the student segmented any
 #   class (0 % validation Dice at iterations 1000 and 1500, BatchNorm statistics recomputed; the labeled-only
