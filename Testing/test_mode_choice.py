@@ -127,23 +127,19 @@ def test_the_shipped_rules_cover_every_run_with_known_modes_in_one_line():
     (120, 3, 3, 3, "seg"), (120, 1, 2, 3, "seg"),  # kinds never measured to win
     (120, 3, 2, 7, "seg"), (120, 3, 2, 4, "seg"),  # 3-class 2-D ACDC with 7 labeled: the teacher was not ahead
     (120, 3, 2, None, "seg"),  # the number of labeled scans not known
-    (30, 3, 2, 3, "copy-paste-teacher"), (120, 3, 2, 1, "copy-paste-teacher"),  # ACDC 3 + 67 at ~30 CPU minutes
-    (29, 3, 2, 3, "seg"),  # shorter than measured
+    (30, 3, 2, 3, "seg"), (120, 3, 2, 1, "seg"),  # ACDC 3 + 67: not significantly ahead of plain labeled-only
     (60, 1, 3, 4, "seg"), (30, 1, 3, 4, "seg"),  # shorter runs: no unlabeled mode beat labeled-only on LA
     (120, None, None, None, "seg"),  # a model not known yet: the catch-all
 ])
 def test_the_shipped_rules_pick_the_teacher_only_where_it_won(minutes, classes, dims, labeled, mode):
     assert mode_choice.TEACHER_MIN_MINUTES == 90.0  # the LA study's length
-    assert (mode_choice.TEACHER_FEW_LABELED_MIN_MINUTES, mode_choice.FEW_LABELED) == (30.0, 3)  # ACDC 3 labeled
     picked, reason = pick_mode(minutes, 50, classes=classes, dims=dims, labeled=labeled)
     assert picked == mode
     assert reason.startswith(mode_choice.MODE_NAMES[mode] + f" for a {int(minutes)}-minute run")
-    if mode == "copy-paste-teacher" and classes == 1:
+    if mode == "copy-paste-teacher":
         assert "left-atrium" in reason and "83.2" in reason  # why: the study it won
-    elif mode == "copy-paste-teacher":
-        assert f"on {labeled} labeled scan" in reason and "cardiac" in reason and "7.6 points" in reason
     else:
-        assert "cardiac" in reason and "17-30 minutes" in reason  # why not: where it failed, where nothing won
+        assert "cardiac" in reason and "14-30 minutes" in reason  # why not: where it failed, where nothing won
 
 
 @pytest.mark.parametrize("rules", [TWO_RULES[:1], SCOPED[:1], (), (SCOPED[1], SCOPED[0]),
